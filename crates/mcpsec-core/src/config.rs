@@ -1,0 +1,283 @@
+//! The TOML configuration.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::capability::{Capability, Mode, Policy};
+use crate::units;
+
+/// The default `paths.readonly` globs.
+pub const DEFAULT_READONLY: &[&str] = &[".git/**"];
+/// The default `paths.deny` globs.
+pub const DEFAULT_DENY: &[&str] = &["**/.env", "**/.env.*", "**/*.pem", "**/*.key", "**/id_rsa*", "**/id_ed25519*"];
+/// The default read cap.
+pub const DEFAULT_MAX_READ: u64 = 10 << 20;
+
+/// A validated configuration. Every key is optional; [`Config::default`] is
+/// the zero-configuration behaviour.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Root directories from the file (relative ones are relative to the
+    /// config file's directory, resolved by the caller). `--root` adds to them.
+    pub roots: Vec<PathBuf>,
+    /// Mode per capability.
+    pub policy: Policy,
+    /// Protected paths inside the roots.
+    pub paths: PathRules,
+    /// Resource limits.
+    pub limits: Limits,
+}
+
+/// Globs (relative to a root) that no token can override.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathRules {
+    /// Readable, never written, moved or deleted.
+    pub readonly: Vec<String>,
+    /// Neither readable nor writable; left out of listings and searches.
+    pub deny: Vec<String>,
+}
+
+impl Default for PathRules {
+    fn default() -> Self {
+        PathRules {
+            readonly: DEFAULT_READONLY.iter().map(|s| s.to_string()).collect(),
+            deny: DEFAULT_DENY.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+/// Resource limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest file a read returns, in bytes.
+    pub max_read: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_read: DEFAULT_MAX_READ }
+    }
+}
+
+
+/// A configuration that cannot be used. The message names the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// Not TOML, an unknown key or a value of the wrong type.
+    #[error("{0}")]
+    Syntax(String),
+    /// A key whose value is not acceptable.
+    #[error("`{key}`: {message}")]
+    Value {
+        /// The dotted key, e.g. `limits.max_read`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+fn value_error(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Value { key: key.to_owned(), message: message.into() }
+}
+
+// The raw file as written. `deny_unknown_fields` everywhere: a typo must stop
+// start-up, not silently fall back to a default.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    roots: Option<Vec<PathBuf>>,
+    policy: Option<RawPolicy>,
+    paths: Option<RawPaths>,
+    limits: Option<RawLimits>,
+    // Sections of the product contract that later versions implement. They
+    // are named here so that the error says "not supported yet" rather than
+    // "unknown"; accepting and ignoring them would be failing open.
+    tokens: Option<toml::Value>,
+    rate_limit: Option<toml::Value>,
+    audit: Option<toml::Value>,
+    shell: Option<toml::Value>,
+    injection: Option<toml::Value>,
+    undo: Option<toml::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    read_files: Option<Mode>,
+    write_files: Option<Mode>,
+    delete_files: Option<Mode>,
+    execute_shell: Option<Mode>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPaths {
+    readonly: Option<Vec<String>>,
+    deny: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_read: Option<String>,
+}
+
+impl Config {
+    /// Parses and validates a configuration file's text.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string().trim().to_owned()))?;
+        let unsupported = [
+            ("tokens", raw.tokens.is_some()),
+            ("rate_limit", raw.rate_limit.is_some()),
+            ("audit", raw.audit.is_some()),
+            ("shell", raw.shell.is_some()),
+            ("injection", raw.injection.is_some()),
+            ("undo", raw.undo.is_some()),
+        ];
+        if let Some((section, _)) = unsupported.iter().find(|(_, present)| *present) {
+            return Err(value_error(
+                section,
+                format!(
+                    "the [{section}] section is not supported by this version of mcpsec; \
+                     remove it rather than run without what it asks for"
+                ),
+            ));
+        }
+
+        let mut config = Config::default();
+        if let Some(roots) = raw.roots {
+            config.roots = roots;
+        }
+        if let Some(p) = raw.policy {
+            let given = [
+                (Capability::ReadFiles, p.read_files),
+                (Capability::WriteFiles, p.write_files),
+                (Capability::DeleteFiles, p.delete_files),
+                (Capability::ExecuteShell, p.execute_shell),
+            ];
+            for (capability, mode) in given {
+                let Some(mode) = mode else { continue };
+                if matches!(mode, Mode::Confirm | Mode::Token) {
+                    return Err(value_error(
+                        &format!("policy.{capability}"),
+                        format!(
+                            "mode `{mode}` needs capability tokens, which this version of mcpsec \
+                             does not support yet; use `allow` or `deny`"
+                        ),
+                    ));
+                }
+                config.policy.set(capability, mode);
+            }
+        }
+        if let Some(paths) = raw.paths {
+            if let Some(readonly) = paths.readonly {
+                config.paths.readonly = readonly;
+            }
+            if let Some(deny) = paths.deny {
+                config.paths.deny = deny;
+            }
+        }
+        for (key, globs) in [("paths.readonly", &config.paths.readonly), ("paths.deny", &config.paths.deny)] {
+            for glob in globs {
+                validate_glob(glob).map_err(|m| value_error(key, m))?;
+            }
+        }
+        if let Some(limits) = raw.limits
+            && let Some(max_read) = limits.max_read
+        {
+            let bytes = units::parse_size(&max_read).map_err(|m| value_error("limits.max_read", m))?;
+            if bytes == 0 {
+                return Err(value_error("limits.max_read", "must be larger than 0"));
+            }
+            config.limits.max_read = bytes;
+        }
+        Ok(config)
+    }
+}
+
+/// Checks that `glob` is a valid pattern relative to a root.
+pub(crate) fn validate_glob(glob: &str) -> Result<(), String> {
+    if glob.starts_with('/') {
+        return Err(format!("`{glob}`: globs are relative to a root; remove the leading `/`"));
+    }
+    globset::GlobBuilder::new(glob)
+        .literal_separator(true)
+        .build()
+        .map(|_| ())
+        .map_err(|e| format!("`{glob}` is not a valid glob: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::from_toml_str(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        assert_eq!(Config::from_toml_str("").unwrap(), Config::default());
+        let c = Config::default();
+        assert_eq!(c.paths.readonly, vec![".git/**"]);
+        assert_eq!(c.paths.deny.len(), 6);
+        assert_eq!(c.limits.max_read, 10 << 20);
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = Config::from_toml_str(
+            r#"
+            roots = ["./workspace"]
+            [policy]
+            read_files = "allow"
+            write_files = "allow"
+            delete_files = "deny"
+            [paths]
+            readonly = ["docs/**"]
+            deny = ["**/secret*"]
+            [limits]
+            max_read = "1MiB"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.roots, vec![PathBuf::from("./workspace")]);
+        assert_eq!(c.policy.mode(Capability::WriteFiles), Mode::Allow);
+        assert_eq!(c.paths.readonly, vec!["docs/**"]);
+        assert_eq!(c.limits.max_read, 1 << 20);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        assert!(err("rootz = []").contains("rootz"), "{}", err("rootz = []"));
+        assert!(err("[policy]\nread_file = \"allow\"").contains("read_file"));
+        assert!(err("[paths]\nreadonlyy = []").contains("readonlyy"));
+        assert!(err("[limits]\nmax_reads = \"1MiB\"").contains("max_reads"));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        assert!(err("[policy]\nread_files = \"sometimes\"").contains("sometimes"));
+        assert!(err("[limits]\nmax_read = \"ten megs\"").contains("limits.max_read"));
+        assert!(err("[limits]\nmax_read = \"0\"").contains("limits.max_read"));
+        assert!(err("[paths]\ndeny = [\"a/[\"]").contains("paths.deny"));
+        assert!(err("[paths]\nreadonly = [\"/etc/**\"]").contains("paths.readonly"));
+        assert!(err("roots = \"x\"").contains("roots"));
+    }
+
+    #[test]
+    fn modes_that_need_tokens_are_refused_until_tokens_exist() {
+        let e = err("[policy]\ndelete_files = \"token\"");
+        assert!(e.contains("policy.delete_files") && e.contains("token"), "{e}");
+        assert!(err("[policy]\nwrite_files = \"confirm\"").contains("policy.write_files"));
+    }
+
+    #[test]
+    fn unimplemented_sections_are_refused_not_ignored() {
+        for section in ["tokens", "rate_limit", "audit", "shell", "injection", "undo"] {
+            let e = err(&format!("[{section}]\n"));
+            assert!(e.contains(section) && e.contains("not supported"), "{e}");
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! The shared vocabulary of mcpsec.
+//!
+//! This crate provides the words every other crate speaks:
+//!
+//! - [`Capability`]: the four kinds of power a tool can need
+//!   (`read_files`, `write_files`, `delete_files`, `execute_shell`);
+//! - [`Mode`] and [`Policy`]: what the operator allows for each capability;
+//! - [`Principal`]: on whose behalf a call is made;
+//! - [`Refusal`]: a denial that says what was refused, why, and what the
+//!   human can do about it;
+//! - [`Config`]: the TOML configuration, parsed and validated;
+//! - [`units`]: durations (`60s`, `5m`) and sizes (`10MiB`).
+//!
+//! # Guarantee
+//!
+//! Parsing a configuration either yields a fully validated [`Config`] or an
+//! error that names the offending key: an unknown key, a bad value or a
+//! feature this build does not support stops start-up (fail closed).
+//!
+//! # Non-goals
+//!
+//! **Architecture invariant:** this crate does no I/O. It never opens a file,
+//! reads the environment or talks to a terminal; callers hand it strings.
+//!
+//! ```
+//! use mcpsec_core::{Capability, Config, Mode};
+//!
+//! let config = Config::from_toml_str("[policy]\nwrite_files = \"allow\"\n").unwrap();
+//! assert_eq!(config.policy.mode(Capability::WriteFiles), Mode::Allow);
+//! assert_eq!(config.policy.mode(Capability::DeleteFiles), Mode::Deny);
+//! ```
+
+mod capability;
+mod config;
+mod refusal;
+pub mod units;
+
+pub use capability::{Capability, Mode, Policy, Principal, UnknownCapability};
+pub use config::{Config, ConfigError, Limits, PathRules};
+pub use refusal::Refusal;

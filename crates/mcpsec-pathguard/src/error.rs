@@ -1,0 +1,189 @@
+use std::io;
+
+/// Which protected-path rule refused an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// `paths.deny`: neither readable nor writable.
+    Deny,
+    /// `paths.readonly`: readable, never changed.
+    ReadOnly,
+}
+
+/// Everything the path guard can refuse or fail with.
+///
+/// Every message names the path **as the caller gave it** and never anything
+/// learned by resolving it: no symlink target, no host path outside a root,
+/// not even whether something exists outside the roots.
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    /// The path, or a symlink on the way, leads outside every root.
+    #[error(
+        "refused: `{path}` leads outside the allowed directories. \
+         To allow it, the operator can add the directory with `--root` (call list_allowed_directories to see them)"
+    )]
+    Outside {
+        /// The path as given.
+        path: String,
+    },
+    /// A protected-path rule matched the resolved path.
+    #[error("refused: `{path}` is protected by the `{}` rule `{glob}` ({}). \
+             To allow it, the operator can change [paths] in the config file",
+            rule_key(*rule), rule_meaning(*rule))]
+    Protected {
+        /// The path as given (or the entry inside it that is protected).
+        path: String,
+        /// The rule.
+        rule: Rule,
+        /// The glob that matched.
+        glob: String,
+    },
+    /// The path itself is not acceptable (empty, NUL byte, too long, …).
+    #[error("refused: invalid path `{path}`: {reason}")]
+    Invalid {
+        /// The path as given (truncated when absurdly long).
+        path: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The operation would change a root directory itself.
+    #[error("refused: `{path}` is an allowed root directory itself, which tools may not {op}")]
+    RootItself {
+        /// The path as given.
+        path: String,
+        /// What was attempted.
+        op: &'static str,
+    },
+    /// Nothing at that path.
+    #[error("`{path}` does not exist")]
+    NotFound {
+        /// The path as given.
+        path: String,
+    },
+    /// A directory on the way does not exist.
+    #[error("the parent directory of `{path}` does not exist (create it with create_directory first)")]
+    ParentNotFound {
+        /// The path as given.
+        path: String,
+    },
+    /// Something on the way is not a directory.
+    #[error("`{path}`: a component of the path is not a directory")]
+    NotADirectory {
+        /// The path as given.
+        path: String,
+    },
+    /// A file was expected.
+    #[error("`{path}` is a directory, not a file")]
+    IsADirectory {
+        /// The path as given.
+        path: String,
+    },
+    /// A directory was expected.
+    #[error("`{path}` is not a directory")]
+    NotDirectory {
+        /// The path as given.
+        path: String,
+    },
+    /// The destination exists.
+    #[error("`{path}` already exists")]
+    AlreadyExists {
+        /// The path as given.
+        path: String,
+    },
+    /// `delete_file` on a non-empty directory without `recursive`.
+    #[error("`{path}` is a directory that is not empty; pass `recursive: true` to delete it with its contents")]
+    DirectoryNotEmpty {
+        /// The path as given.
+        path: String,
+    },
+    /// The file is larger than the read cap.
+    #[error(
+        "`{path}` is {size} bytes, more than the read limit of {limit} bytes (use head or tail, or ask the operator to raise [limits] max_read)"
+    )]
+    TooLarge {
+        /// The path as given.
+        path: String,
+        /// The file's size.
+        size: u64,
+        /// The cap.
+        limit: u64,
+    },
+    /// More entries than a listing, tree or search returns.
+    #[error("`{path}` holds more than {limit} entries; narrow the path or add excludePatterns")]
+    TooManyEntries {
+        /// The path as given.
+        path: String,
+        /// The cap.
+        limit: usize,
+    },
+    /// Too many symlinks, or a cycle.
+    #[error("`{path}`: too many levels of symbolic links")]
+    SymlinkLoop {
+        /// The path as given.
+        path: String,
+    },
+    /// The filesystem changed under the operation (e.g. a directory was
+    /// replaced by a symlink); nothing was done past that point.
+    #[error("`{path}` changed while it was being accessed; nothing was done, try again")]
+    Changed {
+        /// The path as given.
+        path: String,
+    },
+    /// Any other I/O failure (the OS message is kept out on purpose).
+    #[error("{op} `{path}` failed: {kind}")]
+    Io {
+        /// What was attempted.
+        op: &'static str,
+        /// The path as given.
+        path: String,
+        /// The kind of failure.
+        kind: io::ErrorKind,
+    },
+}
+
+fn rule_key(rule: Rule) -> &'static str {
+    match rule {
+        Rule::Deny => "paths.deny",
+        Rule::ReadOnly => "paths.readonly",
+    }
+}
+
+fn rule_meaning(rule: Rule) -> &'static str {
+    match rule {
+        Rule::Deny => "neither readable nor writable by any tool",
+        Rule::ReadOnly => "readable, but never written, moved or deleted",
+    }
+}
+
+impl GuardError {
+    /// Whether this is a security refusal (as opposed to an ordinary failure
+    /// such as a missing file). Refusals are audited as `denied`.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            GuardError::Outside { .. }
+                | GuardError::Protected { .. }
+                | GuardError::Invalid { .. }
+                | GuardError::RootItself { .. }
+        )
+    }
+}
+
+/// The one place that turns an `io::Error` from a handle operation into a
+/// [`GuardError`]. cap-std reports every attempted escape as
+/// `PermissionDenied` ("a path led outside of the filesystem"); our own
+/// resolver never hands it a path that could escape, so such an error means
+/// the tree changed under us and is reported as [`GuardError::Changed`].
+#[cold]
+pub(crate) fn io_error(op: &'static str, path: &str, err: io::Error) -> GuardError {
+    let path = path.to_owned();
+    match err.kind() {
+        io::ErrorKind::NotFound => GuardError::NotFound { path },
+        io::ErrorKind::AlreadyExists => GuardError::AlreadyExists { path },
+        io::ErrorKind::IsADirectory => GuardError::IsADirectory { path },
+        io::ErrorKind::NotADirectory => GuardError::NotADirectory { path },
+        io::ErrorKind::DirectoryNotEmpty => GuardError::DirectoryNotEmpty { path },
+        _ if err.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => GuardError::Changed { path },
+        io::ErrorKind::PermissionDenied if err.raw_os_error().is_none() => GuardError::Changed { path },
+        kind => GuardError::Io { op, path, kind },
+    }
+}

@@ -1,0 +1,48 @@
+//! The mcpsec MCP server.
+//!
+//! This crate provides [`McpsecServer`], an rmcp [`ServerHandler`](rmcp::ServerHandler)
+//! that offers the built-in filesystem tools ([`tools`]) through one guard
+//! pipeline, and [`serve_stdio`], which runs it over stdin/stdout with a
+//! transport that answers malformed lines instead of dropping them.
+//!
+//! # Guarantee
+//!
+//! Every `tools/call` goes through the same pipeline: look up the tool,
+//! authorize its capability ([`mcpsec_caps`]), parse the arguments, execute
+//! through the path guard ([`mcpsec_pathguard`]), report the ending to the
+//! audit sink ([`mcpsec_audit`]). A refusal or failure is a tool result with
+//! `isError: true` whose text says what was refused, why and what the human
+//! can do; a request for a tool that does not exist is a JSON-RPC error.
+//! Tools whose capability is in mode `deny` are not listed.
+//!
+//! # Non-goals
+//!
+//! **Architecture invariant:** this is the only crate that knows MCP and
+//! JSON-RPC. It never touches the filesystem itself (only through
+//! [`Sandbox`](mcpsec_pathguard::Sandbox)), never parses command lines and
+//! never decides exit codes.
+
+mod edit;
+mod handler;
+mod timefmt;
+pub mod tools;
+pub mod transport;
+
+pub use handler::{McpsecServer, ServerOptions};
+
+use rmcp::ServiceExt;
+
+/// Serves MCP on stdin/stdout until the client closes stdin.
+pub async fn serve_stdio(options: ServerOptions) -> Result<(), ServeError> {
+    let server = McpsecServer::new(options);
+    let (stdin, stdout) = rmcp::transport::io::stdio_pipes();
+    let transport = transport::LineTransport::new(stdin, stdout);
+    let running = server.serve(transport).await.map_err(|e| ServeError(e.to_string()))?;
+    running.waiting().await.map_err(|e| ServeError(e.to_string()))?;
+    Ok(())
+}
+
+/// The server could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+#[error("MCP service failed: {0}")]
+pub struct ServeError(String);

@@ -1,0 +1,175 @@
+//! Newline-delimited JSON-RPC over stdin/stdout.
+//!
+//! rmcp's own stdio transport drops a line that is not JSON without a word;
+//! JSON-RPC 2.0 asks for a `-32700 Parse error` reply (with `id: null`), and
+//! an operator debugging a client deserves one. This transport answers every
+//! malformed line (not JSON, not a JSON-RPC message, too long) with an error
+//! and keeps serving. Nothing but JSON-RPC is ever written to stdout.
+
+use std::sync::Arc;
+
+use rmcp::RoleServer;
+use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
+use rmcp::transport::Transport;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::Mutex;
+
+/// The longest request line accepted (a `write_file` carries the whole
+/// file). Longer lines are discarded with an error reply.
+pub const MAX_LINE: usize = 64 << 20;
+
+/// A JSON-RPC transport over a byte stream pair.
+#[derive(Debug)]
+pub struct LineTransport<R, W> {
+    reader: BufReader<R>,
+    writer: Arc<Mutex<W>>,
+    line: Vec<u8>,
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> LineTransport<R, W> {
+    /// A transport reading requests from `reader`, writing to `writer`.
+    pub fn new(reader: R, writer: W) -> Self {
+        LineTransport {
+            reader: BufReader::with_capacity(64 << 10, reader),
+            writer: Arc::new(Mutex::new(writer)),
+            line: Vec::with_capacity(8 << 10),
+        }
+    }
+}
+
+async fn write_line<W: AsyncWrite + Unpin>(writer: &Mutex<W>, bytes: &[u8]) -> std::io::Result<()> {
+    let mut w = writer.lock().await;
+    w.write_all(bytes).await?;
+    w.flush().await
+}
+
+fn error_line(id: &serde_json::Value, code: i64, message: &str) -> Vec<u8> {
+    let mut out = serde_json::to_vec(&serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": { "code": code, "message": message },
+    }))
+    .unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+enum Read {
+    Line,
+    TooLong,
+    Eof,
+}
+
+impl<R, W> LineTransport<R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    /// Reads one line into `self.line` (without the newline), discarding
+    /// the rest of a line longer than [`MAX_LINE`].
+    async fn read_line(&mut self) -> std::io::Result<Read> {
+        self.line.clear();
+        let mut too_long = false;
+        loop {
+            let buf = self.reader.fill_buf().await?;
+            if buf.is_empty() {
+                return Ok(match (too_long, self.line.is_empty()) {
+                    (true, _) => Read::TooLong,
+                    (false, true) => Read::Eof,
+                    (false, false) => Read::Line,
+                });
+            }
+            let newline = memchr(buf);
+            let chunk = &buf[..newline.unwrap_or(buf.len())];
+            if !too_long {
+                if self.line.len() + chunk.len() > MAX_LINE {
+                    too_long = true;
+                    self.line = Vec::new();
+                } else {
+                    self.line.extend_from_slice(chunk);
+                }
+            }
+            let used = newline.map_or(buf.len(), |i| i + 1);
+            self.reader.consume(used);
+            if newline.is_some() {
+                return Ok(if too_long { Read::TooLong } else { Read::Line });
+            }
+        }
+    }
+}
+
+fn memchr(buf: &[u8]) -> Option<usize> {
+    buf.iter().position(|&b| b == b'\n')
+}
+
+impl<R, W> Transport<RoleServer> for LineTransport<R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    type Error = std::io::Error;
+
+    fn send(
+        &mut self,
+        item: TxJsonRpcMessage<RoleServer>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        let writer = self.writer.clone();
+        async move {
+            let mut bytes = serde_json::to_vec(&item).map_err(std::io::Error::other)?;
+            bytes.push(b'\n');
+            write_line(&writer, &bytes).await
+        }
+    }
+
+    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
+        loop {
+            let read = match self.read_line().await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!("reading stdin failed: {e}");
+                    return None;
+                }
+            };
+            let reply = match read {
+                Read::Eof => return None,
+                Read::TooLong => error_line(
+                    &serde_json::Value::Null,
+                    -32600,
+                    "Invalid Request: the message is longer than the 64 MiB limit",
+                ),
+                Read::Line => {
+                    let line = self.line.strip_suffix(b"\r").unwrap_or(&self.line);
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    match serde_json::from_slice::<RxJsonRpcMessage<RoleServer>>(line) {
+                        Ok(msg) => return Some(msg),
+                        Err(e) if e.is_syntax() || e.is_eof() => {
+                            tracing::debug!("unparsable message: {e}");
+                            error_line(&serde_json::Value::Null, -32700, &format!("Parse error: {e}"))
+                        }
+                        Err(e) => {
+                            tracing::debug!("not a JSON-RPC message: {e}");
+                            // Answer with the request's id when it has a usable one.
+                            let id = serde_json::from_slice::<serde_json::Value>(line)
+                                .ok()
+                                .and_then(|v| v.get("id").cloned())
+                                .filter(|id| id.is_string() || id.is_number())
+                                .unwrap_or(serde_json::Value::Null);
+                            error_line(&id, -32600, &format!("Invalid Request: {e}"))
+                        }
+                    }
+                }
+            };
+            if let Err(e) = write_line(&self.writer, &reply).await {
+                tracing::error!("writing stdout failed: {e}");
+                return None;
+            }
+        }
+    }
+
+    async fn close(&mut self) -> Result<(), Self::Error> {
+        let mut w = self.writer.lock().await;
+        w.flush().await
+    }
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests: the real `mcpsec` binary, a real MCP client.
+
+#![allow(clippy::unwrap_used)]
+
+mod attacks;
+mod protocol;
+mod startup;
+mod tools;

@@ -1,0 +1,87 @@
+//! Start-up: roots, configuration errors, policy, stdout discipline.
+
+use mcpsec_e2e::{ALLOW_ALL, BOTH, Env, mcpsec_bin, path};
+use serde_json::json;
+
+fn run(env: &Env, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(mcpsec_bin())
+        .args(args)
+        .current_dir(env.path())
+        .env("MCPSEC_STATE_DIR", env.path().join("state"))
+        .env("XDG_CONFIG_HOME", env.path().join("no-config"))
+        .env_remove("MCPSEC_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn serve_without_a_root_is_a_usage_error_that_says_how() {
+    let env = Env::new();
+    let out = run(&env, &["serve"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--root DIR"), "{err}");
+    assert!(out.stdout.is_empty(), "stdout must stay clean: {:?}", out.stdout);
+}
+
+#[test]
+fn a_root_that_does_not_exist_is_refused() {
+    let env = Env::new();
+    let out = run(&env, &["serve", "--root", "no/such/dir"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no/such/dir"));
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let env = Env::new();
+    let cases = [
+        ("[policy]\nread_filez = \"allow\"\n", "read_filez"),
+        ("[limits]\nmax_read = \"lots\"\n", "limits.max_read"),
+        ("[policy]\ndelete_files = \"token\"\n", "policy.delete_files"),
+        ("[rate_limit]\ncalls = 5\n", "rate_limit"),
+        ("roots = 3\n", "roots"),
+    ];
+    for (toml, key) in cases {
+        let cfg = env.config(toml);
+        let out = run(&env, &["serve", "--root", "ws", "--config", cfg.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{toml}: {err}");
+        assert!(err.contains(key), "{toml}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn denied_capabilities_are_not_listed_and_refused_with_the_remedy() {
+    let env = Env::new();
+    for protocol in BOTH {
+        let client = env.start(protocol, &[]).await;
+        let names: Vec<String> = client.tools().await.iter().map(|t| t.name.to_string()).collect();
+        for hidden in ["write_file", "edit_file", "create_directory", "move_file", "delete_file"] {
+            assert!(!names.contains(&hidden.to_string()), "{hidden} listed: {names:?}");
+        }
+        assert_eq!(names.len(), 10, "{names:?}");
+        let e = client.err("write_file", json!({"path": "x.txt", "content": "x"})).await;
+        assert!(e.contains("write_files") && e.contains("deny") && e.contains("[policy]"), "{e}");
+        let e = client.err("delete_file", path("hello.txt")).await;
+        assert!(e.contains("delete_files"), "{e}");
+        assert!(env.exists("ws/hello.txt"));
+        assert!(!env.exists("ws/x.txt"));
+        client.close().await;
+    }
+}
+
+#[tokio::test]
+async fn config_roots_and_policy_apply() {
+    let env = Env::new();
+    env.write("second/b.txt", "bee");
+    let cfg = env.config(&format!("roots = [\"second\"]\n{ALLOW_ALL}"));
+    let client = env.start(mcpsec_e2e::Protocol::Legacy, &["--config", cfg.to_str().unwrap()]).await;
+    assert_eq!(client.tools().await.len(), 15);
+    let dirs = client.ok("list_allowed_directories", json!({})).await;
+    assert!(dirs.contains("/second") && dirs.contains("/ws"), "{dirs}");
+    let second = env.path().join("second/b.txt");
+    assert_eq!(client.ok("read_text_file", path(second.to_str().unwrap())).await, "bee");
+    client.close().await;
+}

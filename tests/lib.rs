@@ -1,0 +1,278 @@
+//! The end-to-end harness: spawns the real `mcpsec` binary and talks to it
+//! through rmcp's MCP client, over both protocol generations.
+//!
+//! Every test gets its own [`Env`]: a temporary directory holding the root
+//! `ws/` the server may use, and a sibling `outside/` with sentinel files
+//! that no call may ever read, change or reveal.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use rmcp::model::{CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ProtocolVersion, Tool};
+use rmcp::service::{ClientLifecycleMode, ClientServiceExt, RunningService};
+use rmcp::transport::TokioChildProcess;
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::{Value, json};
+
+/// The content of every sentinel file outside the root.
+pub const SECRET: &str = "TOP-SECRET-OUTSIDE-CONTENT";
+
+/// Which protocol generation the client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// The `initialize` handshake, protocol 2025-11-25.
+    Legacy,
+    /// `server/discover` and per-request metadata, protocol 2026-07-28.
+    Modern,
+}
+
+/// Both generations, for tests that must hold on each.
+pub const BOTH: [Protocol; 2] = [Protocol::Legacy, Protocol::Modern];
+
+/// The path of the built `mcpsec` binary (next to the test executable's
+/// `deps/` directory).
+pub fn mcpsec_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join("mcpsec");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first with `cargo build -p mcpsec-cli` (cargo xtask ci does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A test's private directory tree.
+#[derive(Debug)]
+pub struct Env {
+    tmp: tempfile::TempDir,
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Env {
+    /// `ws/` with a few files, `outside/` with sentinels, a state dir.
+    pub fn new() -> Env {
+        let tmp = tempfile::tempdir().unwrap();
+        let env = Env { tmp };
+        for d in ["ws", "outside", "outside/dir", "state", "ws-evil"] {
+            std::fs::create_dir_all(env.path().join(d)).unwrap();
+        }
+        env.write("outside/secret.txt", SECRET);
+        env.write("outside/dir/secret.txt", SECRET);
+        env.write("ws-evil/secret.txt", SECRET);
+        env.write("ws/hello.txt", "hello world\n");
+        env
+    }
+
+    /// The temporary directory.
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// The root the server is given.
+    pub fn root(&self) -> PathBuf {
+        self.path().join("ws")
+    }
+
+    /// The sentinel directory outside the root.
+    pub fn outside(&self) -> PathBuf {
+        self.path().join("outside")
+    }
+
+    /// Writes a file (creating parents) relative to the temp dir.
+    pub fn write(&self, rel: &str, content: &str) {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+
+    /// Reads a file relative to the temp dir.
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path().join(rel)).unwrap()
+    }
+
+    /// Whether a path relative to the temp dir exists (not following a final symlink).
+    pub fn exists(&self, rel: &str) -> bool {
+        self.path().join(rel).symlink_metadata().is_ok()
+    }
+
+    /// Creates a symlink at `link` (relative to the temp dir) pointing at `target` (verbatim).
+    pub fn symlink(&self, target: impl AsRef<Path>, link: &str) {
+        std::os::unix::fs::symlink(target, self.path().join(link)).unwrap();
+    }
+
+    /// A listing of everything under `outside/` with contents, to prove it unchanged.
+    pub fn outside_snapshot(&self) -> Vec<(String, String)> {
+        fn walk(dir: &Path, base: &Path, out: &mut Vec<(String, String)>) {
+            let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+            entries.sort();
+            for p in entries {
+                let rel = p.strip_prefix(base).unwrap().display().to_string();
+                let meta = p.symlink_metadata().unwrap();
+                if meta.is_dir() {
+                    out.push((rel, "<dir>".into()));
+                    walk(&p, base, out);
+                } else if meta.file_type().is_symlink() {
+                    out.push((rel, format!("-> {}", std::fs::read_link(&p).unwrap().display())));
+                } else {
+                    out.push((rel, std::fs::read_to_string(&p).unwrap_or_else(|_| "<binary>".into())));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for d in ["outside", "ws-evil"] {
+            walk(&self.path().join(d), self.path(), &mut out);
+        }
+        out
+    }
+
+    /// Writes a config file and returns its path.
+    pub fn config(&self, toml: &str) -> PathBuf {
+        let p = self.path().join("mcpsec.toml");
+        std::fs::write(&p, toml).unwrap();
+        p
+    }
+
+    /// A command line for `mcpsec serve` on this env's root with `extra` arguments.
+    pub fn command(&self, extra: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(mcpsec_bin());
+        cmd.arg("serve")
+            .arg("--root")
+            .arg(self.root())
+            .args(extra)
+            .current_dir(self.path())
+            .env("MCPSEC_STATE_DIR", self.path().join("state"))
+            .env_remove("MCPSEC_CONFIG")
+            .env("XDG_CONFIG_HOME", self.path().join("no-config"))
+            .env("RUST_LOG", "warn");
+        cmd
+    }
+
+    /// Starts a server with `extra` arguments and connects a client.
+    pub async fn start(&self, protocol: Protocol, extra: &[&str]) -> Client {
+        Client::connect(self.command(extra), protocol).await
+    }
+}
+
+/// A connected MCP client.
+#[derive(Debug)]
+pub struct Client {
+    service: RunningService<RoleClient, ClientConfig>,
+    /// The protocol generation in use.
+    pub protocol: Protocol,
+}
+
+impl Client {
+    /// Spawns `cmd` and connects over the given protocol generation.
+    pub async fn connect(mut cmd: tokio::process::Command, protocol: Protocol) -> Client {
+        cmd.stderr(Stdio::inherit());
+        let transport = TokioChildProcess::new(cmd).unwrap();
+        let mut info = ClientConfig::default();
+        info.capabilities = ClientCapabilities::default();
+        let service = match protocol {
+            Protocol::Legacy => {
+                info.protocol_version = ProtocolVersion::V_2025_11_25;
+                info.serve(transport).await.unwrap()
+            }
+            Protocol::Modern => {
+                info.protocol_version = ProtocolVersion::V_2026_07_28;
+                info.serve_with_lifecycle(
+                    transport,
+                    ClientLifecycleMode::Discover { preferred_versions: vec![ProtocolVersion::V_2026_07_28] },
+                )
+                .await
+                .unwrap()
+            }
+        };
+        Client { service, protocol }
+    }
+
+    /// The protocol version the session negotiated.
+    pub fn negotiated(&self) -> Option<ProtocolVersion> {
+        self.service.peer_info().map(|i| i.protocol_version.clone())
+    }
+
+    /// A handle for issuing calls concurrently.
+    pub fn peer(&self) -> rmcp::Peer<RoleClient> {
+        self.service.peer().clone()
+    }
+
+    /// `tools/list`.
+    pub async fn tools(&self) -> Vec<Tool> {
+        self.service.list_all_tools().await.unwrap()
+    }
+
+    /// `tools/call`; a JSON-RPC error is returned as `Err(message)`.
+    pub async fn try_call(&self, tool: &str, args: Value) -> Result<CallToolResult, String> {
+        let mut params = CallToolRequestParams::new(tool.to_owned());
+        params.arguments = match args {
+            Value::Object(map) => Some(map),
+            Value::Null => None,
+            other => panic!("arguments must be an object, not {other}"),
+        };
+        self.service.call_tool(params).await.map_err(|e| e.to_string())
+    }
+
+    /// `tools/call` that must reach the tool (no JSON-RPC error).
+    pub async fn call(&self, tool: &str, args: Value) -> CallToolResult {
+        self.try_call(tool, args.clone()).await.unwrap_or_else(|e| panic!("{tool} {args}: JSON-RPC error {e}"))
+    }
+
+    /// A call that must succeed; returns its text.
+    pub async fn ok(&self, tool: &str, args: Value) -> String {
+        let r = self.call(tool, args.clone()).await;
+        let t = text(&r);
+        assert_eq!(r.is_error, Some(false), "{tool} {args} failed: {t}");
+        t
+    }
+
+    /// A call that must fail with a tool error; returns its text.
+    pub async fn err(&self, tool: &str, args: Value) -> String {
+        let r = self.call(tool, args.clone()).await;
+        let t = text(&r);
+        assert_eq!(r.is_error, Some(true), "{tool} {args} should have failed, got: {t}");
+        t
+    }
+
+    /// Closes the session and waits for the server to exit.
+    pub async fn close(self) {
+        self.service.cancel().await.unwrap();
+    }
+}
+
+/// All text content of a result, joined.
+pub fn text(r: &CallToolResult) -> String {
+    r.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect::<Vec<_>>().join("\n")
+}
+
+/// Shorthand for `{"path": p}`.
+pub fn path(p: &str) -> Value {
+    json!({ "path": p })
+}
+
+/// Asserts that `message`, the answer to a call with arguments `input`,
+/// reveals nothing about what lies outside the root: no sentinel content,
+/// no path outside the root that the caller did not name itself (such as a
+/// symlink's target), no line of `/etc/passwd`.
+pub fn assert_no_leak(env: &Env, input: &serde_json::Value, message: &str) {
+    assert!(!message.contains(SECRET), "leaked content: {message}");
+    let given = input.to_string();
+    for dir in [env.outside(), env.path().join("ws-evil"), PathBuf::from("/etc")] {
+        let dir = dir.display().to_string();
+        if !given.contains(&dir) {
+            assert!(!message.contains(&dir), "leaked the path {dir}: {message}");
+        }
+    }
+    assert!(!message.contains("root:x:0:0"), "leaked /etc/passwd: {message}");
+}
+
+/// A config that allows every filesystem capability.
+pub const ALLOW_ALL: &str = "[policy]\nwrite_files = \"allow\"\ndelete_files = \"allow\"\n";

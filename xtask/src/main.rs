@@ -1,0 +1,67 @@
+//! Project automation, `cargo xtask <task>` (see `cargo xtask help`).
+//!
+//! Needs nothing but cargo and rustc for `ci`; the benchmark installs its
+//! peers (npm, cargo install) into `target/bench-peers` on first use.
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+
+mod bench;
+
+const HELP: &str = "\
+cargo xtask <task>
+
+tasks:
+  ci      fmt check, clippy -D warnings, all tests, docs with warnings denied
+  bench   serve benchmark: mcpsec vs the reference Node server and rust-mcp-filesystem
+  help    this text
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("bench") => bench::run(&args[1..]),
+        Some("help") | None => {
+            eprint!("{HELP}");
+            Ok(())
+        }
+        Some(other) => Err(anyhow::anyhow!("unknown task `{other}`\n\n{HELP}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `cargo` with `args`, failing if it fails.
+pub(crate) fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("$ cargo {}", args.join(" "));
+    let status = Command::new(cargo)
+        .args(args)
+        .envs(envs.iter().copied())
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn ci() -> Result<()> {
+    let started = std::time::Instant::now();
+    cargo(&["fmt", "--all", "--", "--check"], &[])?;
+    cargo(&["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"], &[])?;
+    // The end-to-end tests spawn the real binary; build it first so that
+    // they find it without racing the build.
+    cargo(&["build", "--locked", "-p", "mcpsec-cli"], &[])?;
+    cargo(&["test", "--workspace", "--locked"], &[])?;
+    cargo(&["doc", "--workspace", "--no-deps", "--locked"], &[("RUSTDOCFLAGS", "-D warnings")])?;
+    eprintln!("xtask ci: all green in {:.0?}", started.elapsed());
+    Ok(())
+}
