@@ -32,17 +32,47 @@ pub enum Protocol {
 pub const BOTH: [Protocol; 2] = [Protocol::Legacy, Protocol::Modern];
 
 /// The path of the built `mcpsec` binary (next to the test executable's
-/// `deps/` directory).
+/// `deps/` directory). `cargo test` does not rebuild another package's
+/// binary, so this refuses a binary older than any source file of the
+/// product crates rather than silently testing stale code.
 pub fn mcpsec_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = dir.join("mcpsec");
-    assert!(
-        bin.is_file(),
-        "{} is missing: build it first with `cargo build -p mcpsec-cli` (cargo xtask ci does)",
-        bin.display()
-    );
-    bin
+    static CHECKED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CHECKED
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            let dir = exe.parent().and_then(Path::parent).unwrap();
+            let bin = dir.join("mcpsec");
+            let hint = "build it first with `cargo build -p mcpsec-cli` (cargo xtask ci does)";
+            let built = std::fs::metadata(&bin)
+                .and_then(|m| m.modified())
+                .unwrap_or_else(|_| panic!("{} is missing: {hint}", bin.display()));
+            let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates");
+            if let Some(newer) = newest_source(&crates).filter(|(t, _)| *t > built) {
+                panic!("{} is older than {}: {hint}", bin.display(), newer.1.display());
+            }
+            bin
+        })
+        .clone()
+}
+
+fn newest_source(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let candidate = if path.is_dir() {
+            newest_source(&path)
+        } else if path.extension().is_some_and(|e| e == "rs" || e == "toml") {
+            entry.metadata().and_then(|m| m.modified()).ok().map(|t| (t, path))
+        } else {
+            None
+        };
+        if let Some(c) = candidate
+            && newest.as_ref().is_none_or(|n| c.0 > n.0)
+        {
+            newest = Some(c);
+        }
+    }
+    newest
 }
 
 /// A test's private directory tree.

@@ -212,6 +212,7 @@ async fn protected_paths_hold_even_when_everything_is_allowed() {
     env.write("ws/certs/server.pem", "-----BEGIN PRIVATE KEY-----");
     env.write("ws/.git/HEAD", "ref: refs/heads/main\n");
     env.write("ws/.git/config", "[core]\n");
+    env.write("ws/vendor/lib/.git/HEAD", "nested\n");
     env.symlink(".env", "ws/innocent.txt");
     let c = allow_all(&env, Protocol::Legacy).await;
     for denied in [".env", "conf/.env.local", "certs/server.pem", "innocent.txt"] {
@@ -239,11 +240,15 @@ async fn protected_paths_hold_even_when_everything_is_allowed() {
         ("move_file", json!({"source": ".git", "destination": "git-backup"})),
         ("move_file", json!({"source": "hello.txt", "destination": ".git/hooks-pre-commit"})),
         ("create_directory", json!({"path": ".git/hooks"})),
+        ("delete_file", json!({"path": "vendor/lib/.git", "recursive": true})),
+        ("delete_file", json!({"path": "vendor", "recursive": true})),
+        ("write_file", json!({"path": "vendor/lib/.git/HEAD", "content": "pwned"})),
     ] {
         let e = c.err(tool, args.clone()).await;
         assert!(e.contains("paths.readonly") || e.contains("paths.deny"), "{tool} {args}: {e}");
     }
     assert_eq!(env.read("ws/.git/HEAD"), "ref: refs/heads/main\n");
+    assert_eq!(env.read("ws/vendor/lib/.git/HEAD"), "nested\n");
     // A directory holding a protected file cannot be deleted or moved wholesale.
     let e = c.err("delete_file", json!({"path": "conf", "recursive": true})).await;
     assert!(e.contains("paths.deny"), "{e}");

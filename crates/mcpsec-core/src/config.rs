@@ -8,7 +8,9 @@ use crate::capability::{Capability, Mode, Policy};
 use crate::units;
 
 /// The default `paths.readonly` globs.
-pub const DEFAULT_READONLY: &[&str] = &[".git/**"];
+/// `**/.git/**` rather than the contract's `.git/**`: a root that holds several
+/// repositories keeps every `.git` read-only, not only the top one.
+pub const DEFAULT_READONLY: &[&str] = &["**/.git/**"];
 /// The default `paths.deny` globs.
 pub const DEFAULT_DENY: &[&str] = &["**/.env", "**/.env.*", "**/*.pem", "**/*.key", "**/id_rsa*", "**/id_ed25519*"];
 /// The default read cap.
@@ -59,7 +61,6 @@ impl Default for Limits {
         Limits { max_read: DEFAULT_MAX_READ }
     }
 }
-
 
 /// A configuration that cannot be used. The message names the key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -220,7 +221,7 @@ mod tests {
     fn empty_file_is_the_defaults() {
         assert_eq!(Config::from_toml_str("").unwrap(), Config::default());
         let c = Config::default();
-        assert_eq!(c.paths.readonly, vec![".git/**"]);
+        assert_eq!(c.paths.readonly, vec!["**/.git/**"]);
         assert_eq!(c.paths.deny.len(), 6);
         assert_eq!(c.limits.max_read, 10 << 20);
     }

@@ -6,7 +6,9 @@ use crate::error::{GuardError, Rule};
 
 /// The protected-path rules, compiled. Globs are matched against the
 /// resolved path relative to its root, `/`-separated; `*` does not cross a
-/// `/`, `**` does, and dot files are matched like any other name.
+/// `/`, `**` does, and dot files are matched like any other name. A rule
+/// that matches a directory covers everything inside it (a virtualenv
+/// named `.env` is as denied as a file named `.env`).
 #[derive(Debug, Clone)]
 pub struct Rules {
     deny: Compiled,

@@ -1,0 +1,315 @@
+//! The file operations themselves: the read cap, head and tail, atomic
+//! writes, moves and deletes that refuse to clobber, several roots.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use mcpsec_pathguard::{EntryKind, GuardError, Rules};
+
+use crate::support::{Fx, default_rules, refused, sandbox};
+
+fn capped(fx: &Fx, max_read: u64) -> mcpsec_pathguard::Sandbox {
+    sandbox(std::slice::from_ref(&fx.root), Rules::none(), max_read)
+}
+
+#[test]
+fn read_cap_refuses_larger_files_with_a_clear_message() {
+    let fx = Fx::bare();
+    fx.file("exact", &"x".repeat(16));
+    fx.file("over", &"x".repeat(17));
+    let sb = capped(&fx, 16);
+    assert_eq!(sb.max_read(), 16);
+    assert_eq!(sb.read("exact").unwrap().len(), 16);
+    let err = refused(sb.read("over"), "over the cap");
+    assert!(matches!(err, GuardError::TooLarge { size: 17, limit: 16, .. }), "{err:?}");
+    let msg = err.to_string();
+    for part in ["`over`", "17 bytes", "16 bytes", "head or tail", "max_read"] {
+        assert!(msg.contains(part), "message lacks {part:?}: {msg}");
+    }
+    assert!(!err.is_refusal(), "too large is a failure, not a security refusal");
+}
+
+#[test]
+fn head_and_tail_count_lines() {
+    let fx = Fx::bare();
+    fx.file("lines", "l1\nl2\nl3\n");
+    fx.file("no_newline", "l1\nl2\nl3");
+    fx.file("empty", "");
+    let sb = fx.sandbox();
+    for f in ["lines", "no_newline"] {
+        assert_eq!(sb.read_head(f, 0).unwrap(), b"", "{f}");
+        assert_eq!(sb.read_head(f, 1).unwrap(), b"l1", "{f}");
+        assert_eq!(sb.read_head(f, 2).unwrap(), b"l1\nl2", "{f}");
+        assert_eq!(sb.read_head(f, 3).unwrap(), b"l1\nl2\nl3", "{f}");
+        assert_eq!(sb.read_head(f, 99).unwrap(), b"l1\nl2\nl3", "{f}");
+        assert_eq!(sb.read_tail(f, 0).unwrap(), b"", "{f}");
+        assert_eq!(sb.read_tail(f, 1).unwrap(), b"l3", "{f}");
+        assert_eq!(sb.read_tail(f, 2).unwrap(), b"l2\nl3", "{f}");
+        assert_eq!(sb.read_tail(f, 3).unwrap(), b"l1\nl2\nl3", "{f}");
+        assert_eq!(sb.read_tail(f, 99).unwrap(), b"l1\nl2\nl3", "{f}");
+    }
+    assert_eq!(sb.read_head("empty", 5).unwrap(), b"");
+    assert_eq!(sb.read_tail("empty", 5).unwrap(), b"");
+    assert!(matches!(sb.read_head("a_dir_that_is_missing", 1), Err(GuardError::NotFound { .. })));
+    fx.dir("d");
+    assert!(matches!(sb.read_tail("d", 1), Err(GuardError::IsADirectory { .. })));
+}
+
+/// Regression: the TooLarge message tells the caller to use head or tail,
+/// but head and tail refused every file over the cap as well.
+#[test]
+fn head_and_tail_work_on_files_larger_than_the_cap() {
+    let fx = Fx::bare();
+    let body: String = (1..=100).map(|i| format!("line {i}\n")).collect();
+    fx.file("big.log", &body);
+    let sb = capped(&fx, 64);
+    assert!(matches!(sb.read("big.log"), Err(GuardError::TooLarge { .. })));
+    assert_eq!(sb.read_head("big.log", 2).unwrap(), b"line 1\nline 2");
+    assert_eq!(sb.read_tail("big.log", 2).unwrap(), b"line 99\nline 100");
+    // Neither ever returns more than the cap.
+    assert!(sb.read_head("big.log", 1000).unwrap().len() <= 64);
+    assert!(sb.read_tail("big.log", 1000).unwrap().len() <= 64);
+}
+
+fn leftovers(fx: &Fx, dir: &str) -> Vec<String> {
+    fs::read_dir(fx.root.join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("mcpsec") || n.ends_with(".tmp"))
+        .collect()
+}
+
+#[test]
+fn write_is_atomic_and_leaves_no_temporary_file() {
+    let fx = Fx::bare();
+    fx.dir("d");
+    let sb = fx.sandbox();
+    assert!(sb.write("d/new.txt", b"one").unwrap(), "a new file is reported as created");
+    assert!(!sb.write("d/new.txt", b"two").unwrap(), "an overwrite is not a creation");
+    assert_eq!(fx.read("d/new.txt"), "two");
+    assert!(leftovers(&fx, "d").is_empty(), "{:?}", leftovers(&fx, "d"));
+    // A failed write leaves nothing behind either.
+    fx.dir("d/sub");
+    assert!(matches!(sb.write("d/sub", b"x"), Err(GuardError::IsADirectory { .. })));
+    assert!(matches!(sb.write("d/missing/x", b"x"), Err(GuardError::ParentNotFound { .. })));
+    assert!(sb.write(&format!("d/{}", "n".repeat(300)), b"x").is_err());
+    assert!(leftovers(&fx, "d").is_empty(), "{:?}", leftovers(&fx, "d"));
+    // An empty file is a file.
+    sb.write("d/empty", b"").unwrap();
+    assert_eq!(fx.read("d/empty"), "");
+}
+
+#[test]
+fn write_replaces_the_file_rather_than_writing_into_it() {
+    // Atomic means a new inode renamed into place: a reader holding the
+    // old file keeps seeing the old content, never a torn mix.
+    let fx = Fx::bare();
+    fx.file("f", "old content");
+    let sb = fx.sandbox();
+    let held = fs::File::open(fx.root.join("f")).unwrap();
+    sb.write("f", b"new").unwrap();
+    let mut old = String::new();
+    std::io::Read::read_to_string(&mut &held, &mut old).unwrap();
+    assert_eq!(old, "old content");
+    assert_eq!(fx.read("f"), "new");
+}
+
+#[test]
+fn write_keeps_the_mode_of_an_existing_file() {
+    let fx = Fx::bare();
+    for (name, mode) in [("private", 0o600), ("script.sh", 0o755), ("odd", 0o640)] {
+        fx.file(name, "before");
+        fs::set_permissions(fx.root.join(name), fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let sb = fx.sandbox();
+    for (name, mode) in [("private", 0o600), ("script.sh", 0o755), ("odd", 0o640)] {
+        sb.write(name, b"after").unwrap();
+        let got = fs::metadata(fx.root.join(name)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(got, mode, "{name}: mode {got:o}, want {mode:o}");
+        assert_eq!(fx.read(name), "after");
+        assert_eq!(sb.info(name).unwrap().mode, mode);
+    }
+    // A new file is not executable, nor writable by others.
+    sb.write("fresh", b"x").unwrap();
+    let mode = fs::metadata(fx.root.join("fresh")).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode & 0o133, 0, "new file mode {mode:o}");
+}
+
+#[test]
+fn rename_refuses_an_existing_destination() {
+    let fx = Fx::bare();
+    fx.file("a.txt", "a");
+    fx.file("b.txt", "b");
+    fx.dir("d/inner");
+    fx.link("link", "nowhere");
+    let sb = fx.sandbox();
+    for dst in ["b.txt", "d", "link", "./b.txt"] {
+        let err = refused(sb.rename("a.txt", dst), dst);
+        assert!(matches!(err, GuardError::AlreadyExists { .. }), "{dst}: {err:?}");
+    }
+    let err = refused(sb.rename("d", "b.txt"), "dir onto file");
+    assert!(matches!(err, GuardError::AlreadyExists { .. }), "{err:?}");
+    assert_eq!(fx.read("a.txt"), "a");
+    assert_eq!(fx.read("b.txt"), "b");
+    assert!(matches!(sb.rename("missing", "c.txt"), Err(GuardError::NotFound { .. })));
+    assert!(matches!(sb.rename("a.txt", "nodir/c.txt"), Err(GuardError::ParentNotFound { .. })));
+    // A plain move works, for files and directories, and keeps contents.
+    sb.rename("a.txt", "d/inner/a.txt").unwrap();
+    sb.rename("d", "e").unwrap();
+    assert_eq!(fx.read("e/inner/a.txt"), "a");
+    assert!(!fx.exists("a.txt") && !fx.exists("d"));
+}
+
+#[test]
+fn remove_refuses_a_non_empty_directory_unless_recursive() {
+    let fx = Fx::bare();
+    fx.file("full/sub/f", "x");
+    fx.dir("empty");
+    fx.file("file", "x");
+    let sb = fx.sandbox();
+    let err = refused(sb.remove("full", false), "non-empty");
+    assert!(matches!(err, GuardError::DirectoryNotEmpty { .. }), "{err:?}");
+    assert!(err.to_string().contains("recursive: true"), "{err}");
+    assert_eq!(fx.read("full/sub/f"), "x");
+    sb.remove("empty", false).unwrap();
+    sb.remove("file", false).unwrap();
+    sb.remove("full", true).unwrap();
+    assert!(!fx.exists("full") && !fx.exists("empty") && !fx.exists("file"));
+    assert!(matches!(sb.remove("file", false), Err(GuardError::NotFound { .. })));
+}
+
+#[test]
+fn create_dir_all_makes_parents_and_tolerates_existing_dirs() {
+    let fx = Fx::bare();
+    fx.file("file", "x");
+    let sb = fx.sandbox();
+    sb.create_dir_all("x/y/z").unwrap();
+    sb.create_dir_all("x/y/z").unwrap();
+    assert!(fx.root.join("x/y/z").is_dir());
+    assert!(matches!(sb.create_dir_all("file"), Err(GuardError::AlreadyExists { .. })));
+    assert!(matches!(sb.create_dir_all("file/sub"), Err(GuardError::NotADirectory { .. })));
+}
+
+#[test]
+fn list_and_info_describe_entries() {
+    let fx = Fx::bare();
+    fx.file("f.txt", "12345");
+    fx.dir("d");
+    fx.link("l", "f.txt");
+    let sb = fx.sandbox();
+    let mut entries = sb.list(".").unwrap();
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    let kinds: Vec<(&str, EntryKind)> = entries.iter().map(|e| (e.name.as_str(), e.kind)).collect();
+    assert_eq!(kinds, [("d", EntryKind::Dir), ("f.txt", EntryKind::File), ("l", EntryKind::Symlink)]);
+    assert_eq!(entries[1].size, 5);
+    let info = sb.info("f.txt").unwrap();
+    assert!(info.is_file && !info.is_dir && info.size == 5 && info.modified.is_some());
+    assert!(sb.info("d").unwrap().is_dir);
+    assert!(sb.info(".").unwrap().is_dir);
+    assert!(matches!(sb.list("f.txt"), Err(GuardError::NotDirectory { .. })));
+    assert!(matches!(sb.info("nothing"), Err(GuardError::NotFound { .. })));
+}
+
+#[test]
+fn walk_respects_the_visitor_and_reports_depth() {
+    let fx = Fx::bare();
+    fx.file("a/b/c.txt", "");
+    fx.file("a/skip/hidden.txt", "");
+    fx.file("top.txt", "");
+    let sb = fx.sandbox();
+    let mut seen = Vec::new();
+    sb.walk(".", |e| {
+        seen.push((e.rel.to_owned(), e.depth));
+        e.name != "skip"
+    })
+    .unwrap();
+    assert_eq!(
+        seen,
+        [
+            ("a".to_owned(), 1),
+            ("a/b".to_owned(), 2),
+            ("a/b/c.txt".to_owned(), 3),
+            ("a/skip".to_owned(), 2),
+            ("top.txt".to_owned(), 1)
+        ]
+    );
+}
+
+/// Regression: reading a FIFO inside a root blocked forever in `open`
+/// (waiting for a writer), hanging the server.
+#[test]
+fn reading_a_fifo_fails_instead_of_hanging() {
+    let fx = Fx::bare();
+    let status = std::process::Command::new("mkfifo").arg(fx.root.join("pipe")).status().unwrap();
+    assert!(status.success());
+    let sb = fx.sandbox();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let results = [sb.read("pipe").is_err(), sb.read_head("pipe", 1).is_err(), sb.read_tail("pipe", 1).is_err()];
+        let _ = tx.send(results);
+    });
+    let results = rx.recv_timeout(Duration::from_secs(10)).expect("reading a FIFO hung");
+    assert_eq!(results, [true; 3]);
+    // Listing and info still describe it.
+    let sb = fx.sandbox();
+    assert_eq!(sb.list(".").unwrap()[0].kind, EntryKind::Other);
+    assert!(!sb.info("pipe").unwrap().is_file);
+}
+
+#[test]
+fn several_roots_absolute_paths_pick_the_right_one() {
+    let fx = Fx::bare();
+    let second = fx.base.join("second");
+    let nested = fx.root.join("nested-root");
+    fs::create_dir_all(&second).unwrap();
+    fs::create_dir_all(&nested).unwrap();
+    fs::write(second.join("s.txt"), "second").unwrap();
+    fs::write(nested.join("n.txt"), "nested").unwrap();
+    fx.file("f.txt", "first");
+    std::os::unix::fs::symlink(second.join("s.txt"), fx.root.join("to_second")).unwrap();
+    let sb = sandbox(&[fx.root.clone(), second.clone(), nested.clone()], default_rules(), 1 << 20);
+    assert_eq!(sb.roots().collect::<Vec<_>>(), [fx.root.as_path(), second.as_path(), nested.as_path()]);
+    // Relative paths are relative to the first root.
+    assert_eq!(sb.read("f.txt").unwrap(), b"first");
+    assert!(matches!(sb.read("s.txt"), Err(GuardError::NotFound { .. })));
+    assert_eq!(sb.read(&format!("{}/s.txt", second.display())).unwrap(), b"second");
+    assert_eq!(sb.read(&format!("{}/n.txt", nested.display())).unwrap(), b"nested");
+    // An absolute symlink into another root is inside a root.
+    assert_eq!(sb.read("to_second").unwrap(), b"second");
+    // `..` never climbs from one root into another.
+    assert!(matches!(sb.read("../second/s.txt"), Err(GuardError::Outside { .. })));
+    // Each root is a root: none can be deleted or moved.
+    for r in [&fx.root, &second, &nested] {
+        let p = r.display().to_string();
+        assert!(matches!(sb.remove(&p, true), Err(GuardError::RootItself { .. })), "{p}");
+        assert!(matches!(sb.rename(&p, "elsewhere"), Err(GuardError::RootItself { .. })), "{p}");
+    }
+}
+
+#[test]
+fn display_path_is_inside_a_root() {
+    let fx = Fx::attack();
+    let sb = fx.sandbox();
+    assert_eq!(sb.display_path("in_link").unwrap(), fx.root.join("f.txt"));
+    assert_eq!(sb.display_path("abs_in_dir_link/b").unwrap(), fx.root.join("a/b"));
+    assert_eq!(sb.display_path("new.txt").unwrap(), fx.root.join("new.txt"));
+    assert!(matches!(sb.display_path("out_link"), Err(GuardError::Outside { .. })));
+}
+
+#[test]
+fn opening_the_sandbox_checks_the_roots() {
+    let fx = Fx::bare();
+    fx.file("file", "x");
+    let open = |roots: &[std::path::PathBuf]| {
+        mcpsec_pathguard::Sandbox::open(roots, mcpsec_pathguard::SandboxOptions { rules: Rules::none(), max_read: 1 })
+    };
+    let no_root = open(&[]).unwrap_err().to_string();
+    assert!(no_root.contains("--root"), "{no_root}");
+    let missing = open(&[fx.root.join("missing")]).unwrap_err().to_string();
+    assert!(missing.contains("missing"), "{missing}");
+    assert!(open(&[fx.root.join("file")]).is_err());
+    // The same root twice is one root.
+    assert_eq!(open(&[fx.root.clone(), fx.root.join(".")]).unwrap().roots().count(), 1);
+}
