@@ -1,109 +1,58 @@
-//! The audit trail: one record for every call, allowed or refused.
+//! The audit log: every event recorded, tamper-evidently, secrets redacted.
 //!
-//! This crate provides [`Event`] (what happened), [`Outcome`] and the
-//! [`AuditSink`] trait through which the guard pipeline reports every ending
-//! of every call.
+//! This crate provides [`AuditLog`], the writer (a JSON Lines file, one
+//! record a line, with a SHA-256 hash chain), [`verify`], which walks the
+//! chain and names the first bad record and what is wrong with it, the
+//! [`query`] functions behind `audit grep` and `audit tail`, and [`redact`],
+//! the rules that keep secrets out of the log.
 //!
-//! Today the only sink is [`TracingSink`], which writes each event as a
-//! structured `tracing` line on stderr. It is **not** tamper-evident and not
-//! durable; the hash-chained, fsync'd JSON Lines log described in PRODUCT.md
-//! replaces it. Keeping the trait from the start means the server already
-//! reports every ending through one place.
+//! The format (version 1) is documented in [`record`] and in
+//! `docs/audit-format.md`.
 //!
 //! # Guarantee
 //!
-//! Every event the pipeline reports reaches the sink; the server never
-//! formats audit output itself.
+//! - A record handed to [`AuditLog::append`] is redacted, then written with
+//!   the hash of the record before it; its receipt arrives only once it is
+//!   written and — with [`SyncMode::Always`] — `fdatasync`ed. Concurrent
+//!   appends share one write and one `fdatasync` (group commit).
+//! - Several processes append safely: each batch is written under an
+//!   advisory lock (`audit.log.lock`) after re-reading the chain's head.
+//! - An incomplete last line (a crash mid-write) is never deleted: the next
+//!   writer closes it and records a `recovered` event; [`verify`] reports
+//!   it. A damaged last record stops writers: nothing is silently repaired.
 //!
 //! # Non-goals
 //!
-//! **Architecture invariant:** only this crate knows the audit format.
-//! Redaction of secrets arrives with the durable log; until then no event
-//! carries tool arguments, only the tool name, outcome and reason.
+//! The chain is unkeyed: someone who can rewrite the whole file can
+//! recompute every hash. [`verify`] with a [`Checkpoint`] kept elsewhere
+//! detects that, and truncation.
+//!
+//! **Architecture invariant:** only this crate knows the log format; the
+//! CLI prints what it returns.
 //!
 //! ```
-//! use mcpsec_audit::{AuditSink, Event, Outcome, TracingSink};
-//! TracingSink.record(&Event {
-//!     tool: "read_text_file",
-//!     user: "alice",
-//!     outcome: Outcome::Ok,
-//!     reason: None,
-//!     duration_us: 42,
-//! });
+//! use mcpsec_audit::{AuditLog, EventKind, Options, Outcome, Record, verify};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("audit.log");
+//! let log = AuditLog::open(&path, Options::default()).unwrap();
+//! let mut r = Record::new(EventKind::ToolCall);
+//! r.tool = Some("read_text_file".into());
+//! r.args = Some(serde_json::json!({"path": "notes.txt", "api_key": "hunter2hunter2"}));
+//! r.outcome = Some(Outcome::Ok);
+//! assert_eq!(log.append(r).wait().unwrap().seq, 1);
+//! log.close();
+//! let report = verify(&path, None, &mut |_, _| {}).unwrap();
+//! assert_eq!(report.records, 1);
+//! assert!(!std::fs::read_to_string(&path).unwrap().contains("hunter2"));
 //! ```
 
-use std::fmt;
+mod log;
+pub mod query;
+pub mod record;
+pub mod redact;
+mod verify;
 
-/// How a call ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// It ran and succeeded.
-    Ok,
-    /// The guard pipeline refused it.
-    Denied,
-    /// It ran and failed.
-    Error,
-    /// Its arguments did not fit the tool's schema.
-    Invalid,
-}
-
-impl Outcome {
-    /// The name used in the audit log.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Denied => "denied",
-            Outcome::Error => "error",
-            Outcome::Invalid => "invalid",
-        }
-    }
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One ended tool call.
-#[derive(Debug, Clone)]
-pub struct Event<'a> {
-    /// The tool's name.
-    pub tool: &'a str,
-    /// The principal's name.
-    pub user: &'a str,
-    /// How it ended.
-    pub outcome: Outcome,
-    /// For anything but `ok`: the message the caller got.
-    pub reason: Option<&'a str>,
-    /// Time spent in the pipeline.
-    pub duration_us: u64,
-}
-
-/// Where events go.
-pub trait AuditSink: Send + Sync + fmt::Debug {
-    /// Records one event.
-    fn record(&self, event: &Event<'_>);
-}
-
-/// Writes events as `tracing` records at target `mcpsec::audit` (stderr).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TracingSink;
-
-impl AuditSink for TracingSink {
-    fn record(&self, e: &Event<'_>) {
-        match e.outcome {
-            Outcome::Ok => tracing::debug!(
-                target: "mcpsec::audit",
-                tool = e.tool, user = e.user, outcome = %e.outcome, duration_us = e.duration_us,
-                "tool_call"
-            ),
-            _ => tracing::info!(
-                target: "mcpsec::audit",
-                tool = e.tool, user = e.user, outcome = %e.outcome,
-                reason = e.reason.unwrap_or(""), duration_us = e.duration_us,
-                "tool_call"
-            ),
-        }
-    }
-}
+pub use log::{AuditError, AuditLog, Options, Pending, Receipt, SyncMode, summarize_args};
+pub use record::{Entry, EventKind, Outcome, Record};
+pub use verify::{Checkpoint, Problem, ProblemKind, Report, VerifyError, verify};

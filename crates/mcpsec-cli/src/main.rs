@@ -13,6 +13,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use mcpsec_core::{Config, Principal};
 
+mod audit;
+
 /// A secure-by-default MCP server for filesystem tools.
 #[derive(Debug, Parser)]
 #[command(name = "mcpsec", version, about, propagate_version = true)]
@@ -37,6 +39,9 @@ struct Global {
 enum Command {
     /// Run the MCP server on stdio.
     Serve(ServeArgs),
+    /// Inspect the audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 #[derive(Debug, Args)]
@@ -68,11 +73,25 @@ fn usage(message: impl Into<String>) -> anyhow::Error {
     UsageError(message.into()).into()
 }
 
+/// A check that found a problem and already said so (exit code 1, no
+/// further message).
+#[derive(Debug)]
+struct Failed;
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("failed")
+    }
+}
+
+impl std::error::Error for Failed {}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Failed>().is_some() => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("mcpsec: {e:#}");
             if e.downcast_ref::<UsageError>().is_some() { ExitCode::from(2) } else { ExitCode::FAILURE }
@@ -90,6 +109,11 @@ fn init_logging() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(&cli.global, args),
+        Command::Audit(command) => {
+            let (config, _) = load_config(&cli.global)?;
+            let log = audit_path(&state_dir(&cli.global)?, &config);
+            audit::run(command, &log, &config)
+        }
     }
 }
 
@@ -117,15 +141,82 @@ fn load_config(global: &Global) -> Result<(Config, Option<PathBuf>)> {
     Ok((config, Some(path)))
 }
 
-/// The state directory (not created until something needs it).
-fn state_dir(global: &Global) -> Option<PathBuf> {
-    global.state_dir.clone().or_else(|| {
-        std::env::var_os("XDG_STATE_HOME")
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-            .map(|p| p.join("mcpsec"))
-    })
+/// The state directory: `--state-dir`, `MCPSEC_STATE_DIR`, else
+/// `$XDG_STATE_HOME/mcpsec` (`~/.local/state/mcpsec`).
+fn state_dir(global: &Global) -> Result<PathBuf> {
+    global
+        .state_dir
+        .clone()
+        .or_else(|| {
+            std::env::var_os("XDG_STATE_HOME")
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+                .map(|p| p.join("mcpsec"))
+        })
+        .ok_or_else(|| usage("no state directory: pass --state-dir DIR or set MCPSEC_STATE_DIR (HOME is not set)"))
+        .and_then(|p| Ok(std::env::current_dir().context("reading the current directory")?.join(p)))
+}
+
+/// Creates the state directory with mode 0700 if it does not exist, and
+/// refuses one that others can write to.
+fn ensure_state_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    #[allow(clippy::disallowed_methods)] // mcpsec's own state, not a tool call
+    let meta = match std::fs::metadata(dir) {
+        Ok(m) => m,
+        Err(_) => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("creating the state directory {}", dir.display()))?;
+            return Ok(());
+        }
+    };
+    if !meta.is_dir() {
+        return Err(usage(format!("the state directory {} is not a directory", dir.display())));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o022 != 0 {
+        return Err(usage(format!(
+            "the state directory {} is writable by others (mode {mode:03o}); run `chmod 700 {}`",
+            dir.display(),
+            dir.display()
+        )));
+    }
+    if mode & 0o077 != 0 {
+        tracing::warn!("the state directory {} is readable by others (mode {mode:03o}); chmod 700 it", dir.display());
+    }
+    Ok(())
+}
+
+/// The audit log's path: `[audit] path`, relative to the state directory.
+fn audit_path(state: &Path, config: &Config) -> PathBuf {
+    state.join(&config.audit.path)
+}
+
+fn audit_options(config: &Config) -> mcpsec_audit::Options {
+    mcpsec_audit::Options {
+        sync: match config.audit.batch_interval {
+            None => mcpsec_audit::SyncMode::Always,
+            Some(interval) => mcpsec_audit::SyncMode::Batch { interval },
+        },
+        rotate_bytes: config.audit.rotate_size,
+        max_bytes: config.audit.max_size,
+    }
+}
+
+/// 16 random hex digits naming this server's session in the audit log.
+fn session_id() -> String {
+    let mut bytes = [0u8; 8];
+    let filled = rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).unwrap_or(0);
+    if filled < bytes.len() {
+        // No randomness (should not happen on Linux): fall back to pid and time.
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        return format!("{:08x}{:08x}", std::process::id(), t.subsec_nanos());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn os_user() -> String {
@@ -157,18 +248,25 @@ fn serve(global: &Global, args: ServeArgs) -> Result<()> {
         mcpsec_pathguard::SandboxOptions { rules, max_read: config.limits.max_read },
     )?;
     let principal = Principal::new(args.user.unwrap_or_else(os_user));
+    let state = state_dir(global)?;
+    ensure_state_dir(&state)?;
+    let log_path = audit_path(&state, &config);
+    let audit = mcpsec_audit::AuditLog::open(&log_path, audit_options(&config))?;
+    let session = session_id();
     tracing::info!(
         user = principal.name(),
+        session = %session,
         roots = ?sandbox.roots().collect::<Vec<_>>(),
         config = ?config_file,
-        state_dir = ?state_dir(global),
+        audit = %log_path.display(),
         "mcpsec serving on stdio"
     );
     let options = mcpsec_server::ServerOptions {
         sandbox,
         authorizer: mcpsec_caps::Authorizer::new(config.policy.clone()),
         principal,
-        audit: Arc::new(mcpsec_audit::TracingSink),
+        audit: Arc::new(audit),
+        session,
     };
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;

@@ -1,6 +1,7 @@
 //! The TOML configuration.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -29,6 +30,30 @@ pub struct Config {
     pub paths: PathRules,
     /// Resource limits.
     pub limits: Limits,
+    /// The audit log.
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: where and how the audit log is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// The log file, relative to the state directory unless absolute.
+    pub path: PathBuf,
+    /// `always` (`None`): every record is `fdatasync`ed before the call it
+    /// records is answered. `batch` (`Some(interval)`): records are written
+    /// at once and `fdatasync`ed at most `interval` later; a machine crash
+    /// can lose that much.
+    pub batch_interval: Option<Duration>,
+    /// Rotate the file past this size.
+    pub rotate_size: u64,
+    /// Refuse calls once the log reaches this size (no limit by default).
+    pub max_size: Option<u64>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { path: PathBuf::from("audit.log"), batch_interval: None, rotate_size: 256 << 20, max_size: None }
+    }
 }
 
 /// Globs (relative to a root) that no token can override.
@@ -91,12 +116,12 @@ struct RawConfig {
     policy: Option<RawPolicy>,
     paths: Option<RawPaths>,
     limits: Option<RawLimits>,
+    audit: Option<RawAudit>,
     // Sections of the product contract that later versions implement. They
     // are named here so that the error says "not supported yet" rather than
     // "unknown"; accepting and ignoring them would be failing open.
     tokens: Option<toml::Value>,
     rate_limit: Option<toml::Value>,
-    audit: Option<toml::Value>,
     shell: Option<toml::Value>,
     injection: Option<toml::Value>,
     undo: Option<toml::Value>,
@@ -120,6 +145,16 @@ struct RawPaths {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawAudit {
+    path: Option<PathBuf>,
+    sync: Option<String>,
+    sync_interval: Option<String>,
+    rotate_size: Option<String>,
+    max_size: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawLimits {
     max_read: Option<String>,
 }
@@ -131,7 +166,6 @@ impl Config {
         let unsupported = [
             ("tokens", raw.tokens.is_some()),
             ("rate_limit", raw.rate_limit.is_some()),
-            ("audit", raw.audit.is_some()),
             ("shell", raw.shell.is_some()),
             ("injection", raw.injection.is_some()),
             ("undo", raw.undo.is_some()),
@@ -192,6 +226,43 @@ impl Config {
                 return Err(value_error("limits.max_read", "must be larger than 0"));
             }
             config.limits.max_read = bytes;
+        }
+        if let Some(a) = raw.audit {
+            if let Some(path) = a.path {
+                if path.as_os_str().is_empty() {
+                    return Err(value_error("audit.path", "must name a file"));
+                }
+                config.audit.path = path;
+            }
+            let interval = match &a.sync_interval {
+                Some(t) => units::parse_duration(t).map_err(|m| value_error("audit.sync_interval", m))?,
+                None => Duration::from_secs(1),
+            };
+            match a.sync.as_deref() {
+                None | Some("always") => {
+                    if a.sync_interval.is_some() && a.sync.is_none() {
+                        return Err(value_error("audit.sync_interval", "only applies with sync = \"batch\""));
+                    }
+                }
+                Some("batch") => {
+                    if interval.is_zero() {
+                        return Err(value_error("audit.sync_interval", "must be longer than 0"));
+                    }
+                    config.audit.batch_interval = Some(interval);
+                }
+                Some(other) => {
+                    return Err(value_error("audit.sync", format!("`{other}` is not `always` or `batch`")));
+                }
+            }
+            if let Some(t) = a.rotate_size {
+                config.audit.rotate_size = units::parse_size(&t).map_err(|m| value_error("audit.rotate_size", m))?;
+                if config.audit.rotate_size < 4096 {
+                    return Err(value_error("audit.rotate_size", "must be at least 4KiB"));
+                }
+            }
+            if let Some(t) = a.max_size {
+                config.audit.max_size = Some(units::parse_size(&t).map_err(|m| value_error("audit.max_size", m))?);
+            }
         }
         Ok(config)
     }
@@ -268,6 +339,21 @@ mod tests {
     }
 
     #[test]
+    fn audit_section() {
+        let c = Config::from_toml_str(
+            "[audit]\npath = \"/var/log/mcpsec.log\"\nsync = \"batch\"\nsync_interval = \"200ms\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.audit.path, PathBuf::from("/var/log/mcpsec.log"));
+        assert_eq!(c.audit.batch_interval, Some(Duration::from_millis(200)));
+        assert_eq!(Config::default().audit.batch_interval, None);
+        assert!(err("[audit]\nsync = \"sometimes\"").contains("audit.sync"));
+        assert!(err("[audit]\nsync_interval = \"1s\"").contains("audit.sync_interval"));
+        assert!(err("[audit]\nrotate_size = \"10\"").contains("audit.rotate_size"));
+        assert!(err("[audit]\nfsync = true").contains("fsync"));
+    }
+
+    #[test]
     fn modes_that_need_tokens_are_refused_until_tokens_exist() {
         let e = err("[policy]\ndelete_files = \"token\"");
         assert!(e.contains("policy.delete_files") && e.contains("token"), "{e}");
@@ -276,7 +362,7 @@ mod tests {
 
     #[test]
     fn unimplemented_sections_are_refused_not_ignored() {
-        for section in ["tokens", "rate_limit", "audit", "shell", "injection", "undo"] {
+        for section in ["tokens", "rate_limit", "shell", "injection", "undo"] {
             let e = err(&format!("[{section}]\n"));
             assert!(e.contains(section) && e.contains("not supported"), "{e}");
         }

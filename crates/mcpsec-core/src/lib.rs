@@ -9,7 +9,8 @@
 //! - [`Refusal`]: a denial that says what was refused, why, and what the
 //!   human can do about it;
 //! - [`Config`]: the TOML configuration, parsed and validated;
-//! - [`units`]: durations (`60s`, `5m`) and sizes (`10MiB`).
+//! - [`units`]: durations (`60s`, `5m`) and sizes (`10MiB`);
+//! - [`time`]: RFC 3339 formatting and parsing.
 //!
 //! # Guarantee
 //!
@@ -33,8 +34,9 @@
 mod capability;
 mod config;
 mod refusal;
+pub mod time;
 pub mod units;
 
 pub use capability::{Capability, Mode, Policy, Principal, UnknownCapability};
-pub use config::{Config, ConfigError, Limits, PathRules};
+pub use config::{AuditConfig, Config, ConfigError, Limits, PathRules};
 pub use refusal::Refusal;

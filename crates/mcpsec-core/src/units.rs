@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-/// Parses a duration: a whole number with an optional unit `s`, `m`, `h`
-/// or `d` (no unit means seconds).
+/// Parses a duration: a whole number with an optional unit `ms`, `s`, `m`,
+/// `h` or `d` (no unit means seconds).
 ///
 /// ```
 /// use std::time::Duration;
@@ -17,6 +17,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (num, unit) = t.split_at(split);
     let bad = || format!("`{text}` is not a duration; write e.g. `60`, `60s`, `5m`, `1h` or `7d`");
     let n: u64 = num.parse().map_err(|_| bad())?;
+    if unit == "ms" {
+        return Ok(Duration::from_millis(n));
+    }
     let factor = match unit {
         "" | "s" => 1,
         "m" => 60,
@@ -70,6 +73,7 @@ mod tests {
 
     #[test]
     fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         let cases = [("60", 60), ("60s", 60), ("5m", 300), ("1h", 3600), ("7d", 604_800)];
         for (text, secs) in cases {
             assert_eq!(parse_duration(text), Ok(Duration::from_secs(secs)), "{text}");

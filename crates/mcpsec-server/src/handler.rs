@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use mcpsec_audit::{AuditSink, Event, Outcome};
+use mcpsec_audit::{AuditLog, EventKind, Outcome, Record};
 use mcpsec_caps::Authorizer;
 use mcpsec_core::Principal;
 use mcpsec_pathguard::Sandbox;
@@ -26,15 +26,18 @@ pub struct ServerOptions {
     pub authorizer: Authorizer,
     /// On whose behalf every call of this server is made.
     pub principal: Principal,
-    /// Where every ending of every call is reported.
-    pub audit: Arc<dyn AuditSink>,
+    /// Where every call is recorded.
+    pub audit: Arc<AuditLog>,
+    /// This server's session id (in every audit record).
+    pub session: String,
 }
 
 struct Inner {
     sandbox: Arc<Sandbox>,
     authorizer: Authorizer,
     principal: Principal,
-    audit: Arc<dyn AuditSink>,
+    audit: Arc<AuditLog>,
+    session: String,
     tools: HashMap<&'static str, ToolSpec>,
     /// What `tools/list` returns: the tools whose capability is not denied.
     listed: Vec<Tool>,
@@ -84,6 +87,7 @@ impl McpsecServer {
                 authorizer: options.authorizer,
                 principal: options.principal,
                 audit: options.audit,
+                session: options.session,
                 tools,
                 listed,
             }),
@@ -96,25 +100,42 @@ impl McpsecServer {
     }
 
     /// The guard pipeline for one call: look the tool up, authorize its
-    /// capability, parse and execute (the path guard resolves every path as
-    /// part of the operation, so there is no gap between check and use),
-    /// then audit the ending. Every path out of here is audited.
+    /// capability, record the intent of a mutating call durably, parse and
+    /// execute (the path guard resolves every path as part of the
+    /// operation, so there is no gap between check and use), record the
+    /// result durably, then answer. Every ending is recorded; if a record
+    /// cannot be written the call is refused (fail closed).
     async fn pipeline(&self, request: CallToolRequestParams) -> Result<CallToolResult, ErrorData> {
         let started = Instant::now();
         let inner = &self.inner;
+        let args = request.arguments.unwrap_or_default();
         let Some(spec) = inner.tools.get(request.name.as_ref()) else {
             let reason = format!("unknown tool `{}`", request.name);
-            self.audit(&request.name, Outcome::Invalid, Some(&reason), started);
-            return Err(ErrorData::invalid_params(reason, None));
+            let mut r = self.record(&request.name, None, &args, Outcome::Invalid, started);
+            r.reason = Some(reason.clone());
+            return match inner.audit.append(r).await {
+                Ok(_) => Err(ErrorData::invalid_params(reason, None)),
+                Err(e) => Ok(error_result(audit_refusal(&e))),
+            };
         };
         let name: &'static str = match &spec.tool.name {
             std::borrow::Cow::Borrowed(n) => n,
             std::borrow::Cow::Owned(_) => "?",
         };
+        let capability = Some(spec.capability);
+        let mut intent = None;
         let ending = match inner.authorizer.authorize(spec.capability, &format!("calling `{name}`")) {
             Err(refusal) => Ending::Denied(refusal.to_string()),
             Ok(()) => {
-                let args = request.arguments.unwrap_or_default();
+                let mutating = spec.capability != mcpsec_core::Capability::ReadFiles;
+                if mutating {
+                    let r = self.record(name, capability, &args, Outcome::Pending, started);
+                    match inner.audit.append(r).await {
+                        Ok(receipt) => intent = Some(receipt.seq),
+                        Err(e) => return Ok(error_result(audit_refusal(&e))),
+                    }
+                }
+                let audit_args = mcpsec_audit::summarize_args(&args);
                 let result = if spec.blocking {
                     let sandbox = inner.sandbox.clone();
                     let exec = spec.exec;
@@ -124,37 +145,95 @@ impl McpsecServer {
                 } else {
                     (spec.exec)(&inner.sandbox, name, args)
                 };
-                match result {
+                let ending = match result {
                     Ok(r) => Ending::Ok(r),
                     Err(ToolError::Guard(e)) if e.is_refusal() => Ending::Denied(e.to_string()),
                     Err(e @ ToolError::Invalid { .. }) => Ending::Invalid(e.to_string()),
                     Err(e) => Ending::Error(e.to_string()),
-                }
+                };
+                return self.finish(name, capability, Some(audit_args), intent, ending, started).await;
             }
         };
+        let audit_args = mcpsec_audit::summarize_args(&args);
+        self.finish(name, capability, Some(audit_args), intent, ending, started).await
+    }
+
+    /// Records how a call ended and turns the ending into its tool result.
+    async fn finish(
+        &self,
+        name: &str,
+        capability: Option<mcpsec_core::Capability>,
+        args: Option<serde_json::Value>,
+        intent: Option<u64>,
+        ending: Ending,
+        started: Instant,
+    ) -> Result<CallToolResult, ErrorData> {
         let (outcome, result) = match ending {
             Ending::Ok(r) => (Outcome::Ok, r),
             Ending::Denied(m) => (Outcome::Denied, error_result(m)),
             Ending::Invalid(m) => (Outcome::Invalid, error_result(m)),
             Ending::Error(m) => (Outcome::Error, error_result(m)),
         };
-        let reason = match outcome {
-            Outcome::Ok => None,
-            _ => result.content.first().and_then(|c| c.as_text()).map(|t| t.text.as_str()),
-        };
-        self.audit(name, outcome, reason, started);
-        Ok(result)
+        let mut r = Record::new(EventKind::ToolCall);
+        r.tool = Some(name.to_owned());
+        r.args = args;
+        r.capability = capability.map(|c| c.as_str().to_owned());
+        r.user = Some(self.inner.principal.name().to_owned());
+        r.session = Some(self.inner.session.clone());
+        r.outcome = Some(outcome);
+        r.intent = intent;
+        let first_text = result.content.first().and_then(|c| c.as_text()).map(|t| t.text.as_str());
+        match outcome {
+            Outcome::Ok => r.result = Some(first_text.map(|t| summary(t, 200)).unwrap_or_default()),
+            _ => r.reason = first_text.map(str::to_owned),
+        }
+        r.duration_us = Some(started.elapsed().as_micros() as u64);
+        match self.inner.audit.append(r).await {
+            Ok(_) => Ok(result),
+            Err(e) if intent.is_some() && outcome == Outcome::Ok => Ok(error_result(format!(
+                "{}; the change itself was made (its intent is audit record {})",
+                audit_refusal(&e),
+                intent.unwrap_or_default()
+            ))),
+            Err(e) => Ok(error_result(audit_refusal(&e))),
+        }
     }
 
-    fn audit(&self, tool: &str, outcome: Outcome, reason: Option<&str>, started: Instant) {
-        self.inner.audit.record(&Event {
-            tool,
-            user: self.inner.principal.name(),
-            outcome,
-            reason,
-            duration_us: started.elapsed().as_micros() as u64,
-        });
+    fn record(
+        &self,
+        tool: &str,
+        capability: Option<mcpsec_core::Capability>,
+        args: &rmcp::model::JsonObject,
+        outcome: Outcome,
+        started: Instant,
+    ) -> Record {
+        let mut r = Record::new(EventKind::ToolCall);
+        r.tool = Some(tool.to_owned());
+        r.args = Some(mcpsec_audit::summarize_args(args));
+        r.capability = capability.map(|c| c.as_str().to_owned());
+        r.user = Some(self.inner.principal.name().to_owned());
+        r.session = Some(self.inner.session.clone());
+        r.outcome = Some(outcome);
+        if outcome != Outcome::Pending {
+            r.duration_us = Some(started.elapsed().as_micros() as u64);
+        }
+        r
     }
+}
+
+/// The first `max` characters of `text`.
+fn summary(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => text[..i].to_owned(),
+        None => text.to_owned(),
+    }
+}
+
+fn audit_refusal(e: &mcpsec_audit::AuditError) -> String {
+    format!(
+        "refused: the call could not be recorded in the audit log ({e}), and mcpsec does not act without a record. \
+         The operator can check the disk and the log with `mcpsec audit verify`"
+    )
 }
 
 fn error_result(message: String) -> CallToolResult {

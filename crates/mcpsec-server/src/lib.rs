@@ -24,7 +24,6 @@
 
 mod edit;
 mod handler;
-mod timefmt;
 pub mod tools;
 pub mod transport;
 
@@ -32,14 +31,35 @@ pub use handler::{McpsecServer, ServerOptions};
 
 use rmcp::ServiceExt;
 
-/// Serves MCP on stdin/stdout until the client closes stdin.
+/// Serves MCP on stdin/stdout until the client closes stdin. The server's
+/// start and stop are audit records; if the start cannot be recorded the
+/// server does not start.
 pub async fn serve_stdio(options: ServerOptions) -> Result<(), ServeError> {
+    let audit = options.audit.clone();
+    let lifecycle = |event| {
+        let mut r = mcpsec_audit::Record::new(event);
+        r.user = Some(options.principal.name().to_owned());
+        r.session = Some(options.session.clone());
+        r.details = Some(serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "transport": "stdio",
+            "roots": options.sandbox.roots().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        }));
+        r
+    };
+    let start = lifecycle(mcpsec_audit::EventKind::ServerStart);
+    let stop = lifecycle(mcpsec_audit::EventKind::ServerStop);
+    audit.append(start).await.map_err(|e| ServeError(format!("cannot record the server start: {e}")))?;
     let server = McpsecServer::new(options);
     let (stdin, stdout) = rmcp::transport::io::stdio_pipes();
     let transport = transport::LineTransport::new(stdin, stdout);
-    let running = server.serve(transport).await.map_err(|e| ServeError(e.to_string()))?;
-    running.waiting().await.map_err(|e| ServeError(e.to_string()))?;
-    Ok(())
+    let served = match server.serve(transport).await {
+        Ok(running) => running.waiting().await.map(|_| ()).map_err(|e| ServeError(e.to_string())),
+        Err(e) => Err(ServeError(e.to_string())),
+    };
+    let stopped = audit.append(stop).await.map_err(|e| ServeError(format!("cannot record the server stop: {e}")));
+    audit.close();
+    served.and(stopped.map(|_| ()))
 }
 
 /// The server could not start or stopped abnormally.

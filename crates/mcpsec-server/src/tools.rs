@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::edit;
-use crate::timefmt::rfc3339;
+use mcpsec_core::time::rfc3339;
 
 /// Why a tool's execute step did not succeed.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,594 @@
+//! The writer: group commit on a dedicated thread, an advisory lock shared
+//! by every process that appends, rotation, torn-tail recovery.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+use mcpsec_core::time::rfc3339_micros;
+use rustix::fs::{FlockOperation, flock};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use crate::record::{self, EventKind, GENESIS, Meta, Record, VERSION, Wire, hex};
+use crate::redact;
+
+/// When a record is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// `fdatasync` before any caller waiting on the record is answered
+    /// (concurrent records share one `fdatasync`: group commit).
+    Always,
+    /// Written (`write(2)`, so it survives the process being killed) before
+    /// callers are answered; `fdatasync` at most every `interval`. A machine
+    /// crash can lose up to `interval` of records.
+    Batch {
+        /// The longest a written record waits for `fdatasync`.
+        interval: Duration,
+    },
+}
+
+/// How a log is written.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Durability.
+    pub sync: SyncMode,
+    /// Rotate the file once it grows past this many bytes.
+    pub rotate_bytes: u64,
+    /// Refuse appends once the log (all files) would exceed this many bytes
+    /// (`None`: no limit). Calls are then refused: fail closed.
+    pub max_bytes: Option<u64>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { sync: SyncMode::Always, rotate_bytes: 256 << 20, max_bytes: None }
+    }
+}
+
+/// Why the log could not be written or read.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuditError {
+    /// An I/O failure, with what was being done.
+    #[error("audit log {path}: {op}: {message}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What was attempted.
+        op: &'static str,
+        /// The OS error.
+        message: String,
+    },
+    /// The last complete record is not valid, so the chain cannot continue.
+    #[error(
+        "audit log {path}: the last record (line {line}) is damaged, so the chain cannot continue; \
+         run `mcpsec audit verify` to see what is wrong. Nothing was written"
+    )]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// The damaged line.
+        line: u64,
+    },
+    /// The configured size limit is reached.
+    #[error("audit log {path} is full ({limit} bytes, [audit] max_size); archive it to continue")]
+    Full {
+        /// The file.
+        path: String,
+        /// The limit.
+        limit: u64,
+    },
+    /// The writer thread is gone.
+    #[error("the audit writer has stopped")]
+    Stopped,
+}
+
+fn io_err(path: &Path, op: &'static str, e: std::io::Error) -> AuditError {
+    AuditError::Io { path: path.display().to_string(), op, message: e.to_string() }
+}
+
+/// What a durable append returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    /// The record's sequence number.
+    pub seq: u64,
+}
+
+type Reply = oneshot::Sender<Result<Receipt, AuditError>>;
+
+enum Job {
+    Append(Box<Record>, SystemTime, Reply),
+    Close(mpsc::Sender<()>),
+}
+
+/// An open audit log. Appends are handed to a writer thread that batches
+/// them: one `write` (and, with [`SyncMode::Always`], one `fdatasync`) for
+/// every record waiting at that moment.
+#[derive(Debug)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Job>,
+    path: PathBuf,
+    sync: SyncMode,
+}
+
+/// A pending append; await it (or [`Pending::wait`]) for the receipt.
+#[derive(Debug)]
+pub struct Pending(Result<oneshot::Receiver<Result<Receipt, AuditError>>, AuditError>);
+
+impl Pending {
+    /// Blocks until the record is written (and durable, per the sync mode).
+    pub fn wait(self) -> Result<Receipt, AuditError> {
+        self.0?.blocking_recv().unwrap_or(Err(AuditError::Stopped))
+    }
+}
+
+impl std::future::Future for Pending {
+    type Output = Result<Receipt, AuditError>;
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        match &mut self.0 {
+            Err(e) => std::task::Poll::Ready(Err(e.clone())),
+            Ok(rx) => std::pin::Pin::new(rx).poll(cx).map(|r| r.unwrap_or(Err(AuditError::Stopped))),
+        }
+    }
+}
+
+impl AuditLog {
+    /// Opens (creating it 0600) the log at `path` and starts its writer.
+    /// An incomplete last line left by a crash is closed and followed by a
+    /// `recovered` record; a damaged last record is an error (never
+    /// repaired).
+    pub fn open(path: &Path, options: Options) -> Result<AuditLog, AuditError> {
+        let mut writer = Writer::open(path, options.clone())?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("mcpsec-audit".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| io_err(path, "starting the writer thread", e))?;
+        Ok(AuditLog { tx, path: path.to_owned(), sync: options.sync })
+    }
+
+    /// The log's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The sync mode.
+    pub fn sync(&self) -> SyncMode {
+        self.sync
+    }
+
+    /// Queues `record`; the returned [`Pending`] resolves once it is written
+    /// (and durable, per the sync mode) with its sequence number.
+    pub fn append(&self, record: Record) -> Pending {
+        let (tx, rx) = oneshot::channel();
+        match self.tx.send(Job::Append(Box::new(record), SystemTime::now(), tx)) {
+            Ok(()) => Pending(Ok(rx)),
+            Err(_) => Pending(Err(AuditError::Stopped)),
+        }
+    }
+
+    /// Writes what is queued, syncs and stops the writer (blocking until
+    /// it has). Appends after this fail with [`AuditError::Stopped`].
+    pub fn close(&self) {
+        let (tx, rx) = mpsc::channel();
+        if self.tx.send(Job::Close(tx)).is_ok() {
+            let _ = rx.recv();
+        }
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    path: PathBuf,
+    lock: File,
+    file: File,
+    ino: u64,
+    /// Size of `file` when we last held the lock.
+    size: u64,
+    last_seq: u64,
+    last_hash: [u8; 32],
+    options: Options,
+    dirty_since: Option<Instant>,
+    buf: Vec<u8>,
+    /// A recovery to record before the next batch.
+    recovery: Option<String>,
+}
+
+fn open_log(path: &Path) -> Result<File, AuditError> {
+    OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io_err(path, "opening", e))
+}
+
+/// `audit.log` → `audit.log.lock`.
+fn lock_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".lock");
+    PathBuf::from(p)
+}
+
+/// The rotated files of `path`, oldest first (`audit.log.000001`, …).
+pub(crate) fn rotated_files(path: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return Vec::new() };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let prefix = format!("{}.", name.to_string_lossy());
+    let mut out: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let num = n.strip_prefix(&prefix)?.parse::<u64>().ok()?;
+            Some((num, e.path()))
+        })
+        .collect();
+    out.sort();
+    out.into_iter().map(|(_, p)| p).collect()
+}
+
+/// The last complete record of a file, and whether an incomplete line
+/// follows it.
+struct Tail {
+    last: Option<Meta>,
+    /// Bytes after the last newline (a torn write), and the line number of
+    /// the last complete line.
+    torn: Option<(u64, u64)>,
+}
+
+fn read_tail(file: &mut File, path: &Path) -> Result<Tail, AuditError> {
+    let size = file.metadata().map_err(|e| io_err(path, "reading", e))?.len();
+    if size == 0 {
+        return Ok(Tail { last: None, torn: None });
+    }
+    // Read backwards in growing chunks until the last complete line is whole.
+    let mut chunk = size.min(64 << 10);
+    let buf = loop {
+        file.seek(SeekFrom::Start(size - chunk)).map_err(|e| io_err(path, "reading", e))?;
+        let mut buf = vec![0u8; chunk as usize];
+        file.read_exact(&mut buf).map_err(|e| io_err(path, "reading", e))?;
+        let newlines = buf.iter().filter(|&&b| b == b'\n').count();
+        let starts_at_line = chunk == size;
+        if newlines >= 2 || (starts_at_line && newlines >= 1) || chunk == size {
+            break buf;
+        }
+        chunk = (chunk * 4).min(size);
+    };
+    let starts_at_line = chunk == size;
+    let end = buf.iter().rposition(|&b| b == b'\n');
+    let torn_len = end.map_or(buf.len(), |i| buf.len() - i - 1);
+    let mut line_no = || -> u64 {
+        // Only needed for messages: count the lines of the whole file.
+        let _ = file.seek(SeekFrom::Start(0));
+        let mut all = Vec::new();
+        let _ = file.read_to_end(&mut all);
+        all.iter().filter(|&&b| b == b'\n').count() as u64
+    };
+    let last = match end {
+        None => None,
+        Some(i) => {
+            let body = &buf[..i];
+            let start = match body.iter().rposition(|&b| b == b'\n') {
+                Some(j) => j + 1,
+                None if starts_at_line => 0,
+                None => return Err(AuditError::Corrupt { path: path.display().to_string(), line: line_no() }),
+            };
+            match record::parse_meta(&body[start..]) {
+                Some(m) if m.hash_ok => Some(m),
+                // An empty line left by an earlier recovery is not a record.
+                _ if body[start..].is_empty() => None,
+                _ => return Err(AuditError::Corrupt { path: path.display().to_string(), line: line_no() }),
+            }
+        }
+    };
+    let torn = (torn_len > 0).then(|| (torn_len as u64, line_no()));
+    Ok(Tail { last, torn })
+}
+
+impl Writer {
+    fn open(path: &Path, options: Options) -> Result<Writer, AuditError> {
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(lock_path(path))
+            .map_err(|e| io_err(path, "opening the lock file", e))?;
+        let file = open_log(path)?;
+        let ino = file.metadata().map_err(|e| io_err(path, "reading", e))?.ino();
+        let mut w = Writer {
+            path: path.to_owned(),
+            lock,
+            file,
+            ino,
+            size: u64::MAX,
+            last_seq: 0,
+            last_hash: GENESIS,
+            options,
+            dirty_since: None,
+            buf: Vec::with_capacity(64 << 10),
+            recovery: None,
+        };
+        w.locked(|w| w.refresh())?;
+        Ok(w)
+    }
+
+    /// Runs `f` holding the cross-process lock.
+    fn locked<T>(&mut self, f: impl FnOnce(&mut Writer) -> Result<T, AuditError>) -> Result<T, AuditError> {
+        flock(&self.lock, FlockOperation::LockExclusive).map_err(|e| io_err(&self.path, "locking", e.into()))?;
+        let r = f(self);
+        let _ = flock(&self.lock, FlockOperation::Unlock);
+        r
+    }
+
+    /// Under the lock: catches up with what other processes appended or
+    /// rotated since we last held it.
+    fn refresh(&mut self) -> Result<(), AuditError> {
+        let on_disk = std::fs::metadata(&self.path).map(|m| m.ino()).ok();
+        if on_disk != Some(self.ino) {
+            self.file = open_log(&self.path)?;
+            self.ino = self.file.metadata().map_err(|e| io_err(&self.path, "reading", e))?.ino();
+            self.size = u64::MAX;
+        }
+        let size = self.file.metadata().map_err(|e| io_err(&self.path, "reading", e))?.len();
+        if size == self.size {
+            return Ok(());
+        }
+        let tail = read_tail(&mut self.file, &self.path)?;
+        let (seq, hash) = match tail.last {
+            Some(m) => (m.seq, m.hash),
+            // An empty (or just rotated) file continues the newest rotated one.
+            None => match rotated_files(&self.path).last() {
+                Some(prev) => {
+                    let mut f = File::open(prev).map_err(|e| io_err(prev, "opening", e))?;
+                    read_tail(&mut f, prev)?.last.map_or((0, GENESIS), |m| (m.seq, m.hash))
+                }
+                None => (0, GENESIS),
+            },
+        };
+        self.last_seq = seq;
+        self.last_hash = hash;
+        self.size = size;
+        if let Some((bytes, line)) = tail.torn {
+            // Close the torn line so the next record starts on its own line;
+            // the torn bytes stay for verify to report. Nothing is deleted.
+            self.file.write_all(b"\n").map_err(|e| io_err(&self.path, "writing", e))?;
+            self.file.sync_data().map_err(|e| io_err(&self.path, "syncing", e))?;
+            self.size += 1;
+            self.recovery = Some(format!(
+                "line {} held an incomplete record ({bytes} bytes, left by a crash during a write); \
+                 the chain continues from seq {seq}",
+                line + 1
+            ));
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, rx: mpsc::Receiver<Job>) {
+        loop {
+            let first = match self.dirty_since {
+                Some(since) => {
+                    let interval = match self.options.sync {
+                        SyncMode::Batch { interval } => interval,
+                        SyncMode::Always => Duration::ZERO,
+                    };
+                    match rx.recv_timeout(interval.saturating_sub(since.elapsed())) {
+                        Ok(job) => job,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            self.sync_now();
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                None => match rx.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                },
+            };
+            let mut records = Vec::new();
+            let mut replies = Vec::new();
+            let mut close = None;
+            let mut job = Some(first);
+            while let Some(j) = job.take() {
+                match j {
+                    Job::Append(r, ts, reply) => {
+                        records.push((r, ts));
+                        replies.push(reply);
+                    }
+                    Job::Close(done) => close = Some(done),
+                }
+                if records.len() < 1024 && close.is_none() {
+                    job = rx.try_recv().ok();
+                }
+            }
+            if !records.is_empty() {
+                let result = self.write_batch(records);
+                for (i, reply) in replies.into_iter().enumerate() {
+                    let _ = reply.send(result.clone().map(|first| Receipt { seq: first + i as u64 }));
+                }
+            }
+            if let Some(done) = close {
+                self.sync_now();
+                let _ = done.send(());
+                return;
+            }
+        }
+        self.sync_now();
+    }
+
+    fn sync_now(&mut self) {
+        if self.dirty_since.take().is_some()
+            && let Err(e) = self.file.sync_data()
+        {
+            tracing::error!("audit log {}: fdatasync failed: {e}", self.path.display());
+        }
+    }
+
+    /// Writes a batch under the lock; returns the first record's seq.
+    fn write_batch(&mut self, records: Vec<(Box<Record>, SystemTime)>) -> Result<u64, AuditError> {
+        let result = self.locked(|w| {
+            w.refresh()?;
+            let (seq0, hash0, size0) = (w.last_seq, w.last_hash, w.size);
+            let written = w.encode_and_write(records);
+            if written.is_err() {
+                // Undo a partial write of our own so that no torn line is
+                // left behind, and keep the chain where it was.
+                let _ = w.file.set_len(size0);
+                w.last_seq = seq0;
+                w.last_hash = hash0;
+                w.size = u64::MAX;
+            }
+            written
+        });
+        if let Err(e) = &result {
+            tracing::error!("{e}");
+        }
+        result
+    }
+
+    fn encode_and_write(&mut self, records: Vec<(Box<Record>, SystemTime)>) -> Result<u64, AuditError> {
+        self.buf.clear();
+        if let Some(note) = self.recovery.clone() {
+            let mut r = Record::new(EventKind::Recovered);
+            r.reason = Some(note);
+            self.encode_one(r, SystemTime::now())?;
+        }
+        let first = self.last_seq + 1;
+        for (record, ts) in records {
+            self.encode_one(*record, ts)?;
+        }
+        if let Some(limit) = self.options.max_bytes {
+            let total: u64 = rotated_files(&self.path)
+                .iter()
+                .filter_map(|p| std::fs::metadata(p).ok())
+                .map(|m| m.len())
+                .sum::<u64>()
+                + self.size;
+            if total + self.buf.len() as u64 > limit {
+                return Err(AuditError::Full { path: self.path.display().to_string(), limit });
+            }
+        }
+        self.file.write_all(&self.buf).map_err(|e| io_err(&self.path, "writing", e))?;
+        match self.options.sync {
+            SyncMode::Always => self.file.sync_data().map_err(|e| io_err(&self.path, "syncing", e))?,
+            SyncMode::Batch { .. } => {
+                self.dirty_since.get_or_insert_with(Instant::now);
+            }
+        }
+        self.recovery = None;
+        self.size += self.buf.len() as u64;
+        if self.size > self.options.rotate_bytes {
+            self.rotate()?;
+        }
+        Ok(first)
+    }
+
+    fn encode_one(&mut self, mut r: Record, ts: SystemTime) -> Result<(), AuditError> {
+        if let Some(args) = r.args.as_mut() {
+            summarize(args);
+        }
+        if let Some(d) = r.details.as_mut() {
+            summarize(d);
+        }
+        let reason = r.reason.as_deref().map(|t| redact::redact_and_truncate(t, 2000));
+        let result = r.result.as_deref().map(|t| redact::redact_and_truncate(t, 200));
+        let ts = rfc3339_micros(ts);
+        let prev = hex(&self.last_hash);
+        let wire = Wire {
+            v: VERSION,
+            seq: self.last_seq + 1,
+            ts: &ts,
+            event: r.event.as_str(),
+            tool: r.tool.as_deref(),
+            args: r.args.as_ref(),
+            capability: r.capability.as_deref(),
+            token_id: r.token_id.as_deref(),
+            token_fp: r.token_fp.as_deref(),
+            user: r.user.as_deref(),
+            session: r.session.as_deref(),
+            outcome: r.outcome.map(|o| o.as_str()),
+            reason: reason.as_deref(),
+            result: result.as_deref(),
+            duration_us: r.duration_us,
+            intent: r.intent,
+            details: r.details.as_ref(),
+            prev: &prev,
+        };
+        let hash = record::encode(&wire, &mut self.buf)
+            .map_err(|e| io_err(&self.path, "encoding", std::io::Error::other(e)))?;
+        self.last_seq += 1;
+        self.last_hash = hash;
+        Ok(())
+    }
+
+    /// Moves the full file aside as `audit.log.NNNNNN` and starts a new one;
+    /// the chain continues in it.
+    fn rotate(&mut self) -> Result<(), AuditError> {
+        self.file.sync_data().map_err(|e| io_err(&self.path, "syncing", e))?;
+        self.dirty_since = None;
+        let next = rotated_files(&self.path)
+            .last()
+            .and_then(|p| p.extension().and_then(|e| e.to_str()).and_then(|e| e.parse::<u64>().ok()))
+            .unwrap_or(0)
+            + 1;
+        let mut target = self.path.as_os_str().to_owned();
+        target.push(format!(".{next:06}"));
+        std::fs::rename(&self.path, &target).map_err(|e| io_err(&self.path, "rotating", e))?;
+        self.file = open_log(&self.path)?;
+        self.ino = self.file.metadata().map_err(|e| io_err(&self.path, "reading", e))?.ino();
+        self.size = 0;
+        if let Some(dir) = self.path.parent()
+            && let Ok(d) = File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })
+        {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+/// Redacts a value for the log; a string longer than 1024 bytes (callers
+/// should have passed [`summarize_args`] output) is cut as a safety net.
+fn summarize(value: &mut Value) {
+    cut_strings(value, 1024);
+    redact::redact_value(value);
+}
+
+/// A copy of a tool's arguments fit for the log: strings longer than 256
+/// bytes (a `write_file`'s content) are cut to their first 256 characters,
+/// redacted over a wider window so that a secret straddling the cut is still
+/// caught, and marked with their full size. Cheap for short arguments.
+pub fn summarize_args(args: &serde_json::Map<String, Value>) -> Value {
+    Value::Object(args.iter().map(|(k, v)| (k.clone(), bounded(v))).collect())
+}
+
+/// A copy of `v` whose long strings are cut without copying them whole.
+fn bounded(v: &Value) -> Value {
+    match v {
+        Value::String(s) if s.len() > 256 => {
+            Value::String(format!("{} ({} bytes)", redact::redact_and_truncate(s, 256), s.len()))
+        }
+        Value::Array(items) => Value::Array(items.iter().map(bounded).collect()),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), bounded(v))).collect()),
+        other => other.clone(),
+    }
+}
+
+fn cut_strings(value: &mut Value, max: usize) {
+    match value {
+        Value::String(s) if s.len() > max => {
+            let total = s.len();
+            *s = format!("{} ({total} bytes)", redact::redact_and_truncate(s, max));
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| cut_strings(v, max)),
+        Value::Object(map) => map.values_mut().for_each(|v| cut_strings(v, max)),
+        _ => {}
+    }
+}

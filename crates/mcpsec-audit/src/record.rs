@@ -1,0 +1,401 @@
+//! The record format (version 1): one JSON object per line.
+//!
+//! A line is the record's fields in a fixed order, then `prev` (the previous
+//! record's hash) and `hash`, the SHA-256 of the line's own bytes *without*
+//! the `hash` member, i.e. of `{"v":1,…,"prev":"…"}`:
+//!
+//! ```text
+//! {"v":1,"seq":7,"ts":"2026-11-24T14:37:48.123456Z","event":"tool_call","tool":"read_text_file",
+//!  "args":{"path":"notes.txt"},"capability":"read_files","user":"alice","session":"3f…",
+//!  "outcome":"ok","result":"hello","duration_us":42,"prev":"9c…","hash":"e1…"}
+//! ```
+//!
+//! Because the hash is over the bytes as written, verification needs no
+//! canonical re-encoding: it hashes `line[..len - 75] + "}"`. The first
+//! record of a log (genesis) has `prev` = 64 zeros; the first record of a
+//! rotated-in file continues the chain of the file before it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The record format version written by this crate.
+pub const VERSION: u32 = 1;
+/// `prev` of the very first record.
+pub const GENESIS: [u8; 32] = [0; 32];
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A tool call (allowed, denied, failed, rate limited, invalid, or the
+    /// intent written before a mutating call takes effect).
+    ToolCall,
+    /// A capability token was minted.
+    Grant,
+    /// A capability token was revoked.
+    Revoke,
+    /// A human confirmed or declined a call.
+    Confirm,
+    /// A server started.
+    ServerStart,
+    /// A server stopped.
+    ServerStop,
+    /// A request failed authentication.
+    AuthFailure,
+    /// A writer found an incomplete last line (a crash mid-write) and
+    /// continued the chain from the last complete record.
+    Recovered,
+}
+
+impl EventKind {
+    /// The name used in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::ToolCall => "tool_call",
+            EventKind::Grant => "grant",
+            EventKind::Revoke => "revoke",
+            EventKind::Confirm => "confirm",
+            EventKind::ServerStart => "server_start",
+            EventKind::ServerStop => "server_stop",
+            EventKind::AuthFailure => "auth_failure",
+            EventKind::Recovered => "recovered",
+        }
+    }
+}
+
+/// How an event ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// It ran and succeeded.
+    Ok,
+    /// The guard pipeline refused it.
+    Denied,
+    /// It ran and failed.
+    Error,
+    /// A rate limit refused it.
+    RateLimited,
+    /// Its arguments did not fit the tool's schema.
+    Invalid,
+    /// The intent of a mutating call, written before it takes effect.
+    Pending,
+}
+
+impl Outcome {
+    /// The name used in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Denied => "denied",
+            Outcome::Error => "error",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::Invalid => "invalid",
+            Outcome::Pending => "pending",
+        }
+    }
+}
+
+/// An event to record. `args`, `reason` and `result` are redacted (and
+/// `result` cut to 200 characters) by the log before anything is written.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// What happened.
+    pub event: EventKind,
+    /// The tool, for tool calls.
+    pub tool: Option<String>,
+    /// The arguments (redacted before writing).
+    pub args: Option<Value>,
+    /// The capability the call needed.
+    pub capability: Option<String>,
+    /// The capability token's id.
+    pub token_id: Option<String>,
+    /// A short fingerprint of the token (never the token).
+    pub token_fp: Option<String>,
+    /// The principal.
+    pub user: Option<String>,
+    /// The session (a server process or HTTP session).
+    pub session: Option<String>,
+    /// How it ended.
+    pub outcome: Option<Outcome>,
+    /// Why it was refused or failed (redacted before writing).
+    pub reason: Option<String>,
+    /// A summary of the result (redacted, cut to 200 characters).
+    pub result: Option<String>,
+    /// Time spent.
+    pub duration_us: Option<u64>,
+    /// For a result record: the `seq` of the intent record it completes.
+    pub intent: Option<u64>,
+    /// Anything else worth keeping (redacted before writing).
+    pub details: Option<Value>,
+}
+
+impl Record {
+    /// A record of `event` with no other field set.
+    pub fn new(event: EventKind) -> Record {
+        Record {
+            event,
+            tool: None,
+            args: None,
+            capability: None,
+            token_id: None,
+            token_fp: None,
+            user: None,
+            session: None,
+            outcome: None,
+            reason: None,
+            result: None,
+            duration_us: None,
+            intent: None,
+            details: None,
+        }
+    }
+}
+
+/// The fields in the order they are written.
+#[derive(Serialize)]
+pub(crate) struct Wire<'a> {
+    pub v: u32,
+    pub seq: u64,
+    pub ts: &'a str,
+    pub event: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capability: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_fp: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intent: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<&'a Value>,
+    pub prev: &'a str,
+}
+
+/// A record read back from the log (for grep and tail).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Format version.
+    pub v: u32,
+    /// Sequence number, from 1, gap-free across rotated files.
+    pub seq: u64,
+    /// RFC 3339 UTC time with microseconds.
+    pub ts: String,
+    /// What happened.
+    pub event: String,
+    /// The tool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    /// The redacted arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Value>,
+    /// The capability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
+    /// The token's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    /// The token's fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_fp: Option<String>,
+    /// The principal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// The outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Result summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    /// Time spent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_us: Option<u64>,
+    /// The intent record this one completes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<u64>,
+    /// Other details.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+    /// The previous record's hash.
+    pub prev: String,
+    /// This record's hash.
+    pub hash: String,
+}
+
+/// `,"hash":"` + 64 hex digits + `"}`.
+pub(crate) const HASH_SUFFIX_LEN: usize = 9 + 64 + 2;
+/// `,"prev":"` + 64 hex digits + `"`.
+pub(crate) const PREV_LEN: usize = 9 + 64 + 1;
+
+/// The chain-relevant facts of one line, read without a JSON parser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Meta {
+    pub seq: u64,
+    pub prev: [u8; 32],
+    pub hash: [u8; 32],
+    /// Whether the stated hash is the hash of the line's body.
+    pub hash_ok: bool,
+    pub recovered: bool,
+}
+
+/// Extracts seq, prev and hash from a line (without its newline) and checks
+/// the line's own hash. `None` when the line is not shaped like a record.
+pub(crate) fn parse_meta(line: &[u8]) -> Option<Meta> {
+    const HEAD: &[u8] = b"{\"v\":1,\"seq\":";
+    let rest = line.strip_prefix(HEAD)?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 19 || rest.get(digits) != Some(&b',') {
+        return None;
+    }
+    let seq: u64 = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+    let n = line.len();
+    if n < HEAD.len() + HASH_SUFFIX_LEN + PREV_LEN {
+        return None;
+    }
+    let suffix = &line[n - HASH_SUFFIX_LEN..];
+    if !suffix.starts_with(b",\"hash\":\"") || !suffix.ends_with(b"\"}") {
+        return None;
+    }
+    let hash = unhex(&suffix[9..9 + 64])?;
+    let body = &line[..n - HASH_SUFFIX_LEN];
+    let prev_part = &body[body.len() - PREV_LEN..];
+    if !prev_part.starts_with(b",\"prev\":\"") || !prev_part.ends_with(b"\"") {
+        return None;
+    }
+    let prev = unhex(&prev_part[9..9 + 64])?;
+    let mut h = Sha256::new();
+    h.update(body);
+    h.update(b"}");
+    let actual: [u8; 32] = h.finalize().into();
+    let recovered = memmem(line, b"\"event\":\"recovered\"");
+    Some(Meta { seq, prev, hash, hash_ok: actual == hash, recovered })
+}
+
+fn memmem(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Lower-case hex of 32 bytes.
+pub fn hex(bytes: &[u8; 32]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(64);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// Parses 64 lower-case hex digits.
+pub fn unhex(text: &[u8]) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in text.chunks_exact(2).enumerate() {
+        let nib = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        out[i] = nib(pair[0])? << 4 | nib(pair[1])?;
+    }
+    Some(out)
+}
+
+/// Serializes `wire` and appends the line (with `hash` and a newline) to
+/// `out`; returns the record's hash.
+pub(crate) fn encode(wire: &Wire<'_>, out: &mut Vec<u8>) -> Result<[u8; 32], serde_json::Error> {
+    let start = out.len();
+    serde_json::to_writer(&mut *out, wire)?;
+    let hash: [u8; 32] = Sha256::digest(&out[start..]).into();
+    out.pop(); // the closing brace
+    out.extend_from_slice(b",\"hash\":\"");
+    out.extend_from_slice(hex(&hash).as_bytes());
+    out.extend_from_slice(b"\"}\n");
+    Ok(hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(seq: u64, prev: &[u8; 32]) -> (Vec<u8>, [u8; 32]) {
+        let prev_hex = hex(prev);
+        let wire = Wire {
+            v: VERSION,
+            seq,
+            ts: "2026-11-24T14:37:48.000000Z",
+            event: "tool_call",
+            tool: Some("read_text_file"),
+            args: None,
+            capability: None,
+            token_id: None,
+            token_fp: None,
+            user: Some("alice"),
+            session: None,
+            outcome: Some("ok"),
+            reason: None,
+            result: None,
+            duration_us: Some(5),
+            intent: None,
+            details: None,
+            prev: &prev_hex,
+        };
+        let mut out = Vec::new();
+        let h = encode(&wire, &mut out).unwrap();
+        (out, h)
+    }
+
+    #[test]
+    fn encode_then_parse() {
+        let (l, h) = line(7, &GENESIS);
+        assert!(l.ends_with(b"\"}\n"));
+        let text = std::str::from_utf8(&l).unwrap();
+        let entry: Entry = serde_json::from_str(text).unwrap();
+        assert_eq!(entry.seq, 7);
+        assert_eq!(entry.hash, hex(&h));
+        let m = parse_meta(&l[..l.len() - 1]).unwrap();
+        assert_eq!((m.seq, m.prev, m.hash, m.hash_ok, m.recovered), (7, GENESIS, h, true, false));
+    }
+
+    #[test]
+    fn any_edit_breaks_the_hash() {
+        let (l, _) = line(1, &GENESIS);
+        let l = &l[..l.len() - 1];
+        let text = String::from_utf8(l.to_vec()).unwrap().replace("alice", "mallory");
+        let m = parse_meta(text.as_bytes()).unwrap();
+        assert!(!m.hash_ok);
+        assert!(parse_meta(b"{\"v\":1,\"seq\":1}").is_none());
+        assert!(parse_meta(b"garbage").is_none());
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        let bytes: [u8; 32] = core::array::from_fn(|i| (i * 37) as u8);
+        assert_eq!(unhex(hex(&bytes).as_bytes()), Some(bytes));
+        assert_eq!(unhex(b"zz"), None);
+    }
+}

@@ -1,0 +1,304 @@
+//! `mcpsec audit …`: verify, grep, tail, checkpoint, path.
+//!
+//! These commands report on stdout (they never run inside `serve`), and
+//! read mcpsec's own log files, not a tool's targets.
+
+#![allow(clippy::print_stdout, clippy::disallowed_methods)]
+
+use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use mcpsec_audit::query::{self, Filter};
+use mcpsec_audit::{Checkpoint, Entry, VerifyError};
+use mcpsec_core::time::{parse_rfc3339, rfc3339, rfc3339_micros};
+use mcpsec_core::{Config, units};
+
+use crate::{Failed, usage};
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain; name the first bad record and what is wrong.
+    Verify {
+        /// A checkpoint written by `audit checkpoint`: also detects truncation.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Search the log: a regex over each record plus structured filters.
+    Grep(GrepArgs),
+    /// Print the last records; with -f, follow new ones.
+    Tail {
+        /// How many records.
+        #[arg(short = 'n', default_value_t = 10)]
+        n: usize,
+        /// Keep printing records as they are written.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Print raw JSON Lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the chain's head (seq, hash, time) for safekeeping elsewhere.
+    Checkpoint {
+        /// Write to FILE instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Print where the log is and how durable it is.
+    Path,
+}
+
+#[derive(Debug, Args)]
+pub struct GrepArgs {
+    /// A regular expression matched against each record's JSON line.
+    pattern: Option<String>,
+    #[arg(long)]
+    tool: Option<String>,
+    #[arg(long)]
+    user: Option<String>,
+    #[arg(long)]
+    session: Option<String>,
+    /// ok, denied, error, rate_limited, invalid, pending
+    #[arg(long)]
+    outcome: Option<String>,
+    /// tool_call, grant, revoke, confirm, server_start, server_stop, …
+    #[arg(long)]
+    event: Option<String>,
+    /// A duration ago (`1h`, `30m`) or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN")]
+    since: Option<String>,
+    /// A duration ago or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN")]
+    until: Option<String>,
+    /// Print raw JSON Lines.
+    #[arg(long)]
+    json: bool,
+    /// Print only how many records match.
+    #[arg(long)]
+    count: bool,
+}
+
+/// `--since 1h` or `--since 2026-11-24T14:00:00Z`, as the log's time format.
+fn when(text: &str, flag: &str) -> Result<String> {
+    let t = match units::parse_duration(text) {
+        Ok(ago) => SystemTime::now().checked_sub(ago).unwrap_or(SystemTime::UNIX_EPOCH),
+        Err(_) => parse_rfc3339(text)
+            .map_err(|_| usage(format!("{flag} `{text}`: give a duration ago (`1h`) or an RFC 3339 time")))?,
+    };
+    Ok(rfc3339_micros(t))
+}
+
+pub fn run(command: AuditCommand, log: &Path, config: &Config) -> Result<()> {
+    match command {
+        AuditCommand::Verify { checkpoint, json } => verify(log, checkpoint.as_deref(), json),
+        AuditCommand::Grep(args) => grep(log, args),
+        AuditCommand::Tail { n, follow, json } => tail(log, n, follow, json),
+        AuditCommand::Checkpoint { out } => checkpoint(log, out.as_deref()),
+        AuditCommand::Path => {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", log.display())?;
+            match config.audit.batch_interval {
+                None => writeln!(
+                    out,
+                    "sync: always (each record is fdatasync'ed before the call it records is answered; \
+                     nothing acknowledged is lost in a crash)"
+                )?,
+                Some(i) => writeln!(
+                    out,
+                    "sync: batch (records are written at once and fdatasync'ed at most {i:?} later; \
+                     a machine crash can lose up to {i:?} of records, a killed process loses none)"
+                )?,
+            }
+            Ok(())
+        }
+    }
+}
+
+fn verify(log: &Path, checkpoint: Option<&Path>, json: bool) -> Result<()> {
+    let cp = match checkpoint {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            Some(
+                serde_json::from_str::<Checkpoint>(&text)
+                    .map_err(|e| usage(format!("{} is not a checkpoint: {e}", p.display())))?,
+            )
+        }
+        None => None,
+    };
+    let tty = std::io::stderr().is_terminal() && !json;
+    let mut last_pct = u64::MAX;
+    let mut progress = |done: u64, total: u64| {
+        if tty && total > 64 << 20 {
+            let pct = done * 100 / total.max(1);
+            if pct != last_pct {
+                last_pct = pct;
+                eprint!("\rverifying {}: {pct:>3}%", log.display());
+            }
+        }
+    };
+    let result = mcpsec_audit::verify(log, cp.as_ref(), &mut progress);
+    if tty && last_pct != u64::MAX {
+        eprintln!();
+    }
+    let mut out = std::io::stdout().lock();
+    match result {
+        Ok(report) => {
+            for note in &report.notes {
+                eprintln!("note: {note}");
+            }
+            let head =
+                report.head.as_ref().map_or("none (empty log)".to_string(), |(seq, h)| format!("{h} (seq {seq})"));
+            if json {
+                let v = serde_json::json!({
+                    "ok": true, "records": report.records,
+                    "head": report.head.as_ref().map(|(seq, h)| serde_json::json!({"seq": seq, "hash": h})),
+                    "notes": report.notes,
+                });
+                writeln!(out, "{v}")?;
+            } else {
+                writeln!(out, "ok: {} records, head {head}", report.records)?;
+            }
+            Ok(())
+        }
+        Err(VerifyError::Problem(p)) => {
+            if json {
+                let v = serde_json::json!({
+                    "ok": false, "file": p.file, "line": p.line, "seq": p.seq, "problem": p.kind, "detail": p.detail,
+                });
+                writeln!(out, "{v}")?;
+            } else {
+                writeln!(out, "FAILED: {p}")?;
+            }
+            Err(Failed.into())
+        }
+        Err(e @ VerifyError::Io { .. }) => Err(e.into()),
+    }
+}
+
+fn filter(args: &GrepArgs) -> Result<Filter> {
+    let pattern = match &args.pattern {
+        Some(p) => Some(
+            regex::bytes::Regex::new(p).map_err(|e| usage(format!("`{p}` is not a valid regular expression: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok(Filter {
+        pattern,
+        tool: args.tool.clone(),
+        user: args.user.clone(),
+        session: args.session.clone(),
+        outcome: args.outcome.clone(),
+        event: args.event.clone(),
+        since: args.since.as_deref().map(|w| when(w, "--since")).transpose()?,
+        until: args.until.as_deref().map(|w| when(w, "--until")).transpose()?,
+    })
+}
+
+fn grep(log: &Path, args: GrepArgs) -> Result<()> {
+    let filter = filter(&args)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let n = if args.count {
+        let n = query::count(log, &filter)?;
+        writeln!(out, "{n}")?;
+        n
+    } else {
+        let mut err = None;
+        let n = query::scan(log, &filter, |line, entry| {
+            let r = if args.json { writeln!(out, "{line}") } else { writeln!(out, "{}", entry.human()) };
+            if let Err(e) = r {
+                err.get_or_insert(e);
+            }
+        })?;
+        if let Some(e) = err {
+            return Err(e.into());
+        }
+        n
+    };
+    out.flush()?;
+    // Like grep: exit 1 when nothing matched.
+    if n == 0 { Err(Failed.into()) } else { Ok(()) }
+}
+
+fn print_line(out: &mut impl Write, line: &str, json: bool) -> std::io::Result<()> {
+    if json {
+        return writeln!(out, "{line}");
+    }
+    match serde_json::from_str::<Entry>(line) {
+        Ok(e) => writeln!(out, "{}", e.human()),
+        Err(_) => Ok(()),
+    }
+}
+
+fn tail(log: &Path, n: usize, follow: bool, json: bool) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    for line in query::tail(log, n)? {
+        print_line(&mut out, &line, json)?;
+    }
+    out.flush()?;
+    if !follow {
+        return Ok(());
+    }
+    // Follow: poll the current file, reopening it after a rotation.
+    let open = || -> Result<(std::fs::File, u64)> {
+        let f = std::fs::File::open(log).with_context(|| format!("opening {}", log.display()))?;
+        let ino = f.metadata()?.ino();
+        Ok((f, ino))
+    };
+    let (mut file, mut ino) = open()?;
+    let mut offset = file.metadata()?.len();
+    let mut pending = Vec::new();
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let rotated = std::fs::metadata(log).map(|m| m.ino() != ino).unwrap_or(false);
+        let size = file.metadata()?.len();
+        if size > offset {
+            file.seek(SeekFrom::Start(offset))?;
+            let mut buf = Vec::new();
+            (&mut file).take(size - offset).read_to_end(&mut buf)?;
+            offset = size;
+            pending.extend_from_slice(&buf);
+            while let Some(i) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=i).collect();
+                print_line(&mut out, String::from_utf8_lossy(&line).trim_end(), json)?;
+            }
+            out.flush()?;
+        } else if rotated {
+            (file, ino) = open()?;
+            offset = 0;
+        }
+    }
+}
+
+fn checkpoint(log: &Path, out_file: Option<&Path>) -> Result<()> {
+    let report = match mcpsec_audit::verify(log, None, &mut |_, _| {}) {
+        Ok(r) => r,
+        Err(VerifyError::Problem(p)) => {
+            println!("FAILED: {p}");
+            eprintln!("mcpsec: refusing to checkpoint a log that does not verify");
+            return Err(Failed.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let Some((seq, hash)) = report.head else {
+        return Err(usage("the audit log is empty: nothing to checkpoint"));
+    };
+    let cp = Checkpoint { seq, hash, ts: rfc3339(SystemTime::now()) };
+    let text = serde_json::to_string_pretty(&cp)? + "\n";
+    match out_file {
+        Some(p) => {
+            std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?;
+            eprintln!(
+                "checkpoint of seq {seq} written to {}; keep it where the log's writers cannot reach",
+                p.display()
+            );
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
+}
