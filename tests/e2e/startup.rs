@@ -39,7 +39,7 @@ fn config_errors_name_the_key() {
     let cases = [
         ("[policy]\nread_filez = \"allow\"\n", "read_filez"),
         ("[limits]\nmax_read = \"lots\"\n", "limits.max_read"),
-        ("[policy]\ndelete_files = \"token\"\n", "policy.delete_files"),
+        ("[policy]\ndelete_files = \"confirm\"\n", "policy.delete_files"),
         ("[rate_limit]\ncalls = 5\n", "rate_limit"),
         ("roots = 3\n", "roots"),
     ];

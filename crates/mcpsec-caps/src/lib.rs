@@ -1,47 +1,111 @@
 //! Authorization: may this principal exercise this capability now?
 //!
 //! This crate provides [`Authorizer`], the step of the guard pipeline that
-//! turns the operator's [`Policy`] into a decision for one call.
-//!
-//! Today it knows the two modes that need no state, `allow` and `deny`
-//! (configuration refuses the others at start-up). Capability tokens, their
-//! SQLite store and human confirmation land here next: that is why the
-//! decision already goes through this crate rather than being read straight
-//! off the policy by the server.
+//! turns the operator's [`Policy`] and a presented capability token into a
+//! [`Decision`] for one call, and [`Tokens`], which grants and checks
+//! capability tokens kept in a [`TokenStore`](store::TokenStore) (SQLite,
+//! `mcpsec.db`), keyed by `secret.key` ([`key::ServerKey`]).
 //!
 //! # Guarantee
 //!
-//! [`Authorizer::authorize`] fails closed: anything other than an explicit
-//! `allow` is a [`Refusal`] that names the capability, the mode and the
-//! config key that would change it.
+//! Fail closed: only `allow`, or `token` with a token that passes every
+//! check (MAC compared in constant time, not revoked, not expired, the
+//! right capability, the right user, a use left — spent atomically) lets a
+//! call through. Every refusal of a token is the same generic message,
+//! with the exact `mcpsec grant …` command to run; the precise reason goes
+//! to the audit log. Failed checks are limited per principal, so tokens
+//! cannot be guessed online. Tokens exist in memory only as
+//! [`SecretString`]s; the store keeps their HMAC.
 //!
 //! # Non-goals
 //!
-//! **Architecture invariant:** no I/O of its own yet; when the token store
-//! arrives, this is the only crate that knows SQLite.
+//! Path scope is not checked here: the token's globs are returned in
+//! [`Accepted::paths`] and enforced by the path guard on the resolved path
+//! during the operation, so no symlink swap can slip between check and use.
+//! Human confirmation (`confirm` mode) is not implemented yet.
+//!
+//! **Architecture invariant:** the only crate that knows SQLite.
 //!
 //! ```
-//! use mcpsec_caps::Authorizer;
+//! use std::time::SystemTime;
+//! use mcpsec_caps::{Authorizer, Call, Decision};
 //! use mcpsec_core::{Capability, Policy};
 //!
-//! let auth = Authorizer::new(Policy::default());
-//! assert!(auth.authorize(Capability::ReadFiles, "read `a.txt`").is_ok());
-//! let refusal = auth.authorize(Capability::DeleteFiles, "delete `a.txt`").unwrap_err();
-//! assert!(refusal.to_string().contains("delete_files"));
+//! let auth = Authorizer::new(Policy::default(), None);
+//! let call = |capability| Call { capability, tool: "t", user: "alice", token: None, path_hint: None, now: SystemTime::now() };
+//! assert!(matches!(auth.decide(&call(Capability::ReadFiles)), Decision::Allow(None)));
+//! assert!(matches!(auth.decide(&call(Capability::DeleteFiles)), Decision::Deny { .. }));
 //! ```
 
+pub mod key;
+pub mod store;
+pub mod token;
+mod tokens;
+
+pub use tokens::{Accepted, GrantError, GrantRequest, Rejected, Tokens, unix_ms};
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
 use mcpsec_core::{Capability, Mode, Policy, Refusal};
+use secrecy::SecretString;
+
+/// One call to authorize.
+#[derive(Debug)]
+pub struct Call<'a> {
+    /// The capability the tool needs.
+    pub capability: Capability,
+    /// The tool, for messages.
+    pub tool: &'a str,
+    /// The principal.
+    pub user: &'a str,
+    /// The `capability_token` argument, if the call carried one.
+    pub token: Option<&'a SecretString>,
+    /// The path the call names, for the `--path` hint in the refusal.
+    pub path_hint: Option<&'a str>,
+    /// Now (injectable for tests).
+    pub now: SystemTime,
+}
+
+/// The decision for one call.
+#[derive(Debug)]
+pub enum Decision {
+    /// Go ahead; with the token that allowed it, if one did.
+    Allow(Option<Accepted>),
+    /// Refused.
+    Deny {
+        /// What the caller is told.
+        refusal: Refusal,
+        /// What the audit log records (more precise, e.g. "the token expired").
+        reason: String,
+        /// The presented token's id and fingerprint, when well-formed.
+        token: Option<(Option<String>, Option<String>)>,
+        /// Refused by the failed-token-check limit.
+        rate_limited: bool,
+    },
+}
+
+/// How many failed token checks a principal may make per window before
+/// further checks are refused outright (so tokens cannot be guessed online).
+pub const FAILED_CHECKS_PER_WINDOW: u32 = 10;
+/// The window of [`FAILED_CHECKS_PER_WINDOW`].
+pub const FAILED_CHECKS_WINDOW: Duration = Duration::from_secs(60);
 
 /// Decides whether a capability may be exercised.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Authorizer {
     policy: Policy,
+    tokens: Option<Arc<Tokens>>,
+    /// Failed token checks per user in the current window.
+    failures: Mutex<HashMap<String, (SystemTime, u32)>>,
 }
 
 impl Authorizer {
-    /// An authorizer for `policy`.
-    pub fn new(policy: Policy) -> Self {
-        Authorizer { policy }
+    /// An authorizer for `policy`; `tokens` is needed for the `token` mode
+    /// (without it, `token` mode refuses everything: fail closed).
+    pub fn new(policy: Policy, tokens: Option<Arc<Tokens>>) -> Self {
+        Authorizer { policy, tokens, failures: Mutex::new(HashMap::new()) }
     }
 
     /// The policy it enforces.
@@ -54,19 +118,98 @@ impl Authorizer {
         self.policy.mode(capability) != Mode::Deny
     }
 
-    /// Authorizes one use of `capability`; `what` describes the call for the
-    /// refusal message (e.g. "delete `notes/old.txt`").
-    pub fn authorize(&self, capability: Capability, what: &str) -> Result<(), Refusal> {
+    /// Whether calls of `capability` take a `capability_token`.
+    pub fn takes_token(&self, capability: Capability) -> bool {
+        matches!(self.policy.mode(capability), Mode::Token | Mode::Confirm)
+    }
+
+    /// Decides one call.
+    pub fn decide(&self, call: &Call<'_>) -> Decision {
+        let what = match call.path_hint {
+            Some(p) => format!("calling `{}` on `{p}`", call.tool),
+            None => format!("calling `{}`", call.tool),
+        };
+        let capability = call.capability;
+        let deny = |refusal: Refusal, reason: String, token, rate_limited| Decision::Deny {
+            refusal,
+            reason,
+            token,
+            rate_limited,
+        };
         match self.policy.mode(capability) {
-            Mode::Allow => Ok(()),
-            mode => Err(Refusal::new(
-                what,
-                format!("the capability `{capability}` is in mode `{mode}` in this server's policy"),
-            )
-            .with_remedy(format!(
-                "set `{capability} = \"allow\"` under [policy] in the config file and restart the server"
-            ))),
+            Mode::Allow => Decision::Allow(None),
+            Mode::Deny => {
+                let r = Refusal::new(&what, format!("the capability `{capability}` is in mode `deny` in this server's policy"))
+                    .with_remedy(format!(
+                        "set `{capability} = \"token\"` (or \"allow\") under [policy] in the config file and restart the server"
+                    ));
+                let reason = r.why.clone();
+                deny(r, reason, None, false)
+            }
+            Mode::Token | Mode::Confirm => {
+                let grant = grant_command(capability, call.path_hint);
+                let needs = |why: &str| {
+                    Refusal::new(&what, format!("the capability `{capability}` needs a capability token, and {why}"))
+                        .with_remedy(format!(
+                            "a human runs `{grant}` in a terminal and passes the printed token as `capability_token`"
+                        ))
+                };
+                let Some(token) = call.token else {
+                    let r = needs("the call carried none");
+                    return deny(r, "no capability token".into(), None, false);
+                };
+                if let Some(retry) = self.locked_out(call.user, call.now) {
+                    let r = Refusal::new(
+                        &what,
+                        format!(
+                            "too many failed capability token checks; token checks resume in {}s",
+                            retry.as_secs().max(1)
+                        ),
+                    )
+                    .with_remedy("wait, then present a valid token from `mcpsec grant`");
+                    return deny(r, "failed token check limit reached".into(), None, true);
+                }
+                let Some(tokens) = &self.tokens else {
+                    let r = needs("this server has no token store");
+                    return deny(r, "no token store".into(), None, false);
+                };
+                match tokens.check(token, capability, call.user, call.now) {
+                    Ok(accepted) => Decision::Allow(Some(accepted)),
+                    Err(rejected) => {
+                        self.count_failure(call.user, call.now);
+                        // One generic refusal whatever the reason: unknown,
+                        // expired, revoked, used up, wrong capability, wrong user.
+                        let r = needs("the token given is not valid for it");
+                        deny(r, rejected.reason, Some((rejected.id, rejected.fingerprint)), false)
+                    }
+                }
+            }
         }
+    }
+
+    fn locked_out(&self, user: &str, now: SystemTime) -> Option<Duration> {
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let (start, n) = failures.get(user)?;
+        let elapsed = now.duration_since(*start).unwrap_or_default();
+        (elapsed < FAILED_CHECKS_WINDOW && *n >= FAILED_CHECKS_PER_WINDOW).then(|| FAILED_CHECKS_WINDOW - elapsed)
+    }
+
+    fn count_failure(&self, user: &str, now: SystemTime) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = failures.entry(user.to_owned()).or_insert((now, 0));
+        if now.duration_since(entry.0).unwrap_or_default() >= FAILED_CHECKS_WINDOW {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+    }
+}
+
+/// The exact command a human runs to allow a call.
+pub fn grant_command(capability: Capability, path: Option<&str>) -> String {
+    let ttl = 60;
+    match path {
+        Some(p) => format!("mcpsec grant {capability} --ttl {ttl} --path '{}'", p.replace('\'', "'\\''")),
+        None => format!("mcpsec grant {capability} --ttl {ttl}"),
     }
 }
 
@@ -74,17 +217,70 @@ impl Authorizer {
 mod tests {
     use super::*;
 
+    fn call<'a>(capability: Capability, token: Option<&'a SecretString>, now: SystemTime) -> Call<'a> {
+        Call { capability, tool: "delete_file", user: "alice", token, path_hint: Some("notes/old.txt"), now }
+    }
+
     #[test]
-    fn only_allow_passes() {
+    fn allow_and_deny_modes() {
         let mut policy = Policy::default();
         policy.set(Capability::WriteFiles, Mode::Allow);
-        let auth = Authorizer::new(policy);
-        assert!(auth.authorize(Capability::WriteFiles, "w").is_ok());
-        for c in [Capability::DeleteFiles, Capability::ExecuteShell] {
-            let r = auth.authorize(c, "x").unwrap_err();
-            assert!(r.to_string().contains(c.as_str()));
-            assert!(r.remedy.is_some());
-            assert!(!auth.is_offered(c));
+        let auth = Authorizer::new(policy, None);
+        let now = SystemTime::now();
+        assert!(matches!(auth.decide(&call(Capability::WriteFiles, None, now)), Decision::Allow(None)));
+        match auth.decide(&call(Capability::DeleteFiles, None, now)) {
+            Decision::Deny { refusal, .. } => {
+                let m = refusal.to_string();
+                assert!(m.contains("delete_files") && m.contains("[policy]"), "{m}");
+            }
+            other => panic!("{other:?}"),
         }
+        assert!(!auth.is_offered(Capability::ExecuteShell));
+    }
+
+    #[test]
+    fn token_mode_refusals_say_what_to_run_and_failures_are_limited() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store::SqliteStore::open(&dir.path().join("db")).unwrap();
+        let tokens = Arc::new(Tokens::new(Arc::new(store), key::ServerKey::from_bytes([1; 32])));
+        let mut policy = Policy::default();
+        policy.set(Capability::DeleteFiles, Mode::Token);
+        let auth = Authorizer::new(policy, Some(tokens.clone()));
+        let now = SystemTime::now();
+        let Decision::Deny { refusal, .. } = auth.decide(&call(Capability::DeleteFiles, None, now)) else { panic!() };
+        let m = refusal.to_string();
+        assert!(m.contains("mcpsec grant delete_files --ttl 60 --path 'notes/old.txt'"), "{m}");
+        let req = GrantRequest {
+            capability: Capability::DeleteFiles,
+            ttl: Duration::from_secs(600),
+            paths: vec![],
+            uses: None,
+            user: None,
+            note: None,
+        };
+        let (good, _) = tokens.grant(&req, Duration::from_secs(3600), now).unwrap();
+        assert!(matches!(
+            auth.decide(&call(Capability::DeleteFiles, Some(&good.token), now)),
+            Decision::Allow(Some(_))
+        ));
+        let bad = token::generate().unwrap().token;
+        for _ in 0..FAILED_CHECKS_PER_WINDOW {
+            let Decision::Deny { rate_limited, .. } = auth.decide(&call(Capability::DeleteFiles, Some(&bad), now))
+            else {
+                panic!()
+            };
+            assert!(!rate_limited);
+        }
+        // Now even the good token is not checked until the window passes.
+        let Decision::Deny { rate_limited, .. } = auth.decide(&call(Capability::DeleteFiles, Some(&good.token), now))
+        else {
+            panic!()
+        };
+        assert!(rate_limited);
+        let later = now + FAILED_CHECKS_WINDOW;
+        assert!(matches!(
+            auth.decide(&call(Capability::DeleteFiles, Some(&good.token), later)),
+            Decision::Allow(Some(_))
+        ));
     }
 }

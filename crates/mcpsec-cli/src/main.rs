@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use mcpsec_core::{Config, Principal};
 
 mod audit;
+mod tokens;
 
 /// A secure-by-default MCP server for filesystem tools.
 #[derive(Debug, Parser)]
@@ -39,6 +40,14 @@ struct Global {
 enum Command {
     /// Run the MCP server on stdio.
     Serve(ServeArgs),
+    /// Mint a capability token (printed once, alone on stdout).
+    Grant(tokens::GrantArgs),
+    /// List capability tokens (never their secrets).
+    Tokens(tokens::TokensArgs),
+    /// Revoke capability tokens.
+    Revoke(tokens::RevokeArgs),
+    /// Create the state directory; optionally set the grant passphrase.
+    Init(tokens::InitArgs),
     /// Inspect the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -100,8 +109,18 @@ fn main() -> ExitCode {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,mcpsec=info"));
+    // rmcp logs every request whole at debug level, a tool's arguments
+    // (file contents, secrets) included: a blanket `RUST_LOG=debug` must not
+    // put them on stderr. Naming rmcp in RUST_LOG still turns it on.
+    let names_rmcp = std::env::var("RUST_LOG").is_ok_and(|s| s.contains("rmcp"));
+    if !names_rmcp
+        && filter.max_level_hint().is_none_or(|l| l > tracing_subscriber::filter::LevelFilter::INFO)
+        && let Ok(cap) = "rmcp=info".parse()
+    {
+        filter = filter.add_directive(cap);
+    }
     // stdout is reserved for JSON-RPC: every log line goes to stderr.
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).init();
 }
@@ -109,12 +128,24 @@ fn init_logging() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(&cli.global, args),
+        Command::Grant(args) => tokens::grant(&token_state(&cli.global)?, args),
+        Command::Tokens(args) => tokens::list(&token_state(&cli.global)?, args),
+        Command::Revoke(args) => tokens::revoke(&token_state(&cli.global)?, args),
+        Command::Init(args) => tokens::init(&token_state(&cli.global)?, args),
         Command::Audit(command) => {
             let (config, _) = load_config(&cli.global)?;
             let log = audit_path(&state_dir(&cli.global)?, &config);
             audit::run(command, &log, &config)
         }
     }
+}
+
+/// Config, state directory, token store and audit path for a token command.
+fn token_state(global: &Global) -> Result<tokens::State> {
+    let (config, _) = load_config(global)?;
+    let state = state_dir(global)?;
+    ensure_state_dir(&state)?;
+    Ok(tokens::State { tokens: tokens::open_tokens(&state)?, audit_path: audit_path(&state, &config), config })
 }
 
 /// The config file to read: the one named, else the default when it exists.
@@ -196,7 +227,7 @@ fn audit_path(state: &Path, config: &Config) -> PathBuf {
     state.join(&config.audit.path)
 }
 
-fn audit_options(config: &Config) -> mcpsec_audit::Options {
+pub(crate) fn audit_options(config: &Config) -> mcpsec_audit::Options {
     mcpsec_audit::Options {
         sync: match config.audit.batch_interval {
             None => mcpsec_audit::SyncMode::Always,
@@ -219,7 +250,7 @@ fn session_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn os_user() -> String {
+pub(crate) fn os_user() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .ok()
@@ -263,7 +294,7 @@ fn serve(global: &Global, args: ServeArgs) -> Result<()> {
     );
     let options = mcpsec_server::ServerOptions {
         sandbox,
-        authorizer: mcpsec_caps::Authorizer::new(config.policy.clone()),
+        authorizer: mcpsec_caps::Authorizer::new(config.policy.clone(), Some(Arc::new(tokens::open_tokens(&state)?))),
         principal,
         audit: Arc::new(audit),
         session,

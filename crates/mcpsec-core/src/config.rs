@@ -32,6 +32,40 @@ pub struct Config {
     pub limits: Limits,
     /// The audit log.
     pub audit: AuditConfig,
+    /// Capability token lifetimes.
+    pub tokens: TokenConfig,
+}
+
+/// `[tokens]`: how long capability tokens live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenConfig {
+    /// TTL when `grant` is given none (execute_shell: 60 s unless set).
+    pub default_ttl: Option<Duration>,
+    /// The longest TTL per capability.
+    pub max_ttl: [Duration; 4],
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        let hour = Duration::from_secs(3600);
+        TokenConfig { default_ttl: None, max_ttl: [hour, hour, hour, Duration::from_secs(300)] }
+    }
+}
+
+impl TokenConfig {
+    /// The TTL of a grant that names none.
+    pub fn default_ttl(&self, capability: Capability) -> Duration {
+        match (self.default_ttl, capability) {
+            (Some(t), _) => t.min(self.max_ttl(capability)),
+            (None, Capability::ExecuteShell) => Duration::from_secs(60),
+            (None, _) => Duration::from_secs(300),
+        }
+    }
+
+    /// The longest TTL a grant of `capability` may ask for.
+    pub fn max_ttl(&self, capability: Capability) -> Duration {
+        self.max_ttl[capability as usize]
+    }
 }
 
 /// `[audit]`: where and how the audit log is written.
@@ -117,10 +151,10 @@ struct RawConfig {
     paths: Option<RawPaths>,
     limits: Option<RawLimits>,
     audit: Option<RawAudit>,
+    tokens: Option<RawTokens>,
     // Sections of the product contract that later versions implement. They
     // are named here so that the error says "not supported yet" rather than
     // "unknown"; accepting and ignoring them would be failing open.
-    tokens: Option<toml::Value>,
     rate_limit: Option<toml::Value>,
     shell: Option<toml::Value>,
     injection: Option<toml::Value>,
@@ -145,6 +179,22 @@ struct RawPaths {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawTokens {
+    default_ttl: Option<String>,
+    max_ttl: Option<RawMaxTtl>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMaxTtl {
+    read_files: Option<String>,
+    write_files: Option<String>,
+    delete_files: Option<String>,
+    execute_shell: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawAudit {
     path: Option<PathBuf>,
     sync: Option<String>,
@@ -164,7 +214,6 @@ impl Config {
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string().trim().to_owned()))?;
         let unsupported = [
-            ("tokens", raw.tokens.is_some()),
             ("rate_limit", raw.rate_limit.is_some()),
             ("shell", raw.shell.is_some()),
             ("injection", raw.injection.is_some()),
@@ -193,13 +242,11 @@ impl Config {
             ];
             for (capability, mode) in given {
                 let Some(mode) = mode else { continue };
-                if matches!(mode, Mode::Confirm | Mode::Token) {
+                if mode == Mode::Confirm {
                     return Err(value_error(
                         &format!("policy.{capability}"),
-                        format!(
-                            "mode `{mode}` needs capability tokens, which this version of mcpsec \
-                             does not support yet; use `allow` or `deny`"
-                        ),
+                        "mode `confirm` (human confirmation through MCP elicitation) is not supported by this \
+                         version of mcpsec yet; use `token`, `allow` or `deny`",
                     ));
                 }
                 config.policy.set(capability, mode);
@@ -226,6 +273,32 @@ impl Config {
                 return Err(value_error("limits.max_read", "must be larger than 0"));
             }
             config.limits.max_read = bytes;
+        }
+        if let Some(t) = raw.tokens {
+            if let Some(d) = t.default_ttl {
+                let d = units::parse_duration(&d).map_err(|m| value_error("tokens.default_ttl", m))?;
+                if d.is_zero() {
+                    return Err(value_error("tokens.default_ttl", "must be longer than 0"));
+                }
+                config.tokens.default_ttl = Some(d);
+            }
+            if let Some(m) = t.max_ttl {
+                let given = [
+                    (Capability::ReadFiles, m.read_files),
+                    (Capability::WriteFiles, m.write_files),
+                    (Capability::DeleteFiles, m.delete_files),
+                    (Capability::ExecuteShell, m.execute_shell),
+                ];
+                for (capability, value) in given {
+                    let Some(value) = value else { continue };
+                    let key = format!("tokens.max_ttl.{capability}");
+                    let d = units::parse_duration(&value).map_err(|m| value_error(&key, m))?;
+                    if d.is_zero() {
+                        return Err(value_error(&key, "must be longer than 0"));
+                    }
+                    config.tokens.max_ttl[capability as usize] = d;
+                }
+            }
         }
         if let Some(a) = raw.audit {
             if let Some(path) = a.path {
@@ -354,15 +427,30 @@ mod tests {
     }
 
     #[test]
-    fn modes_that_need_tokens_are_refused_until_tokens_exist() {
-        let e = err("[policy]\ndelete_files = \"token\"");
-        assert!(e.contains("policy.delete_files") && e.contains("token"), "{e}");
-        assert!(err("[policy]\nwrite_files = \"confirm\"").contains("policy.write_files"));
+    fn token_mode_is_accepted_and_confirm_is_refused_until_elicitation_exists() {
+        let c = Config::from_toml_str("[policy]\ndelete_files = \"token\"").unwrap();
+        assert_eq!(c.policy.mode(Capability::DeleteFiles), Mode::Token);
+        let e = err("[policy]\nwrite_files = \"confirm\"");
+        assert!(e.contains("policy.write_files") && e.contains("confirm"), "{e}");
+    }
+
+    #[test]
+    fn token_lifetimes() {
+        let c = Config::default();
+        assert_eq!(c.tokens.default_ttl(Capability::DeleteFiles), Duration::from_secs(300));
+        assert_eq!(c.tokens.default_ttl(Capability::ExecuteShell), Duration::from_secs(60));
+        assert_eq!(c.tokens.max_ttl(Capability::ExecuteShell), Duration::from_secs(300));
+        let c =
+            Config::from_toml_str("[tokens]\ndefault_ttl = \"2m\"\nmax_ttl = { delete_files = \"10m\" }\n").unwrap();
+        assert_eq!(c.tokens.default_ttl(Capability::DeleteFiles), Duration::from_secs(120));
+        assert_eq!(c.tokens.max_ttl(Capability::DeleteFiles), Duration::from_secs(600));
+        assert!(err("[tokens]\nmax_ttl = { format_disk = \"1h\" }").contains("format_disk"));
+        assert!(err("[tokens]\ndefault_ttl = \"0\"").contains("tokens.default_ttl"));
     }
 
     #[test]
     fn unimplemented_sections_are_refused_not_ignored() {
-        for section in ["tokens", "rate_limit", "shell", "injection", "undo"] {
+        for section in ["rate_limit", "shell", "injection", "undo"] {
             let e = err(&format!("[{section}]\n"));
             assert!(e.contains(section) && e.contains("not supported"), "{e}");
         }

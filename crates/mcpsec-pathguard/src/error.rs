@@ -37,6 +37,15 @@ pub enum GuardError {
         /// The glob that matched.
         glob: String,
     },
+    /// The resolved path is outside the capability token's `--path` globs.
+    #[error(
+        "refused: `{path}` is outside the paths the capability token covers. \
+         To allow it, a human can grant a token whose --path covers it"
+    )]
+    OutOfScope {
+        /// The path as given.
+        path: String,
+    },
     /// The path itself is not acceptable (empty, NUL byte, too long, …).
     #[error("refused: invalid path `{path}`: {reason}")]
     Invalid {
@@ -162,6 +171,7 @@ impl GuardError {
             self,
             GuardError::Outside { .. }
                 | GuardError::Protected { .. }
+                | GuardError::OutOfScope { .. }
                 | GuardError::Invalid { .. }
                 | GuardError::RootItself { .. }
         )

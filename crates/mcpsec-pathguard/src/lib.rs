@@ -66,5 +66,5 @@ mod rules;
 mod sandbox;
 
 pub use error::{GuardError, Rule};
-pub use rules::{Rules, compile_glob};
+pub use rules::{Rules, Scope, compile_glob, with_scope};
 pub use sandbox::{Entry, EntryKind, Info, MAX_ENTRIES, OpenError, Sandbox, SandboxOptions, WalkEntry};

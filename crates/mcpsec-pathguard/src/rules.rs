@@ -80,7 +80,7 @@ impl Rules {
     pub(crate) fn check_read(&self, rel: &Path, shown: &str) -> Result<(), GuardError> {
         match self.deny.first_match_within(rel) {
             Some(glob) => Err(protected(shown, Rule::Deny, glob)),
-            None => Ok(()),
+            None => check_scope(rel, shown),
         }
     }
 
@@ -119,6 +119,58 @@ impl Rules {
     }
 }
 
+/// Path globs that a capability token confines one call to. Set for the
+/// duration of a call with [`with_scope`]; every operation checks its
+/// resolved target against it at the same point it checks the protected
+/// paths, so a symlink swapped after authorization cannot move the call
+/// out of the token's scope.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    set: GlobSet,
+}
+
+impl Scope {
+    /// Compiles the globs (relative to a root). A path is in scope when a
+    /// glob matches it or a directory above it.
+    pub fn new(globs: &[String]) -> Result<Scope, globset::Error> {
+        let mut builder = GlobSetBuilder::new();
+        for g in globs {
+            builder.add(compile_glob(g)?);
+        }
+        Ok(Scope { set: builder.build()? })
+    }
+
+    fn covers(&self, rel: &Path) -> bool {
+        rel.ancestors().filter(|a| !a.as_os_str().is_empty()).any(|a| self.set.is_match(a))
+    }
+}
+
+thread_local! {
+    static SCOPE: std::cell::RefCell<Option<std::sync::Arc<Scope>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with every sandbox operation on this thread confined to
+/// `scope` (no confinement for `None`), restoring the previous scope after.
+pub fn with_scope<R>(scope: Option<std::sync::Arc<Scope>>, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<std::sync::Arc<Scope>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let prev = self.0.take();
+            SCOPE.with(|s| *s.borrow_mut() = prev);
+        }
+    }
+    let prev = SCOPE.with(|s| s.replace(scope));
+    let _restore = Restore(prev);
+    f()
+}
+
+fn check_scope(rel: &Path, shown: &str) -> Result<(), GuardError> {
+    SCOPE.with(|s| match s.borrow().as_ref() {
+        Some(scope) if !scope.covers(rel) => Err(GuardError::OutOfScope { path: shown.to_owned() }),
+        _ => Ok(()),
+    })
+}
+
 fn protected(shown: &str, rule: Rule, glob: &str) -> GuardError {
     GuardError::Protected { path: shown.to_owned(), rule, glob: glob.to_owned() }
 }
@@ -134,6 +186,23 @@ mod tests {
             &s(&["**/.env", "**/.env.*", "**/*.pem", "**/*.key", "**/id_rsa*", "**/id_ed25519*"]),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn scope_confines_reads_and_writes_on_this_thread_only() {
+        let r = Rules::none();
+        let scope = std::sync::Arc::new(Scope::new(&["notes/**".to_string(), "todo.txt".to_string()]).unwrap());
+        with_scope(Some(scope), || {
+            assert!(r.check_write(Path::new("notes/a/b.txt"), "x").is_ok());
+            assert!(r.check_read(Path::new("todo.txt"), "x").is_ok());
+            let e = r.check_write(Path::new("src/main.rs"), "src/main.rs").unwrap_err();
+            assert!(matches!(e, GuardError::OutOfScope { .. }) && e.is_refusal(), "{e}");
+            // Another thread is not confined.
+            std::thread::spawn(|| assert!(Rules::none().check_write(Path::new("src/main.rs"), "x").is_ok()))
+                .join()
+                .unwrap();
+        });
+        assert!(r.check_write(Path::new("src/main.rs"), "x").is_ok(), "the scope ends with the call");
     }
 
     #[test]

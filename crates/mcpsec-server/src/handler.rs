@@ -5,15 +5,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use mcpsec_audit::{AuditLog, EventKind, Outcome, Record};
-use mcpsec_caps::Authorizer;
+use std::time::SystemTime;
+
+use mcpsec_caps::{Authorizer, Call, Decision};
 use mcpsec_core::Principal;
-use mcpsec_pathguard::Sandbox;
+use mcpsec_pathguard::{Sandbox, Scope, with_scope};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListToolsResult,
     PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
+use secrecy::SecretString;
 
 use crate::tools::{ToolError, ToolSpec, builtin};
 
@@ -62,16 +65,35 @@ impl std::fmt::Debug for McpsecServer {
 enum Ending {
     Ok(CallToolResult),
     Denied(String),
+    RateLimited(String),
     Invalid(String),
     Error(String),
 }
+
+/// What the audit record of a call carries besides its ending.
+#[derive(Default)]
+struct Facts {
+    capability: Option<mcpsec_core::Capability>,
+    args: Option<serde_json::Value>,
+    intent: Option<u64>,
+    token_id: Option<String>,
+    token_fp: Option<String>,
+    /// A more precise reason than the caller is told (e.g. why a token was refused).
+    audit_reason: Option<String>,
+}
+
+/// The name of the optional token argument of gated tools.
+pub const TOKEN_ARG: &str = "capability_token";
 
 impl McpsecServer {
     /// A server with the built-in filesystem tools.
     pub fn new(options: ServerOptions) -> Self {
         let mut tools = HashMap::new();
         let mut listed = Vec::new();
-        for spec in builtin() {
+        for mut spec in builtin() {
+            if options.authorizer.takes_token(spec.capability) {
+                add_token_argument(&mut spec.tool);
+            }
             if options.authorizer.is_offered(spec.capability) {
                 listed.push(spec.tool.clone());
             }
@@ -100,18 +122,29 @@ impl McpsecServer {
     }
 
     /// The guard pipeline for one call: look the tool up, authorize its
-    /// capability, record the intent of a mutating call durably, parse and
-    /// execute (the path guard resolves every path as part of the
-    /// operation, so there is no gap between check and use), record the
-    /// result durably, then answer. Every ending is recorded; if a record
-    /// cannot be written the call is refused (fail closed).
+    /// capability (policy, then a capability token), record the intent of a
+    /// mutating call durably, parse and execute — confined to the token's
+    /// paths, checked by the path guard on the resolved paths during the
+    /// operation — record the result durably, then answer. Every ending is
+    /// recorded; if a record cannot be written the call is refused (fail
+    /// closed).
     async fn pipeline(&self, request: CallToolRequestParams) -> Result<CallToolResult, ErrorData> {
         let started = Instant::now();
         let inner = &self.inner;
-        let args = request.arguments.unwrap_or_default();
+        let mut args = request.arguments.unwrap_or_default();
+        // The token never reaches the tool, the audit log or a message.
+        let token = match args.remove(TOKEN_ARG) {
+            Some(serde_json::Value::String(t)) => Some(SecretString::from(t)),
+            Some(_) => Some(SecretString::from(String::new())),
+            None => None,
+        };
         let Some(spec) = inner.tools.get(request.name.as_ref()) else {
-            let reason = format!("unknown tool `{}`", request.name);
-            let mut r = self.record(&request.name, None, &args, Outcome::Invalid, started);
+            // The name is the client's: it may hold a secret (or be huge),
+            // and it goes into the log's `tool` field, the error and rmcp's
+            // warning about the error, none of which the writer redacts.
+            let shown = mcpsec_audit::redact::redact_and_truncate(&request.name, 100);
+            let reason = format!("unknown tool `{shown}`");
+            let mut r = self.record(&shown, None, &args, Outcome::Invalid, started);
             r.reason = Some(reason.clone());
             return match inner.audit.append(r).await {
                 Ok(_) => Err(ErrorData::invalid_params(reason, None)),
@@ -122,78 +155,111 @@ impl McpsecServer {
             std::borrow::Cow::Borrowed(n) => n,
             std::borrow::Cow::Owned(_) => "?",
         };
-        let capability = Some(spec.capability);
-        let mut intent = None;
-        let ending = match inner.authorizer.authorize(spec.capability, &format!("calling `{name}`")) {
-            Err(refusal) => Ending::Denied(refusal.to_string()),
-            Ok(()) => {
-                let mutating = spec.capability != mcpsec_core::Capability::ReadFiles;
-                if mutating {
-                    let r = self.record(name, capability, &args, Outcome::Pending, started);
-                    match inner.audit.append(r).await {
-                        Ok(receipt) => intent = Some(receipt.seq),
-                        Err(e) => return Ok(error_result(audit_refusal(&e))),
-                    }
+        let mut facts = Facts {
+            capability: Some(spec.capability),
+            args: Some(mcpsec_audit::summarize_args(&args)),
+            ..Facts::default()
+        };
+        let path_hint = ["path", "source"].iter().find_map(|k| args.get(*k).and_then(|v| v.as_str()));
+        let decision = inner.authorizer.decide(&Call {
+            capability: spec.capability,
+            tool: name,
+            user: inner.principal.name(),
+            token: token.as_ref(),
+            path_hint,
+            now: SystemTime::now(),
+        });
+        let accepted = match decision {
+            Decision::Allow(accepted) => accepted,
+            Decision::Deny { refusal, reason, token, rate_limited } => {
+                if let Some((id, fp)) = token {
+                    facts.token_id = id;
+                    facts.token_fp = fp;
                 }
-                let audit_args = mcpsec_audit::summarize_args(&args);
-                let result = if spec.blocking {
-                    let sandbox = inner.sandbox.clone();
-                    let exec = spec.exec;
-                    tokio::task::spawn_blocking(move || exec(&sandbox, name, args))
-                        .await
-                        .unwrap_or_else(|e| Err(ToolError::Failed(format!("the operation crashed: {e}"))))
-                } else {
-                    (spec.exec)(&inner.sandbox, name, args)
-                };
-                let ending = match result {
-                    Ok(r) => Ending::Ok(r),
-                    Err(ToolError::Guard(e)) if e.is_refusal() => Ending::Denied(e.to_string()),
-                    Err(e @ ToolError::Invalid { .. }) => Ending::Invalid(e.to_string()),
-                    Err(e) => Ending::Error(e.to_string()),
-                };
-                return self.finish(name, capability, Some(audit_args), intent, ending, started).await;
+                facts.audit_reason = Some(reason);
+                let message = refusal.to_string();
+                let ending = if rate_limited { Ending::RateLimited(message) } else { Ending::Denied(message) };
+                return self.finish(name, facts, ending, started).await;
             }
         };
-        let audit_args = mcpsec_audit::summarize_args(&args);
-        self.finish(name, capability, Some(audit_args), intent, ending, started).await
+        let scope = match &accepted {
+            Some(a) if !a.paths.is_empty() => match Scope::new(&a.paths) {
+                Ok(s) => Some(Arc::new(s)),
+                Err(e) => {
+                    let ending = Ending::Denied(format!("refused: the capability token's paths are invalid: {e}"));
+                    return self.finish(name, facts, ending, started).await;
+                }
+            },
+            _ => None,
+        };
+        if let Some(a) = accepted {
+            facts.token_id = Some(a.id);
+            facts.token_fp = Some(a.fingerprint);
+        }
+        if spec.capability != mcpsec_core::Capability::ReadFiles {
+            let mut r = self.record(name, Some(spec.capability), &args, Outcome::Pending, started);
+            r.token_id.clone_from(&facts.token_id);
+            r.token_fp.clone_from(&facts.token_fp);
+            match inner.audit.append(r).await {
+                Ok(receipt) => facts.intent = Some(receipt.seq),
+                Err(e) => return Ok(error_result(audit_refusal(&e))),
+            }
+        }
+        let result = if spec.blocking {
+            let sandbox = inner.sandbox.clone();
+            let exec = spec.exec;
+            tokio::task::spawn_blocking(move || with_scope(scope, || exec(&sandbox, name, args)))
+                .await
+                .unwrap_or_else(|e| Err(ToolError::Failed(format!("the operation crashed: {e}"))))
+        } else {
+            with_scope(scope, || (spec.exec)(&inner.sandbox, name, args))
+        };
+        let ending = match result {
+            Ok(r) => Ending::Ok(r),
+            Err(ToolError::Guard(e)) if e.is_refusal() => Ending::Denied(e.to_string()),
+            Err(e @ ToolError::Invalid { .. }) => Ending::Invalid(e.to_string()),
+            Err(e) => Ending::Error(e.to_string()),
+        };
+        self.finish(name, facts, ending, started).await
     }
 
     /// Records how a call ended and turns the ending into its tool result.
     async fn finish(
         &self,
         name: &str,
-        capability: Option<mcpsec_core::Capability>,
-        args: Option<serde_json::Value>,
-        intent: Option<u64>,
+        facts: Facts,
         ending: Ending,
         started: Instant,
     ) -> Result<CallToolResult, ErrorData> {
         let (outcome, result) = match ending {
             Ending::Ok(r) => (Outcome::Ok, r),
             Ending::Denied(m) => (Outcome::Denied, error_result(m)),
+            Ending::RateLimited(m) => (Outcome::RateLimited, error_result(m)),
             Ending::Invalid(m) => (Outcome::Invalid, error_result(m)),
             Ending::Error(m) => (Outcome::Error, error_result(m)),
         };
         let mut r = Record::new(EventKind::ToolCall);
         r.tool = Some(name.to_owned());
-        r.args = args;
-        r.capability = capability.map(|c| c.as_str().to_owned());
+        r.args = facts.args;
+        r.capability = facts.capability.map(|c| c.as_str().to_owned());
+        r.token_id = facts.token_id;
+        r.token_fp = facts.token_fp;
         r.user = Some(self.inner.principal.name().to_owned());
         r.session = Some(self.inner.session.clone());
         r.outcome = Some(outcome);
-        r.intent = intent;
+        r.intent = facts.intent;
         let first_text = result.content.first().and_then(|c| c.as_text()).map(|t| t.text.as_str());
         match outcome {
             Outcome::Ok => r.result = Some(first_text.map(|t| summary(t, 200)).unwrap_or_default()),
-            _ => r.reason = first_text.map(str::to_owned),
+            _ => r.reason = facts.audit_reason.or_else(|| first_text.map(str::to_owned)),
         }
         r.duration_us = Some(started.elapsed().as_micros() as u64);
         match self.inner.audit.append(r).await {
             Ok(_) => Ok(result),
-            Err(e) if intent.is_some() && outcome == Outcome::Ok => Ok(error_result(format!(
+            Err(e) if facts.intent.is_some() && outcome == Outcome::Ok => Ok(error_result(format!(
                 "{}; the change itself was made (its intent is audit record {})",
                 audit_refusal(&e),
-                intent.unwrap_or_default()
+                facts.intent.unwrap_or_default()
             ))),
             Err(e) => Ok(error_result(audit_refusal(&e))),
         }
@@ -219,6 +285,22 @@ impl McpsecServer {
         }
         r
     }
+}
+
+/// Adds the optional `capability_token` argument to a tool's input schema.
+fn add_token_argument(tool: &mut Tool) {
+    let mut schema = (*tool.input_schema).clone();
+    if let Some(serde_json::Value::Object(props)) = schema.get_mut("properties") {
+        props.insert(
+            TOKEN_ARG.to_owned(),
+            serde_json::json!({
+                "type": "string",
+                "description": "A capability token (mcps_…) that a human minted with `mcpsec grant` in a terminal. \
+                                Without a valid one the call is refused with the command to run."
+            }),
+        );
+    }
+    tool.input_schema = Arc::new(schema);
 }
 
 /// The first `max` characters of `text`.

@@ -1,0 +1,401 @@
+//! The token store: a small trait, and SQLite behind it.
+//!
+//! `mcpsec.db` in the state directory, WAL mode with a busy timeout, so a
+//! grant made in the terminal is seen by a running server at once and
+//! concurrent writers wait instead of failing. Migrations are numbered and
+//! run on open (`PRAGMA user_version`); a database from a newer mcpsec is
+//! refused.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use mcpsec_core::Capability;
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// One token as stored (never the token itself, only its MAC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Short id, shown in listings and the audit log.
+    pub id: String,
+    /// HMAC-SHA-256 of the token under `secret.key`.
+    pub mac: Vec<u8>,
+    /// The one capability it grants.
+    pub capability: Capability,
+    /// Unix milliseconds.
+    pub created_ms: i64,
+    /// Unix milliseconds.
+    pub expires_ms: i64,
+    /// Globs the resolved paths must match (relative to their root); empty: any path.
+    pub paths: Vec<String>,
+    /// Uses left; `None`: unlimited.
+    pub uses_left: Option<i64>,
+    /// The only user allowed to present it.
+    pub user: Option<String>,
+    /// The granting human's note.
+    pub note: Option<String>,
+    /// Unix milliseconds of revocation.
+    pub revoked_ms: Option<i64>,
+}
+
+/// A store failure. The message names the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("token database {path}: {message}")]
+    Db {
+        /// The database file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The database was written by a newer mcpsec.
+    #[error(
+        "token database {path} has schema version {found}, newer than this mcpsec understands ({known}); \
+         upgrade mcpsec rather than risk damaging it"
+    )]
+    TooNew {
+        /// The database file.
+        path: String,
+        /// Its version.
+        found: i64,
+        /// Ours.
+        known: i64,
+    },
+}
+
+/// What the server and the CLI need from a token store. SQLite is the one
+/// implementation; another backend implements this and nothing else changes.
+pub trait TokenStore: Send + Sync + std::fmt::Debug {
+    /// Adds a token. Fails if the id exists.
+    fn insert(&self, token: &TokenRecord) -> Result<(), StoreError>;
+    /// The token with this id.
+    fn get(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// Tokens, newest first; `all` includes expired, used-up and revoked ones.
+    fn list(&self, all: bool, now_ms: i64) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Revokes these ids; returns the ones that existed and were not yet revoked.
+    fn revoke(&self, ids: &[String], now_ms: i64) -> Result<Vec<String>, StoreError>;
+    /// Revokes every active token (of one capability); returns their ids.
+    fn revoke_all(&self, capability: Option<Capability>, now_ms: i64) -> Result<Vec<String>, StoreError>;
+    /// Spends one use of a limited token, atomically: `false` when none is
+    /// left (or it is revoked or expired), so two concurrent calls can never
+    /// both spend the last one.
+    fn consume_use(&self, id: &str, now_ms: i64) -> Result<bool, StoreError>;
+    /// A number that changes whenever anything is committed, by this or
+    /// another connection (for caches).
+    fn data_version(&self) -> Result<i64, StoreError>;
+    /// A stored setting (e.g. the grant passphrase hash).
+    fn setting(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Stores a setting.
+    fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError>;
+    /// Records a single-use nonce; `false` if it was used before.
+    fn use_nonce(&self, nonce: &str, expires_ms: i64, now_ms: i64) -> Result<bool, StoreError>;
+}
+
+/// The SQLite store.
+pub struct SqliteStore {
+    path: String,
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+/// The migrations, in order; `user_version` is how many have run.
+const MIGRATIONS: &[&str] = &[
+    // 1: tokens, settings, nonces.
+    "CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        mac BLOB NOT NULL,
+        capability TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        paths TEXT NOT NULL DEFAULT '[]',
+        uses_left INTEGER,
+        user TEXT,
+        note TEXT,
+        revoked_ms INTEGER
+     ) STRICT;
+     CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+     CREATE TABLE nonces (nonce TEXT PRIMARY KEY, expires_ms INTEGER NOT NULL) STRICT;",
+];
+
+impl SqliteStore {
+    /// Opens (creating, 0600) the database and runs pending migrations.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let shown = path.display().to_string();
+        let db = |e: rusqlite::Error| StoreError::Db { path: shown.clone(), message: e.to_string() };
+        let existed = path.exists();
+        let conn = Connection::open(path).map_err(db)?;
+        if !existed {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
+        conn.busy_timeout(Duration::from_secs(10)).map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
+        let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(db)?;
+        if check != "ok" {
+            return Err(StoreError::Db { path: shown, message: format!("the database is damaged: {check}") });
+        }
+        let store = SqliteStore { path: shown.clone(), conn: Mutex::new(conn) };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn err(&self, e: rusqlite::Error) -> StoreError {
+        StoreError::Db { path: self.path.clone(), message: e.to_string() }
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves the connection usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| self.err(e))?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| self.err(e))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew { path: self.path.clone(), found: version, known });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(sql).map_err(|e| self.err(e))?;
+            tx.pragma_update(None, "user_version", i as i64 + 1).map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+}
+
+fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
+    let cap: String = r.get("capability")?;
+    let paths: String = r.get("paths")?;
+    Ok(TokenRecord {
+        id: r.get("id")?,
+        mac: r.get("mac")?,
+        capability: cap.parse().map_err(|e: mcpsec_core::UnknownCapability| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        created_ms: r.get("created_ms")?,
+        expires_ms: r.get("expires_ms")?,
+        paths: serde_json::from_str(&paths)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?,
+        uses_left: r.get("uses_left")?,
+        user: r.get("user")?,
+        note: r.get("note")?,
+        revoked_ms: r.get("revoked_ms")?,
+    })
+}
+
+impl TokenStore for SqliteStore {
+    fn insert(&self, t: &TokenRecord) -> Result<(), StoreError> {
+        let paths = serde_json::to_string(&t.paths).unwrap_or_else(|_| "[]".into());
+        self.conn()
+            .execute(
+                "INSERT INTO tokens (id, mac, capability, created_ms, expires_ms, paths, uses_left, user, note, revoked_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    t.id,
+                    t.mac,
+                    t.capability.as_str(),
+                    t.created_ms,
+                    t.expires_ms,
+                    paths,
+                    t.uses_left,
+                    t.user,
+                    t.note,
+                    t.revoked_ms
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    fn get(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT * FROM tokens WHERE id = ?1").map_err(|e| self.err(e))?;
+        stmt.query_row([id], row_to_record).optional().map_err(|e| self.err(e))
+    }
+
+    fn list(&self, all: bool, now_ms: i64) -> Result<Vec<TokenRecord>, StoreError> {
+        let conn = self.conn();
+        let sql = if all {
+            "SELECT * FROM tokens WHERE ?1 = ?1 ORDER BY created_ms DESC, id"
+        } else {
+            "SELECT * FROM tokens WHERE revoked_ms IS NULL AND expires_ms > ?1
+             AND (uses_left IS NULL OR uses_left > 0) ORDER BY created_ms DESC, id"
+        };
+        let mut stmt = conn.prepare(sql).map_err(|e| self.err(e))?;
+        let rows = stmt.query_map([now_ms], row_to_record).map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    fn revoke(&self, ids: &[String], now_ms: i64) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let mut done = Vec::new();
+        for id in ids {
+            let n = tx
+                .execute("UPDATE tokens SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL", params![id, now_ms])
+                .map_err(|e| self.err(e))?;
+            if n > 0 {
+                done.push(id.clone());
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(done)
+    }
+
+    fn revoke_all(&self, capability: Option<Capability>, now_ms: i64) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| self.err(e))?;
+        let cap = capability.map(|c| c.as_str());
+        let ids: Vec<String> = {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT id FROM tokens WHERE revoked_ms IS NULL AND expires_ms > ?1
+                     AND (uses_left IS NULL OR uses_left > 0) AND (?2 IS NULL OR capability = ?2) ORDER BY id",
+                )
+                .map_err(|e| self.err(e))?;
+            let rows = stmt.query_map(params![now_ms, cap], |r| r.get(0)).map_err(|e| self.err(e))?;
+            rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?
+        };
+        tx.execute(
+            "UPDATE tokens SET revoked_ms = ?1 WHERE revoked_ms IS NULL AND expires_ms > ?1
+             AND (uses_left IS NULL OR uses_left > 0) AND (?2 IS NULL OR capability = ?2)",
+            params![now_ms, cap],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(ids)
+    }
+
+    fn consume_use(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "UPDATE tokens SET uses_left = uses_left - 1
+                 WHERE id = ?1 AND uses_left > 0 AND revoked_ms IS NULL AND expires_ms > ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        stmt.execute(params![id, now_ms]).map(|n| n == 1).map_err(|e| self.err(e))
+    }
+
+    fn data_version(&self) -> Result<i64, StoreError> {
+        let conn = self.conn();
+        // `data_version` moves on other connections' commits; our own
+        // changes are counted by `total_changes`.
+        let mut stmt = conn.prepare_cached("PRAGMA data_version").map_err(|e| self.err(e))?;
+        let other: i64 = stmt.query_row([], |r| r.get(0)).map_err(|e| self.err(e))?;
+        Ok(other.wrapping_shl(32).wrapping_add(conn.total_changes() as i64))
+    }
+
+    fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.conn()
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    fn use_nonce(&self, nonce: &str, expires_ms: i64, now_ms: i64) -> Result<bool, StoreError> {
+        let conn = self.conn();
+        conn.execute("DELETE FROM nonces WHERE expires_ms < ?1", [now_ms]).map_err(|e| self.err(e))?;
+        conn.execute("INSERT OR IGNORE INTO nonces (nonce, expires_ms) VALUES (?1, ?2)", params![nonce, expires_ms])
+            .map(|n| n == 1)
+            .map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, cap: Capability, uses: Option<i64>) -> TokenRecord {
+        TokenRecord {
+            id: id.into(),
+            mac: vec![1, 2, 3],
+            capability: cap,
+            created_ms: 1000,
+            expires_ms: 10_000,
+            paths: vec!["notes/**".into()],
+            uses_left: uses,
+            user: None,
+            note: Some("test".into()),
+            revoked_ms: None,
+        }
+    }
+
+    #[test]
+    fn insert_get_list_revoke() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("mcpsec.db")).unwrap();
+        s.insert(&record("a", Capability::DeleteFiles, None)).unwrap();
+        s.insert(&record("b", Capability::WriteFiles, Some(1))).unwrap();
+        assert!(s.insert(&record("a", Capability::DeleteFiles, None)).is_err());
+        assert_eq!(s.get("a").unwrap().unwrap().paths, vec!["notes/**"]);
+        assert_eq!(s.list(false, 5000).unwrap().len(), 2);
+        assert_eq!(s.list(false, 20_000).unwrap().len(), 0, "expired tokens are not active");
+        assert!(s.consume_use("b", 5000).unwrap());
+        assert!(!s.consume_use("b", 5000).unwrap(), "the last use is spent once");
+        assert!(!s.consume_use("a", 5000).unwrap(), "unlimited tokens have no uses to spend");
+        assert_eq!(s.list(false, 5000).unwrap().len(), 1);
+        assert_eq!(s.revoke(&["a".into(), "zzz".into()], 6000).unwrap(), vec!["a"]);
+        assert!(s.revoke(&["a".into()], 7000).unwrap().is_empty());
+        assert_eq!(s.list(true, 5000).unwrap().len(), 2);
+        s.insert(&record("c", Capability::DeleteFiles, None)).unwrap();
+        s.insert(&record("d", Capability::WriteFiles, None)).unwrap();
+        assert_eq!(s.revoke_all(Some(Capability::WriteFiles), 8000).unwrap(), vec!["d"]);
+        assert_eq!(s.revoke_all(None, 8000).unwrap(), vec!["c"]);
+    }
+
+    #[test]
+    fn nonces_are_single_use_and_settings_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("mcpsec.db");
+        let s = SqliteStore::open(&p).unwrap();
+        assert!(s.use_nonce("n1", 100, 0).unwrap());
+        assert!(!s.use_nonce("n1", 100, 0).unwrap());
+        s.set_setting("k", "v").unwrap();
+        drop(s);
+        let s = SqliteStore::open(&p).unwrap();
+        assert_eq!(s.setting("k").unwrap().as_deref(), Some("v"));
+        assert!(!s.use_nonce("n1", 100, 50).unwrap());
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("mcpsec.db");
+        drop(SqliteStore::open(&p).unwrap());
+        Connection::open(&p).unwrap().pragma_update(None, "user_version", 99).unwrap();
+        let e = SqliteStore::open(&p).unwrap_err();
+        assert!(e.to_string().contains("newer"), "{e}");
+    }
+
+    #[test]
+    fn a_commit_elsewhere_changes_the_data_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("mcpsec.db");
+        let a = SqliteStore::open(&p).unwrap();
+        let b = SqliteStore::open(&p).unwrap();
+        let v = a.data_version().unwrap();
+        assert_eq!(a.data_version().unwrap(), v);
+        b.insert(&record("x", Capability::ReadFiles, None)).unwrap();
+        assert_ne!(a.data_version().unwrap(), v);
+    }
+}
