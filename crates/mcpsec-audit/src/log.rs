@@ -193,8 +193,6 @@ struct Writer {
     options: Options,
     dirty_since: Option<Instant>,
     buf: Vec<u8>,
-    /// A recovery to record before the next batch.
-    recovery: Option<String>,
 }
 
 fn open_log(path: &Path) -> Result<File, AuditError> {
@@ -240,55 +238,75 @@ struct Tail {
     /// Bytes after the last newline (a torn write), and the line number of
     /// the last complete line.
     torn: Option<(u64, u64)>,
+    /// The torn bytes parsed as a record with a valid hash: a crash between
+    /// a whole record and its newline, when it chains to the record before.
+    torn_meta: Option<Meta>,
 }
 
 fn read_tail(file: &mut File, path: &Path) -> Result<Tail, AuditError> {
     let size = file.metadata().map_err(|e| io_err(path, "reading", e))?.len();
     if size == 0 {
-        return Ok(Tail { last: None, torn: None });
+        return Ok(Tail { last: None, torn: None, torn_meta: None });
     }
-    // Read backwards in growing chunks until the last complete line is whole.
-    let mut chunk = size.min(64 << 10);
-    let buf = loop {
-        file.seek(SeekFrom::Start(size - chunk)).map_err(|e| io_err(path, "reading", e))?;
-        let mut buf = vec![0u8; chunk as usize];
-        file.read_exact(&mut buf).map_err(|e| io_err(path, "reading", e))?;
-        let newlines = buf.iter().filter(|&&b| b == b'\n').count();
-        let starts_at_line = chunk == size;
-        if newlines >= 2 || (starts_at_line && newlines >= 1) || chunk == size {
-            break buf;
-        }
-        chunk = (chunk * 4).min(size);
-    };
-    let starts_at_line = chunk == size;
-    let end = buf.iter().rposition(|&b| b == b'\n');
-    let torn_len = end.map_or(buf.len(), |i| buf.len() - i - 1);
-    let mut line_no = || -> u64 {
+    let line_no = |file: &mut File| -> u64 {
         // Only needed for messages: count the lines of the whole file.
         let _ = file.seek(SeekFrom::Start(0));
         let mut all = Vec::new();
         let _ = file.read_to_end(&mut all);
         all.iter().filter(|&&b| b == b'\n').count() as u64
     };
+    let corrupt = |file: &mut File| AuditError::Corrupt { path: path.display().to_string(), line: line_no(file) };
+    // Read backwards in growing chunks until the last non-empty complete
+    // line is whole (empty lines are not records: verify skips them too).
+    let mut chunk = size.min(64 << 10);
+    let (buf, starts_at_file) = loop {
+        file.seek(SeekFrom::Start(size - chunk)).map_err(|e| io_err(path, "reading", e))?;
+        let mut buf = vec![0u8; chunk as usize];
+        file.read_exact(&mut buf).map_err(|e| io_err(path, "reading", e))?;
+        let starts_at_file = chunk == size;
+        let end = buf.iter().rposition(|&b| b == b'\n');
+        let whole = match end {
+            None => starts_at_file,
+            Some(i) => {
+                let body = &buf[..i];
+                let body_end = body.iter().rposition(|&b| b != b'\n');
+                match body_end {
+                    None => starts_at_file,
+                    Some(j) => body[..j].contains(&b'\n') || starts_at_file,
+                }
+            }
+        };
+        if whole {
+            break (buf, starts_at_file);
+        }
+        chunk = (chunk * 4).min(size);
+    };
+    let end = buf.iter().rposition(|&b| b == b'\n');
+    let torn_bytes = &buf[end.map_or(0, |i| i + 1)..];
     let last = match end {
         None => None,
-        Some(i) => {
-            let body = &buf[..i];
-            let start = match body.iter().rposition(|&b| b == b'\n') {
-                Some(j) => j + 1,
-                None if starts_at_line => 0,
-                None => return Err(AuditError::Corrupt { path: path.display().to_string(), line: line_no() }),
-            };
-            match record::parse_meta(&body[start..]) {
-                Some(m) if m.hash_ok => Some(m),
-                // An empty line left by an earlier recovery is not a record.
-                _ if body[start..].is_empty() => None,
-                _ => return Err(AuditError::Corrupt { path: path.display().to_string(), line: line_no() }),
+        Some(i) => match buf[..i].iter().rposition(|&b| b != b'\n') {
+            // Only empty lines.
+            None => None,
+            Some(j) => {
+                let start = match buf[..j].iter().rposition(|&b| b == b'\n') {
+                    Some(k) => k + 1,
+                    None if starts_at_file => 0,
+                    None => return Err(corrupt(file)),
+                };
+                match record::parse_meta(&buf[start..=j]) {
+                    Some(m) if m.hash_ok => Some(m),
+                    _ => return Err(corrupt(file)),
+                }
             }
-        }
+        },
     };
-    let torn = (torn_len > 0).then(|| (torn_len as u64, line_no()));
-    Ok(Tail { last, torn })
+    if torn_bytes.is_empty() {
+        return Ok(Tail { last, torn: None, torn_meta: None });
+    }
+    let torn = Some((torn_bytes.len() as u64, line_no(file)));
+    let torn_meta = record::parse_meta(torn_bytes).filter(|m| m.hash_ok);
+    Ok(Tail { last, torn, torn_meta })
 }
 
 impl Writer {
@@ -314,7 +332,6 @@ impl Writer {
             options,
             dirty_since: None,
             buf: Vec::with_capacity(64 << 10),
-            recovery: None,
         };
         w.locked(|w| w.refresh())?;
         Ok(w)
@@ -353,41 +370,73 @@ impl Writer {
                 None => (0, GENESIS),
             },
         };
+        // A whole record that only lacks its newline, and chains: keep it.
+        let torn_record = tail.torn_meta.filter(|m| m.seq == seq + 1 && m.prev == hash);
+        let (seq, hash) = torn_record.map_or((seq, hash), |m| (m.seq, m.hash));
         self.last_seq = seq;
         self.last_hash = hash;
         self.size = size;
         if let Some((bytes, line)) = tail.torn {
-            // Close the torn line so the next record starts on its own line;
-            // the torn bytes stay for verify to report. Nothing is deleted.
-            self.file.write_all(b"\n").map_err(|e| io_err(&self.path, "writing", e))?;
-            self.file.sync_data().map_err(|e| io_err(&self.path, "syncing", e))?;
-            self.size += 1;
-            self.recovery = Some(format!(
-                "line {} held an incomplete record ({bytes} bytes, left by a crash during a write); \
-                 the chain continues from seq {seq}",
-                line + 1
-            ));
+            // Close the torn line so the next record starts on its own line,
+            // and record that we did, in one write, under the lock: a log
+            // never holds a closed torn line without its `recovered` record
+            // (another writer would take that for a damaged record). The
+            // torn bytes stay for verify to report. Nothing is deleted.
+            let note = if torn_record.is_some() {
+                format!(
+                    "line {} held a whole record (seq {seq}) without its newline, left by a crash during \
+                     a write; the chain continues from it",
+                    line + 1
+                )
+            } else {
+                format!(
+                    "line {} held an incomplete record ({bytes} bytes, left by a crash during a write); \
+                     the chain continues from seq {seq}",
+                    line + 1
+                )
+            };
+            let mut r = Record::new(EventKind::Recovered);
+            r.reason = Some(note);
+            let (seq0, hash0) = (self.last_seq, self.last_hash);
+            self.buf.clear();
+            self.buf.push(b'\n');
+            let written = self.encode_one(r, SystemTime::now()).and_then(|()| {
+                self.file.write_all(&self.buf).map_err(|e| io_err(&self.path, "writing", e))?;
+                self.file.sync_data().map_err(|e| io_err(&self.path, "syncing", e))
+            });
+            if let Err(e) = written {
+                let _ = self.file.set_len(size);
+                self.last_seq = seq0;
+                self.last_hash = hash0;
+                self.size = u64::MAX;
+                return Err(e);
+            }
+            self.size += self.buf.len() as u64;
+            self.buf.clear();
         }
         Ok(())
     }
 
     fn run(&mut self, rx: mpsc::Receiver<Job>) {
+        let interval = match self.options.sync {
+            SyncMode::Batch { interval } => interval,
+            SyncMode::Always => Duration::ZERO,
+        };
         loop {
+            // Under a steady stream of appends `recv_timeout` never times
+            // out: sync here so no record waits longer than `interval`.
+            if self.dirty_since.is_some_and(|since| since.elapsed() >= interval) {
+                self.sync_now();
+            }
             let first = match self.dirty_since {
-                Some(since) => {
-                    let interval = match self.options.sync {
-                        SyncMode::Batch { interval } => interval,
-                        SyncMode::Always => Duration::ZERO,
-                    };
-                    match rx.recv_timeout(interval.saturating_sub(since.elapsed())) {
-                        Ok(job) => job,
-                        Err(mpsc::RecvTimeoutError::Timeout) => {
-                            self.sync_now();
-                            continue;
-                        }
-                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Some(since) => match rx.recv_timeout(interval.saturating_sub(since.elapsed())) {
+                    Ok(job) => job,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.sync_now();
+                        continue;
                     }
-                }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                },
                 None => match rx.recv() {
                     Ok(job) => job,
                     Err(_) => break,
@@ -456,11 +505,6 @@ impl Writer {
 
     fn encode_and_write(&mut self, records: Vec<(Box<Record>, SystemTime)>) -> Result<u64, AuditError> {
         self.buf.clear();
-        if let Some(note) = self.recovery.clone() {
-            let mut r = Record::new(EventKind::Recovered);
-            r.reason = Some(note);
-            self.encode_one(r, SystemTime::now())?;
-        }
         let first = self.last_seq + 1;
         for (record, ts) in records {
             self.encode_one(*record, ts)?;
@@ -483,10 +527,14 @@ impl Writer {
                 self.dirty_since.get_or_insert_with(Instant::now);
             }
         }
-        self.recovery = None;
         self.size += self.buf.len() as u64;
-        if self.size > self.options.rotate_bytes {
-            self.rotate()?;
+        if self.size > self.options.rotate_bytes
+            && let Err(e) = self.rotate()
+        {
+            // The batch is written (and synced): failing it now would make
+            // the caller undo records that are in the log. The next batch
+            // retries (and `refresh` reopens the file if it was moved).
+            tracing::error!("{e}");
         }
         Ok(first)
     }

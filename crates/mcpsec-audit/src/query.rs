@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use regex::bytes::Regex;
 
 use crate::log::rotated_files;
-use crate::record::Entry;
+use crate::record::{Entry, HASH_SUFFIX_LEN};
 
 /// Which records `grep` keeps. Every set field must match.
 #[derive(Debug, Clone, Default)]
@@ -99,6 +99,19 @@ pub fn count(path: &Path, filter: &Filter) -> std::io::Result<u64> {
     if filter.structured() {
         return scan(path, filter, |_, _| {});
     }
+    // `^` and `$` must match at every line, as they do when `scan` matches
+    // one line at a time: search the buffers in multi-line mode. `\A` and
+    // `\z` (whole-input anchors) cannot be searched that way.
+    let pattern = match &filter.pattern {
+        None => None,
+        Some(re) if re.as_str().contains("\\A") || re.as_str().contains("\\z") => {
+            return scan(path, filter, |_, _| {});
+        }
+        Some(re) => match Regex::new(&format!("(?m:{})", re.as_str())) {
+            Ok(multi) => Some((multi, re)),
+            Err(_) => return scan(path, filter, |_, _| {}),
+        },
+    };
     let mut n = 0u64;
     for file in files(path) {
         let mut f = File::open(&file)?;
@@ -119,7 +132,7 @@ pub fn count(path: &Path, filter: &Filter) -> std::io::Result<u64> {
                 carry = len;
                 continue;
             }
-            n += count_lines(&buf[..end], filter.pattern.as_ref());
+            n += count_lines(&buf[..end], pattern.as_ref().map(|(m, re)| (m, *re)));
             buf.copy_within(end..len, 0);
             carry = len - end;
             if read == 0 {
@@ -130,24 +143,38 @@ pub fn count(path: &Path, filter: &Filter) -> std::io::Result<u64> {
     Ok(n)
 }
 
-fn count_lines(chunk: &[u8], pattern: Option<&Regex>) -> u64 {
-    let Some(re) = pattern else {
-        return chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+fn count_lines(chunk: &[u8], pattern: Option<(&Regex, &Regex)>) -> u64 {
+    let Some((multi, re)) = pattern else {
+        return chunk.split(|&b| b == b'\n').filter(|line| is_record(line)).count() as u64;
     };
     let mut n = 0;
     let mut at = 0;
-    while let Some(m) = re.find_at(chunk, at) {
-        n += 1;
+    while at < chunk.len()
+        && let Some(m) = multi.find_at(chunk, at)
+    {
+        let line_start = chunk[..m.start()].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let line_end = chunk[m.start()..].iter().position(|&b| b == b'\n').map_or(chunk.len(), |i| m.start() + i);
+        // A match that runs into the next line (`\s` matches a newline) is
+        // not a match of this line: check the line on its own, as `scan` does.
+        if is_record(&chunk[line_start..line_end]) && (m.end() <= line_end || re.is_match(&chunk[line_start..line_end]))
+        {
+            n += 1;
+        }
         // Skip to the next line: one count per line, like grep -c.
-        match chunk[m.end()..].iter().position(|&b| b == b'\n') {
-            Some(i) => at = m.end() + i + 1,
-            None => break,
-        }
-        if at >= chunk.len() {
-            break;
-        }
+        at = line_end + 1;
     }
     n
+}
+
+/// Whether a line is a whole record, told without a JSON parser: a torn
+/// write, or the empty line a recovering writer left, is not one. Keeps
+/// [`count`] equal to the number of records [`scan`] hands out.
+fn is_record(line: &[u8]) -> bool {
+    let n = line.len();
+    line.starts_with(b"{\"v\":")
+        && n >= HASH_SUFFIX_LEN
+        && line[n - HASH_SUFFIX_LEN..].starts_with(b",\"hash\":\"")
+        && line.ends_with(b"\"}")
 }
 
 /// The last `n` records' raw lines, oldest first.

@@ -13,10 +13,15 @@
 //!   name, `Authorization: Bearer`, `user:` in a URL) the context is kept
 //!   and only the secret goes.
 //!
-//! Design: every rule is compiled once; the rules together form one
-//! [`RegexSet`], so clean text — nearly all text — costs a single scan and
-//! no allocation. Only the rules that hit run again, each in turn, to
-//! replace what they found.
+//! Design: every rule is compiled once, and once more joined into one
+//! alternation whose literal prefixes (`ghp_`, `AKIA`, `password`, …) drive
+//! a SIMD prefilter, so clean text — nearly all text — costs a single fast
+//! scan and no allocation (1–3 µs for 4 KiB of prose, code or JSON; text
+//! dense with `token`, `session` and URLs takes a few times longer). Only
+//! when that alternation matches do the rules run, each in turn. To keep
+//! the prefilter effective, the text rules spell out case variants
+//! (`password`, `Password`, `PASSWORD`) instead of matching case-blind;
+//! [`redact_value`] compares key names case-blind.
 //!
 //! Redaction errs towards hiding: a false positive costs a little context in
 //! the log, a false negative leaks a credential into a file kept for years.
@@ -40,7 +45,7 @@ use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::LazyLock;
 
-use regex::{Captures, Regex, RegexSet};
+use regex::{Captures, Regex};
 use serde_json::Value;
 
 /// What the whole value under a sensitive key becomes.
@@ -92,17 +97,15 @@ pub fn redact_value(value: &mut Value) {
 /// Returns the text with secrets replaced by `[REDACTED:<rule>]`.
 ///
 /// `Cow::Borrowed` when nothing was redacted: clean text costs one scan by
-/// the combined rule set and allocates nothing.
+/// the combined rules and allocates nothing.
 pub fn redact_text(text: &str) -> Cow<'_, str> {
     let compiled = &*COMPILED;
-    if !compiled.set.is_match(text) {
+    if !compiled.any.is_match(text) {
         return Cow::Borrowed(text);
     }
     let mut current = Cow::Borrowed(text);
-    // Only rules that match the original text run. A replacement only ever
-    // removes text, so it cannot create a secret a rule did not see.
-    for index in compiled.set.matches(text).iter() {
-        if let Some(next) = apply(&DEFS[index], &compiled.regexes[index], &current) {
+    for (def, regex) in DEFS.iter().zip(&compiled.regexes) {
+        if let Some(next) = apply(def, regex, &current) {
             current = Cow::Owned(next);
         }
     }
@@ -240,11 +243,18 @@ struct RuleDef {
     select: fn(&str, &Captures<'_>) -> Option<Range<usize>>,
 }
 
-/// Sensitive key fragments, as a regex, for `key = value` text. Keep in step
-/// with [`SENSITIVE_KEY_WORDS`] (the captured key is checked against it).
+/// Sensitive key fragments, as a regex for `key = value` text, in lower,
+/// Capitalised and UPPER case (see the module docs for why not `(?i)`).
+/// Keep in step with [`SENSITIVE_KEY_WORDS`]: the whole key found around a
+/// fragment is checked against it.
 macro_rules! key_words {
     () => {
-        r"(?:passw(?:or)?d|pwd|secret|token|api[_.-]?key|access[_.-]?key|private[_.-]?key|auth|cookie|session|credential|passphrase|bearer)"
+        concat!(
+            r"(?:[Pp]assw(?:or)?d|PASSW(?:OR)?D|[Pp]wd|PWD|[Ss]ecret|SECRET|[Tt]oken|TOKEN",
+            r"|(?:[Aa]pi|API|[Aa]ccess|ACCESS|[Pp]rivate|PRIVATE)[_.-]?(?:[Kk]ey|KEY)",
+            r"|[Aa]uth|AUTH|[Cc]ookie|COOKIE|[Ss]ession|SESSION|[Cc]redential|CREDENTIAL",
+            r"|[Pp]assphrase|PASSPHRASE|[Bb]earer|BEARER)"
+        )
     };
 }
 
@@ -280,37 +290,35 @@ const DEFS: [RuleDef; 15] = [
     RuleDef {
         name: "aws-secret-key",
         pattern: concat!(
-            r"(?i)(?-u:\b)aws[_-]?secret[_-]?(?:access[_-]?)?key",
+            r"(?-u:\b)(?:aws|AWS|Aws)[_-]?(?:[Ss]ecret|SECRET)[_-]?(?:(?:[Aa]ccess|ACCESS)[_-]?)?(?:[Kk]ey|KEY)",
             assign!(),
             r#"\\?["']?(?P<secret>[A-Za-z0-9/+=]{30,})"#
         ),
         select: secret,
     },
-    RuleDef {
-        name: "url-credentials",
-        pattern: r#"(?i)(?-u:\b)[a-z][a-z0-9+.-]*://[^\s:/?#@"'<>]+:(?P<secret>[^\s/?#@"'<>]+)@"#,
-        select: secret,
-    },
+    RuleDef { name: "url-credentials", pattern: r#"://[^\s:/?#@"'<>]+:(?P<secret>[^\s/?#@"'<>]+)@"#, select: secret },
     RuleDef {
         name: "auth-header",
         pattern: concat!(
-            r"(?i)(?-u:\b)(?:proxy-)?authorization",
+            r"(?-u:\b)(?:[Pp]roxy-|PROXY-)?(?:[Aa]uthorization|AUTHORIZATION)",
             assign!(),
-            r#"\\?["']?(?:(?P<scheme>bearer|basic|token)[ \t]+)?(?P<secret>[A-Za-z0-9._~+/-]+=*)"#
+            r#"\\?["']?(?:(?P<scheme>(?i:bearer|basic|token))[ \t]+)?(?P<secret>[A-Za-z0-9._~+/-]+=*)"#
         ),
         select: auth_header,
     },
     RuleDef {
         name: "bearer-token",
-        pattern: r"(?i)(?-u:\b)bearer[ \t]+(?P<secret>[A-Za-z0-9._~+/-]{16,}=*)",
+        pattern: r"(?-u:\b)(?:[Bb]earer|BEARER)[ \t]+(?P<secret>[A-Za-z0-9._~+/-]{16,}=*)",
         select: bearer_token,
     },
     RuleDef {
         name: "secret-assignment",
         pattern: concat!(
-            r"(?i)(?-u:\b)(?P<key>[a-z0-9_.-]*",
+            // The key's start is found by `secret_assignment`: a leading
+            // `[A-Za-z0-9_.-]*` here would defeat the literal prefilter.
+            r"(?P<key>",
             key_words!(),
-            r"[a-z0-9_.-]*)",
+            r"[A-Za-z0-9_.-]*)",
             assign!(),
             r#"(?:\\?"(?P<dq>[^"\r\n]{8,}?)(?:\\?"|\z)"#,
             r#"|\\?'(?P<sq>[^'\r\n]{8,}?)(?:\\?'|\z)"#,
@@ -331,19 +339,36 @@ const RULE_NAMES: [&str; DEFS.len()] = {
     names
 };
 
-/// The compiled rules: one set for the pre-check, one regex per rule.
+/// The compiled rules: all of them as one alternation for the pre-check,
+/// and one regex per rule.
 struct Compiled {
-    set: RegexSet,
+    any: Regex,
     regexes: Vec<Regex>,
 }
 
 static COMPILED: LazyLock<Compiled> = LazyLock::new(|| {
     // The patterns are constants covered by the tests below: failing to
     // compile one is a programming error caught by any test run.
-    let set = RegexSet::new(DEFS.iter().map(|def| def.pattern)).expect("redaction patterns compile");
     let regexes = DEFS.iter().map(|def| Regex::new(def.pattern).expect("redaction pattern compiles")).collect();
-    Compiled { set, regexes }
+    let any: Vec<String> = DEFS.iter().map(|def| format!("(?:{})", without_group_names(def.pattern))).collect();
+    let any = Regex::new(&any.join("|")).expect("the alternation of the redaction patterns compiles");
+    Compiled { any, regexes }
 });
+
+/// `pattern` with each named group `(?P<name>…)` made non-capturing, so
+/// that patterns sharing group names can be joined into one alternation.
+fn without_group_names(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len());
+    let mut rest = pattern;
+    while let Some(at) = rest.find("(?P<") {
+        out.push_str(&rest[..at]);
+        out.push_str("(?:");
+        rest = &rest[at + "(?P<".len()..];
+        rest = rest.find('>').map_or("", |end| &rest[end + 1..]);
+    }
+    out.push_str(rest);
+    out
+}
 
 /// Runs one rule over `text`; `None` when it replaced nothing.
 fn apply(def: &RuleDef, regex: &Regex, text: &str) -> Option<String> {
@@ -410,7 +435,10 @@ fn bearer_token(_: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
 /// `key = value`, `key: value`, `"key": "value"` with a sensitive key and a
 /// value that looks random; the key stays, the value goes.
 fn secret_assignment(text: &str, caps: &Captures<'_>) -> Option<Range<usize>> {
-    if !is_sensitive_key(caps.name("key")?.as_str()) {
+    let key = caps.name("key")?;
+    let is_key_byte = |b: u8| b.is_ascii_alphanumeric() || b"_.-".contains(&b);
+    let start = text[..key.start()].bytes().rposition(|b| !is_key_byte(b)).map_or(0, |at| at + 1);
+    if !is_sensitive_key(&text[start..key.end()]) {
         return None;
     }
     if let Some(value) = caps.name("dq").or_else(|| caps.name("sq")) {
@@ -526,7 +554,8 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), RULES.len());
         assert_eq!(COMPILED.regexes.len(), RULES.len());
-        assert_eq!(COMPILED.set.len(), RULES.len());
+        assert_eq!(without_group_names("a(?P<x>b)(?P<yz>c)d"), "a(?:b)(?:c)d");
+        assert!(COMPILED.any.captures_len() == 1, "the pre-check captures nothing");
     }
 
     #[test]
@@ -684,6 +713,12 @@ mod tests {
         check("?session=ab12cd34ef56&x=1", "?session=[REDACTED:secret-assignment]&x=1");
         check("{\\\"passwd\\\": \\\"pa55word99\\\"}", "{\\\"passwd\\\": \\\"[REDACTED:secret-assignment]\\\"}");
         check("client_secret := \"abcdef123456\"", "client_secret := \"[REDACTED:secret-assignment]\"");
+        // Spellings: the text rules list lower, Capitalised and UPPER case.
+        check("export API_KEY=AbCdEf123456", "export API_KEY=[REDACTED:secret-assignment]");
+        check("apiKey: 'Zx9fQ2mL7vP4'", "apiKey: '[REDACTED:secret-assignment]'");
+        check("X-API-Key: 8f14e45fceea167a", "X-API-Key: [REDACTED:secret-assignment]");
+        check("Password = Xy7#kq9!Lm", "Password = [REDACTED:secret-assignment]");
+        check("SessionCookie=0a1b2c3d4e5f", "SessionCookie=[REDACTED:secret-assignment]");
         // Near misses: short or low-entropy values, placeholders, code,
         // harmless key names.
         clean("password=hunter2");

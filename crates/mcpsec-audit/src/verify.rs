@@ -249,8 +249,21 @@ pub fn verify(
                 if meta.seq + 1 == expected && meta.hash == prev_hash {
                     (ProblemKind::Inserted, &item, meta.seq, format!("it repeats seq {}", meta.seq))
                 } else if before_prev.is_some_and(|b| meta.prev == b) {
+                    // Two records claim the same place in the chain: the one
+                    // the next record chains to is genuine, the other was
+                    // inserted. With no next record it cannot be told; the
+                    // later one is named (an append is the likelier forgery).
                     let p = prev_item.as_ref().unwrap_or(&item);
-                    (ProblemKind::Inserted, p, expected - 1, "it is not part of the chain".to_string())
+                    if next_meta.is_some_and(|n| n.prev == meta.hash) {
+                        (ProblemKind::Inserted, p, expected - 1, "it is not part of the chain".to_string())
+                    } else {
+                        (
+                            ProblemKind::Inserted,
+                            &item,
+                            meta.seq,
+                            format!("it takes the place of seq {} in the chain", expected - 1),
+                        )
+                    }
                 } else {
                     (ProblemKind::Inserted, &item, meta.seq, format!("seq {} was expected here", expected))
                 }
@@ -283,6 +296,19 @@ pub fn verify(
             && cp.seq == meta.seq
         {
             if cp.hash != hex(&meta.hash) {
+                // A forged copy of the checkpoint's record inserted before it.
+                let genuine_next = next
+                    .as_ref()
+                    .and_then(|n| n.meta)
+                    .is_some_and(|n| n.hash_ok && n.seq == meta.seq && n.prev == meta.prev && cp.hash == hex(&n.hash));
+                if genuine_next {
+                    return Err(problem(
+                        &item,
+                        Some(meta.seq),
+                        ProblemKind::Inserted,
+                        "it is not part of the chain (the next record is the checkpoint's)".into(),
+                    ));
+                }
                 return Err(problem(
                     &item,
                     Some(meta.seq),
@@ -309,7 +335,7 @@ pub fn verify(
         return Err(VerifyError::Problem(Problem {
             file,
             line,
-            seq: Some(expected - 1),
+            seq: (expected > 1).then(|| expected - 1),
             kind: ProblemKind::Truncated,
             detail: format!("the log ends at seq {} but the checkpoint names seq {}", expected - 1, cp.seq),
         }));
