@@ -1,5 +1,544 @@
-//! The serve benchmark (being written).
+//! `cargo xtask bench`: mcpsec against the reference Node filesystem server
+//! and rust-mcp-filesystem, on the same workload, in the same invocation.
+//!
+//! For every server: the median time from spawn to the `initialize`
+//! response; `read_text_file` calls per second on a 4 KiB file with 1 and
+//! with 16 requests in flight (a raw pipelining JSON-RPC client over stdio);
+//! and peak resident memory (`VmHWM`). See BENCHMARKS.md for the method and
+//! the latest figures.
 
-pub fn run(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("the benchmark is not implemented yet")
+// The task exists to print a report.
+#![allow(clippy::print_stdout)]
+// The bench's own fixture, state and log files, not tool calls.
+#![allow(clippy::disallowed_methods)]
+
+mod client;
+mod peers;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+
+use client::Session;
+use peers::Server;
+
+const USAGE: &str = "\
+cargo xtask bench [options]
+
+  --seconds S        measured seconds per throughput run (default 3)
+  --warmup S         unmeasured warm-up seconds before each run (default 0.5)
+  --runs N           throughput runs per server and depth; median kept (default 5)
+  --startup-runs N   spawns timed per server for startup; median kept (default 10)
+  --only A,B         bench only these servers (mcpsec, rust-mcp-filesystem, node-reference)
+  --no-build         use the existing target/release/mcpsec instead of building it
+  --json             print the results as JSON instead of a table
+";
+
+/// Requests kept in flight, in table order.
+const DEPTHS: [usize; 2] = [1, 16];
+
+/// Size of the file every server reads.
+const FIXTURE_BYTES: usize = 4096;
+const FIXTURE_NAME: &str = "bench-4k.txt";
+
+#[derive(Debug)]
+struct Options {
+    seconds: f64,
+    warmup: f64,
+    runs: usize,
+    startup_runs: usize,
+    only: Option<Vec<String>>,
+    build: bool,
+    json: bool,
+}
+
+fn parse(args: &[String]) -> Result<Options> {
+    let mut o = Options { seconds: 3.0, warmup: 0.5, runs: 5, startup_runs: 10, only: None, build: true, json: false };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |flag: &str| it.next().cloned().with_context(|| format!("{flag} needs a value\n\n{USAGE}"));
+        match arg.as_str() {
+            "--seconds" => o.seconds = positive(&value("--seconds")?, "--seconds")?,
+            "--warmup" => o.warmup = value("--warmup")?.parse().context("--warmup")?,
+            "--runs" => o.runs = count(&value("--runs")?, "--runs")?,
+            "--startup-runs" => o.startup_runs = count(&value("--startup-runs")?, "--startup-runs")?,
+            "--only" => {
+                let names: Vec<String> = value("--only")?.split(',').map(|s| s.trim().to_owned()).collect();
+                for n in &names {
+                    if !peers::ALL.contains(&n.as_str()) {
+                        bail!("unknown server `{n}` in --only\n\n{USAGE}");
+                    }
+                }
+                o.only = Some(names);
+            }
+            "--no-build" => o.build = false,
+            "--json" => o.json = true,
+            "-h" | "--help" => {
+                eprint!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown option `{other}`\n\n{USAGE}"),
+        }
+    }
+    if !(0.0..=60.0).contains(&o.warmup) {
+        bail!("--warmup must be between 0 and 60 seconds");
+    }
+    Ok(o)
+}
+
+fn positive(s: &str, flag: &str) -> Result<f64> {
+    let v: f64 = s.parse().with_context(|| format!("{flag}: `{s}`"))?;
+    if !(v > 0.0 && v <= 600.0) {
+        bail!("{flag} must be in (0, 600] seconds");
+    }
+    Ok(v)
+}
+
+fn count(s: &str, flag: &str) -> Result<usize> {
+    let v: usize = s.parse().with_context(|| format!("{flag}: `{s}`"))?;
+    if !(1..=1000).contains(&v) {
+        bail!("{flag} must be between 1 and 1000");
+    }
+    Ok(v)
+}
+
+/// What was measured for one server; `None` where it was not.
+#[derive(Debug, Default)]
+struct Figures {
+    startup_ms: Vec<f64>,
+    protocol_version: Option<String>,
+    /// Per depth (index into DEPTHS), calls/s of each run.
+    calls: [Vec<f64>; 2],
+    peak_rss: Option<u64>,
+    error: Option<String>,
+}
+
+impl Figures {
+    fn startup_median(&self) -> Option<f64> {
+        median(&self.startup_ms)
+    }
+    fn calls_median(&self, depth: usize) -> Option<f64> {
+        median(&self.calls[depth])
+    }
+    fn rss_mib(&self) -> Option<f64> {
+        self.peak_rss.map(|b| b as f64 / (1024.0 * 1024.0))
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    name: &'static str,
+    /// `Err` is why the server was skipped.
+    server: std::result::Result<Server, String>,
+    figures: Figures,
+}
+
+/// Scratch space: the served root, the servers' state and their stderr.
+#[derive(Debug)]
+struct Scratch {
+    dir: PathBuf,
+    root: PathBuf,
+    state: PathBuf,
+    fixture: String,
+    content: String,
+}
+
+impl Scratch {
+    fn create() -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("mcpsec-bench-{}", std::process::id()));
+        let root = dir.join("root");
+        let state = dir.join("state");
+        for d in [&root, &state, &dir.join("logs")] {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        // Canonical, so no server sees a symlinked temp dir as an escape.
+        let root = std::fs::canonicalize(&root).context("canonicalizing bench root")?;
+        let content = fixture_content(FIXTURE_BYTES);
+        let path = root.join(FIXTURE_NAME);
+        std::fs::write(&path, &content).with_context(|| format!("writing {}", path.display()))?;
+        let fixture = path.to_str().context("temp dir path is not UTF-8")?.to_owned();
+        Ok(Self { dir, root, state, fixture, content })
+    }
+
+    fn log(&self, server: &str) -> PathBuf {
+        self.dir.join("logs").join(format!("{server}.stderr"))
+    }
+}
+
+/// Deterministic ASCII letters and digits, no newline: it appears verbatim
+/// (no JSON escaping) inside every correct reply, which makes the check cheap.
+fn fixture_content(len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(ALPHABET[(x % ALPHABET.len() as u64) as usize])
+        })
+        .collect()
+}
+
+/// Set in the environment of the optimized re-run, so it does not re-run
+/// itself; carries the load average read before that build.
+const RELEASE_ENV: &str = "MCPSEC_BENCH_OPTIMIZED";
+
+pub fn run(args: &[String]) -> Result<()> {
+    let opts = parse(args)?;
+    let load = match std::env::var(RELEASE_ENV) {
+        Ok(v) => v.parse().ok(),
+        Err(_) => loadavg(),
+    };
+    // `cargo xtask` builds xtask unoptimized, and an unoptimized client
+    // measurably slows the servers it drives on a small machine (in one
+    // trial, calls/s at 1 in flight fell by a third). Re-run optimized.
+    if cfg!(debug_assertions) && std::env::var_os(RELEASE_ENV).is_none() {
+        let mut cargo_args = vec!["run", "--release", "--quiet", "-p", "xtask", "--", "bench"];
+        cargo_args.extend(args.iter().map(String::as_str));
+        let load = load.map_or_else(|| "-".to_owned(), |l| l.to_string());
+        return crate::cargo(&cargo_args, &[(RELEASE_ENV, &load)]);
+    }
+    let workspace =
+        Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("xtask has no parent directory")?.to_path_buf();
+
+    let mut entries: Vec<Entry> = peers::ALL
+        .iter()
+        .filter(|n| opts.only.as_ref().is_none_or(|o| o.iter().any(|x| x == *n)))
+        .map(|&name| {
+            let server = peers::prepare(name, &workspace, opts.build);
+            if let Err(why) = &server {
+                eprintln!("bench: skipping {name}: {why}");
+            }
+            Entry { name, server, figures: Figures::default() }
+        })
+        .collect();
+    if entries.iter().all(|e| e.server.is_err()) {
+        bail!("no server could be prepared; nothing to bench");
+    }
+
+    let scratch = Scratch::create()?;
+    measure_all(&opts, &scratch, &mut entries);
+
+    if opts.json {
+        println!("{:#}", to_json(&opts, &entries, load));
+    } else {
+        print_table(&opts, &entries, load);
+    }
+
+    let failed = entries.iter().any(|e| e.figures.error.is_some());
+    if failed {
+        eprintln!("bench: kept {} for the servers' stderr", scratch.dir.display());
+    } else if let Err(e) = std::fs::remove_dir_all(&scratch.dir) {
+        eprintln!("bench: could not remove {}: {e}", scratch.dir.display());
+    }
+    Ok(())
+}
+
+/// Startup rounds first (servers interleaved round-robin), then throughput
+/// runs, interleaved by run and depth, one fresh process per measurement.
+fn measure_all(opts: &Options, scratch: &Scratch, entries: &mut [Entry]) {
+    let warmup = Duration::from_secs_f64(opts.warmup);
+    let measure = Duration::from_secs_f64(opts.seconds);
+
+    // One untimed spawn each, so no server pays for a cold page cache.
+    for e in entries.iter_mut() {
+        if let Ok(server) = &e.server {
+            eprintln!("bench: {}: warming up", e.name);
+            if let Err(err) = startup_once(server, scratch) {
+                e.figures.error = Some(format!("{err:#}"));
+                eprintln!("bench: {}: failed: {err:#}", e.name);
+            }
+        }
+    }
+    eprintln!("bench: startup, {} spawns per server", opts.startup_runs);
+    for _ in 0..opts.startup_runs {
+        for e in live(entries) {
+            let Ok(server) = &e.server else { continue };
+            match startup_once(server, scratch) {
+                Ok(h) => {
+                    e.figures.startup_ms.push(h.startup.as_secs_f64() * 1e3);
+                    e.figures.protocol_version = Some(h.protocol_version);
+                }
+                Err(err) => fail(e, err),
+            }
+        }
+    }
+    for run in 0..opts.runs {
+        for (d, &depth) in DEPTHS.iter().enumerate() {
+            for e in live(entries) {
+                let Ok(server) = &e.server else { continue };
+                eprintln!("bench: {}: run {}/{}, {depth} in flight", e.name, run + 1, opts.runs);
+                match throughput_once(server, scratch, depth, warmup, measure) {
+                    Ok((rate, rss)) => {
+                        e.figures.calls[d].push(rate);
+                        e.figures.peak_rss = Some(e.figures.peak_rss.unwrap_or(0).max(rss));
+                    }
+                    Err(err) => fail(e, err),
+                }
+            }
+        }
+    }
+}
+
+fn live(entries: &mut [Entry]) -> impl Iterator<Item = &mut Entry> {
+    entries.iter_mut().filter(|e| e.server.is_ok() && e.figures.error.is_none())
+}
+
+fn fail(e: &mut Entry, err: anyhow::Error) {
+    eprintln!("bench: {}: failed: {err:#}", e.name);
+    e.figures.error = Some(format!("{err:#}"));
+}
+
+fn startup_once(server: &Server, scratch: &Scratch) -> Result<client::Handshake> {
+    let cmd = server.command(&scratch.root, &scratch.state);
+    let mut s = Session::spawn(cmd, &scratch.content, &scratch.log(server.name))?;
+    let h = s.initialize()?;
+    s.close()?;
+    Ok(h)
+}
+
+/// Calls/s at `depth` in flight, and the process's peak RSS in bytes.
+fn throughput_once(
+    server: &Server,
+    scratch: &Scratch,
+    depth: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> Result<(f64, u64)> {
+    let cmd = server.command(&scratch.root, &scratch.state);
+    let mut s = Session::spawn(cmd, &scratch.content, &scratch.log(server.name))?;
+    s.initialize()?;
+    let rate = s.pipeline(&scratch.fixture, depth, warmup, measure)?;
+    // Read just before stdin closes: the server is still alive and has
+    // served every request.
+    let rss = s.peak_rss()?;
+    s.close()?;
+    Ok((rate, rss))
+}
+
+fn median(xs: &[f64]) -> Option<f64> {
+    if xs.is_empty() {
+        return None;
+    }
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+}
+
+/// One of mcpsec's performance goals.
+#[derive(Debug)]
+struct Goal {
+    what: &'static str,
+    /// Measured value (a ratio, ms or MiB), if both sides were measured.
+    value: Option<f64>,
+    unit: &'static str,
+    goal: f64,
+    /// The value must be at least (`true`) or at most (`false`) the goal.
+    at_least: bool,
+}
+
+impl Goal {
+    fn pass(&self) -> Option<bool> {
+        self.value.map(|v| if self.at_least { v >= self.goal } else { v <= self.goal })
+    }
+    fn verdict(&self) -> &'static str {
+        match self.pass() {
+            Some(true) => "PASS",
+            Some(false) => "MISS",
+            None => "n/a",
+        }
+    }
+}
+
+fn goals(entries: &[Entry]) -> Vec<Goal> {
+    let get = |name: &str| entries.iter().find(|e| e.name == name && e.figures.error.is_none()).map(|e| &e.figures);
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let me = get(peers::MCPSEC);
+    let rust = get(peers::RUST_PEER);
+    let node = get(peers::NODE_PEER);
+    vec![
+        Goal {
+            what: "calls/s @16 vs rust-mcp-filesystem",
+            value: ratio(me.and_then(|f| f.calls_median(1)), rust.and_then(|f| f.calls_median(1))),
+            unit: "x",
+            goal: 1.5,
+            at_least: true,
+        },
+        Goal {
+            what: "calls/s @1 vs node-reference",
+            value: ratio(me.and_then(|f| f.calls_median(0)), node.and_then(|f| f.calls_median(0))),
+            unit: "x",
+            goal: 3.0,
+            at_least: true,
+        },
+        Goal {
+            what: "startup (median)",
+            value: me.and_then(Figures::startup_median),
+            unit: " ms",
+            goal: 10.0,
+            at_least: false,
+        },
+        Goal { what: "peak RSS", value: me.and_then(Figures::rss_mib), unit: " MiB", goal: 16.0, at_least: false },
+    ]
+}
+
+fn machine() -> (usize, String) {
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    (cpus, model)
+}
+
+/// The 1-minute load average, to tell a quiet machine from a busy one. Read
+/// before anything is built or spawned: while the bench runs, its client and
+/// the server under test keep it near 2 by themselves.
+fn loadavg() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
+}
+
+fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
+    v.map_or_else(|| "—".into(), |v| format!("{v:.decimals$}"))
+}
+
+fn print_table(opts: &Options, entries: &[Entry], load: Option<f64>) {
+    let (cpus, model) = machine();
+    println!();
+    println!(
+        "read_text_file of a {FIXTURE_BYTES}-byte file; {}s measured after {}s warm-up, \
+         median of {} run(s); startup median of {} spawns; {cpus} CPUs, {model}",
+        opts.seconds, opts.warmup, opts.runs, opts.startup_runs
+    );
+    println!(
+        "1-minute load average when the bench started: {} (other work on the machine skews the figures)",
+        fmt_opt(load, 2)
+    );
+    println!();
+    println!("{:<22} {:>11} {:>13} {:>14} {:>13}", "server", "startup ms", "calls/s @1", "calls/s @16", "peak RSS MiB");
+    for e in entries {
+        let f = &e.figures;
+        println!(
+            "{:<22} {:>11} {:>13} {:>14} {:>13}",
+            e.name,
+            fmt_opt(f.startup_median(), 1),
+            fmt_opt(f.calls_median(0), 0),
+            fmt_opt(f.calls_median(1), 0),
+            fmt_opt(f.rss_mib(), 1),
+        );
+    }
+    for e in entries {
+        match (&e.server, &e.figures.error) {
+            (Err(why), _) => println!("  {}: skipped: {why}", e.name),
+            (Ok(_), Some(err)) => println!("  {}: failed: {err}", e.name),
+            _ => {}
+        }
+    }
+    println!();
+    println!("mcpsec goals");
+    for g in goals(entries) {
+        let cmp = if g.at_least { ">=" } else { "<=" };
+        println!(
+            "  {:<36} {:>10}  (goal {cmp} {}{})  {}",
+            g.what,
+            g.value.map_or_else(|| "—".into(), |v| format!("{v:.2}{}", g.unit)),
+            g.goal,
+            g.unit,
+            g.verdict()
+        );
+    }
+}
+
+fn to_json(opts: &Options, entries: &[Entry], load: Option<f64>) -> serde_json::Value {
+    let (cpus, model) = machine();
+    let servers: Vec<_> = entries
+        .iter()
+        .map(|e| {
+            let f = &e.figures;
+            json!({
+                "server": e.name,
+                "skipped": e.server.as_ref().err(),
+                "error": f.error,
+                "protocol_version": f.protocol_version,
+                "startup_ms_median": f.startup_median(),
+                "startup_ms": f.startup_ms,
+                "calls_per_s_1_in_flight": f.calls_median(0),
+                "calls_per_s_16_in_flight": f.calls_median(1),
+                "runs_calls_per_s_1_in_flight": f.calls[0],
+                "runs_calls_per_s_16_in_flight": f.calls[1],
+                "peak_rss_mib": f.rss_mib(),
+            })
+        })
+        .collect();
+    let goals: Vec<_> = goals(entries)
+        .iter()
+        .map(|g| {
+            json!({
+                "what": g.what,
+                "value": g.value,
+                "goal": g.goal,
+                "at_least": g.at_least,
+                "pass": g.pass(),
+            })
+        })
+        .collect();
+    json!({
+        "machine": { "cpus": cpus, "model": model, "loadavg_1min_at_start": load },
+        "workload": {
+            "tool": "read_text_file",
+            "file_bytes": FIXTURE_BYTES,
+            "seconds": opts.seconds,
+            "warmup_seconds": opts.warmup,
+            "runs": opts.runs,
+            "startup_runs": opts.startup_runs,
+            "protocol_version_offered": client::PROTOCOL_VERSION,
+        },
+        "servers": servers,
+        "goals": goals,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn fixture_is_exactly_sized_and_needs_no_json_escaping() {
+        let c = fixture_content(FIXTURE_BYTES);
+        assert_eq!(c.len(), FIXTURE_BYTES);
+        assert!(c.bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert_eq!(serde_json::Value::from(c.as_str()).to_string(), format!("\"{c}\""));
+    }
+
+    #[test]
+    fn options_parse_and_reject() {
+        let args = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+        let o = parse(&args("--seconds 1.5 --runs 2 --only mcpsec,node-reference --json --no-build")).expect("valid");
+        assert_eq!(o.seconds, 1.5);
+        assert_eq!(o.runs, 2);
+        assert_eq!(o.only.as_deref(), Some(&["mcpsec".to_owned(), "node-reference".to_owned()][..]));
+        assert!(o.json && !o.build);
+        assert!(parse(&args("--only nginx")).is_err());
+        assert!(parse(&args("--seconds 0")).is_err());
+        assert!(parse(&args("--runs")).is_err());
+    }
 }

@@ -1,0 +1,323 @@
+//! A raw JSON-RPC client over a server's stdio: the handshake, the startup
+//! measurement and the pipelined `read_text_file` loop.
+//!
+//! Deliberately not an MCP SDK: the client must cost as little CPU as possible
+//! (the machine it runs on also runs the server) and must treat every server
+//! the same way, byte for byte.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+/// The protocol version the client offers; servers may answer with another.
+pub(crate) const PROTOCOL_VERSION: &str = "2025-11-25";
+
+/// How long any single wait on a server may take before the run is abandoned.
+const STALL: Duration = Duration::from_secs(15);
+
+/// How long a server gets to exit after its stdin is closed before it is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+
+/// One line from the server, already classified by the reader thread.
+enum Reply {
+    /// A tool result that is not an error and carries the whole file.
+    Good(Instant),
+    /// Anything else: the handshake response, a notification, a failure.
+    Other(String),
+    /// The server closed stdout, or reading failed.
+    Closed(String),
+}
+
+/// A running server and the thread reading its stdout.
+#[derive(Debug)]
+pub(crate) struct Session {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    replies: Receiver<ReplyMsg>,
+    reader: Option<JoinHandle<()>>,
+    spawned_at: Instant,
+}
+
+/// `Reply` behind a newtype so `Session` can derive `Debug` cheaply.
+struct ReplyMsg(Reply);
+
+impl std::fmt::Debug for ReplyMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReplyMsg")
+    }
+}
+
+/// What `Session::initialize` learned.
+#[derive(Debug)]
+pub(crate) struct Handshake {
+    /// Spawn to `initialize` response.
+    pub(crate) startup: Duration,
+    /// The version the server answered with.
+    pub(crate) protocol_version: String,
+}
+
+impl Session {
+    /// Spawns `cmd` with piped stdin/stdout; `expected` is the fixture's
+    /// content, which every good `read_text_file` reply must contain.
+    pub(crate) fn spawn(mut cmd: Command, expected: &str, stderr_log: &Path) -> Result<Self> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(stderr_log)
+            .with_context(|| format!("opening {}", stderr_log.display()))?;
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::from(log));
+        let spawned_at = Instant::now();
+        let mut child = cmd.spawn().with_context(|| format!("spawning {:?}", cmd.get_program()))?;
+        let stdin = child.stdin.take().context("child stdin was not piped")?;
+        let stdout = child.stdout.take().context("child stdout was not piped")?;
+        let (tx, replies) = mpsc::channel();
+        let expected = expected.to_owned();
+        let reader = std::thread::Builder::new()
+            .name("bench-reader".into())
+            .spawn(move || {
+                let mut stdout = BufReader::with_capacity(64 * 1024, stdout);
+                let mut line = String::with_capacity(8 * 1024);
+                loop {
+                    line.clear();
+                    let msg = match stdout.read_line(&mut line) {
+                        Ok(0) => Reply::Closed("server closed stdout".into()),
+                        Err(e) => Reply::Closed(format!("reading server stdout: {e}")),
+                        Ok(_) => classify(&line, &expected),
+                    };
+                    let closed = matches!(msg, Reply::Closed(_));
+                    if tx.send(ReplyMsg(msg)).is_err() || closed {
+                        break;
+                    }
+                }
+            })
+            .context("spawning reader thread")?;
+        Ok(Self { child, stdin: Some(stdin), replies, reader: Some(reader), spawned_at })
+    }
+
+    /// Operating-system process id, for `/proc/PID/status`.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> Result<()> {
+        let stdin = self.stdin.as_mut().context("stdin already closed")?;
+        stdin.write_all(bytes).context("writing to server stdin")
+    }
+
+    fn next(&self, deadline: Instant) -> Result<Reply> {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match self.replies.recv_timeout(wait) {
+            Ok(ReplyMsg(Reply::Closed(why))) => bail!("{why}"),
+            Ok(ReplyMsg(reply)) => Ok(reply),
+            Err(RecvTimeoutError::Timeout) => bail!("no reply from server within {STALL:?}"),
+            Err(RecvTimeoutError::Disconnected) => bail!("reader thread ended"),
+        }
+    }
+
+    /// Sends `initialize`, waits for its response, then sends
+    /// `notifications/initialized`. Startup is measured from spawn to the
+    /// response.
+    pub(crate) fn initialize(&mut self) -> Result<Handshake> {
+        let init = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": PROTOCOL_VERSION,
+                "capabilities": {},
+                "clientInfo": { "name": "mcpsec-bench", "version": env!("CARGO_PKG_VERSION") },
+            },
+        });
+        self.send(format!("{init}\n").as_bytes())?;
+        let deadline = Instant::now() + STALL;
+        // Bounded: each iteration consumes one line or hits the deadline.
+        loop {
+            let line = match self.next(deadline)? {
+                Reply::Other(line) => line,
+                Reply::Good(_) => bail!("tool result before initialize response"),
+                Reply::Closed(why) => bail!("{why}"),
+            };
+            let startup = self.spawned_at.elapsed();
+            let msg: serde_json::Value =
+                serde_json::from_str(&line).with_context(|| format!("server sent non-JSON: {}", clip(&line)))?;
+            if msg.get("id").is_none() {
+                continue; // a notification (logging, etc.) before the response
+            }
+            let Some(result) = msg.get("result") else {
+                bail!("initialize failed: {}", clip(&line));
+            };
+            let protocol_version =
+                result.get("protocolVersion").and_then(serde_json::Value::as_str).unwrap_or("?").to_owned();
+            self.send(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n")?;
+            return Ok(Handshake { startup, protocol_version });
+        }
+    }
+
+    /// Keeps exactly `in_flight` `read_text_file` calls outstanding for
+    /// `warmup + measure`, and returns the good replies per second received
+    /// during `measure`. Any bad reply fails the run.
+    pub(crate) fn pipeline(
+        &mut self,
+        path: &str,
+        in_flight: usize,
+        warmup: Duration,
+        measure: Duration,
+    ) -> Result<f64> {
+        let path_json = serde_json::Value::from(path).to_string();
+        let mut next_id: u64 = 1;
+        let request = |id: u64| {
+            format!(
+                "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"tools/call\",\"params\":\
+                 {{\"name\":\"read_text_file\",\"arguments\":{{\"path\":{path_json}}}}}}}\n"
+            )
+        };
+        let start = Instant::now();
+        let window_start = start + warmup;
+        let window_end = window_start + measure;
+        let mut outstanding = 0usize;
+        let mut counted = 0u64;
+        for _ in 0..in_flight {
+            let req = request(next_id);
+            next_id += 1;
+            self.send(req.as_bytes())?;
+            outstanding += 1;
+        }
+        // Bounded: requests stop at `window_end`, after which the loop only
+        // drains the (at most `in_flight`) outstanding replies, and every wait
+        // is capped by STALL.
+        while outstanding > 0 {
+            match self.next(Instant::now() + STALL)? {
+                Reply::Good(at) => {
+                    outstanding -= 1;
+                    if at >= window_start && at < window_end {
+                        counted += 1;
+                    }
+                    if Instant::now() < window_end {
+                        let req = request(next_id);
+                        next_id += 1;
+                        self.send(req.as_bytes())?;
+                        outstanding += 1;
+                    }
+                }
+                Reply::Other(line) => {
+                    let is_notification = serde_json::from_str::<serde_json::Value>(&line)
+                        .is_ok_and(|v| v.get("id").is_none() && v.get("method").is_some());
+                    if !is_notification {
+                        bail!("bad read_text_file reply (error, or without the file's content): {}", clip(&line));
+                    }
+                }
+                Reply::Closed(why) => bail!("{why}"),
+            }
+        }
+        Ok(counted as f64 / measure.as_secs_f64())
+    }
+
+    /// Peak resident set size so far (`VmHWM`), in bytes.
+    pub(crate) fn peak_rss(&self) -> Result<u64> {
+        peak_rss(self.pid())
+    }
+
+    /// Closes stdin and waits for the server to exit, killing it if it
+    /// does not within a grace period.
+    pub(crate) fn close(mut self) -> Result<()> {
+        self.stdin = None;
+        let deadline = Instant::now() + EXIT_GRACE;
+        // Bounded by EXIT_GRACE.
+        let exited = loop {
+            if self.child.try_wait().context("waiting for server")?.is_some() {
+                break true;
+            }
+            if Instant::now() >= deadline {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        if !exited {
+            eprintln!("  (server did not exit within {EXIT_GRACE:?} of stdin closing; killed)");
+            self.kill();
+        }
+        if let Some(reader) = self.reader.take() {
+            reader.join().map_err(|_| anyhow!("reader thread panicked"))?;
+        }
+        Ok(())
+    }
+
+    fn kill(&mut self) {
+        // Errors mean it already exited; either way, reap it.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Only reached with a live child on an error path; never leak it.
+        if self.reader.is_some() {
+            self.stdin = None;
+            self.kill();
+        }
+    }
+}
+
+/// The reader thread's check of one line: a good reply is a successful tool
+/// result (not `isError`) carrying the fixture's full content.
+fn classify(line: &str, expected: &str) -> Reply {
+    let now = Instant::now();
+    if line.contains(expected) && line.contains("\"result\"") && !line.contains("\"isError\":true") {
+        Reply::Good(now)
+    } else {
+        Reply::Other(line.trim_end().to_owned())
+    }
+}
+
+/// `VmHWM` of `pid`, in bytes.
+pub(crate) fn peak_rss(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    #[allow(clippy::disallowed_methods)] // reading /proc, not serving a tool call
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).with_context(|| format!("no VmHWM in {path}"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .with_context(|| format!("parsing `{line}`"))?;
+    Ok(kib * 1024)
+}
+
+fn clip(s: &str) -> String {
+    const MAX: usize = 300;
+    if s.len() <= MAX {
+        return s.to_owned();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &s[..end], s.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_successful_result_with_the_whole_content_is_good() {
+        let want = "abc123";
+        let good = r#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"abc123"}]}}"#;
+        assert!(matches!(classify(good, want), Reply::Good(_)));
+        let tool_error =
+            r#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"abc123"}],"isError":true}}"#;
+        assert!(matches!(classify(tool_error, want), Reply::Other(_)));
+        let truncated = r#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"abc12"}]}}"#;
+        assert!(matches!(classify(truncated, want), Reply::Other(_)));
+        let rpc_error = r#"{"jsonrpc":"2.0","id":7,"error":{"code":-32602,"message":"abc123"}}"#;
+        assert!(matches!(classify(rpc_error, want), Reply::Other(_)));
+    }
+}

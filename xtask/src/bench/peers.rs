@@ -1,0 +1,135 @@
+//! The servers under test, and getting them onto disk.
+//!
+//! Peers are installed into `target/bench-peers/` on first use and reused
+//! afterwards; a peer that cannot be installed is reported and skipped, it
+//! does not stop the others from being measured.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// How a server is started; every one is given the same single root.
+#[derive(Debug, Clone)]
+pub(crate) struct Server {
+    /// Short name used in the table, the JSON and `--only`.
+    pub(crate) name: &'static str,
+    program: PathBuf,
+    /// Arguments before the root directory.
+    args: Vec<String>,
+    /// Put the root after `--root` rather than as a positional argument.
+    root_flag: bool,
+    /// Pass a state directory through `MCPSEC_STATE_DIR` and hide any user
+    /// configuration.
+    state_env: bool,
+}
+
+impl Server {
+    /// The command that serves `root` over stdio.
+    pub(crate) fn command(&self, root: &Path, state_dir: &Path) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args);
+        if self.root_flag {
+            cmd.arg("--root");
+        }
+        cmd.arg(root);
+        if self.state_env {
+            // A fresh state directory, no user config file, default logging.
+            cmd.env("MCPSEC_STATE_DIR", state_dir)
+                .env("XDG_CONFIG_HOME", state_dir.join("no-config"))
+                .env_remove("MCPSEC_CONFIG")
+                .env_remove("RUST_LOG");
+        }
+        cmd
+    }
+}
+
+pub(crate) const MCPSEC: &str = "mcpsec";
+pub(crate) const RUST_PEER: &str = "rust-mcp-filesystem";
+pub(crate) const NODE_PEER: &str = "node-reference";
+
+/// All server names, in table order.
+pub(crate) const ALL: [&str; 3] = [MCPSEC, RUST_PEER, NODE_PEER];
+
+/// Makes `name` ready to run, building or installing it if needed.
+/// `Err` carries a human-readable reason to skip it.
+pub(crate) fn prepare(name: &str, workspace: &Path, build: bool) -> Result<Server, String> {
+    match name {
+        MCPSEC => mcpsec(workspace, build),
+        RUST_PEER => rust_peer(workspace),
+        NODE_PEER => node_peer(workspace),
+        other => Err(format!("unknown server `{other}`")),
+    }
+}
+
+fn mcpsec(workspace: &Path, build: bool) -> Result<Server, String> {
+    let target = workspace.join("target");
+    let bin = target.join("release").join("mcpsec");
+    if build {
+        // Explicit --target-dir: the binary must land in target/release even
+        // when CARGO_TARGET_DIR points elsewhere.
+        let target_arg = target.to_string_lossy().into_owned();
+        crate::cargo(&["build", "--release", "-p", "mcpsec-cli", "--target-dir", &target_arg], &[])
+            .map_err(|e| format!("could not build mcpsec: {e:#}"))?;
+    }
+    if !bin.is_file() {
+        return Err(format!("{} does not exist (run without --no-build)", bin.display()));
+    }
+    Ok(Server { name: MCPSEC, program: bin, args: vec!["serve".into()], root_flag: true, state_env: true })
+}
+
+fn rust_peer(workspace: &Path) -> Result<Server, String> {
+    let root = workspace.join("target").join("bench-peers").join("rust");
+    let bin = root.join("bin").join("rust-mcp-filesystem");
+    if !bin.is_file() {
+        eprintln!("installing rust-mcp-filesystem into {} …", root.display());
+        let root_arg = root.to_string_lossy().into_owned();
+        crate::cargo(&["install", "rust-mcp-filesystem", "--locked", "--root", &root_arg], &[])
+            .map_err(|e| format!("could not install rust-mcp-filesystem: {e:#}"))?;
+    }
+    if !bin.is_file() {
+        return Err(format!("cargo install succeeded but {} is missing", bin.display()));
+    }
+    Ok(Server { name: RUST_PEER, program: bin, args: Vec::new(), root_flag: false, state_env: false })
+}
+
+fn node_peer(workspace: &Path) -> Result<Server, String> {
+    let prefix = workspace.join("target").join("bench-peers").join("node");
+    let index = prefix
+        .join("node_modules")
+        .join("@modelcontextprotocol")
+        .join("server-filesystem")
+        .join("dist")
+        .join("index.js");
+    let node_ok = Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !node_ok {
+        return Err("`node` is not on PATH; install Node.js to bench the reference server".into());
+    }
+    if !index.is_file() {
+        eprintln!("installing @modelcontextprotocol/server-filesystem into {} …", prefix.display());
+        #[allow(clippy::disallowed_methods)] // the bench's own peer directory
+        std::fs::create_dir_all(&prefix).map_err(|e| format!("creating {}: {e}", prefix.display()))?;
+        let status = Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&prefix)
+            .arg("@modelcontextprotocol/server-filesystem")
+            .status()
+            .map_err(|e| format!("could not run npm: {e}"))?;
+        if !status.success() {
+            return Err(format!("npm install @modelcontextprotocol/server-filesystem failed ({status})"));
+        }
+    }
+    if !index.is_file() {
+        return Err(format!("npm install succeeded but {} is missing", index.display()));
+    }
+    Ok(Server {
+        name: NODE_PEER,
+        program: PathBuf::from("node"),
+        args: vec![index.to_string_lossy().into_owned()],
+        root_flag: false,
+        state_env: false,
+    })
+}
