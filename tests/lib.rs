@@ -99,6 +99,9 @@ impl Env {
         env.write("outside/dir/secret.txt", SECRET);
         env.write("ws-evil/secret.txt", SECRET);
         env.write("ws/hello.txt", "hello world\n");
+        // As the server would create it (it warns about anything looser).
+        let private = std::os::unix::fs::PermissionsExt::from_mode(0o700);
+        std::fs::set_permissions(env.path().join("state"), private).unwrap();
         env
     }
 
@@ -190,6 +193,42 @@ impl Env {
     pub async fn start(&self, protocol: Protocol, extra: &[&str]) -> Client {
         Client::connect(self.command(extra), protocol).await
     }
+
+    /// The state directory the servers and the CLI of this env use.
+    pub fn state(&self) -> PathBuf {
+        self.path().join("state")
+    }
+
+    /// The audit log (`state/audit.log`).
+    pub fn audit_log(&self) -> PathBuf {
+        self.state().join("audit.log")
+    }
+
+    /// Every line of the audit log that parses as JSON, in order.
+    pub fn audit_records(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.audit_log()).unwrap_or_default();
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// Runs `mcpsec ARGS` (e.g. `audit verify`) with this env's state
+    /// directory and no config; returns (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = std::process::Command::new(mcpsec_bin())
+            .args(args)
+            .current_dir(self.path())
+            .env("MCPSEC_STATE_DIR", self.state())
+            .env("XDG_CONFIG_HOME", self.path().join("no-config"))
+            .env_remove("MCPSEC_CONFIG")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
 }
 
 /// A connected MCP client.
@@ -198,13 +237,20 @@ pub struct Client {
     service: RunningService<RoleClient, ClientConfig>,
     /// The protocol generation in use.
     pub protocol: Protocol,
+    pid: Option<u32>,
 }
 
 impl Client {
     /// Spawns `cmd` and connects over the given protocol generation.
-    pub async fn connect(mut cmd: tokio::process::Command, protocol: Protocol) -> Client {
-        cmd.stderr(Stdio::inherit());
-        let transport = TokioChildProcess::new(cmd).unwrap();
+    pub async fn connect(cmd: tokio::process::Command, protocol: Protocol) -> Client {
+        Client::connect_with_stderr(cmd, protocol, Stdio::inherit()).await
+    }
+
+    /// Like [`Client::connect`], with the server's stderr going to `stderr`
+    /// (e.g. a file, to check what the server logs).
+    pub async fn connect_with_stderr(cmd: tokio::process::Command, protocol: Protocol, stderr: Stdio) -> Client {
+        let (transport, _) = TokioChildProcess::builder(cmd).stderr(stderr).spawn().unwrap();
+        let pid = transport.id();
         let mut info = ClientConfig::default();
         info.capabilities = ClientCapabilities::default();
         let service = match protocol {
@@ -222,7 +268,12 @@ impl Client {
                 .unwrap()
             }
         };
-        Client { service, protocol }
+        Client { service, protocol, pid }
+    }
+
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.pid.unwrap()
     }
 
     /// The protocol version the session negotiated.

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod attacks;
+mod audit;
 mod protocol;
 mod startup;
 mod tools;

@@ -39,7 +39,7 @@ fn config_errors_name_the_key() {
     let cases = [
         ("[policy]\nread_filez = \"allow\"\n", "read_filez"),
         ("[limits]\nmax_read = \"lots\"\n", "limits.max_read"),
-        ("[policy]\ndelete_files = \"confirm\"\n", "policy.delete_files"),
+        ("[policy]\ndelete_files = \"sometimes\"\n", "sometimes"),
         ("[rate_limit]\ncalls = 5\n", "rate_limit"),
         ("roots = 3\n", "roots"),
     ];
@@ -55,8 +55,9 @@ fn config_errors_name_the_key() {
 #[tokio::test]
 async fn denied_capabilities_are_not_listed_and_refused_with_the_remedy() {
     let env = Env::new();
+    let cfg = env.config("[policy]\nwrite_files = \"deny\"\ndelete_files = \"deny\"\n");
     for protocol in BOTH {
-        let client = env.start(protocol, &[]).await;
+        let client = env.start(protocol, &["--config", cfg.to_str().unwrap()]).await;
         let names: Vec<String> = client.tools().await.iter().map(|t| t.name.to_string()).collect();
         for hidden in ["write_file", "edit_file", "create_directory", "move_file", "delete_file"] {
             assert!(!names.contains(&hidden.to_string()), "{hidden} listed: {names:?}");
@@ -68,6 +69,29 @@ async fn denied_capabilities_are_not_listed_and_refused_with_the_remedy() {
         assert!(e.contains("delete_files"), "{e}");
         assert!(env.exists("ws/hello.txt"));
         assert!(!env.exists("ws/x.txt"));
+        client.close().await;
+    }
+}
+
+#[tokio::test]
+async fn the_defaults_list_every_tool_and_gate_the_destructive_ones() {
+    let env = Env::new();
+    for protocol in BOTH {
+        let client = env.start(protocol, &[]).await;
+        let tools = client.tools().await;
+        assert_eq!(tools.len(), 15);
+        let takes_token = |name: &str| {
+            let t = tools.iter().find(|t| t.name == name).unwrap();
+            t.input_schema["properties"].get("capability_token").is_some()
+        };
+        assert!(takes_token("write_file") && takes_token("delete_file") && takes_token("move_file"));
+        assert!(!takes_token("read_text_file"));
+        // This client cannot confirm, so a write gets the token instructions.
+        let e = client.err("write_file", json!({"path": "x.txt", "content": "x"})).await;
+        assert!(e.contains("mcpsec grant write_files --ttl 60 --path 'x.txt'"), "{e}");
+        let e = client.err("delete_file", path("hello.txt")).await;
+        assert!(e.contains("mcpsec grant delete_files --ttl 60 --path 'hello.txt'"), "{e}");
+        assert!(env.exists("ws/hello.txt") && !env.exists("ws/x.txt"));
         client.close().await;
     }
 }

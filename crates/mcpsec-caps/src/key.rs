@@ -84,6 +84,16 @@ impl ServerKey {
         self.0.expose_secret()
     }
 
+    /// A key for another purpose, derived as HMAC-SHA-256(key, `label`), so
+    /// that token MACs and sealed request state never share a key.
+    pub fn derive(&self, label: &str) -> SecretBox<[u8; KEY_LEN]> {
+        use hmac::{Hmac, KeyInit, Mac};
+        let mut m = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(self.bytes())
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        m.update(label.as_bytes());
+        SecretBox::new(Box::new(m.finalize().into_bytes().into()))
+    }
+
     /// A key for tests.
     #[doc(hidden)]
     pub fn from_bytes(bytes: [u8; KEY_LEN]) -> ServerKey {

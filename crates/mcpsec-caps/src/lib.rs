@@ -22,7 +22,8 @@
 //! Path scope is not checked here: the token's globs are returned in
 //! [`Accepted::paths`] and enforced by the path guard on the resolved path
 //! during the operation, so no symlink swap can slip between check and use.
-//! Human confirmation (`confirm` mode) is not implemented yet.
+//! Asking the human (`confirm` mode) is the server's job: this crate only
+//! says [`Decision::Confirm`].
 //!
 //! **Architecture invariant:** the only crate that knows SQLite.
 //!
@@ -34,6 +35,7 @@
 //! let auth = Authorizer::new(Policy::default(), None);
 //! let call = |capability| Call { capability, tool: "t", user: "alice", token: None, path_hint: None, now: SystemTime::now() };
 //! assert!(matches!(auth.decide(&call(Capability::ReadFiles)), Decision::Allow(None)));
+//! assert!(matches!(auth.decide(&call(Capability::WriteFiles)), Decision::Confirm));
 //! assert!(matches!(auth.decide(&call(Capability::DeleteFiles)), Decision::Deny { .. }));
 //! ```
 
@@ -73,6 +75,10 @@ pub struct Call<'a> {
 pub enum Decision {
     /// Go ahead; with the token that allowed it, if one did.
     Allow(Option<Accepted>),
+    /// `confirm` mode without a token: a human must confirm this exact call
+    /// (the server asks through MCP elicitation; without it, it refuses with
+    /// [`Decision::Deny`]-like token instructions from [`Authorizer::needs_token`]).
+    Confirm,
     /// Refused.
     Deny {
         /// What the caller is told.
@@ -155,6 +161,9 @@ impl Authorizer {
                         ))
                 };
                 let Some(token) = call.token else {
+                    if self.policy.mode(capability) == Mode::Confirm {
+                        return Decision::Confirm;
+                    }
                     let r = needs("the call carried none");
                     return deny(r, "no capability token".into(), None, false);
                 };
@@ -185,6 +194,26 @@ impl Authorizer {
                 }
             }
         }
+    }
+
+    /// The refusal for a call that needs a token (or a confirmation the
+    /// client cannot give): says what to run.
+    pub fn needs_token(&self, call: &Call<'_>, why: &str) -> Refusal {
+        let what = match call.path_hint {
+            Some(p) => format!("calling `{}` on `{p}`", call.tool),
+            None => format!("calling `{}`", call.tool),
+        };
+        let grant = grant_command(call.capability, call.path_hint);
+        Refusal::new(
+            what,
+            format!("the capability `{}` needs a capability token or a human confirmation, and {why}", call.capability),
+        )
+        .with_remedy(format!("a human runs `{grant}` in a terminal and passes the printed token as `capability_token`"))
+    }
+
+    /// The token authority, when there is one.
+    pub fn tokens(&self) -> Option<&Arc<Tokens>> {
+        self.tokens.as_ref()
     }
 
     fn locked_out(&self, user: &str, now: SystemTime) -> Option<Duration> {
@@ -225,6 +254,7 @@ mod tests {
     fn allow_and_deny_modes() {
         let mut policy = Policy::default();
         policy.set(Capability::WriteFiles, Mode::Allow);
+        policy.set(Capability::DeleteFiles, Mode::Deny);
         let auth = Authorizer::new(policy, None);
         let now = SystemTime::now();
         assert!(matches!(auth.decide(&call(Capability::WriteFiles, None, now)), Decision::Allow(None)));
@@ -236,6 +266,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(!auth.is_offered(Capability::ExecuteShell));
+        // Confirm mode without a token asks for a confirmation.
+        let auth = Authorizer::new(Policy::default(), None);
+        assert!(matches!(auth.decide(&call(Capability::WriteFiles, None, now)), Decision::Confirm));
     }
 
     #[test]

@@ -104,6 +104,11 @@ impl Tokens {
         &self.store
     }
 
+    /// The server key.
+    pub fn key(&self) -> &ServerKey {
+        &self.key
+    }
+
     /// Mints and stores a token; the token is returned once and never kept.
     pub fn grant(
         &self,

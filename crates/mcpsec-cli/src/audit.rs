@@ -148,6 +148,21 @@ fn verify(log: &Path, checkpoint: Option<&Path>, json: bool) -> Result<()> {
     }
     let mut out = std::io::stdout().lock();
     match result {
+        // No file at all is not an empty chain: it is what deleting the
+        // whole log (or a wrong --state-dir) looks like.
+        Ok(report) if report.files.is_empty() => {
+            let detail =
+                format!("no audit log at {}: nothing was ever recorded there, or the log was deleted", log.display());
+            if json {
+                let v = serde_json::json!({
+                    "ok": false, "file": log, "line": null, "seq": null, "problem": "missing", "detail": detail,
+                });
+                writeln!(out, "{v}")?;
+            } else {
+                writeln!(out, "FAILED: {detail}")?;
+            }
+            Err(Failed.into())
+        }
         Ok(report) => {
             for note in &report.notes {
                 eprintln!("note: {note}");
@@ -225,53 +240,89 @@ fn grep(log: &Path, args: GrepArgs) -> Result<()> {
     if n == 0 { Err(Failed.into()) } else { Ok(()) }
 }
 
-fn print_line(out: &mut impl Write, line: &str, json: bool) -> std::io::Result<()> {
-    if json {
-        return writeln!(out, "{line}");
+/// Prints a record line unless it is not a record (a torn write) or was
+/// already printed (its seq is not after `last_seq`).
+fn print_line(out: &mut impl Write, line: &str, json: bool, last_seq: &mut u64) -> std::io::Result<()> {
+    let Ok(entry) = serde_json::from_str::<Entry>(line) else { return Ok(()) };
+    if entry.seq <= *last_seq {
+        return Ok(());
     }
-    match serde_json::from_str::<Entry>(line) {
-        Ok(e) => writeln!(out, "{}", e.human()),
-        Err(_) => Ok(()),
+    *last_seq = entry.seq;
+    if json { writeln!(out, "{line}") } else { writeln!(out, "{}", entry.human()) }
+}
+
+/// Prints the complete records of `file` from `offset` on (carrying an
+/// incomplete last line in `pending`); returns the new offset.
+fn print_from(
+    file: &mut std::fs::File,
+    offset: u64,
+    pending: &mut Vec<u8>,
+    out: &mut impl Write,
+    json: bool,
+    last_seq: &mut u64,
+) -> Result<u64> {
+    let size = file.metadata()?.len();
+    if size <= offset {
+        return Ok(offset);
     }
+    file.seek(SeekFrom::Start(offset))?;
+    (&mut *file).take(size - offset).read_to_end(pending)?;
+    while let Some(i) = pending.iter().position(|&b| b == b'\n') {
+        let line: Vec<u8> = pending.drain(..=i).collect();
+        print_line(out, String::from_utf8_lossy(&line).trim_end(), json, last_seq)?;
+    }
+    Ok(size)
 }
 
 fn tail(log: &Path, n: usize, follow: bool, json: bool) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    for line in query::tail(log, n)? {
-        print_line(&mut out, &line, json)?;
-    }
-    out.flush()?;
-    if !follow {
-        return Ok(());
-    }
-    // Follow: poll the current file, reopening it after a rotation.
     let open = || -> Result<(std::fs::File, u64)> {
         let f = std::fs::File::open(log).with_context(|| format!("opening {}", log.display()))?;
         let ino = f.metadata()?.ino();
         Ok((f, ino))
     };
-    let (mut file, mut ino) = open()?;
+    // Opened before the last records are read: what is appended meanwhile
+    // is read again below, and skipped by its seq.
+    let opened = if follow { Some(open()?) } else { None };
+    let last = query::tail(log, n.max(1))?;
+    let mut last_seq = 0;
+    for (i, line) in last.iter().enumerate() {
+        if i + n < last.len() {
+            // Only to learn where the log ends (`-n 0`).
+            last_seq = serde_json::from_str::<Entry>(line).map_or(last_seq, |e| e.seq);
+        } else {
+            print_line(&mut out, line, json, &mut last_seq)?;
+        }
+    }
+    out.flush()?;
+    let Some((mut file, mut ino)) = opened else { return Ok(()) };
+    // Follow: poll the file; after a rotation, finish the old file, print
+    // any file rotated after it, then continue with the new one. Records
+    // are printed once each, in seq order.
     let mut offset = file.metadata()?.len();
     let mut pending = Vec::new();
     loop {
-        std::thread::sleep(Duration::from_millis(200));
         let rotated = std::fs::metadata(log).map(|m| m.ino() != ino).unwrap_or(false);
-        let size = file.metadata()?.len();
-        if size > offset {
-            file.seek(SeekFrom::Start(offset))?;
-            let mut buf = Vec::new();
-            (&mut file).take(size - offset).read_to_end(&mut buf)?;
-            offset = size;
-            pending.extend_from_slice(&buf);
-            while let Some(i) = pending.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=i).collect();
-                print_line(&mut out, String::from_utf8_lossy(&line).trim_end(), json)?;
+        offset = print_from(&mut file, offset, &mut pending, &mut out, json, &mut last_seq)?;
+        if rotated {
+            let (new_file, new_ino) = open()?;
+            let files = query::files(log);
+            let inode = |f: &Path| std::fs::metadata(f).map(|m| m.ino()).ok();
+            let after = files.iter().position(|f| inode(f) == Some(ino)).map_or(0, |i| i + 1);
+            for f in &files[after.min(files.len())..] {
+                if f.as_path() == log || inode(f) == Some(new_ino) {
+                    continue;
+                }
+                pending.clear();
+                let mut h = std::fs::File::open(f).with_context(|| format!("opening {}", f.display()))?;
+                print_from(&mut h, 0, &mut pending, &mut out, json, &mut last_seq)?;
             }
-            out.flush()?;
-        } else if rotated {
-            (file, ino) = open()?;
-            offset = 0;
+            pending.clear();
+            (file, ino, offset) = (new_file, new_ino, 0);
+            continue;
         }
+        out.flush()?;
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

@@ -87,8 +87,9 @@ impl fmt::Display for Mode {
 
 /// The mode of every capability.
 ///
-/// Defaults: `read_files = allow`, every other capability `deny`, so that
-/// nothing that changes the filesystem runs unless the operator says so.
+/// Defaults: `read_files = allow`, `write_files = confirm`,
+/// `delete_files = token`, `execute_shell = deny`: nothing that changes the
+/// filesystem runs without a human's say-so for that call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     modes: [Mode; 4],
@@ -96,7 +97,7 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { modes: [Mode::Allow, Mode::Deny, Mode::Deny, Mode::Deny] }
+        Policy { modes: [Mode::Allow, Mode::Confirm, Mode::Token, Mode::Deny] }
     }
 }
 
@@ -151,11 +152,11 @@ mod tests {
     }
 
     #[test]
-    fn default_policy_allows_only_reads() {
+    fn default_policy_allows_only_reads_without_a_human() {
         let p = Policy::default();
         assert_eq!(p.mode(Capability::ReadFiles), Mode::Allow);
-        for c in [Capability::WriteFiles, Capability::DeleteFiles, Capability::ExecuteShell] {
-            assert_eq!(p.mode(c), Mode::Deny, "{c}");
-        }
+        assert_eq!(p.mode(Capability::WriteFiles), Mode::Confirm);
+        assert_eq!(p.mode(Capability::DeleteFiles), Mode::Token);
+        assert_eq!(p.mode(Capability::ExecuteShell), Mode::Deny);
     }
 }

@@ -242,13 +242,6 @@ impl Config {
             ];
             for (capability, mode) in given {
                 let Some(mode) = mode else { continue };
-                if mode == Mode::Confirm {
-                    return Err(value_error(
-                        &format!("policy.{capability}"),
-                        "mode `confirm` (human confirmation through MCP elicitation) is not supported by this \
-                         version of mcpsec yet; use `token`, `allow` or `deny`",
-                    ));
-                }
                 config.policy.set(capability, mode);
             }
         }
@@ -427,11 +420,10 @@ mod tests {
     }
 
     #[test]
-    fn token_mode_is_accepted_and_confirm_is_refused_until_elicitation_exists() {
-        let c = Config::from_toml_str("[policy]\ndelete_files = \"token\"").unwrap();
+    fn every_mode_is_accepted() {
+        let c = Config::from_toml_str("[policy]\ndelete_files = \"token\"\nwrite_files = \"confirm\"").unwrap();
         assert_eq!(c.policy.mode(Capability::DeleteFiles), Mode::Token);
-        let e = err("[policy]\nwrite_files = \"confirm\"");
-        assert!(e.contains("policy.write_files") && e.contains("confirm"), "{e}");
+        assert_eq!(c.policy.mode(Capability::WriteFiles), Mode::Confirm);
     }
 
     #[test]

@@ -28,7 +28,7 @@
 //!
 //! let config = Config::from_toml_str("[policy]\nwrite_files = \"allow\"\n").unwrap();
 //! assert_eq!(config.policy.mode(Capability::WriteFiles), Mode::Allow);
-//! assert_eq!(config.policy.mode(Capability::DeleteFiles), Mode::Deny);
+//! assert_eq!(config.policy.mode(Capability::DeleteFiles), Mode::Token);
 //! ```
 
 mod capability;

@@ -18,6 +18,7 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use secrecy::SecretString;
 
+use crate::confirm::{self, Confirmation, Confirmer};
 use crate::tools::{ToolError, ToolSpec, builtin};
 
 /// Everything a server needs, built by the caller (the CLI).
@@ -42,6 +43,8 @@ struct Inner {
     audit: Arc<AuditLog>,
     session: String,
     tools: HashMap<&'static str, ToolSpec>,
+    /// Asks humans to confirm calls (`confirm` mode); needs the token store.
+    confirmer: Option<Confirmer>,
     /// What `tools/list` returns: the tools whose capability is not denied.
     listed: Vec<Tool>,
 }
@@ -103,6 +106,7 @@ impl McpsecServer {
             };
             tools.insert(name, spec);
         }
+        let confirmer = options.authorizer.tokens().cloned().map(Confirmer::new);
         McpsecServer {
             inner: Arc::new(Inner {
                 sandbox: Arc::new(options.sandbox),
@@ -110,6 +114,7 @@ impl McpsecServer {
                 principal: options.principal,
                 audit: options.audit,
                 session: options.session,
+                confirmer,
                 tools,
                 listed,
             }),
@@ -128,7 +133,11 @@ impl McpsecServer {
     /// operation — record the result durably, then answer. Every ending is
     /// recorded; if a record cannot be written the call is refused (fail
     /// closed).
-    async fn pipeline(&self, request: CallToolRequestParams) -> Result<CallToolResult, ErrorData> {
+    async fn pipeline(
+        &self,
+        request: CallToolRequestParams,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
         let started = Instant::now();
         let inner = &self.inner;
         let mut args = request.arguments.unwrap_or_default();
@@ -148,7 +157,7 @@ impl McpsecServer {
             r.reason = Some(reason.clone());
             return match inner.audit.append(r).await {
                 Ok(_) => Err(ErrorData::invalid_params(reason, None)),
-                Err(e) => Ok(error_result(audit_refusal(&e))),
+                Err(e) => Ok(error_result(audit_refusal(&e)).into()),
             };
         };
         let name: &'static str = match &spec.tool.name {
@@ -161,16 +170,52 @@ impl McpsecServer {
             ..Facts::default()
         };
         let path_hint = ["path", "source"].iter().find_map(|k| args.get(*k).and_then(|v| v.as_str()));
-        let decision = inner.authorizer.decide(&Call {
+        let call = Call {
             capability: spec.capability,
             tool: name,
             user: inner.principal.name(),
             token: token.as_ref(),
             path_hint,
             now: SystemTime::now(),
-        });
-        let accepted = match decision {
+        };
+        let accepted = match inner.authorizer.decide(&call) {
             Decision::Allow(accepted) => accepted,
+            Decision::Confirm => {
+                let pending = confirm::Pending {
+                    tool: name,
+                    capability: spec.capability,
+                    user: inner.principal.name(),
+                    args: &args,
+                    path_hint,
+                };
+                let outcome = match &inner.confirmer {
+                    Some(c) => {
+                        c.confirm(&pending, context, request.request_state.as_deref(), request.input_responses.as_ref())
+                            .await
+                    }
+                    None => Confirmation::Unsupported,
+                };
+                match outcome {
+                    Confirmation::Granted => {
+                        self.record_confirmation(name, &facts, Outcome::Ok, "confirmed by the human").await?;
+                        None
+                    }
+                    Confirmation::Ask(ask) => return Ok(CallToolResponse::InputRequired(ask)),
+                    Confirmation::Refused { message, reason, declined } => {
+                        if declined {
+                            self.record_confirmation(name, &facts, Outcome::Denied, &reason).await?;
+                        }
+                        facts.audit_reason = Some(reason);
+                        return self.finish(name, facts, Ending::Denied(message), started).await.map(Into::into);
+                    }
+                    Confirmation::Unsupported => {
+                        let refusal = inner.authorizer.needs_token(&call, "this client cannot ask a human to confirm");
+                        facts.audit_reason = Some("confirmation unsupported by the client; no token".into());
+                        let ending = Ending::Denied(refusal.to_string());
+                        return self.finish(name, facts, ending, started).await.map(Into::into);
+                    }
+                }
+            }
             Decision::Deny { refusal, reason, token, rate_limited } => {
                 if let Some((id, fp)) = token {
                     facts.token_id = id;
@@ -179,7 +224,7 @@ impl McpsecServer {
                 facts.audit_reason = Some(reason);
                 let message = refusal.to_string();
                 let ending = if rate_limited { Ending::RateLimited(message) } else { Ending::Denied(message) };
-                return self.finish(name, facts, ending, started).await;
+                return self.finish(name, facts, ending, started).await.map(Into::into);
             }
         };
         let scope = match &accepted {
@@ -187,7 +232,7 @@ impl McpsecServer {
                 Ok(s) => Some(Arc::new(s)),
                 Err(e) => {
                     let ending = Ending::Denied(format!("refused: the capability token's paths are invalid: {e}"));
-                    return self.finish(name, facts, ending, started).await;
+                    return self.finish(name, facts, ending, started).await.map(Into::into);
                 }
             },
             _ => None,
@@ -202,7 +247,7 @@ impl McpsecServer {
             r.token_fp.clone_from(&facts.token_fp);
             match inner.audit.append(r).await {
                 Ok(receipt) => facts.intent = Some(receipt.seq),
-                Err(e) => return Ok(error_result(audit_refusal(&e))),
+                Err(e) => return Ok(error_result(audit_refusal(&e)).into()),
             }
         }
         let result = if spec.blocking {
@@ -220,7 +265,26 @@ impl McpsecServer {
             Err(e @ ToolError::Invalid { .. }) => Ending::Invalid(e.to_string()),
             Err(e) => Ending::Error(e.to_string()),
         };
-        self.finish(name, facts, ending, started).await
+        self.finish(name, facts, ending, started).await.map(Into::into)
+    }
+
+    /// Records a human's answer to a confirmation (a `confirm` event).
+    async fn record_confirmation(
+        &self,
+        tool: &str,
+        facts: &Facts,
+        outcome: Outcome,
+        reason: &str,
+    ) -> Result<(), ErrorData> {
+        let mut r = Record::new(EventKind::Confirm);
+        r.tool = Some(tool.to_owned());
+        r.args.clone_from(&facts.args);
+        r.capability = facts.capability.map(|c| c.as_str().to_owned());
+        r.user = Some(self.inner.principal.name().to_owned());
+        r.session = Some(self.inner.session.clone());
+        r.outcome = Some(outcome);
+        r.reason = Some(reason.to_owned());
+        self.inner.audit.append(r).await.map(|_| ()).map_err(|e| ErrorData::internal_error(audit_refusal(&e), None))
     }
 
     /// Records how a call ended and turns the ending into its tool result.
@@ -347,8 +411,8 @@ impl ServerHandler for McpsecServer {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        self.pipeline(request).await.map(CallToolResponse::Complete)
+        self.pipeline(request, &context).await
     }
 }

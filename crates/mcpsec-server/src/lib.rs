@@ -22,6 +22,7 @@
 //! [`Sandbox`](mcpsec_pathguard::Sandbox)), never parses command lines and
 //! never decides exit codes.
 
+mod confirm;
 mod edit;
 mod handler;
 pub mod tools;
@@ -31,10 +32,14 @@ pub use handler::{McpsecServer, ServerOptions};
 
 use rmcp::ServiceExt;
 
-/// Serves MCP on stdin/stdout until the client closes stdin. The server's
-/// start and stop are audit records; if the start cannot be recorded the
-/// server does not start.
+/// Serves MCP on stdin/stdout until the client closes stdin, or until a
+/// SIGTERM, SIGINT or SIGHUP (calls under way are finished and recorded).
+/// The server's start and stop are audit records; if the start cannot be
+/// recorded the server does not start.
 pub async fn serve_stdio(options: ServerOptions) -> Result<(), ServeError> {
+    // Installed first: from here on a signal stops the server in order
+    // (its stop recorded) instead of killing it on the spot.
+    let mut signalled = std::pin::pin!(stop_signal());
     let audit = options.audit.clone();
     let lifecycle = |event| {
         let mut r = mcpsec_audit::Record::new(event);
@@ -48,18 +53,61 @@ pub async fn serve_stdio(options: ServerOptions) -> Result<(), ServeError> {
         r
     };
     let start = lifecycle(mcpsec_audit::EventKind::ServerStart);
-    let stop = lifecycle(mcpsec_audit::EventKind::ServerStop);
+    let mut stop = lifecycle(mcpsec_audit::EventKind::ServerStop);
     audit.append(start).await.map_err(|e| ServeError(format!("cannot record the server start: {e}")))?;
     let server = McpsecServer::new(options);
     let (stdin, stdout) = rmcp::transport::io::stdio_pipes();
     let transport = transport::LineTransport::new(stdin, stdout);
-    let served = match server.serve(transport).await {
-        Ok(running) => running.waiting().await.map(|_| ()).map_err(|e| ServeError(e.to_string())),
-        Err(e) => Err(ServeError(e.to_string())),
-    };
+    let mut signal = None;
+    let served = async {
+        let running = tokio::select! {
+            r = server.serve(transport) => r.map_err(|e| ServeError(e.to_string()))?,
+            name = &mut signalled => {
+                signal = Some(name);
+                return Ok(());
+            }
+        };
+        let cancel = running.cancellation_token();
+        let waiting = std::pin::pin!(running.waiting());
+        let mut waiting = waiting;
+        let quit = tokio::select! {
+            r = &mut waiting => r,
+            name = &mut signalled => {
+                signal = Some(name);
+                cancel.cancel();
+                waiting.await
+            }
+        };
+        quit.map(|_| ()).map_err(|e| ServeError(e.to_string()))
+    }
+    .await;
+    if let Some(name) = signal {
+        tracing::info!("stopping on {name}");
+        stop.reason = Some(format!("stopped by {name}"));
+    }
     let stopped = audit.append(stop).await.map_err(|e| ServeError(format!("cannot record the server stop: {e}")));
     audit.close();
     served.and(stopped.map(|_| ()))
+}
+
+/// Resolves with the name of the first SIGTERM, SIGINT or SIGHUP received
+/// after the call (the handlers are installed when it is called); never,
+/// if none could be installed.
+fn stop_signal() -> impl std::future::Future<Output = &'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut streams: Vec<(&'static str, tokio::signal::unix::Signal)> =
+        [("SIGTERM", SignalKind::terminate()), ("SIGINT", SignalKind::interrupt()), ("SIGHUP", SignalKind::hangup())]
+            .into_iter()
+            .filter_map(|(name, kind)| signal(kind).ok().map(|s| (name, s)))
+            .collect();
+    std::future::poll_fn(move |cx| {
+        for (name, stream) in &mut streams {
+            if stream.poll_recv(cx).is_ready() {
+                return std::task::Poll::Ready(*name);
+            }
+        }
+        std::task::Poll::Pending
+    })
 }
 
 /// The server could not start or stopped abnormally.
