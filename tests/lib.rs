@@ -9,6 +9,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rmcp::model::{CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ProtocolVersion, Tool};
 use rmcp::service::{ClientLifecycleMode, ClientServiceExt, RunningService};
@@ -194,6 +196,23 @@ impl Env {
         Client::connect(self.command(extra), protocol).await
     }
 
+    /// Starts a server and connects a client whose human answers
+    /// confirmations as `human` says.
+    pub async fn start_with(&self, protocol: Protocol, extra: &[&str], human: Human) -> Client {
+        Client::connect_full(self.command(extra), protocol, Stdio::inherit(), human).await
+    }
+
+    /// `mcpsec grant ARGS…` with this env's state: the token.
+    pub fn grant(&self, args: &[&str]) -> String {
+        let mut all = vec!["grant"];
+        all.extend_from_slice(args);
+        let (code, out, err) = self.cli(&all);
+        assert_eq!(code, 0, "grant {args:?} failed: {err}");
+        let token = out.trim().to_owned();
+        assert!(token.starts_with("mcps_") && !token.contains('\n'), "{out:?}");
+        token
+    }
+
     /// The state directory the servers and the CLI of this env use.
     pub fn state(&self) -> PathBuf {
         self.path().join("state")
@@ -231,10 +250,54 @@ impl Env {
     }
 }
 
+/// The human behind a client: whether the client can ask one to confirm a
+/// call (MCP elicitation), and what they answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Human {
+    /// The client declares no elicitation capability.
+    Absent,
+    /// Accepts every confirmation.
+    Accepts,
+    /// Declines every confirmation.
+    Declines,
+    /// Cancels every confirmation.
+    Cancels,
+}
+
+/// The client's side of the session: its capabilities and its human.
+#[derive(Debug, Clone)]
+pub struct ClientSide {
+    info: ClientConfig,
+    human: Human,
+    asked: Arc<AtomicUsize>,
+}
+
+impl rmcp::ClientHandler for ClientSide {
+    fn get_info(&self) -> ClientConfig {
+        self.info.clone()
+    }
+
+    async fn create_elicitation(
+        &self,
+        _request: rmcp::model::ElicitRequestParams,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
+        use rmcp::model::{ElicitResult, ElicitationAction};
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        match self.human {
+            Human::Accepts => Ok(ElicitResult::new(ElicitationAction::Accept).with_content(serde_json::json!({}))),
+            Human::Declines => Ok(ElicitResult::new(ElicitationAction::Decline)),
+            Human::Cancels => Ok(ElicitResult::new(ElicitationAction::Cancel)),
+            Human::Absent => Err(rmcp::ErrorData::internal_error("no human here", None)),
+        }
+    }
+}
+
 /// A connected MCP client.
 #[derive(Debug)]
 pub struct Client {
-    service: RunningService<RoleClient, ClientConfig>,
+    service: RunningService<RoleClient, ClientSide>,
+    asked: Arc<AtomicUsize>,
     /// The protocol generation in use.
     pub protocol: Protocol,
     pid: Option<u32>,
@@ -249,17 +312,28 @@ impl Client {
     /// Like [`Client::connect`], with the server's stderr going to `stderr`
     /// (e.g. a file, to check what the server logs).
     pub async fn connect_with_stderr(cmd: tokio::process::Command, protocol: Protocol, stderr: Stdio) -> Client {
+        Client::connect_full(cmd, protocol, stderr, Human::Absent).await
+    }
+
+    /// Spawns `cmd` and connects with a client whose human answers
+    /// confirmations as `human` says.
+    pub async fn connect_full(cmd: tokio::process::Command, protocol: Protocol, stderr: Stdio, human: Human) -> Client {
         let (transport, _) = TokioChildProcess::builder(cmd).stderr(stderr).spawn().unwrap();
         let pid = transport.id();
-        let mut info = ClientConfig::default();
-        info.capabilities = ClientCapabilities::default();
+        let mut config = ClientConfig::default();
+        config.capabilities = match human {
+            Human::Absent => ClientCapabilities::default(),
+            _ => serde_json::from_value(json!({ "elicitation": { "form": {} } })).unwrap(),
+        };
+        let asked = Arc::new(AtomicUsize::new(0));
+        let mut info = ClientSide { info: config, human, asked: asked.clone() };
         let service = match protocol {
             Protocol::Legacy => {
-                info.protocol_version = ProtocolVersion::V_2025_11_25;
+                info.info.protocol_version = ProtocolVersion::V_2025_11_25;
                 info.serve(transport).await.unwrap()
             }
             Protocol::Modern => {
-                info.protocol_version = ProtocolVersion::V_2026_07_28;
+                info.info.protocol_version = ProtocolVersion::V_2026_07_28;
                 info.serve_with_lifecycle(
                     transport,
                     ClientLifecycleMode::Discover { preferred_versions: vec![ProtocolVersion::V_2026_07_28] },
@@ -268,7 +342,12 @@ impl Client {
                 .unwrap()
             }
         };
-        Client { service, protocol, pid }
+        Client { service, asked, protocol, pid }
+    }
+
+    /// How many times the server asked this client's human to confirm.
+    pub fn asked(&self) -> usize {
+        self.asked.load(Ordering::SeqCst)
     }
 
     /// The server process's id.
@@ -289,6 +368,22 @@ impl Client {
     /// `tools/list`.
     pub async fn tools(&self) -> Vec<Tool> {
         self.service.list_all_tools().await.unwrap()
+    }
+
+    /// One `tools/call` round without driving input-required rounds (to
+    /// inspect, replay or tamper with request state).
+    pub async fn call_once(
+        &self,
+        tool: &str,
+        args: Value,
+        request_state: Option<String>,
+        input_responses: Option<rmcp::model::InputResponses>,
+    ) -> Result<rmcp::model::CallToolResponse, String> {
+        let mut params = CallToolRequestParams::new(tool.to_owned());
+        params.arguments = args.as_object().cloned();
+        params.request_state = request_state;
+        params.input_responses = input_responses;
+        self.service.call_tool_once(params).await.map_err(|e| e.to_string())
     }
 
     /// `tools/call`; a JSON-RPC error is returned as `Err(message)`.

@@ -6,4 +6,5 @@ mod attacks;
 mod audit;
 mod protocol;
 mod startup;
+mod tokens;
 mod tools;

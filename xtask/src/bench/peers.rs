@@ -37,6 +37,11 @@ impl Server {
                 .env("XDG_CONFIG_HOME", state_dir.join("no-config"))
                 .env_remove("MCPSEC_CONFIG")
                 .env_remove("RUST_LOG");
+            // `MCPSEC_BENCH_CONFIG=FILE` benches mcpsec with that config
+            // (e.g. `[audit] sync = "batch"`); the default is none.
+            if let Some(config) = std::env::var_os("MCPSEC_BENCH_CONFIG") {
+                cmd.env("MCPSEC_CONFIG", config);
+            }
         }
         cmd
     }

@@ -1,0 +1,330 @@
+//! Capability tokens and confirmations, end to end: `mcpsec grant` in a
+//! "terminal", the real server, a real client.
+
+use std::collections::BTreeMap;
+
+use mcpsec_e2e::{BOTH, Env, Human, Protocol, path, text};
+use rmcp::model::CallToolResponse;
+use serde_json::{Value, json};
+
+fn token_of(env: &Env, id_prefix_of: &str) -> String {
+    // The id is the 8 characters after `mcps_`.
+    let _ = env;
+    id_prefix_of[5..13].to_owned()
+}
+
+#[tokio::test]
+async fn grant_call_revoke_on_both_protocols() {
+    let env = Env::new();
+    env.write("ws/a.txt", "a");
+    env.write("ws/b.txt", "b");
+    env.write("ws/c.txt", "c");
+    for protocol in BOTH {
+        let token = env.grant(&["delete_files", "--ttl", "60", "--note", "e2e"]);
+        let id = token_of(&env, &token);
+        let c = env.start(protocol, &[]).await;
+        let refused = c.err("delete_file", path("a.txt")).await;
+        assert!(refused.contains("mcpsec grant delete_files --ttl 60 --path 'a.txt'"), "{refused}");
+        let file = if protocol == Protocol::Legacy { "a.txt" } else { "b.txt" };
+        c.ok("delete_file", json!({"path": file, "capability_token": token})).await;
+        assert!(!env.exists(&format!("ws/{file}")));
+        // Revoked in the terminal: refused by the running server at once.
+        let (code, out, _) = env.cli(&["revoke", &id]);
+        assert_eq!((code, out.trim()), (0, id.as_str()));
+        let e = c.err("delete_file", json!({"path": "c.txt", "capability_token": token})).await;
+        assert!(e.contains("not valid") && e.contains("mcpsec grant delete_files"), "{e}");
+        assert!(env.exists("ws/c.txt"));
+        c.close().await;
+    }
+    // The audit log knows the token by id and fingerprint only.
+    let records = env.audit_records();
+    let ok = records.iter().find(|r| r["tool"] == "delete_file" && r["outcome"] == "ok").expect("an ok delete");
+    assert_eq!(ok["token_fp"].as_str().map(str::len), Some(12));
+    assert!(records.iter().any(|r| r["event"] == "grant" && r["details"]["note"] == "e2e"));
+    assert!(records.iter().any(|r| r["event"] == "revoke"));
+    let (code, _, _) = env.cli(&["audit", "verify"]);
+    assert_eq!(code, 0);
+}
+
+#[tokio::test]
+async fn tokens_are_refused_when_expired_for_another_capability_or_user_or_used_up() {
+    let env = Env::new();
+    for f in ["a", "b", "c", "d", "e"] {
+        env.write(&format!("ws/{f}.txt"), f);
+    }
+    let write = env.grant(&["write_files"]);
+    let expired = env.grant(&["delete_files", "--ttl", "600"]);
+    let bobs = env.grant(&["delete_files", "--user", "bob"]);
+    let once = env.grant(&["delete_files", "--uses", "1"]);
+    // Expire one token in the database (no sleeping).
+    let db = rusqlite::Connection::open(env.state().join("mcpsec.db")).unwrap();
+    db.execute("UPDATE tokens SET expires_ms = 1000 WHERE id = ?1", [token_of(&env, &expired)]).unwrap();
+    let c = env.start(Protocol::Legacy, &["--user", "alice"]).await;
+    for (why, token) in [
+        ("a write token", &write),
+        ("an expired token", &expired),
+        ("bob's token", &bobs),
+        ("garbage", &"mcps_nope".to_string()),
+    ] {
+        let e = c.err("delete_file", json!({"path": "a.txt", "capability_token": token})).await;
+        assert!(e.contains("not valid") || e.contains("needs a capability token"), "{why}: {e}");
+    }
+    c.ok("delete_file", json!({"path": "a.txt", "capability_token": once})).await;
+    let e = c.err("delete_file", json!({"path": "b.txt", "capability_token": once})).await;
+    assert!(e.contains("not valid"), "{e}");
+    assert!(env.exists("ws/b.txt"));
+    // The audit log has the precise reason for each refusal.
+    let reasons: Vec<String> = env
+        .audit_records()
+        .iter()
+        .filter(|r| r["tool"] == "delete_file" && r["outcome"] == "denied")
+        .map(|r| r["reason"].as_str().unwrap_or("").to_owned())
+        .collect();
+    for needle in
+        ["grants write_files", "expired", "bound to user `bob`", "not an mcpsec capability token", "no uses left"]
+    {
+        assert!(reasons.iter().any(|r| r.contains(needle)), "{needle} not in {reasons:?}");
+    }
+    c.close().await;
+}
+
+#[tokio::test]
+async fn a_single_use_token_authorizes_exactly_one_of_two_concurrent_calls() {
+    let env = Env::new();
+    for round in 0..5 {
+        env.write(&format!("ws/x{round}.txt"), "x");
+        env.write(&format!("ws/y{round}.txt"), "y");
+        let once = env.grant(&["delete_files", "--uses", "1"]);
+        let c = env.start(Protocol::Legacy, &[]).await;
+        let peer = c.peer();
+        let call = |p: String| {
+            let peer = peer.clone();
+            let token = once.clone();
+            async move {
+                let mut params = rmcp::model::CallToolRequestParams::new("delete_file");
+                params.arguments = json!({"path": p, "capability_token": token}).as_object().cloned();
+                peer.call_tool(params).await.unwrap()
+            }
+        };
+        let (a, b) = tokio::join!(call(format!("x{round}.txt")), call(format!("y{round}.txt")));
+        let ok = [&a, &b].iter().filter(|r| r.is_error == Some(false)).count();
+        assert_eq!(ok, 1, "round {round}: {} / {}", text(&a), text(&b));
+        let left = [env.exists(&format!("ws/x{round}.txt")), env.exists(&format!("ws/y{round}.txt"))];
+        assert_eq!(left.iter().filter(|e| **e).count(), 1, "round {round}");
+        c.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_path_scope_holds_against_dot_dot_and_symlinks() {
+    let env = Env::new();
+    env.write("ws/notes/a.txt", "a");
+    env.write("ws/notes/b.txt", "b");
+    env.write("ws/keep.txt", "keep");
+    env.symlink("../keep.txt", "ws/notes/link");
+    let token = env.grant(&["write_files", "--path", "notes/**"]);
+    let c = env.start(Protocol::Legacy, &[]).await;
+    let w = |p: &str| json!({"path": p, "content": "changed", "capability_token": token});
+    c.ok("write_file", w("notes/a.txt")).await;
+    for escape in ["notes/../keep.txt", "keep.txt", "notes/link", "./notes/../keep.txt"] {
+        let e = c.err("write_file", w(escape)).await;
+        assert!(e.contains("outside the paths the capability token covers"), "{escape}: {e}");
+    }
+    assert_eq!(env.read("ws/keep.txt"), "keep");
+    // A move may not carry a file out of the scope either.
+    let e = c
+        .err("move_file", json!({"source": "notes/b.txt", "destination": "stolen.txt", "capability_token": token}))
+        .await;
+    assert!(e.contains("outside the paths"), "{e}");
+    assert!(env.exists("ws/notes/b.txt"));
+    c.close().await;
+}
+
+#[tokio::test]
+async fn confirmations_on_both_protocols() {
+    let env = Env::new();
+    for protocol in BOTH {
+        // Accepted: the write happens and the confirmation is audited.
+        let c = env.start_with(protocol, &[], Human::Accepts).await;
+        let name = format!("yes-{protocol:?}.txt");
+        c.ok("write_file", json!({"path": name, "content": "confirmed"})).await;
+        assert_eq!(env.read(&format!("ws/{name}")), "confirmed");
+        assert_eq!(c.asked(), 1, "{protocol:?}");
+        c.close().await;
+        // Declined or cancelled: refused, nothing written.
+        for human in [Human::Declines, Human::Cancels] {
+            let c = env.start_with(protocol, &[], human).await;
+            let name = format!("no-{protocol:?}-{human:?}.txt");
+            let e = c.err("write_file", json!({"path": name, "content": "x"})).await;
+            assert!(e.contains("did not confirm"), "{protocol:?} {human:?}: {e}");
+            assert!(!env.exists(&format!("ws/{name}")));
+            c.close().await;
+        }
+    }
+    let confirms: Vec<Value> = env.audit_records().into_iter().filter(|r| r["event"] == "confirm").collect();
+    assert_eq!(confirms.iter().filter(|r| r["outcome"] == "ok").count(), 2, "{confirms:?}");
+    assert_eq!(confirms.iter().filter(|r| r["outcome"] == "denied").count(), 4, "{confirms:?}");
+}
+
+fn accept() -> BTreeMap<String, Value> {
+    let mut m = BTreeMap::new();
+    m.insert("mcpsec_confirm".to_owned(), json!({"action": "accept", "content": {}}));
+    m
+}
+
+#[tokio::test]
+async fn sealed_confirmations_cannot_be_replayed_altered_or_transplanted() {
+    let env = Env::new();
+    let c = env.start_with(Protocol::Modern, &[], Human::Accepts).await;
+    let args = json!({"path": "one.txt", "content": "1"});
+    let CallToolResponse::InputRequired(ask) = c.call_once("write_file", args.clone(), None, None).await.unwrap()
+    else {
+        panic!("expected an input-required result")
+    };
+    let state = ask.request_state.clone().expect("sealed state");
+    let request = serde_json::to_value(&ask).unwrap();
+    assert!(request.to_string().contains("one.txt"), "the human sees what they confirm: {request}");
+    // Altered arguments with the same state: refused.
+    let other = json!({"path": "two.txt", "content": "2"});
+    let r = c.call_once("write_file", other, Some(state.clone()), Some(accept())).await.unwrap();
+    let CallToolResponse::Complete(r) = r else { panic!() };
+    assert_eq!(r.is_error, Some(true), "{}", text(&r));
+    assert!(!env.exists("ws/two.txt"));
+    // Tampered state: refused.
+    let mut forged = state.clone();
+    forged.insert(forged.len() / 2, 'A');
+    let CallToolResponse::Complete(r) =
+        c.call_once("write_file", args.clone(), Some(forged), Some(accept())).await.unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(r.is_error, Some(true));
+    // Transplanted to another tool: refused.
+    let CallToolResponse::Complete(r) =
+        c.call_once("create_directory", path("one.txt"), Some(state.clone()), Some(accept())).await.unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(r.is_error, Some(true));
+    assert!(!env.exists("ws/one.txt"));
+    // Genuine: allowed once.
+    let CallToolResponse::Complete(r) =
+        c.call_once("write_file", args.clone(), Some(state.clone()), Some(accept())).await.unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(r.is_error, Some(false), "{}", text(&r));
+    assert_eq!(env.read("ws/one.txt"), "1");
+    // Replayed: refused.
+    std::fs::remove_file(env.root().join("one.txt")).unwrap();
+    let CallToolResponse::Complete(r) = c.call_once("write_file", args, Some(state), Some(accept())).await.unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(r.is_error, Some(true));
+    assert!(text(&r).contains("replayed") || text(&r).contains("does not match"), "{}", text(&r));
+    assert!(!env.exists("ws/one.txt"));
+    c.close().await;
+}
+
+#[test]
+fn grant_cli_contract() {
+    let env = Env::new();
+    let (code, _, err) = env.cli(&["grant", "format_disk"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("read_files, write_files, delete_files, execute_shell"), "{err}");
+    let (code, _, err) = env.cli(&["grant", "delete_files", "--ttl", "2h"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("at most 3600s"), "{err}");
+    let (code, out, _) = env.cli(&["grant", "delete_files", "--json", "--path", "notes/**", "--uses", "3"]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    for key in ["id", "token", "capability", "expires_at", "paths", "uses_left"] {
+        assert!(v.get(key).is_some(), "{key} missing in {v}");
+    }
+    let token = v["token"].as_str().unwrap();
+    // Listings never show the secret.
+    for args in [&["tokens"][..], &["tokens", "--all", "--json"][..]] {
+        let (code, out, err) = env.cli(args);
+        assert_eq!(code, 0);
+        assert!(out.contains(v["id"].as_str().unwrap()), "{out}");
+        assert!(!out.contains(token) && !err.contains(token));
+    }
+    // Nothing in the state directory holds it either.
+    for entry in std::fs::read_dir(env.state()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(!bytes.windows(token.len()).any(|w| w == token.as_bytes()));
+    }
+}
+
+#[test]
+fn a_passphrase_guards_grant() {
+    let env = Env::new();
+    let run = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(mcpsec_e2e::mcpsec_bin())
+            .args(args)
+            .env("MCPSEC_STATE_DIR", env.state())
+            .env("XDG_CONFIG_HOME", env.path().join("no-config"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    assert_eq!(run(&["init", "--passphrase-stdin"], "correct horse battery\n").0, 0);
+    let (code, out) = run(&["grant", "delete_files", "--passphrase-stdin"], "wrong guess\n");
+    assert_eq!(code, 1);
+    assert!(out.is_empty());
+    let (code, out) = run(&["grant", "delete_files", "--passphrase-stdin"], "correct horse battery\n");
+    assert_eq!(code, 0);
+    assert!(out.starts_with("mcps_"));
+    assert!(env.audit_records().iter().any(|r| r["event"] == "auth_failure"));
+}
+
+#[tokio::test]
+async fn grants_and_revokes_in_parallel_with_a_serving_server_never_see_a_locked_database() {
+    let env = Env::new();
+    let c = env.start(Protocol::Legacy, &[]).await;
+    let state = env.state();
+    let no_config = env.path().join("no-config");
+    let bin = mcpsec_e2e::mcpsec_bin();
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let (state, no_config, bin) = (state.clone(), no_config.clone(), bin.clone());
+        workers.push(std::thread::spawn(move || {
+            let mut outputs = Vec::new();
+            for _ in 0..8 {
+                let args: &[&str] = if w % 2 == 0 { &["grant", "delete_files"] } else { &["revoke", "--all"] };
+                let out = std::process::Command::new(&bin)
+                    .args(args)
+                    .env("MCPSEC_STATE_DIR", &state)
+                    .env("XDG_CONFIG_HOME", &no_config)
+                    .output()
+                    .unwrap();
+                outputs.push(format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            outputs
+        }));
+    }
+    for i in 0..40 {
+        env.write(&format!("ws/f{i}.txt"), "x");
+        let token = env.grant(&["delete_files"]);
+        let r = c.call("delete_file", json!({"path": format!("f{i}.txt"), "capability_token": token})).await;
+        let t = text(&r);
+        assert!(!t.contains("locked"), "{t}");
+    }
+    for w in workers {
+        for out in w.join().unwrap() {
+            assert!(!out.contains("locked"), "{out}");
+        }
+    }
+    c.close().await;
+}
