@@ -5,23 +5,33 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, SystemTime};
 
 use mcpsec_core::time::rfc3339_micros;
 use rustix::fs::{FlockOperation, flock};
 use serde_json::Value;
-use tokio::sync::oneshot;
 
-use crate::record::{self, EventKind, GENESIS, Meta, Record, VERSION, Wire, hex};
+use crate::record::{self, EventKind, GENESIS, Meta, Outcome, Record, VERSION, Wire, hex};
 use crate::redact;
 
 /// When a record is durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncMode {
-    /// `fdatasync` before any caller waiting on the record is answered
-    /// (concurrent records share one `fdatasync`: group commit).
+    /// Every record is `fdatasync`ed before the call it records is
+    /// answered (concurrent records share one `fdatasync`: group commit).
     Always,
+    /// Records of anything that changes something — a mutating call's
+    /// intent (before the change) and result, grants, revocations,
+    /// confirmations, server start and stop — are `fdatasync`ed before the
+    /// caller goes on. Records of read-only calls are written before their
+    /// answer (a killed process loses none) and `fdatasync`ed at most
+    /// `interval` later: a machine crash can lose that much of them.
+    Changes {
+        /// The longest a read-only call's record waits for `fdatasync`.
+        interval: Duration,
+    },
     /// Written (`write(2)`, so it survives the process being killed) before
     /// callers are answered; `fdatasync` at most every `interval`. A machine
     /// crash can lose up to `interval` of records.
@@ -29,6 +39,29 @@ pub enum SyncMode {
         /// The longest a written record waits for `fdatasync`.
         interval: Duration,
     },
+}
+
+impl SyncMode {
+    /// Whether the caller of `append(record)` waits for `fdatasync`.
+    fn waits_for(self, record: &Record) -> bool {
+        match self {
+            SyncMode::Always => true,
+            SyncMode::Changes { .. } => {
+                record.event != EventKind::ToolCall
+                    || record.outcome == Some(Outcome::Pending)
+                    || record.intent.is_some()
+            }
+            SyncMode::Batch { .. } => false,
+        }
+    }
+
+    /// The longest a record nobody waits for stays unsynced.
+    fn interval(self) -> Duration {
+        match self {
+            SyncMode::Always => Duration::ZERO,
+            SyncMode::Changes { interval } | SyncMode::Batch { interval } => interval,
+        }
+    }
 }
 
 /// How a log is written.
@@ -97,85 +130,296 @@ pub struct Receipt {
     pub seq: u64,
 }
 
-type Reply = oneshot::Sender<Result<Receipt, AuditError>>;
-
-enum Job {
-    Append(Box<Record>, SystemTime, Reply),
-    Close(mpsc::Sender<()>),
-}
-
-/// An open audit log. Appends are handed to a writer thread that batches
-/// them: one `write` (and, with [`SyncMode::Always`], one `fdatasync`) for
-/// every record waiting at that moment.
-#[derive(Debug)]
-pub struct AuditLog {
-    tx: mpsc::Sender<Job>,
-    path: PathBuf,
+/// The log's shared state: the writer (behind a mutex: appends are written
+/// by the caller's thread, no hand-off) and the durability bookkeeping.
+struct Shared {
+    writer: Mutex<Writer>,
+    /// Number of batches written so far.
+    written: AtomicU64,
+    durable: Mutex<Durable>,
+    /// Wakes the syncer.
+    work: Condvar,
+    /// Wakes blocking waiters after a sync.
+    synced: Condvar,
+    closed: AtomicBool,
     sync: SyncMode,
+    path: PathBuf,
 }
 
-/// A pending append; await it (or [`Pending::wait`]) for the receipt.
+struct Durable {
+    /// Batches synced.
+    synced: u64,
+    /// The file to `fdatasync` (a handle of its own; replaced on rotation).
+    file: Arc<File>,
+    /// Set once an `fdatasync` failed: nothing written since can be trusted
+    /// to be on disk, so every later append fails (fail closed).
+    failed: Option<AuditError>,
+    /// Tasks waiting for a batch to be synced.
+    waiters: Vec<(u64, std::task::Waker)>,
+    /// Someone (blocking or async) waits for a sync: do it now.
+    urgent: bool,
+    stopped: bool,
+}
+
+/// An open audit log. A record is written by the thread that appends it
+/// (one `write(2)` under the cross-process lock); a sync thread runs the
+/// `fdatasync`s, one for every record written meanwhile (group commit).
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct AuditLog {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").field("path", &self.shared.path).field("sync", &self.shared.sync).finish()
+    }
+}
+
+/// An append in progress: written already; await it (or [`Pending::wait`])
+/// until it is durable per the sync mode.
 #[derive(Debug)]
-pub struct Pending(Result<oneshot::Receiver<Result<Receipt, AuditError>>, AuditError>);
+#[must_use = "a record is durable only once its Pending resolves"]
+pub struct Pending {
+    state: PendingState,
+}
+
+#[derive(Debug)]
+enum PendingState {
+    Done(Option<Result<Receipt, AuditError>>),
+    /// Written as batch `batch`; waits for an `fdatasync` covering it.
+    Sync {
+        log: AuditLog,
+        batch: u64,
+        receipt: Receipt,
+    },
+}
 
 impl Pending {
-    /// Blocks until the record is written (and durable, per the sync mode).
+    /// Blocks until the record is written and durable per the sync mode.
     pub fn wait(self) -> Result<Receipt, AuditError> {
-        self.0?.blocking_recv().unwrap_or(Err(AuditError::Stopped))
+        match self.state {
+            PendingState::Done(r) => r.unwrap_or(Err(AuditError::Stopped)),
+            PendingState::Sync { log, batch, receipt } => {
+                let mut d = log.lock_durable();
+                loop {
+                    if let Some(e) = &d.failed {
+                        return Err(e.clone());
+                    }
+                    if d.synced >= batch {
+                        return Ok(receipt);
+                    }
+                    if d.stopped {
+                        return Err(AuditError::Stopped);
+                    }
+                    d.urgent = true;
+                    log.shared.work.notify_one();
+                    d = log.shared.synced.wait(d).unwrap_or_else(|p| p.into_inner());
+                }
+            }
+        }
     }
 }
 
 impl std::future::Future for Pending {
     type Output = Result<Receipt, AuditError>;
     fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
-        match &mut self.0 {
-            Err(e) => std::task::Poll::Ready(Err(e.clone())),
-            Ok(rx) => std::pin::Pin::new(rx).poll(cx).map(|r| r.unwrap_or(Err(AuditError::Stopped))),
+        match &mut self.state {
+            PendingState::Done(r) => std::task::Poll::Ready(r.take().unwrap_or(Err(AuditError::Stopped))),
+            PendingState::Sync { log, batch, receipt } => {
+                let mut d = log.lock_durable();
+                if let Some(e) = &d.failed {
+                    return std::task::Poll::Ready(Err(e.clone()));
+                }
+                if d.synced >= *batch {
+                    return std::task::Poll::Ready(Ok(*receipt));
+                }
+                if d.stopped {
+                    return std::task::Poll::Ready(Err(AuditError::Stopped));
+                }
+                d.waiters.push((*batch, cx.waker().clone()));
+                d.urgent = true;
+                log.shared.work.notify_one();
+                std::task::Poll::Pending
+            }
         }
     }
 }
 
 impl AuditLog {
-    /// Opens (creating it 0600) the log at `path` and starts its writer.
-    /// An incomplete last line left by a crash is closed and followed by a
-    /// `recovered` record; a damaged last record is an error (never
-    /// repaired).
+    /// Opens (creating it 0600) the log at `path` and starts its sync
+    /// thread. An incomplete last line left by a crash is closed and
+    /// followed by a `recovered` record; a damaged last record is an error
+    /// (never repaired).
     pub fn open(path: &Path, options: Options) -> Result<AuditLog, AuditError> {
-        let mut writer = Writer::open(path, options.clone())?;
-        let (tx, rx) = mpsc::channel();
+        let writer = Writer::open(path, options.clone())?;
+        let file = Arc::new(writer.file.try_clone().map_err(|e| io_err(path, "opening", e))?);
+        let shared = Arc::new(Shared {
+            writer: Mutex::new(writer),
+            written: AtomicU64::new(0),
+            durable: Mutex::new(Durable {
+                synced: 0,
+                file,
+                failed: None,
+                waiters: Vec::new(),
+                urgent: false,
+                stopped: false,
+            }),
+            work: Condvar::new(),
+            synced: Condvar::new(),
+            closed: AtomicBool::new(false),
+            sync: options.sync,
+            path: path.to_owned(),
+        });
+        let log = AuditLog { shared: shared.clone() };
         std::thread::Builder::new()
-            .name("mcpsec-audit".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| io_err(path, "starting the writer thread", e))?;
-        Ok(AuditLog { tx, path: path.to_owned(), sync: options.sync })
+            .name("mcpsec-audit-sync".into())
+            .spawn(move || log.syncer())
+            .map_err(|e| io_err(path, "starting the sync thread", e))?;
+        Ok(AuditLog { shared })
     }
 
     /// The log's path.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.shared.path
     }
 
     /// The sync mode.
     pub fn sync(&self) -> SyncMode {
-        self.sync
+        self.shared.sync
     }
 
-    /// Queues `record`; the returned [`Pending`] resolves once it is written
-    /// (and durable, per the sync mode) with its sequence number.
+    /// Writes `record` now (redacted, chained, under the cross-process
+    /// lock); the returned [`Pending`] resolves once it is durable per the
+    /// sync mode, with its sequence number.
     pub fn append(&self, record: Record) -> Pending {
-        let (tx, rx) = oneshot::channel();
-        match self.tx.send(Job::Append(Box::new(record), SystemTime::now(), tx)) {
-            Ok(()) => Pending(Ok(rx)),
-            Err(_) => Pending(Err(AuditError::Stopped)),
+        let done = |r| Pending { state: PendingState::Done(Some(r)) };
+        if self.shared.closed.load(Ordering::Acquire) {
+            return done(Err(AuditError::Stopped));
+        }
+        if let Some(e) = self.lock_durable().failed.clone() {
+            return done(Err(e));
+        }
+        let waits = self.shared.sync.waits_for(&record);
+        let (seq, batch) = {
+            let mut w = self.shared.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let gen_before = w.file_gen;
+            match w.write_batch(vec![(Box::new(record), SystemTime::now())]) {
+                Ok(seq) => {
+                    if w.file_gen != gen_before {
+                        // Later syncs go to the new file (rotate synced the old one).
+                        if let Ok(f) = w.file.try_clone() {
+                            self.lock_durable().file = Arc::new(f);
+                        }
+                    }
+                    (seq, self.shared.written.fetch_add(1, Ordering::AcqRel) + 1)
+                }
+                Err(e) => return done(Err(e)),
+            }
+        };
+        let receipt = Receipt { seq };
+        if waits {
+            Pending { state: PendingState::Sync { log: self.clone(), batch, receipt } }
+        } else {
+            self.shared.work.notify_one();
+            done(Ok(receipt))
         }
     }
 
-    /// Writes what is queued, syncs and stops the writer (blocking until
-    /// it has). Appends after this fail with [`AuditError::Stopped`].
+    /// Writes `record` now and has it synced in the background, without
+    /// waiting: for records that precede anything they could be lost
+    /// without (a server's start: the first call's sync covers it).
+    pub fn append_nowait(&self, record: Record) -> Result<Receipt, AuditError> {
+        match self.append(record).state {
+            PendingState::Done(r) => r.unwrap_or(Err(AuditError::Stopped)),
+            PendingState::Sync { receipt, .. } => {
+                self.lock_durable().urgent = true;
+                self.shared.work.notify_one();
+                Ok(receipt)
+            }
+        }
+    }
+
+    fn lock_durable(&self) -> std::sync::MutexGuard<'_, Durable> {
+        self.shared.durable.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The sync thread: `fdatasync`s at once when someone waits, else at
+    /// most the sync mode's interval after a write; wakes the waiters.
+    fn syncer(self) {
+        let interval = self.shared.sync.interval();
+        let mut d = self.lock_durable();
+        loop {
+            let pending = |d: &Durable| d.synced < self.shared.written.load(Ordering::Acquire);
+            while !d.stopped && !pending(&d) {
+                d = self.shared.work.wait(d).unwrap_or_else(|p| p.into_inner());
+            }
+            if d.stopped && !pending(&d) {
+                break;
+            }
+            if !d.urgent && !d.stopped && !interval.is_zero() {
+                // Nobody waits: let more records gather, up to the interval.
+                let (guard, _) = self
+                    .shared
+                    .work
+                    .wait_timeout_while(d, interval, |d| !d.urgent && !d.stopped)
+                    .unwrap_or_else(|p| p.into_inner());
+                d = guard;
+            }
+            d.urgent = false;
+            let target = self.shared.written.load(Ordering::Acquire);
+            let file = d.file.clone();
+            drop(d);
+            let result = file.sync_data();
+            d = self.lock_durable();
+            match result {
+                Ok(()) => d.synced = d.synced.max(target),
+                Err(e) => {
+                    let err = io_err(&self.shared.path, "syncing", e);
+                    tracing::error!("{err}; refusing further appends");
+                    d.failed = Some(err);
+                }
+            }
+            let synced = d.synced;
+            let failed = d.failed.is_some();
+            let (ready, waiting): (Vec<_>, Vec<_>) =
+                d.waiters.drain(..).partition(|(batch, _)| failed || *batch <= synced);
+            d.waiters = waiting;
+            for (_, waker) in ready {
+                waker.wake();
+            }
+            self.shared.synced.notify_all();
+            if failed {
+                break;
+            }
+        }
+        d.stopped = true;
+        for (_, waker) in d.waiters.drain(..) {
+            waker.wake();
+        }
+        self.shared.synced.notify_all();
+    }
+
+    /// Syncs what was written and stops the sync thread: appends after
+    /// this fail with [`AuditError::Stopped`].
     pub fn close(&self) {
-        let (tx, rx) = mpsc::channel();
-        if self.tx.send(Job::Close(tx)).is_ok() {
-            let _ = rx.recv();
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // No append is in progress once we hold the writer.
+        let _writer = self.shared.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut d = self.lock_durable();
+        d.stopped = true;
+        self.shared.work.notify_all();
+        let target = self.shared.written.load(Ordering::Acquire);
+        while d.synced < target && d.failed.is_none() && !d.waiters.is_empty() {
+            d = self.shared.synced.wait(d).unwrap_or_else(|p| p.into_inner());
+        }
+        drop(d);
+        // The syncer syncs what is left before it stops; make sure of it.
+        let d = self.lock_durable();
+        if d.synced < target && d.failed.is_none() {
+            let _ = d.file.sync_data();
         }
     }
 }
@@ -191,8 +435,10 @@ struct Writer {
     last_seq: u64,
     last_hash: [u8; 32],
     options: Options,
-    dirty_since: Option<Instant>,
     buf: Vec<u8>,
+    /// Bumped whenever `file` is replaced (rotation, or reopening after
+    /// another process rotated), so the syncer follows it.
+    file_gen: u64,
 }
 
 fn open_log(path: &Path) -> Result<File, AuditError> {
@@ -330,8 +576,8 @@ impl Writer {
             last_seq: 0,
             last_hash: GENESIS,
             options,
-            dirty_since: None,
             buf: Vec::with_capacity(64 << 10),
+            file_gen: 0,
         };
         w.locked(|w| w.refresh())?;
         Ok(w)
@@ -351,6 +597,7 @@ impl Writer {
         let on_disk = std::fs::metadata(&self.path).map(|m| m.ino()).ok();
         if on_disk != Some(self.ino) {
             self.file = open_log(&self.path)?;
+            self.file_gen += 1;
             self.ino = self.file.metadata().map_err(|e| io_err(&self.path, "reading", e))?.ino();
             self.size = u64::MAX;
         }
@@ -417,70 +664,6 @@ impl Writer {
         Ok(())
     }
 
-    fn run(&mut self, rx: mpsc::Receiver<Job>) {
-        let interval = match self.options.sync {
-            SyncMode::Batch { interval } => interval,
-            SyncMode::Always => Duration::ZERO,
-        };
-        loop {
-            // Under a steady stream of appends `recv_timeout` never times
-            // out: sync here so no record waits longer than `interval`.
-            if self.dirty_since.is_some_and(|since| since.elapsed() >= interval) {
-                self.sync_now();
-            }
-            let first = match self.dirty_since {
-                Some(since) => match rx.recv_timeout(interval.saturating_sub(since.elapsed())) {
-                    Ok(job) => job,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        self.sync_now();
-                        continue;
-                    }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                },
-                None => match rx.recv() {
-                    Ok(job) => job,
-                    Err(_) => break,
-                },
-            };
-            let mut records = Vec::new();
-            let mut replies = Vec::new();
-            let mut close = None;
-            let mut job = Some(first);
-            while let Some(j) = job.take() {
-                match j {
-                    Job::Append(r, ts, reply) => {
-                        records.push((r, ts));
-                        replies.push(reply);
-                    }
-                    Job::Close(done) => close = Some(done),
-                }
-                if records.len() < 1024 && close.is_none() {
-                    job = rx.try_recv().ok();
-                }
-            }
-            if !records.is_empty() {
-                let result = self.write_batch(records);
-                for (i, reply) in replies.into_iter().enumerate() {
-                    let _ = reply.send(result.clone().map(|first| Receipt { seq: first + i as u64 }));
-                }
-            }
-            if let Some(done) = close {
-                self.sync_now();
-                let _ = done.send(());
-                return;
-            }
-        }
-        self.sync_now();
-    }
-
-    fn sync_now(&mut self) {
-        if self.dirty_since.take().is_some()
-            && let Err(e) = self.file.sync_data()
-        {
-            tracing::error!("audit log {}: fdatasync failed: {e}", self.path.display());
-        }
-    }
-
     /// Writes a batch under the lock; returns the first record's seq.
     fn write_batch(&mut self, records: Vec<(Box<Record>, SystemTime)>) -> Result<u64, AuditError> {
         let result = self.locked(|w| {
@@ -521,12 +704,6 @@ impl Writer {
             }
         }
         self.file.write_all(&self.buf).map_err(|e| io_err(&self.path, "writing", e))?;
-        match self.options.sync {
-            SyncMode::Always => self.file.sync_data().map_err(|e| io_err(&self.path, "syncing", e))?,
-            SyncMode::Batch { .. } => {
-                self.dirty_since.get_or_insert_with(Instant::now);
-            }
-        }
         self.size += self.buf.len() as u64;
         if self.size > self.options.rotate_bytes
             && let Err(e) = self.rotate()
@@ -581,7 +758,7 @@ impl Writer {
     /// the chain continues in it.
     fn rotate(&mut self) -> Result<(), AuditError> {
         self.file.sync_data().map_err(|e| io_err(&self.path, "syncing", e))?;
-        self.dirty_since = None;
+        self.file_gen += 1;
         let next = rotated_files(&self.path)
             .last()
             .and_then(|p| p.extension().and_then(|e| e.to_str()).and_then(|e| e.parse::<u64>().ok()))
@@ -638,5 +815,53 @@ fn cut_strings(value: &mut Value, max: usize) {
         Value::Array(items) => items.iter_mut().for_each(|v| cut_strings(v, max)),
         Value::Object(map) => map.values_mut().for_each(|v| cut_strings(v, max)),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(outcome: Outcome, intent: Option<u64>) -> Record {
+        let mut r = Record::new(EventKind::ToolCall);
+        r.tool = Some("t".into());
+        r.outcome = Some(outcome);
+        r.intent = intent;
+        r
+    }
+
+    #[test]
+    fn which_records_wait_for_fdatasync() {
+        let changes = SyncMode::Changes { interval: Duration::from_millis(10) };
+        assert!(!changes.waits_for(&call(Outcome::Ok, None)), "a read's record does not wait");
+        assert!(!changes.waits_for(&call(Outcome::Denied, None)), "a refusal changed nothing");
+        assert!(changes.waits_for(&call(Outcome::Pending, None)), "an intent waits");
+        assert!(changes.waits_for(&call(Outcome::Ok, Some(3))), "a change's result waits");
+        assert!(changes.waits_for(&Record::new(EventKind::Grant)));
+        assert!(changes.waits_for(&Record::new(EventKind::Confirm)));
+        assert!(SyncMode::Always.waits_for(&call(Outcome::Ok, None)));
+        assert!(!SyncMode::Batch { interval: Duration::from_secs(1) }.waits_for(&call(Outcome::Pending, None)));
+    }
+
+    #[test]
+    fn changes_mode_answers_reads_at_once_and_syncs_them_soon() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let opts = Options { sync: SyncMode::Changes { interval: Duration::from_millis(5) }, ..Options::default() };
+        let log = AuditLog::open(&path, opts).unwrap();
+        let read = log.append(call(Outcome::Ok, None));
+        assert!(matches!(read.state, PendingState::Done(Some(Ok(_)))), "{read:?}");
+        let intent = log.append(call(Outcome::Pending, None));
+        assert!(matches!(intent.state, PendingState::Sync { .. }));
+        assert_eq!(intent.wait().unwrap().seq, 2);
+        // The syncer catches up with the read's record within the interval.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while log.lock_durable().synced < log.shared.written.load(Ordering::Acquire) {
+            assert!(std::time::Instant::now() < deadline, "the read's record was never synced");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        log.close();
+        assert!(matches!(log.append(call(Outcome::Ok, None)).wait(), Err(AuditError::Stopped)));
+        assert_eq!(crate::verify(&path, None, &mut |_, _| {}).unwrap().records, 2);
     }
 }

@@ -104,8 +104,8 @@ pub fn redact_text(text: &str) -> Cow<'_, str> {
         return Cow::Borrowed(text);
     }
     let mut current = Cow::Borrowed(text);
-    for (def, regex) in DEFS.iter().zip(&compiled.regexes) {
-        if let Some(next) = apply(def, regex, &current) {
+    for (i, def) in DEFS.iter().enumerate() {
+        if let Some(next) = apply(def, compiled.rule(i), &current) {
             current = Cow::Owned(next);
         }
     }
@@ -341,19 +341,34 @@ const RULE_NAMES: [&str; DEFS.len()] = {
 
 /// The compiled rules: all of them as one alternation for the pre-check,
 /// and one regex per rule.
+/// The per-rule regexes are compiled on first need (most text never needs
+/// them: the pre-check says it is clean), which keeps a process's first
+/// record — a server's start — cheap.
 struct Compiled {
     any: Regex,
-    regexes: Vec<Regex>,
+    regexes: Vec<std::sync::OnceLock<Regex>>,
+}
+
+impl Compiled {
+    fn rule(&self, i: usize) -> &Regex {
+        // The patterns are constants covered by the tests below: failing to
+        // compile one is a programming error caught by any test run.
+        self.regexes[i].get_or_init(|| Regex::new(DEFS[i].pattern).expect("redaction pattern compiles"))
+    }
 }
 
 static COMPILED: LazyLock<Compiled> = LazyLock::new(|| {
-    // The patterns are constants covered by the tests below: failing to
-    // compile one is a programming error caught by any test run.
-    let regexes = DEFS.iter().map(|def| Regex::new(def.pattern).expect("redaction pattern compiles")).collect();
+    let regexes = DEFS.iter().map(|_| std::sync::OnceLock::new()).collect();
     let any: Vec<String> = DEFS.iter().map(|def| format!("(?:{})", without_group_names(def.pattern))).collect();
     let any = Regex::new(&any.join("|")).expect("the alternation of the redaction patterns compiles");
     Compiled { any, regexes }
 });
+
+/// Compiles the pre-check now (on a thread of the caller's choosing), so
+/// that the first record does not pay for it.
+pub fn warm_up() {
+    LazyLock::force(&COMPILED);
+}
 
 /// `pattern` with each named group `(?P<name>…)` made non-capturing, so
 /// that patterns sharing group names can be joined into one alternation.

@@ -103,13 +103,20 @@ pub fn run(command: AuditCommand, log: &Path, config: &Config) -> Result<()> {
         AuditCommand::Path => {
             let mut out = std::io::stdout().lock();
             writeln!(out, "{}", log.display())?;
-            match config.audit.batch_interval {
-                None => writeln!(
+            match config.audit.sync {
+                mcpsec_core::AuditSync::Always => writeln!(
                     out,
                     "sync: always (each record is fdatasync'ed before the call it records is answered; \
                      nothing acknowledged is lost in a crash)"
                 )?,
-                Some(i) => writeln!(
+                mcpsec_core::AuditSync::Changes(i) => writeln!(
+                    out,
+                    "sync: changes (records of changes, grants, revocations and confirmations are fdatasync'ed \
+                     before the caller goes on; records of read-only calls are written before their answer and \
+                     fdatasync'ed at most {i:?} later: a machine crash can lose up to {i:?} of read records, a \
+                     killed process loses none)"
+                )?,
+                mcpsec_core::AuditSync::Batch(i) => writeln!(
                     out,
                     "sync: batch (records are written at once and fdatasync'ed at most {i:?} later; \
                      a machine crash can lose up to {i:?} of records, a killed process loses none)"

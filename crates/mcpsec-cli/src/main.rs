@@ -229,9 +229,10 @@ fn audit_path(state: &Path, config: &Config) -> PathBuf {
 
 pub(crate) fn audit_options(config: &Config) -> mcpsec_audit::Options {
     mcpsec_audit::Options {
-        sync: match config.audit.batch_interval {
-            None => mcpsec_audit::SyncMode::Always,
-            Some(interval) => mcpsec_audit::SyncMode::Batch { interval },
+        sync: match config.audit.sync {
+            mcpsec_core::AuditSync::Always => mcpsec_audit::SyncMode::Always,
+            mcpsec_core::AuditSync::Changes(interval) => mcpsec_audit::SyncMode::Changes { interval },
+            mcpsec_core::AuditSync::Batch(interval) => mcpsec_audit::SyncMode::Batch { interval },
         },
         rotate_bytes: config.audit.rotate_size,
         max_bytes: config.audit.max_size,
@@ -259,6 +260,9 @@ pub(crate) fn os_user() -> String {
 }
 
 fn serve(global: &Global, args: ServeArgs) -> Result<()> {
+    // Compile the redaction rules while the state is being opened, rather
+    // than on the first record (a few ms of the start-up budget).
+    std::thread::spawn(mcpsec_audit::redact::warm_up);
     if args.http.is_some() {
         return Err(usage("--http is not available in this version of mcpsec; run it on stdio"));
     }

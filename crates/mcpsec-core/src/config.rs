@@ -73,11 +73,8 @@ impl TokenConfig {
 pub struct AuditConfig {
     /// The log file, relative to the state directory unless absolute.
     pub path: PathBuf,
-    /// `always` (`None`): every record is `fdatasync`ed before the call it
-    /// records is answered. `batch` (`Some(interval)`): records are written
-    /// at once and `fdatasync`ed at most `interval` later; a machine crash
-    /// can lose that much.
-    pub batch_interval: Option<Duration>,
+    /// When records reach the disk.
+    pub sync: AuditSync,
     /// Rotate the file past this size.
     pub rotate_size: u64,
     /// Refuse calls once the log reaches this size (no limit by default).
@@ -86,8 +83,30 @@ pub struct AuditConfig {
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        AuditConfig { path: PathBuf::from("audit.log"), batch_interval: None, rotate_size: 256 << 20, max_size: None }
+        AuditConfig {
+            path: PathBuf::from("audit.log"),
+            sync: AuditSync::Always,
+            rotate_size: 256 << 20,
+            max_size: None,
+        }
     }
+}
+
+/// `[audit] sync`: when records reach the disk. Every mode writes a record
+/// (`write(2)`) before the call it records is answered, so a killed mcpsec
+/// loses nothing; they differ in what a machine crash can lose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditSync {
+    /// `always`: every record is `fdatasync`ed before its call is answered.
+    Always,
+    /// `changes`: records of anything that changes something (a mutating
+    /// call's intent and result, grants, revocations, confirmations, server
+    /// start and stop) are `fdatasync`ed before the caller goes on; those of
+    /// read-only calls at most `interval` (`sync_interval`, default 10ms) later.
+    Changes(Duration),
+    /// `batch`: every record is `fdatasync`ed at most `interval`
+    /// (`sync_interval`, default 1s) after it was written.
+    Batch(Duration),
 }
 
 /// Globs (relative to a root) that no token can override.
@@ -300,26 +319,30 @@ impl Config {
                 }
                 config.audit.path = path;
             }
-            let interval = match &a.sync_interval {
-                Some(t) => units::parse_duration(t).map_err(|m| value_error("audit.sync_interval", m))?,
-                None => Duration::from_secs(1),
+            let interval = |default| match &a.sync_interval {
+                Some(t) => match units::parse_duration(t) {
+                    Ok(d) if d.is_zero() => Err(value_error("audit.sync_interval", "must be longer than 0")),
+                    Ok(d) => Ok(d),
+                    Err(m) => Err(value_error("audit.sync_interval", m)),
+                },
+                None => Ok(default),
             };
-            match a.sync.as_deref() {
+            config.audit.sync = match a.sync.as_deref() {
                 None | Some("always") => {
-                    if a.sync_interval.is_some() && a.sync.is_none() {
-                        return Err(value_error("audit.sync_interval", "only applies with sync = \"batch\""));
+                    if a.sync_interval.is_some() {
+                        return Err(value_error(
+                            "audit.sync_interval",
+                            "only applies with sync = \"changes\" or \"batch\"",
+                        ));
                     }
+                    AuditSync::Always
                 }
-                Some("batch") => {
-                    if interval.is_zero() {
-                        return Err(value_error("audit.sync_interval", "must be longer than 0"));
-                    }
-                    config.audit.batch_interval = Some(interval);
-                }
+                Some("changes") => AuditSync::Changes(interval(Duration::from_millis(10))?),
+                Some("batch") => AuditSync::Batch(interval(Duration::from_secs(1))?),
                 Some(other) => {
-                    return Err(value_error("audit.sync", format!("`{other}` is not `always` or `batch`")));
+                    return Err(value_error("audit.sync", format!("`{other}` is not `always`, `changes` or `batch`")));
                 }
-            }
+            };
             if let Some(t) = a.rotate_size {
                 config.audit.rotate_size = units::parse_size(&t).map_err(|m| value_error("audit.rotate_size", m))?;
                 if config.audit.rotate_size < 4096 {
@@ -411,8 +434,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.audit.path, PathBuf::from("/var/log/mcpsec.log"));
-        assert_eq!(c.audit.batch_interval, Some(Duration::from_millis(200)));
-        assert_eq!(Config::default().audit.batch_interval, None);
+        assert_eq!(c.audit.sync, AuditSync::Batch(Duration::from_millis(200)));
+        assert_eq!(Config::default().audit.sync, AuditSync::Always);
+        let c = Config::from_toml_str("[audit]\nsync = \"changes\"\n").unwrap();
+        assert_eq!(c.audit.sync, AuditSync::Changes(Duration::from_millis(10)));
         assert!(err("[audit]\nsync = \"sometimes\"").contains("audit.sync"));
         assert!(err("[audit]\nsync_interval = \"1s\"").contains("audit.sync_interval"));
         assert!(err("[audit]\nrotate_size = \"10\"").contains("audit.rotate_size"));

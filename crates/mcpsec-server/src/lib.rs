@@ -54,7 +54,9 @@ pub async fn serve_stdio(options: ServerOptions) -> Result<(), ServeError> {
     };
     let start = lifecycle(mcpsec_audit::EventKind::ServerStart);
     let mut stop = lifecycle(mcpsec_audit::EventKind::ServerStop);
-    audit.append(start).await.map_err(|e| ServeError(format!("cannot record the server start: {e}")))?;
+    // Written before serving; its fdatasync runs in the background (the
+    // first call's record cannot be durable before it, being chained to it).
+    audit.append_nowait(start).map_err(|e| ServeError(format!("cannot record the server start: {e}")))?;
     let server = McpsecServer::new(options);
     let (stdin, stdout) = rmcp::transport::io::stdio_pipes();
     let transport = transport::LineTransport::new(stdin, stdout);
