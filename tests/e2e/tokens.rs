@@ -328,3 +328,30 @@ async fn grants_and_revokes_in_parallel_with_a_serving_server_never_see_a_locked
     }
     c.close().await;
 }
+
+#[tokio::test]
+async fn a_token_never_reaches_stderr_or_the_state_directory_even_at_debug_level() {
+    let env = Env::new();
+    env.write("ws/gone.txt", "x");
+    let token = env.grant(&["delete_files", "--uses", "2"]);
+    let stderr_path = env.path().join("server.stderr");
+    let stderr = std::fs::File::create(&stderr_path).unwrap();
+    let mut cmd = env.command(&[]);
+    cmd.env("RUST_LOG", "debug");
+    let c = mcpsec_e2e::Client::connect_full(cmd, Protocol::Legacy, stderr.into(), Human::Absent).await;
+    c.ok("delete_file", json!({"path": "gone.txt", "capability_token": token})).await;
+    let e = c.err("delete_file", json!({"path": "missing.txt", "capability_token": token})).await;
+    assert!(!e.contains(&token), "{e}");
+    // A token sent where it does not belong is not echoed either.
+    let r = c.call("read_text_file", json!({"path": "hello.txt", "capability_token": token})).await;
+    assert!(!text(&r).contains(&token));
+    c.close().await;
+    let logged = std::fs::read_to_string(&stderr_path).unwrap();
+    assert!(!logged.is_empty(), "debug logging produced nothing to check");
+    assert!(!logged.contains(&token), "the token reached stderr");
+    assert!(!logged.contains(&token[13..40]), "part of the token's secret reached stderr");
+    for entry in std::fs::read_dir(env.state()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(!bytes.windows(27).any(|w| w == &token.as_bytes()[13..40]), "the token's secret is stored");
+    }
+}

@@ -13,6 +13,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod client;
+mod extra;
 mod peers;
 
 use std::path::{Path, PathBuf};
@@ -31,9 +32,16 @@ cargo xtask bench [options]
   --warmup S         unmeasured warm-up seconds before each run (default 0.5)
   --runs N           throughput runs per server and depth; median kept (default 5)
   --startup-runs N   spawns timed per server for startup; median kept (default 10)
-  --only A,B         bench only these servers (mcpsec, rust-mcp-filesystem, node-reference)
+  --only A,B         bench only these servers (mcpsec, mcpsec/changes, mcpsec/token,
+                     rust-mcp-filesystem, node-reference)
   --no-build         use the existing target/release/mcpsec instead of building it
+  --audit-records N  records in the generated log for audit verify/grep (default 1000000)
+  --serve-only       skip the audit, token-check and grant-latency benchmarks
   --json             print the results as JSON instead of a table
+
+mcpsec rows: `mcpsec` runs the defaults ([audit] sync = \"always\"), `mcpsec/changes`
+runs [audit] sync = \"changes\", `mcpsec/token` puts reads in token mode so every
+call carries a capability token to check.
 ";
 
 /// Requests kept in flight, in table order.
@@ -52,10 +60,22 @@ struct Options {
     only: Option<Vec<String>>,
     build: bool,
     json: bool,
+    /// Records in the generated audit log (0: skip the audit, token and
+    /// grant benchmarks).
+    audit_records: u64,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
-    let mut o = Options { seconds: 3.0, warmup: 0.5, runs: 5, startup_runs: 10, only: None, build: true, json: false };
+    let mut o = Options {
+        seconds: 3.0,
+        warmup: 0.5,
+        runs: 5,
+        startup_runs: 10,
+        only: None,
+        build: true,
+        json: false,
+        audit_records: 1_000_000,
+    };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = |flag: &str| it.next().cloned().with_context(|| format!("{flag} needs a value\n\n{USAGE}"));
@@ -74,6 +94,10 @@ fn parse(args: &[String]) -> Result<Options> {
                 o.only = Some(names);
             }
             "--no-build" => o.build = false,
+            "--audit-records" => {
+                o.audit_records = value("--audit-records")?.parse().context("--audit-records")?;
+            }
+            "--serve-only" => o.audit_records = 0,
             "--json" => o.json = true,
             "-h" | "--help" => {
                 eprint!("{USAGE}");
@@ -163,7 +187,7 @@ impl Scratch {
     }
 
     fn log(&self, server: &str) -> PathBuf {
-        self.dir.join("logs").join(format!("{server}.stderr"))
+        self.dir.join("logs").join(format!("{}.stderr", server.replace('/', "-")))
     }
 }
 
@@ -222,10 +246,53 @@ pub fn run(args: &[String]) -> Result<()> {
     let scratch = Scratch::create()?;
     measure_all(&opts, &scratch, &mut entries);
 
+    // Audit, token and grant figures, with the default-config mcpsec.
+    let mut extra = Vec::new();
+    let mcpsec = entries.iter().find(|e| e.name == peers::MCPSEC).and_then(|e| e.server.as_ref().ok());
+    if let (Some(mcpsec), true) = (mcpsec, opts.audit_records > 0) {
+        let mut add = |what: &str, r: Result<Vec<extra::Figure>>| match r {
+            Ok(figures) => extra.extend(figures),
+            Err(e) => eprintln!("bench: {what} failed: {e:#}"),
+        };
+        add("audit", extra::audit(&workspace, mcpsec, &scratch.dir, opts.audit_records));
+        add("token check", extra::token_check(&workspace).map(|f| vec![f]));
+        let grant_state = scratch.dir.join("grant-state");
+        std::fs::create_dir_all(&grant_state)?;
+        add(
+            "grant latency",
+            extra::grant_latency(mcpsec, &scratch.root, &grant_state, &scratch.log("grant")).map(|f| vec![f]),
+        );
+    }
+
     if opts.json {
-        println!("{:#}", to_json(&opts, &entries, load));
+        let mut v = to_json(&opts, &entries, load);
+        v["other_goals"] = serde_json::Value::Array(
+            extra
+                .iter()
+                .map(|f| {
+                    json!({"what": f.what, "value": f.value, "unit": f.unit.trim(), "goal_at_most": f.goal,
+                           "pass": f.value <= f.goal, "detail": f.detail})
+                })
+                .collect(),
+        );
+        println!("{v:#}");
     } else {
         print_table(&opts, &entries, load);
+        if !extra.is_empty() {
+            println!();
+            println!("other mcpsec goals");
+            for f in &extra {
+                println!(
+                    "  {:<36} {:>10}  (goal <= {}{})  {}   {}",
+                    f.what,
+                    format!("{:.2}{}", f.value, f.unit),
+                    f.goal,
+                    f.unit,
+                    f.verdict(),
+                    f.detail
+                );
+            }
+        }
     }
 
     let failed = entries.iter().any(|e| e.figures.error.is_some());
@@ -308,10 +375,14 @@ fn throughput_once(
     warmup: Duration,
     measure: Duration,
 ) -> Result<(f64, u64)> {
+    let token = match server.token_for {
+        Some(capability) => Some(server.grant(capability, &scratch.state).map_err(|e| anyhow::anyhow!(e))?),
+        None => None,
+    };
     let cmd = server.command(&scratch.root, &scratch.state);
     let mut s = Session::spawn(cmd, &scratch.content, &scratch.log(server.name))?;
     s.initialize()?;
-    let rate = s.pipeline(&scratch.fixture, depth, warmup, measure)?;
+    let rate = s.pipeline(&scratch.fixture, token.as_deref(), depth, warmup, measure)?;
     // Read just before stdin closes: the server is still alive and has
     // served every request.
     let rss = s.peak_rss()?;
@@ -354,13 +425,16 @@ impl Goal {
     }
 }
 
-fn goals(entries: &[Entry]) -> Vec<Goal> {
+/// The mcpsec rows goals are reported for.
+const MCPSEC_VARIANTS: [&str; 3] = [peers::MCPSEC, peers::MCPSEC_CHANGES, peers::MCPSEC_TOKEN];
+
+fn goals(entries: &[Entry], variant: &str) -> Vec<Goal> {
     let get = |name: &str| entries.iter().find(|e| e.name == name && e.figures.error.is_none()).map(|e| &e.figures);
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => Some(a / b),
         _ => None,
     };
-    let me = get(peers::MCPSEC);
+    let me = get(variant);
     let rust = get(peers::RUST_PEER);
     let node = get(peers::NODE_PEER);
     vec![
@@ -446,18 +520,23 @@ fn print_table(opts: &Options, entries: &[Entry], load: Option<f64>) {
             _ => {}
         }
     }
-    println!();
-    println!("mcpsec goals");
-    for g in goals(entries) {
-        let cmp = if g.at_least { ">=" } else { "<=" };
-        println!(
-            "  {:<36} {:>10}  (goal {cmp} {}{})  {}",
-            g.what,
-            g.value.map_or_else(|| "—".into(), |v| format!("{v:.2}{}", g.unit)),
-            g.goal,
-            g.unit,
-            g.verdict()
-        );
+    for variant in MCPSEC_VARIANTS {
+        if !entries.iter().any(|e| e.name == variant && e.server.is_ok()) {
+            continue;
+        }
+        println!();
+        println!("{variant} goals");
+        for g in goals(entries, variant) {
+            let cmp = if g.at_least { ">=" } else { "<=" };
+            println!(
+                "  {:<36} {:>10}  (goal {cmp} {}{})  {}",
+                g.what,
+                g.value.map_or_else(|| "—".into(), |v| format!("{v:.2}{}", g.unit)),
+                g.goal,
+                g.unit,
+                g.verdict()
+            );
+        }
     }
 }
 
@@ -482,16 +561,22 @@ fn to_json(opts: &Options, entries: &[Entry], load: Option<f64>) -> serde_json::
             })
         })
         .collect();
-    let goals: Vec<_> = goals(entries)
+    let goals: serde_json::Map<String, serde_json::Value> = MCPSEC_VARIANTS
         .iter()
-        .map(|g| {
-            json!({
-                "what": g.what,
-                "value": g.value,
-                "goal": g.goal,
-                "at_least": g.at_least,
-                "pass": g.pass(),
-            })
+        .map(|variant| {
+            let list: Vec<_> = goals(entries, variant)
+                .iter()
+                .map(|g| {
+                    json!({
+                        "what": g.what,
+                        "value": g.value,
+                        "goal": g.goal,
+                        "at_least": g.at_least,
+                        "pass": g.pass(),
+                    })
+                })
+                .collect();
+            ((*variant).to_owned(), serde_json::Value::Array(list))
         })
         .collect();
     json!({

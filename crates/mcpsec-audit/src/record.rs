@@ -338,6 +338,56 @@ pub(crate) fn encode(wire: &Wire<'_>, out: &mut Vec<u8>) -> Result<[u8; 32], ser
     Ok(hash)
 }
 
+/// Writes a synthetic, valid log of `n` tool-call records to `out` (for the
+/// `cargo xtask bench` verify and grep runs). Every 97th record is a refusal
+/// of `delete_file`, the rest reads of varied paths.
+#[doc(hidden)]
+pub fn write_synthetic(out: &mut impl std::io::Write, n: u64) -> std::io::Result<[u8; 32]> {
+    let mut prev = GENESIS;
+    let mut buf = Vec::with_capacity(1 << 20);
+    for seq in 1..=n {
+        let denied = seq % 97 == 0;
+        let path = format!("src/module{}/file{}.rs", seq % 113, seq % 7919);
+        let args = serde_json::json!({ "path": path });
+        let prev_hex = hex(&prev);
+        let ts = format!(
+            "2026-11-24T{:02}:{:02}:{:02}.{:06}Z",
+            (seq / 3_600_000) % 24,
+            (seq / 60_000) % 60,
+            (seq / 1000) % 60,
+            seq % 1_000_000
+        );
+        let wire = Wire {
+            v: VERSION,
+            seq,
+            ts: &ts,
+            event: "tool_call",
+            tool: Some(if denied { "delete_file" } else { "read_text_file" }),
+            args: Some(&args),
+            capability: Some(if denied { "delete_files" } else { "read_files" }),
+            token_id: None,
+            token_fp: None,
+            user: Some(if seq % 3 == 0 { "bob" } else { "alice" }),
+            session: Some("3f9c0a5e1b7d2c44"),
+            outcome: Some(if denied { "denied" } else { "ok" }),
+            reason: denied
+                .then_some("refused: calling `delete_file`: the capability `delete_files` needs a capability token"),
+            result: (!denied).then_some("fn main() { println!(\"hello\"); }"),
+            duration_us: Some(40 + seq % 60),
+            intent: None,
+            details: None,
+            prev: &prev_hex,
+        };
+        prev = encode(&wire, &mut buf).map_err(std::io::Error::other)?;
+        if buf.len() > (1 << 20) - 4096 {
+            out.write_all(&buf)?;
+            buf.clear();
+        }
+    }
+    out.write_all(&buf)?;
+    Ok(prev)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

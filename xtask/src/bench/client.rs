@@ -119,6 +119,17 @@ impl Session {
         }
     }
 
+    /// Sends one JSON-RPC request line and returns the next reply line
+    /// (`None` for a good `read_text_file` result, which carries no line).
+    pub(crate) fn request(&mut self, line: &str) -> Result<Option<String>> {
+        self.send(format!("{line}\n").as_bytes())?;
+        match self.next(Instant::now() + STALL)? {
+            Reply::Good(_) => Ok(None),
+            Reply::Other(l) => Ok(Some(l)),
+            Reply::Closed(why) => bail!("{why}"),
+        }
+    }
+
     /// Sends `initialize`, waits for its response, then sends
     /// `notifications/initialized`. Startup is measured from spawn to the
     /// response.
@@ -164,11 +175,15 @@ impl Session {
     pub(crate) fn pipeline(
         &mut self,
         path: &str,
+        token: Option<&str>,
         in_flight: usize,
         warmup: Duration,
         measure: Duration,
     ) -> Result<f64> {
-        let path_json = serde_json::Value::from(path).to_string();
+        let mut path_json = serde_json::Value::from(path).to_string();
+        if let Some(t) = token {
+            path_json.push_str(&format!(",\"capability_token\":{}", serde_json::Value::from(t)));
+        }
         let mut next_id: u64 = 1;
         let request = |id: u64| {
             format!(

@@ -20,9 +20,35 @@ pub(crate) struct Server {
     /// Pass a state directory through `MCPSEC_STATE_DIR` and hide any user
     /// configuration.
     state_env: bool,
+    /// mcpsec only: a config file's text for this variant.
+    pub(crate) config: Option<&'static str>,
+    /// mcpsec only: mint a token for this capability before each run and
+    /// pass it as `capability_token` (token mode on the hot path).
+    pub(crate) token_for: Option<&'static str>,
 }
 
 impl Server {
+    /// The mcpsec binary, for `grant` and `audit` runs.
+    pub(crate) fn program(&self) -> &Path {
+        &self.program
+    }
+
+    /// `mcpsec grant CAPABILITY` against this variant's state: the token.
+    pub(crate) fn grant(&self, capability: &str, state_dir: &Path) -> Result<String, String> {
+        let mut cmd = self.command(Path::new("/"), state_dir);
+        let out = Command::new(&self.program)
+            .args(["grant", capability, "--ttl", "1h"])
+            .envs(cmd.get_envs().filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))))
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("running mcpsec grant: {e}"))?;
+        let _ = &mut cmd;
+        if !out.status.success() {
+            return Err(format!("mcpsec grant failed: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
     /// The command that serves `root` over stdio.
     pub(crate) fn command(&self, root: &Path, state_dir: &Path) -> Command {
         let mut cmd = Command::new(&self.program);
@@ -37,9 +63,16 @@ impl Server {
                 .env("XDG_CONFIG_HOME", state_dir.join("no-config"))
                 .env_remove("MCPSEC_CONFIG")
                 .env_remove("RUST_LOG");
-            // `MCPSEC_BENCH_CONFIG=FILE` benches mcpsec with that config
-            // (e.g. `[audit] sync = "batch"`); the default is none.
-            if let Some(config) = std::env::var_os("MCPSEC_BENCH_CONFIG") {
+            // A variant's own config, else `MCPSEC_BENCH_CONFIG=FILE` (e.g.
+            // `[audit] sync = "batch"`); the default is none.
+            if let Some(text) = self.config {
+                let file = state_dir.join(format!("{}.toml", self.name.replace('/', "-")));
+                #[allow(clippy::disallowed_methods)] // the bench's own scratch directory
+                let written = std::fs::write(&file, text);
+                if written.is_ok() {
+                    cmd.env("MCPSEC_CONFIG", file);
+                }
+            } else if let Some(config) = std::env::var_os("MCPSEC_BENCH_CONFIG") {
                 cmd.env("MCPSEC_CONFIG", config);
             }
         }
@@ -48,17 +81,33 @@ impl Server {
 }
 
 pub(crate) const MCPSEC: &str = "mcpsec";
+/// mcpsec with `[audit] sync = "changes"`.
+pub(crate) const MCPSEC_CHANGES: &str = "mcpsec/changes";
+/// mcpsec with reads in `token` mode: every call carries a token to check.
+pub(crate) const MCPSEC_TOKEN: &str = "mcpsec/token";
 pub(crate) const RUST_PEER: &str = "rust-mcp-filesystem";
 pub(crate) const NODE_PEER: &str = "node-reference";
 
 /// All server names, in table order.
-pub(crate) const ALL: [&str; 3] = [MCPSEC, RUST_PEER, NODE_PEER];
+pub(crate) const ALL: [&str; 5] = [MCPSEC, MCPSEC_CHANGES, MCPSEC_TOKEN, RUST_PEER, NODE_PEER];
 
 /// Makes `name` ready to run, building or installing it if needed.
 /// `Err` carries a human-readable reason to skip it.
 pub(crate) fn prepare(name: &str, workspace: &Path, build: bool) -> Result<Server, String> {
     match name {
         MCPSEC => mcpsec(workspace, build),
+        // The variants reuse the binary the first entry built.
+        MCPSEC_CHANGES => mcpsec(workspace, false).map(|s| Server {
+            name: MCPSEC_CHANGES,
+            config: Some("[audit]\nsync = \"changes\"\n"),
+            ..s
+        }),
+        MCPSEC_TOKEN => mcpsec(workspace, false).map(|s| Server {
+            name: MCPSEC_TOKEN,
+            config: Some("[policy]\nread_files = \"token\"\n"),
+            token_for: Some("read_files"),
+            ..s
+        }),
         RUST_PEER => rust_peer(workspace),
         NODE_PEER => node_peer(workspace),
         other => Err(format!("unknown server `{other}`")),
@@ -78,7 +127,15 @@ fn mcpsec(workspace: &Path, build: bool) -> Result<Server, String> {
     if !bin.is_file() {
         return Err(format!("{} does not exist (run without --no-build)", bin.display()));
     }
-    Ok(Server { name: MCPSEC, program: bin, args: vec!["serve".into()], root_flag: true, state_env: true })
+    Ok(Server {
+        name: MCPSEC,
+        program: bin,
+        args: vec!["serve".into()],
+        root_flag: true,
+        state_env: true,
+        config: None,
+        token_for: None,
+    })
 }
 
 fn rust_peer(workspace: &Path) -> Result<Server, String> {
@@ -93,7 +150,15 @@ fn rust_peer(workspace: &Path) -> Result<Server, String> {
     if !bin.is_file() {
         return Err(format!("cargo install succeeded but {} is missing", bin.display()));
     }
-    Ok(Server { name: RUST_PEER, program: bin, args: Vec::new(), root_flag: false, state_env: false })
+    Ok(Server {
+        name: RUST_PEER,
+        program: bin,
+        args: Vec::new(),
+        root_flag: false,
+        state_env: false,
+        config: None,
+        token_for: None,
+    })
 }
 
 fn node_peer(workspace: &Path) -> Result<Server, String> {
@@ -136,5 +201,7 @@ fn node_peer(workspace: &Path) -> Result<Server, String> {
         args: vec![index.to_string_lossy().into_owned()],
         root_flag: false,
         state_env: false,
+        config: None,
+        token_for: None,
     })
 }

@@ -1,0 +1,195 @@
+//! The benchmarks beside the serve run: the audit log's verify and grep
+//! against `sha256sum` and `grep -c` on a generated log, a capability
+//! token check (criterion), and the time from `mcpsec grant` returning to a
+//! running server honouring the token.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use super::client::Session;
+use super::peers::Server;
+
+/// One figure with its goal.
+pub(crate) struct Figure {
+    pub(crate) what: String,
+    pub(crate) value: f64,
+    pub(crate) unit: &'static str,
+    pub(crate) goal: f64,
+    pub(crate) detail: String,
+}
+
+impl Figure {
+    pub(crate) fn verdict(&self) -> &'static str {
+        if self.value <= self.goal { "PASS" } else { "MISS" }
+    }
+}
+
+fn time_cmd(cmd: &mut Command) -> Result<(Duration, String)> {
+    let start = Instant::now();
+    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("running {cmd:?}"))?;
+    let took = start.elapsed();
+    if !out.status.success() && out.status.code() != Some(1) {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok((took, String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+}
+
+fn median_of(runs: usize, mut f: impl FnMut() -> Result<(Duration, String)>) -> Result<(f64, String)> {
+    let mut times = Vec::new();
+    let mut last = String::new();
+    for _ in 0..runs {
+        let (t, out) = f()?;
+        times.push(t.as_secs_f64());
+        last = out;
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((times[times.len() / 2], last))
+}
+
+/// Generates a log of `records` records and times verify and grep against
+/// `sha256sum` and `grep -c` (median of 3 each).
+pub(crate) fn audit(workspace: &Path, mcpsec: &Server, dir: &Path, records: u64) -> Result<Vec<Figure>> {
+    let target = workspace.join("target");
+    crate::cargo(
+        &[
+            "build",
+            "--release",
+            "-p",
+            "mcpsec-audit",
+            "--example",
+            "synthetic_log",
+            "--target-dir",
+            &target.to_string_lossy(),
+        ],
+        &[],
+    )?;
+    let state = dir.join("audit-state");
+    std::fs::create_dir_all(&state)?;
+    let log = state.join("audit.log");
+    eprintln!("bench: writing a {records}-record audit log");
+    let status = Command::new(target.join("release/examples/synthetic_log"))
+        .arg(&log)
+        .arg(records.to_string())
+        .status()
+        .context("running synthetic_log")?;
+    if !status.success() {
+        bail!("synthetic_log failed ({status})");
+    }
+    let size = std::fs::metadata(&log)?.len();
+    let mcpsec_cmd = |args: &[&str]| {
+        let mut c = Command::new(mcpsec.program());
+        c.arg("--state-dir")
+            .arg(&state)
+            .args(args)
+            .env_remove("MCPSEC_CONFIG")
+            .env("XDG_CONFIG_HOME", state.join("nc"));
+        c
+    };
+    // Warm the page cache once, so both sides read from memory.
+    time_cmd(Command::new("sha256sum").arg(&log))?;
+    eprintln!("bench: audit verify vs sha256sum");
+    let (verify, out) = median_of(3, || time_cmd(&mut mcpsec_cmd(&["audit", "verify"])))?;
+    if !out.starts_with(&format!("ok: {records} records")) {
+        bail!("audit verify said: {out}");
+    }
+    let (sha, _) = median_of(3, || time_cmd(Command::new("sha256sum").arg(&log)))?;
+    eprintln!("bench: audit grep --count vs grep -c");
+    let (agrep, n1) = median_of(3, || time_cmd(&mut mcpsec_cmd(&["audit", "grep", "--count", "delete_file"])))?;
+    let (grep, n2) = median_of(3, || time_cmd(Command::new("grep").args(["-c", "delete_file"]).arg(&log)))?;
+    if n1 != n2 {
+        bail!("audit grep --count found {n1} records, grep -c {n2} lines");
+    }
+    let mib = size as f64 / (1 << 20) as f64;
+    Ok(vec![
+        Figure {
+            what: "audit verify / sha256sum".into(),
+            value: verify / sha,
+            unit: "x",
+            goal: 3.0,
+            detail: format!("{:.0} ms vs {:.0} ms on {records} records ({mib:.0} MiB)", verify * 1e3, sha * 1e3),
+        },
+        Figure {
+            what: "audit grep --count / grep -c".into(),
+            value: agrep / grep,
+            unit: "x",
+            goal: 2.0,
+            detail: format!("{:.0} ms vs {:.0} ms, {n1} matches", agrep * 1e3, grep * 1e3),
+        },
+    ])
+}
+
+/// Runs the criterion benchmark of a token check and returns its median.
+pub(crate) fn token_check(workspace: &Path) -> Result<Figure> {
+    eprintln!("bench: token check (criterion)");
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(workspace)
+        .args(["bench", "-p", "mcpsec-caps", "--bench", "token_check", "--", "--warm-up-time", "1"])
+        // A criterion filter is a regex: no parentheses.
+        .args(["--measurement-time", "3", "seen, unlimited"])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo bench")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // criterion: `time:   [4.35 µs 4.45 µs 4.56 µs]`
+    let line = text.lines().find(|l| l.contains("time:")).context("no criterion figure in cargo bench output")?;
+    let inner = line.split('[').nth(1).and_then(|s| s.split(']').next()).context("unexpected criterion line")?;
+    let parts: Vec<&str> = inner.split_whitespace().collect();
+    let (value, unit) = (parts.get(2).context("criterion line")?, parts.get(3).context("criterion line")?);
+    let v: f64 = value.parse().context("criterion value")?;
+    let us = match *unit {
+        "ns" => v / 1e3,
+        "µs" | "us" => v,
+        "ms" => v * 1e3,
+        other => bail!("unexpected unit {other}"),
+    };
+    Ok(Figure {
+        what: "token check, seen token".into(),
+        value: us,
+        unit: " µs",
+        goal: 5.0,
+        detail: "criterion median, HMAC + cache check against the database's data_version".into(),
+    })
+}
+
+/// From `mcpsec grant` exiting to the running server accepting the token
+/// (median of 10): the store is shared, so no restart and no stale cache.
+pub(crate) fn grant_latency(mcpsec: &Server, root: &Path, state: &Path, logs: &Path) -> Result<Figure> {
+    eprintln!("bench: grant -> honoured");
+    let cmd = mcpsec.command(root, state);
+    // The "expected content" is never in a reply: every reply comes back as a line.
+    let mut s = Session::spawn(cmd, "\u{1}never\u{1}", logs)?;
+    s.initialize()?;
+    let mut lat = Vec::new();
+    for i in 0..10u64 {
+        let file = root.join(format!("grant-{i}.txt"));
+        std::fs::write(&file, "x")?;
+        let token = mcpsec.grant("delete_files", state).map_err(|e| anyhow::anyhow!(e))?;
+        let granted = Instant::now();
+        let call = serde_json::json!({
+            "jsonrpc": "2.0", "id": 1000 + i, "method": "tools/call",
+            "params": { "name": "delete_file", "arguments": { "path": file, "capability_token": token } },
+        });
+        // Bounded: at most 200 attempts, each waits for its reply.
+        let mut honoured = None;
+        for _ in 0..200 {
+            let reply = s.request(&call.to_string())?.unwrap_or_default();
+            if reply.contains("\"isError\":false") {
+                honoured = Some(granted.elapsed());
+                break;
+            }
+        }
+        lat.push(honoured.context("the server never honoured a fresh grant")?.as_secs_f64() * 1e3);
+    }
+    s.close()?;
+    lat.sort_by(f64::total_cmp);
+    Ok(Figure {
+        what: "grant returns -> token honoured".into(),
+        value: lat[lat.len() / 2],
+        unit: " ms",
+        goal: 100.0,
+        detail: format!("median of 10; worst {:.2} ms; the first call after the grant succeeded", lat[lat.len() - 1]),
+    })
+}
