@@ -18,6 +18,10 @@ use rmcp::transport::TokioChildProcess;
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Value, json};
 
+/// A rate limit no test reaches (the default, 100 calls a minute, is far
+/// below what the tests do in a few seconds).
+pub const HIGH_LIMIT: &str = "[rate_limit]\ncalls = 1000000\n";
+
 /// The content of every sentinel file outside the root.
 pub const SECRET: &str = "TOP-SECRET-OUTSIDE-CONTENT";
 
@@ -170,9 +174,14 @@ impl Env {
     }
 
     /// Writes a config file and returns its path.
+    ///
+    /// Tests make far more calls than the default rate limit (100 a
+    /// minute) allows: unless `toml` says something about `[rate_limit]`,
+    /// a limit no test reaches is added.
     pub fn config(&self, toml: &str) -> PathBuf {
         let p = self.path().join("mcpsec.toml");
-        std::fs::write(&p, toml).unwrap();
+        let text = if toml.contains("[rate_limit") { toml.to_owned() } else { format!("{toml}\n{HIGH_LIMIT}") };
+        std::fs::write(&p, text).unwrap();
         p
     }
 
@@ -188,6 +197,12 @@ impl Env {
             .env_remove("MCPSEC_CONFIG")
             .env("XDG_CONFIG_HOME", self.path().join("no-config"))
             .env("RUST_LOG", "warn");
+        if !extra.contains(&"--config") {
+            // The defaults, but for a rate limit no test reaches.
+            let p = self.path().join("defaults-for-tests.toml");
+            std::fs::write(&p, HIGH_LIMIT).unwrap();
+            cmd.env("MCPSEC_CONFIG", p);
+        }
         cmd
     }
 

@@ -4,6 +4,7 @@
 
 mod attacks;
 mod audit;
+mod limits;
 mod protocol;
 mod startup;
 mod tokens;

@@ -40,7 +40,7 @@ fn config_errors_name_the_key() {
         ("[policy]\nread_filez = \"allow\"\n", "read_filez"),
         ("[limits]\nmax_read = \"lots\"\n", "limits.max_read"),
         ("[policy]\ndelete_files = \"sometimes\"\n", "sometimes"),
-        ("[rate_limit]\ncalls = 5\n", "rate_limit"),
+        ("[undo]\nenabled = true\n", "undo"),
         ("roots = 3\n", "roots"),
     ];
     for (toml, key) in cases {

@@ -105,13 +105,29 @@ pub struct Authorizer {
     tokens: Option<Arc<Tokens>>,
     /// Failed token checks per user in the current window.
     failures: Mutex<HashMap<String, (SystemTime, u32)>>,
+    max_failures: u32,
+    failure_window: Duration,
 }
 
 impl Authorizer {
     /// An authorizer for `policy`; `tokens` is needed for the `token` mode
     /// (without it, `token` mode refuses everything: fail closed).
     pub fn new(policy: Policy, tokens: Option<Arc<Tokens>>) -> Self {
-        Authorizer { policy, tokens, failures: Mutex::new(HashMap::new()) }
+        Authorizer {
+            policy,
+            tokens,
+            failures: Mutex::new(HashMap::new()),
+            max_failures: FAILED_CHECKS_PER_WINDOW,
+            failure_window: FAILED_CHECKS_WINDOW,
+        }
+    }
+
+    /// Sets how many failed token checks a principal may make per window
+    /// (`[rate_limit] failed_token_checks` and `window`).
+    pub fn with_failed_check_limit(mut self, max: u32, window: Duration) -> Self {
+        self.max_failures = max.max(1);
+        self.failure_window = window;
+        self
     }
 
     /// The policy it enforces.
@@ -220,13 +236,13 @@ impl Authorizer {
         let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let (start, n) = failures.get(user)?;
         let elapsed = now.duration_since(*start).unwrap_or_default();
-        (elapsed < FAILED_CHECKS_WINDOW && *n >= FAILED_CHECKS_PER_WINDOW).then(|| FAILED_CHECKS_WINDOW - elapsed)
+        (elapsed < self.failure_window && *n >= self.max_failures).then(|| self.failure_window - elapsed)
     }
 
     fn count_failure(&self, user: &str, now: SystemTime) {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let entry = failures.entry(user.to_owned()).or_insert((now, 0));
-        if now.duration_since(entry.0).unwrap_or_default() >= FAILED_CHECKS_WINDOW {
+        if now.duration_since(entry.0).unwrap_or_default() >= self.failure_window {
             *entry = (now, 0);
         }
         entry.1 += 1;

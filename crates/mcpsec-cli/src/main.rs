@@ -298,7 +298,13 @@ fn serve(global: &Global, args: ServeArgs) -> Result<()> {
     );
     let options = mcpsec_server::ServerOptions {
         sandbox,
-        authorizer: mcpsec_caps::Authorizer::new(config.policy.clone(), Some(Arc::new(tokens::open_tokens(&state)?))),
+        authorizer: mcpsec_caps::Authorizer::new(config.policy.clone(), Some(Arc::new(tokens::open_tokens(&state)?)))
+            .with_failed_check_limit(config.rate_limit.failed_token_checks, config.rate_limit.window),
+        limits: mcpsec_server::ratelimit::Limits {
+            calls: config.rate_limit.calls,
+            window: config.rate_limit.window,
+            tools: config.rate_limit.tools.clone(),
+        },
         principal,
         audit: Arc::new(audit),
         session,

@@ -34,6 +34,27 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Capability token lifetimes.
     pub tokens: TokenConfig,
+    /// Rate limits.
+    pub rate_limit: RateLimitConfig,
+}
+
+/// `[rate_limit]`: per principal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    /// Calls per window (default 100).
+    pub calls: u32,
+    /// The window (default 60 s).
+    pub window: Duration,
+    /// Failed capability token checks per window (default 10).
+    pub failed_token_checks: u32,
+    /// Per-tool calls per window (`[rate_limit.tools] delete_file = 10`).
+    pub tools: Vec<(String, u32)>,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig { calls: 100, window: Duration::from_secs(60), failed_token_checks: 10, tools: Vec::new() }
+    }
 }
 
 /// `[tokens]`: how long capability tokens live.
@@ -171,10 +192,10 @@ struct RawConfig {
     limits: Option<RawLimits>,
     audit: Option<RawAudit>,
     tokens: Option<RawTokens>,
+    rate_limit: Option<RawRateLimit>,
     // Sections of the product contract that later versions implement. They
     // are named here so that the error says "not supported yet" rather than
     // "unknown"; accepting and ignoring them would be failing open.
-    rate_limit: Option<toml::Value>,
     shell: Option<toml::Value>,
     injection: Option<toml::Value>,
     undo: Option<toml::Value>,
@@ -194,6 +215,15 @@ struct RawPolicy {
 struct RawPaths {
     readonly: Option<Vec<String>>,
     deny: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    calls: Option<u32>,
+    window: Option<String>,
+    failed_token_checks: Option<u32>,
+    tools: Option<std::collections::BTreeMap<String, u32>>,
 }
 
 #[derive(Deserialize)]
@@ -232,12 +262,8 @@ impl Config {
     /// Parses and validates a configuration file's text.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string().trim().to_owned()))?;
-        let unsupported = [
-            ("rate_limit", raw.rate_limit.is_some()),
-            ("shell", raw.shell.is_some()),
-            ("injection", raw.injection.is_some()),
-            ("undo", raw.undo.is_some()),
-        ];
+        let unsupported =
+            [("shell", raw.shell.is_some()), ("injection", raw.injection.is_some()), ("undo", raw.undo.is_some())];
         if let Some((section, _)) = unsupported.iter().find(|(_, present)| *present) {
             return Err(value_error(
                 section,
@@ -310,6 +336,28 @@ impl Config {
                     }
                     config.tokens.max_ttl[capability as usize] = d;
                 }
+            }
+        }
+        if let Some(r) = raw.rate_limit {
+            let positive = |key: &str, n: u32| {
+                if n == 0 { Err(value_error(key, "must be at least 1")) } else { Ok(n) }
+            };
+            if let Some(n) = r.calls {
+                config.rate_limit.calls = positive("rate_limit.calls", n)?;
+            }
+            if let Some(n) = r.failed_token_checks {
+                config.rate_limit.failed_token_checks = positive("rate_limit.failed_token_checks", n)?;
+            }
+            if let Some(w) = r.window {
+                let w = units::parse_duration(&w).map_err(|m| value_error("rate_limit.window", m))?;
+                if w.is_zero() {
+                    return Err(value_error("rate_limit.window", "must be longer than 0"));
+                }
+                config.rate_limit.window = w;
+            }
+            for (tool, n) in r.tools.unwrap_or_default() {
+                let n = positive(&format!("rate_limit.tools.{tool}"), n)?;
+                config.rate_limit.tools.push((tool, n));
             }
         }
         if let Some(a) = raw.audit {
@@ -428,6 +476,23 @@ mod tests {
     }
 
     #[test]
+    fn rate_limit_section() {
+        let c = Config::default();
+        assert_eq!(
+            (c.rate_limit.calls, c.rate_limit.window, c.rate_limit.failed_token_checks),
+            (100, Duration::from_secs(60), 10)
+        );
+        let c =
+            Config::from_toml_str("[rate_limit]\ncalls = 5\nwindow = \"10s\"\n[rate_limit.tools]\ndelete_file = 2\n")
+                .unwrap();
+        assert_eq!(c.rate_limit.calls, 5);
+        assert_eq!(c.rate_limit.tools, vec![("delete_file".to_string(), 2)]);
+        assert!(err("[rate_limit]\ncalls = 0").contains("rate_limit.calls"));
+        assert!(err("[rate_limit]\nwindow = \"soon\"").contains("rate_limit.window"));
+        assert!(err("[rate_limit]\nper_minute = 3").contains("per_minute"));
+    }
+
+    #[test]
     fn audit_section() {
         let c = Config::from_toml_str(
             "[audit]\npath = \"/var/log/mcpsec.log\"\nsync = \"batch\"\nsync_interval = \"200ms\"\n",
@@ -467,7 +532,7 @@ mod tests {
 
     #[test]
     fn unimplemented_sections_are_refused_not_ignored() {
-        for section in ["rate_limit", "shell", "injection", "undo"] {
+        for section in ["shell", "injection", "undo"] {
             let e = err(&format!("[{section}]\n"));
             assert!(e.contains(section) && e.contains("not supported"), "{e}");
         }

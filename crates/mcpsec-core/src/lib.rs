@@ -38,5 +38,5 @@ pub mod time;
 pub mod units;
 
 pub use capability::{Capability, Mode, Policy, Principal, UnknownCapability};
-pub use config::{AuditConfig, AuditSync, Config, ConfigError, Limits, PathRules, TokenConfig};
+pub use config::{AuditConfig, AuditSync, Config, ConfigError, Limits, PathRules, RateLimitConfig, TokenConfig};
 pub use refusal::Refusal;

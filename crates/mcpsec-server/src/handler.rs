@@ -34,6 +34,8 @@ pub struct ServerOptions {
     pub audit: Arc<AuditLog>,
     /// This server's session id (in every audit record).
     pub session: String,
+    /// Per-principal rate limits.
+    pub limits: crate::ratelimit::Limits,
 }
 
 struct Inner {
@@ -45,6 +47,8 @@ struct Inner {
     tools: HashMap<&'static str, ToolSpec>,
     /// Asks humans to confirm calls (`confirm` mode); needs the token store.
     confirmer: Option<Confirmer>,
+    limiter: crate::ratelimit::Limiter,
+    limits: crate::ratelimit::Limits,
     /// What `tools/list` returns: the tools whose capability is not denied.
     listed: Vec<Tool>,
 }
@@ -115,6 +119,8 @@ impl McpsecServer {
                 audit: options.audit,
                 session: options.session,
                 confirmer,
+                limiter: crate::ratelimit::Limiter::new(&options.limits),
+                limits: options.limits,
                 tools,
                 listed,
             }),
@@ -147,6 +153,31 @@ impl McpsecServer {
             Some(_) => Some(SecretString::from(String::new())),
             None => None,
         };
+        // Rate limits come before any other work.
+        match inner.limiter.check(inner.principal.name(), &request.name) {
+            Ok(0) => {}
+            Ok(suppressed) => self.record_suppressed(suppressed).await?,
+            Err(refused) => {
+                let secs = refused.retry_after.as_secs_f64().max(0.001);
+                let message = format!(
+                    "refused: rate limit: {} allows {} calls per {:?} for user `{}` ({}); retry in {secs:.1}s. \
+                     The operator can raise [rate_limit] in the config file",
+                    refused.limit,
+                    self.limit_for(&refused.limit),
+                    inner.limits.window,
+                    inner.principal.name(),
+                    if refused.limit == "all tools" { "all tools together" } else { "this tool" },
+                );
+                if refused.record {
+                    let mut r = self.record(&request.name, None, &args, Outcome::RateLimited, started);
+                    r.reason = Some(format!("{message} (further refusals in this run are counted in one record)"));
+                    if let Err(e) = inner.audit.append(r).await {
+                        return Ok(error_result(audit_refusal(&e)).into());
+                    }
+                }
+                return Ok(error_result(message).into());
+            }
+        }
         let Some(spec) = inner.tools.get(request.name.as_ref()) else {
             // The name is the client's: it may hold a secret (or be huge),
             // and it goes into the log's `tool` field, the error and rmcp's
@@ -266,6 +297,42 @@ impl McpsecServer {
             Err(e) => Ending::Error(e.to_string()),
         };
         self.finish(name, facts, ending, started).await.map(Into::into)
+    }
+
+    fn limit_for(&self, limit: &str) -> u32 {
+        let l = &self.inner.limits;
+        l.tools.iter().find(|(t, _)| t == limit).map_or(l.calls, |(_, n)| *n)
+    }
+
+    /// Records, as one record with the exact count, the refusals of a
+    /// rate-limited run that were not recorded one by one.
+    async fn record_suppressed(&self, n: u64) -> Result<(), ErrorData> {
+        self.inner
+            .audit
+            .append(self.suppressed_record(n))
+            .await
+            .map(|_| ())
+            .map_err(|e| ErrorData::internal_error(audit_refusal(&e), None))
+    }
+
+    fn suppressed_record(&self, n: u64) -> Record {
+        let mut r = Record::new(EventKind::ToolCall);
+        r.user = Some(self.inner.principal.name().to_owned());
+        r.session = Some(self.inner.session.clone());
+        r.outcome = Some(Outcome::RateLimited);
+        r.reason =
+            Some(format!("{n} further call(s) were refused by the rate limit since the last rate_limited record"));
+        r.details = Some(serde_json::json!({ "suppressed": n }));
+        r
+    }
+
+    /// Records the rate-limit refusals still uncounted (at shutdown).
+    pub async fn flush_rate_limit_records(&self) {
+        for (user, n) in self.inner.limiter.drain() {
+            let mut r = self.suppressed_record(n);
+            r.user = Some(user);
+            let _ = self.inner.audit.append(r).await;
+        }
     }
 
     /// Records a human's answer to a confirmation (a `confirm` event).

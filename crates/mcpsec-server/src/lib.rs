@@ -25,6 +25,7 @@
 mod confirm;
 mod edit;
 mod handler;
+pub mod ratelimit;
 pub mod tools;
 pub mod transport;
 
@@ -58,6 +59,7 @@ pub async fn serve_stdio(options: ServerOptions) -> Result<(), ServeError> {
     // first call's record cannot be durable before it, being chained to it).
     audit.append_nowait(start).map_err(|e| ServeError(format!("cannot record the server start: {e}")))?;
     let server = McpsecServer::new(options);
+    let flusher = server.clone();
     let (stdin, stdout) = rmcp::transport::io::stdio_pipes();
     let transport = transport::LineTransport::new(stdin, stdout);
     let mut signal = None;
@@ -87,6 +89,7 @@ pub async fn serve_stdio(options: ServerOptions) -> Result<(), ServeError> {
         tracing::info!("stopping on {name}");
         stop.reason = Some(format!("stopped by {name}"));
     }
+    flusher.flush_rate_limit_records().await;
     let stopped = audit.append(stop).await.map_err(|e| ServeError(format!("cannot record the server stop: {e}")));
     audit.close();
     served.and(stopped.map(|_| ()))

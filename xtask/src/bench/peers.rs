@@ -63,21 +63,31 @@ impl Server {
                 .env("XDG_CONFIG_HOME", state_dir.join("no-config"))
                 .env_remove("MCPSEC_CONFIG")
                 .env_remove("RUST_LOG");
-            // A variant's own config, else `MCPSEC_BENCH_CONFIG=FILE` (e.g.
-            // `[audit] sync = "batch"`); the default is none.
-            if let Some(text) = self.config {
+            // `MCPSEC_BENCH_CONFIG=FILE` replaces the plain mcpsec row's
+            // config (e.g. to try `[audit] sync = "batch"`); else each row's own.
+            let override_config = std::env::var_os("MCPSEC_BENCH_CONFIG").filter(|_| self.name == MCPSEC);
+            if let Some(config) = override_config {
+                cmd.env("MCPSEC_CONFIG", config);
+            } else if let Some(text) = self.config {
                 let file = state_dir.join(format!("{}.toml", self.name.replace('/', "-")));
                 #[allow(clippy::disallowed_methods)] // the bench's own scratch directory
                 let written = std::fs::write(&file, text);
                 if written.is_ok() {
                     cmd.env("MCPSEC_CONFIG", file);
                 }
-            } else if let Some(config) = std::env::var_os("MCPSEC_BENCH_CONFIG") {
-                cmd.env("MCPSEC_CONFIG", config);
             }
         }
         cmd
     }
+}
+
+/// Every mcpsec row runs with the rate limiter on, but with a limit the
+/// bench never reaches (the default, 100 calls a minute per principal, would
+/// refuse almost every call of a throughput run).
+macro_rules! rate_limit {
+    () => {
+        "[rate_limit]\ncalls = 1000000000\n"
+    };
 }
 
 pub(crate) const MCPSEC: &str = "mcpsec";
@@ -99,12 +109,12 @@ pub(crate) fn prepare(name: &str, workspace: &Path, build: bool) -> Result<Serve
         // The variants reuse the binary the first entry built.
         MCPSEC_CHANGES => mcpsec(workspace, false).map(|s| Server {
             name: MCPSEC_CHANGES,
-            config: Some("[audit]\nsync = \"changes\"\n"),
+            config: Some(concat!("[audit]\nsync = \"changes\"\n", rate_limit!())),
             ..s
         }),
         MCPSEC_TOKEN => mcpsec(workspace, false).map(|s| Server {
             name: MCPSEC_TOKEN,
-            config: Some("[policy]\nread_files = \"token\"\n"),
+            config: Some(concat!("[policy]\nread_files = \"token\"\n", rate_limit!())),
             token_for: Some("read_files"),
             ..s
         }),
@@ -133,7 +143,7 @@ fn mcpsec(workspace: &Path, build: bool) -> Result<Server, String> {
         args: vec!["serve".into()],
         root_flag: true,
         state_env: true,
-        config: None,
+        config: Some(rate_limit!()),
         token_for: None,
     })
 }

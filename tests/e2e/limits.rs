@@ -1,0 +1,72 @@
+//! Rate limits through the real server: refused before any work, with when
+//! to retry, and counted exactly in the audit log without flooding it.
+//! (Recovery over time is tested with a fake clock in mcpsec-server's
+//! `ratelimit` unit tests; nothing here sleeps.)
+
+use mcpsec_e2e::{Env, Protocol, path};
+use serde_json::{Value, json};
+
+fn rate_limited(env: &Env) -> Vec<Value> {
+    env.audit_records().into_iter().filter(|r| r["outcome"] == "rate_limited").collect()
+}
+
+#[tokio::test]
+async fn a_principal_over_its_limit_is_refused_and_counted_exactly() {
+    let env = Env::new();
+    let cfg = env.config("[rate_limit]\ncalls = 3\nwindow = \"60s\"\n");
+    let c = env.start(Protocol::Legacy, &["--config", cfg.to_str().unwrap(), "--user", "alice"]).await;
+    for _ in 0..3 {
+        c.ok("read_text_file", path("hello.txt")).await;
+    }
+    for _ in 0..5 {
+        let e = c.err("read_text_file", path("hello.txt")).await;
+        assert!(e.contains("rate limit") && e.contains("retry in") && e.contains("[rate_limit]"), "{e}");
+    }
+    // Only the first refusal of the run is a record of its own so far.
+    let records = rate_limited(&env);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["user"], "alice");
+    assert_eq!(records[0]["tool"], "read_text_file");
+    c.close().await;
+    // At shutdown the other four are recorded, as one record with the exact count.
+    let records = rate_limited(&env);
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(records[1]["details"]["suppressed"], 4);
+    let last = env.audit_records().last().cloned().unwrap();
+    assert_eq!(last["event"], "server_stop");
+    let (code, out, _) = env.cli(&["audit", "verify"]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[tokio::test]
+async fn per_tool_limits_leave_other_tools_alone() {
+    let env = Env::new();
+    let cfg = env.config("[rate_limit.tools]\nlist_directory = 1\n");
+    let c = env.start(Protocol::Modern, &["--config", cfg.to_str().unwrap()]).await;
+    c.ok("list_directory", path(".")).await;
+    let e = c.err("list_directory", path(".")).await;
+    assert!(e.contains("list_directory allows 1 calls"), "{e}");
+    c.ok("read_text_file", path("hello.txt")).await;
+    c.close().await;
+}
+
+#[tokio::test]
+async fn failed_token_checks_have_their_own_stricter_limit() {
+    let env = Env::new();
+    env.write("ws/a.txt", "a");
+    let cfg = env.config("[rate_limit]\nfailed_token_checks = 2\n");
+    let good = env.grant(&["delete_files"]);
+    let c = env.start(Protocol::Legacy, &["--config", cfg.to_str().unwrap()]).await;
+    for guess in ["mcps_guess1", "mcps_guess2"] {
+        let e = c.err("delete_file", json!({"path": "a.txt", "capability_token": guess})).await;
+        assert!(e.contains("not valid"), "{e}");
+    }
+    // Now even a good token is not checked until the window passes.
+    let e = c.err("delete_file", json!({"path": "a.txt", "capability_token": good})).await;
+    assert!(e.contains("too many failed capability token checks"), "{e}");
+    assert!(env.exists("ws/a.txt"));
+    // Reads are not affected.
+    c.ok("read_text_file", path("a.txt")).await;
+    c.close().await;
+    assert!(rate_limited(&env).iter().any(|r| r["tool"] == "delete_file"));
+}
