@@ -300,6 +300,21 @@ fn serve(global: &Global, args: ServeArgs) -> Result<()> {
         sandbox,
         authorizer: mcpsec_caps::Authorizer::new(config.policy.clone(), Some(Arc::new(tokens::open_tokens(&state)?)))
             .with_failed_check_limit(config.rate_limit.failed_token_checks, config.rate_limit.window),
+        injection: config.injection,
+        shell: if config.shell.allow.is_empty() {
+            None
+        } else {
+            let defaults = mcpsec_server::shell::ShellConfig::default();
+            let shell = mcpsec_server::shell::Shell::new(mcpsec_server::shell::ShellConfig {
+                allow: config.shell.allow.clone(),
+                timeout: config.shell.timeout,
+                max_timeout: config.shell.max_timeout,
+                max_output: usize::try_from(config.shell.max_output).unwrap_or(usize::MAX),
+                ..defaults
+            })
+            .map_err(|e| usage(format!("[shell]: {e}")))?;
+            Some(shell)
+        },
         limits: mcpsec_server::ratelimit::Limits {
             calls: config.rate_limit.calls,
             window: config.rate_limit.window,

@@ -36,6 +36,49 @@ pub struct Config {
     pub tokens: TokenConfig,
     /// Rate limits.
     pub rate_limit: RateLimitConfig,
+    /// What to do with instruction-like content in what tools return.
+    pub injection: InjectionMode,
+    /// `execute_command`.
+    pub shell: ShellSettings,
+}
+
+/// `[shell]`: which programs `execute_command` may run, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShellSettings {
+    /// Program names (resolved on PATH at start-up); empty by default.
+    pub allow: Vec<String>,
+    /// Default timeout (30 s).
+    pub timeout: Duration,
+    /// The longest timeout a call may ask for (300 s).
+    pub max_timeout: Duration,
+    /// Bytes kept of stdout and of stderr (64 KiB).
+    pub max_output: u64,
+}
+
+impl Default for ShellSettings {
+    fn default() -> Self {
+        ShellSettings {
+            allow: Vec::new(),
+            timeout: Duration::from_secs(30),
+            max_timeout: Duration::from_secs(300),
+            max_output: 64 << 10,
+        }
+    }
+}
+
+/// `[injection] mode`: what to do when content returned to the model looks
+/// like instructions to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InjectionMode {
+    /// Return it unchanged, preceded by a block that names what was found
+    /// and where, and says to treat it as data.
+    #[default]
+    Warn,
+    /// Refuse the call, saying why.
+    Block,
+    /// Do not scan.
+    Off,
 }
 
 /// `[rate_limit]`: per principal.
@@ -193,11 +236,11 @@ struct RawConfig {
     audit: Option<RawAudit>,
     tokens: Option<RawTokens>,
     rate_limit: Option<RawRateLimit>,
+    injection: Option<RawInjection>,
+    shell: Option<RawShell>,
     // Sections of the product contract that later versions implement. They
     // are named here so that the error says "not supported yet" rather than
     // "unknown"; accepting and ignoring them would be failing open.
-    shell: Option<toml::Value>,
-    injection: Option<toml::Value>,
     undo: Option<toml::Value>,
 }
 
@@ -215,6 +258,21 @@ struct RawPolicy {
 struct RawPaths {
     readonly: Option<Vec<String>>,
     deny: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShell {
+    allow: Option<Vec<String>>,
+    timeout: Option<String>,
+    max_timeout: Option<String>,
+    max_output: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInjection {
+    mode: Option<InjectionMode>,
 }
 
 #[derive(Deserialize)]
@@ -262,8 +320,7 @@ impl Config {
     /// Parses and validates a configuration file's text.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string().trim().to_owned()))?;
-        let unsupported =
-            [("shell", raw.shell.is_some()), ("injection", raw.injection.is_some()), ("undo", raw.undo.is_some())];
+        let unsupported = [("undo", raw.undo.is_some())];
         if let Some((section, _)) = unsupported.iter().find(|(_, present)| *present) {
             return Err(value_error(
                 section,
@@ -337,6 +394,39 @@ impl Config {
                     config.tokens.max_ttl[capability as usize] = d;
                 }
             }
+        }
+        if let Some(sh) = raw.shell {
+            let dur = |key: &str, t: &str| match units::parse_duration(t) {
+                Ok(d) if d.is_zero() => Err(value_error(key, "must be longer than 0")),
+                Ok(d) => Ok(d),
+                Err(m) => Err(value_error(key, m)),
+            };
+            if let Some(allow) = sh.allow {
+                for name in &allow {
+                    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                        return Err(value_error("shell.allow", format!("`{name}`: give program names, not paths")));
+                    }
+                }
+                config.shell.allow = allow;
+            }
+            if let Some(t) = sh.timeout {
+                config.shell.timeout = dur("shell.timeout", &t)?;
+            }
+            if let Some(t) = sh.max_timeout {
+                config.shell.max_timeout = dur("shell.max_timeout", &t)?;
+            }
+            if config.shell.timeout > config.shell.max_timeout {
+                return Err(value_error("shell.timeout", "is longer than shell.max_timeout"));
+            }
+            if let Some(t) = sh.max_output {
+                config.shell.max_output = units::parse_size(&t).map_err(|m| value_error("shell.max_output", m))?;
+                if config.shell.max_output == 0 {
+                    return Err(value_error("shell.max_output", "must be larger than 0"));
+                }
+            }
+        }
+        if let Some(mode) = raw.injection.and_then(|i| i.mode) {
+            config.injection = mode;
         }
         if let Some(r) = raw.rate_limit {
             let positive = |key: &str, n: u32| {
@@ -476,6 +566,24 @@ mod tests {
     }
 
     #[test]
+    fn shell_section() {
+        let c = Config::from_toml_str("[shell]\nallow = [\"git\", \"ls\"]\ntimeout = \"10s\"\nmax_output = \"1KiB\"")
+            .unwrap();
+        assert_eq!(c.shell.allow, vec!["git", "ls"]);
+        assert_eq!((c.shell.timeout, c.shell.max_output), (Duration::from_secs(10), 1024));
+        assert!(Config::default().shell.allow.is_empty());
+        assert!(err("[shell]\nallow = [\"/bin/rm\"]").contains("shell.allow"));
+        assert!(err("[shell]\ntimeout = \"10m\"").contains("shell.timeout"));
+    }
+
+    #[test]
+    fn injection_section() {
+        assert_eq!(Config::default().injection, InjectionMode::Warn);
+        assert_eq!(Config::from_toml_str("[injection]\nmode = \"block\"").unwrap().injection, InjectionMode::Block);
+        assert!(err("[injection]\nmode = \"shout\"").contains("shout"));
+    }
+
+    #[test]
     fn rate_limit_section() {
         let c = Config::default();
         assert_eq!(
@@ -532,9 +640,7 @@ mod tests {
 
     #[test]
     fn unimplemented_sections_are_refused_not_ignored() {
-        for section in ["shell", "injection", "undo"] {
-            let e = err(&format!("[{section}]\n"));
-            assert!(e.contains(section) && e.contains("not supported"), "{e}");
-        }
+        let e = err("[undo]\n");
+        assert!(e.contains("undo") && e.contains("not supported"), "{e}");
     }
 }

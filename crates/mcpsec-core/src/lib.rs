@@ -9,6 +9,7 @@
 //! - [`Refusal`]: a denial that says what was refused, why, and what the
 //!   human can do about it;
 //! - [`Config`]: the TOML configuration, parsed and validated;
+//! - [`scan`]: flags text that looks like instructions to a model in untrusted content;
 //! - [`units`]: durations (`60s`, `5m`) and sizes (`10MiB`);
 //! - [`time`]: RFC 3339 formatting and parsing.
 //!
@@ -34,9 +35,13 @@
 mod capability;
 mod config;
 mod refusal;
+pub mod scan;
 pub mod time;
 pub mod units;
 
 pub use capability::{Capability, Mode, Policy, Principal, UnknownCapability};
-pub use config::{AuditConfig, AuditSync, Config, ConfigError, Limits, PathRules, RateLimitConfig, TokenConfig};
+pub use config::{
+    AuditConfig, AuditSync, Config, ConfigError, InjectionMode, Limits, PathRules, RateLimitConfig, ShellSettings,
+    TokenConfig,
+};
 pub use refusal::Refusal;

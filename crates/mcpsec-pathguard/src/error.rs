@@ -178,6 +178,33 @@ impl GuardError {
     }
 }
 
+impl GuardError {
+    /// The same error naming `shown` instead of the path it was raised for
+    /// (when the guard resolved a path built from the caller's input).
+    pub(crate) fn shown_as(self, shown: &str) -> GuardError {
+        let path = crate::resolve::truncate(shown);
+        match self {
+            GuardError::Outside { .. } => GuardError::Outside { path },
+            GuardError::Protected { rule, glob, .. } => GuardError::Protected { path, rule, glob },
+            GuardError::OutOfScope { .. } => GuardError::OutOfScope { path },
+            GuardError::Invalid { reason, .. } => GuardError::Invalid { path, reason },
+            GuardError::RootItself { op, .. } => GuardError::RootItself { path, op },
+            GuardError::NotFound { .. } => GuardError::NotFound { path },
+            GuardError::ParentNotFound { .. } => GuardError::ParentNotFound { path },
+            GuardError::NotADirectory { .. } => GuardError::NotADirectory { path },
+            GuardError::IsADirectory { .. } => GuardError::IsADirectory { path },
+            GuardError::NotDirectory { .. } => GuardError::NotDirectory { path },
+            GuardError::AlreadyExists { .. } => GuardError::AlreadyExists { path },
+            GuardError::DirectoryNotEmpty { .. } => GuardError::DirectoryNotEmpty { path },
+            GuardError::TooLarge { size, limit, .. } => GuardError::TooLarge { path, size, limit },
+            GuardError::TooManyEntries { limit, .. } => GuardError::TooManyEntries { path, limit },
+            GuardError::SymlinkLoop { .. } => GuardError::SymlinkLoop { path },
+            GuardError::Changed { .. } => GuardError::Changed { path },
+            GuardError::Io { op, kind, .. } => GuardError::Io { op, path, kind },
+        }
+    }
+}
+
 /// The one place that turns an `io::Error` from a handle operation into a
 /// [`GuardError`]. cap-std reports every attempted escape as
 /// `PermissionDenied` ("a path led outside of the filesystem"); our own

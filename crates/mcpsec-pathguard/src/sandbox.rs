@@ -159,6 +159,61 @@ impl Sandbox {
         Ok(self.host_path(&r))
     }
 
+    /// Opens the directory `input` resolves to as a handle, with its host
+    /// path, for use as a child process's working directory: the deny rules
+    /// (and a token's scope) apply as for a listing. The handle stays bound
+    /// to that directory whatever is renamed or swapped afterwards, so a
+    /// caller that makes a child enter *the handle* (e.g. through
+    /// `/proc/self/fd/N`) cannot be redirected by a symlink swapped in after
+    /// this check. The host path is only a name for it, valid at the time
+    /// of the call.
+    pub fn open_dir_handle(&self, input: &str) -> Result<(Dir, PathBuf), GuardError> {
+        let r = self.resolve(input, Last::Follow)?;
+        let rel = r.rel();
+        self.rules.check_read(&rel, input)?;
+        if r.kind != Kind::Dir {
+            return Err(GuardError::NotDirectory { path: input.to_owned() });
+        }
+        let dir = match &r.name {
+            Some(n) => r.dir.open_dir_nofollow(n),
+            None => r.dir.try_clone(),
+        }
+        .map_err(|e| io_error("opening", input, e))?;
+        Ok((dir, under(&self.roots[r.root].host, &rel)))
+    }
+
+    /// Checks a path that something else (a program run by
+    /// `execute_command`) will open: it must lead inside a root, through
+    /// symlinks that stay inside the roots, and not to a denied path (nor
+    /// outside a token's scope). It need not exist, nor its parents (but
+    /// `..` after a missing directory is refused). A relative `input` is
+    /// taken relative to `base` (an absolute path, normally a directory
+    /// inside a root, e.g. the program's working directory); errors name
+    /// `input` as given. Returns the host path it leads to.
+    ///
+    /// This is a check, not a use: whoever opens the path later resolves it
+    /// again, so a symlink swapped in after the check is not caught.
+    pub fn check_path(&self, base: &Path, input: &str) -> Result<PathBuf, GuardError> {
+        let full;
+        let path = if input.is_empty() || Path::new(input).is_absolute() {
+            input
+        } else {
+            full = base.join(input);
+            full.to_str().ok_or_else(|| GuardError::Invalid {
+                path: crate::resolve::truncate(input),
+                reason: "the base directory's path is not UTF-8",
+            })?
+        };
+        let checked = (|| {
+            let r = self.resolve(path, Last::CreateDirs)?;
+            let mut rel = r.rel();
+            rel.extend(&r.tail);
+            self.rules.check_read(&rel, path)?;
+            Ok(under(&self.roots[r.root].host, &rel))
+        })();
+        checked.map_err(|e: GuardError| if path == input { e } else { e.shown_as(input) })
+    }
+
     fn host_path(&self, r: &Resolved<'_>) -> PathBuf {
         self.roots[r.root].host.join(r.rel())
     }
@@ -527,6 +582,11 @@ impl Sandbox {
     fn mutable_name<'r>(&self, r: &'r Resolved<'_>, input: &str, op: &'static str) -> Result<&'r OsString, GuardError> {
         r.name.as_ref().ok_or_else(|| GuardError::RootItself { path: input.to_owned(), op })
     }
+}
+
+/// `host/rel`, without a trailing `/` when `rel` is empty.
+fn under(host: &Path, rel: &Path) -> PathBuf {
+    if rel.as_os_str().is_empty() { host.to_path_buf() } else { host.join(rel) }
 }
 
 fn temp_name(name: &OsString) -> OsString {

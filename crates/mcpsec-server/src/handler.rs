@@ -19,13 +19,15 @@ use rmcp::{ErrorData, RoleServer, ServerHandler};
 use secrecy::SecretString;
 
 use crate::confirm::{self, Confirmation, Confirmer};
-use crate::tools::{ToolError, ToolSpec, builtin};
+use crate::tools::{Ctx, ToolError, ToolSpec, builtin};
 
 /// Everything a server needs, built by the caller (the CLI).
 #[derive(Debug)]
 pub struct ServerOptions {
     /// The roots and the protected-path rules.
     pub sandbox: Sandbox,
+    /// The program runner for `execute_command` (`None`: no program allowed).
+    pub shell: Option<crate::shell::Shell>,
     /// The policy.
     pub authorizer: Authorizer,
     /// On whose behalf every call of this server is made.
@@ -36,10 +38,12 @@ pub struct ServerOptions {
     pub session: String,
     /// Per-principal rate limits.
     pub limits: crate::ratelimit::Limits,
+    /// What to do with instruction-like content in results.
+    pub injection: mcpsec_core::InjectionMode,
 }
 
 struct Inner {
-    sandbox: Arc<Sandbox>,
+    ctx: Arc<Ctx>,
     authorizer: Authorizer,
     principal: Principal,
     audit: Arc<AuditLog>,
@@ -49,6 +53,7 @@ struct Inner {
     confirmer: Option<Confirmer>,
     limiter: crate::ratelimit::Limiter,
     limits: crate::ratelimit::Limits,
+    injection: mcpsec_core::InjectionMode,
     /// What `tools/list` returns: the tools whose capability is not denied.
     listed: Vec<Tool>,
 }
@@ -87,7 +92,12 @@ struct Facts {
     token_fp: Option<String>,
     /// A more precise reason than the caller is told (e.g. why a token was refused).
     audit_reason: Option<String>,
+    /// Extra audit details (instruction-like content found in the result).
+    details: Option<serde_json::Value>,
 }
+
+/// The `_meta` key that marks a result as untrusted data.
+pub const UNTRUSTED_META: &str = "dev.mcpsec/untrusted";
 
 /// The name of the optional token argument of gated tools.
 pub const TOKEN_ARG: &str = "capability_token";
@@ -113,7 +123,7 @@ impl McpsecServer {
         let confirmer = options.authorizer.tokens().cloned().map(Confirmer::new);
         McpsecServer {
             inner: Arc::new(Inner {
-                sandbox: Arc::new(options.sandbox),
+                ctx: Arc::new(Ctx { sandbox: options.sandbox, shell: options.shell }),
                 authorizer: options.authorizer,
                 principal: options.principal,
                 audit: options.audit,
@@ -121,6 +131,7 @@ impl McpsecServer {
                 confirmer,
                 limiter: crate::ratelimit::Limiter::new(&options.limits),
                 limits: options.limits,
+                injection: options.injection,
                 tools,
                 listed,
             }),
@@ -282,21 +293,67 @@ impl McpsecServer {
             }
         }
         let result = if spec.blocking {
-            let sandbox = inner.sandbox.clone();
+            let ctx = inner.ctx.clone();
             let exec = spec.exec;
-            tokio::task::spawn_blocking(move || with_scope(scope, || exec(&sandbox, name, args)))
+            tokio::task::spawn_blocking(move || with_scope(scope, || exec(&ctx, name, args)))
                 .await
                 .unwrap_or_else(|e| Err(ToolError::Failed(format!("the operation crashed: {e}"))))
         } else {
-            with_scope(scope, || (spec.exec)(&inner.sandbox, name, args))
+            with_scope(scope, || (spec.exec)(&inner.ctx, name, args))
         };
         let ending = match result {
+            Ok(r) if spec.untrusted => self.mark_untrusted(name, r, &mut facts),
             Ok(r) => Ending::Ok(r),
             Err(ToolError::Guard(e)) if e.is_refusal() => Ending::Denied(e.to_string()),
+            Err(ToolError::Refused(m)) => Ending::Denied(m),
             Err(e @ ToolError::Invalid { .. }) => Ending::Invalid(e.to_string()),
             Err(e) => Ending::Error(e.to_string()),
         };
         self.finish(name, facts, ending, started).await.map(Into::into)
+    }
+
+    /// Marks a result as untrusted data (`_meta`), and scans its text for
+    /// instructions aimed at the model: `warn` puts a warning block first,
+    /// `block` refuses the call; either way the findings go to the audit log.
+    fn mark_untrusted(&self, tool: &str, mut result: CallToolResult, facts: &mut Facts) -> Ending {
+        use mcpsec_core::scan;
+        let mut findings = Vec::new();
+        if self.inner.injection != mcpsec_core::InjectionMode::Off {
+            for block in &result.content {
+                if let Some(t) = block.as_text() {
+                    findings.extend(scan::scan(&t.text));
+                }
+            }
+        }
+        let flags = scan::flags(&findings);
+        let source = if tool == "execute_command" { "process" } else { "filesystem" };
+        let mut marking = serde_json::json!({ "source": source, "tool": tool });
+        if !flags.is_empty() {
+            marking["flags"] = serde_json::json!(flags);
+            facts.details = Some(serde_json::json!({ "injection": flags }));
+        }
+        let mut meta = result.meta.take().unwrap_or_default();
+        meta.insert(UNTRUSTED_META.to_owned(), marking);
+        result.meta = Some(meta);
+        if findings.is_empty() {
+            return Ending::Ok(result);
+        }
+        let target = facts
+            .args
+            .as_ref()
+            .and_then(|a| a.get("path").and_then(|p| p.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| tool.to_owned());
+        match self.inner.injection {
+            mcpsec_core::InjectionMode::Block => Ending::Denied(format!(
+                "refused: `{target}` holds text that looks like instructions to a model ({}); [injection] mode is \
+                 `block`. The operator can review the file, or set mode = \"warn\"",
+                flags.join(", ")
+            )),
+            _ => {
+                result.content.insert(0, ContentBlock::text(scan::warning(&target, &findings)));
+                Ending::Ok(result)
+            }
+        }
     }
 
     fn limit_for(&self, limit: &str) -> u32 {
@@ -379,6 +436,7 @@ impl McpsecServer {
         r.session = Some(self.inner.session.clone());
         r.outcome = Some(outcome);
         r.intent = facts.intent;
+        r.details = facts.details;
         let first_text = result.content.first().and_then(|c| c.as_text()).map(|t| t.text.as_str());
         match outcome {
             Outcome::Ok => r.result = Some(first_text.map(|t| summary(t, 200)).unwrap_or_default()),

@@ -26,6 +26,7 @@ mod confirm;
 mod edit;
 mod handler;
 pub mod ratelimit;
+pub mod shell;
 pub mod tools;
 pub mod transport;
 

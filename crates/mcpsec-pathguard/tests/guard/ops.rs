@@ -313,3 +313,57 @@ fn opening_the_sandbox_checks_the_roots() {
     // The same root twice is one root.
     assert_eq!(open(&[fx.root.clone(), fx.root.join(".")]).unwrap().roots().count(), 1);
 }
+
+#[test]
+fn open_dir_handle_is_a_checked_directory_that_stays_put() {
+    use std::os::fd::AsRawFd;
+    let fx = Fx::attack();
+    fx.file(".env/inner/x", "secret");
+    let sb = sandbox(std::slice::from_ref(&fx.root), default_rules(), 1 << 20);
+    let (dir, host) = sb.open_dir_handle("in_dir_link/b").unwrap();
+    assert_eq!(host, fx.root.join("a/b"));
+    assert!(dir.exists("deep.txt"));
+    let (_, host) = sb.open_dir_handle(".").unwrap();
+    assert_eq!(host, fx.root);
+    for outside in ["out_dir_link", "..", "/", "abs_out_dir_link", "parent_link"] {
+        assert!(matches!(sb.open_dir_handle(outside), Err(GuardError::Outside { .. })), "{outside}");
+    }
+    assert!(matches!(sb.open_dir_handle(".env/inner"), Err(GuardError::Protected { .. })));
+    assert!(matches!(sb.open_dir_handle("f.txt"), Err(GuardError::NotDirectory { .. })));
+    assert!(matches!(sb.open_dir_handle("missing"), Err(GuardError::NotFound { .. })));
+    // Swapping the directory for a symlink to outside after the check does
+    // not move the handle: `/proc/self/fd/N` still names the original.
+    let (dir, _) = sb.open_dir_handle("a/b").unwrap();
+    fs::rename(fx.root.join("a/b"), fx.root.join("a/moved")).unwrap();
+    std::os::unix::fs::symlink(&fx.outside, fx.root.join("a/b")).unwrap();
+    let through_proc = fs::canonicalize(format!("/proc/self/fd/{}", dir.as_raw_fd())).unwrap();
+    assert_eq!(through_proc, fx.root.join("a/moved"));
+}
+
+#[test]
+fn check_path_accepts_missing_paths_inside_and_refuses_the_rest() {
+    let fx = Fx::attack();
+    let sb = sandbox(std::slice::from_ref(&fx.root), default_rules(), 1 << 20);
+    let root = fx.root.display().to_string();
+    let check = |p: &str| sb.check_path(&fx.root, p);
+    assert_eq!(check("f.txt").unwrap(), fx.root.join("f.txt"));
+    assert_eq!(check(&format!("{root}/a/new/deeper/file")).unwrap(), fx.root.join("a/new/deeper/file"));
+    assert_eq!(check(&format!("{root}/a/b/../b/deep.txt")).unwrap(), fx.root.join("a/b/deep.txt"));
+    assert_eq!(check("in_dir_link/b").unwrap(), fx.root.join("a/b"));
+    // Relative to the base, not to the first root.
+    assert_eq!(sb.check_path(&fx.root.join("a/b"), "../x").unwrap(), fx.root.join("a/x"));
+    assert!(matches!(sb.check_path(&fx.root.join("a/b"), "/"), Err(GuardError::Outside { .. })));
+    for outside in ["/", "/etc/passwd", "../x", "a/../../x", "out_link", "chain1", "dangling_out", "out_dir_link/new"] {
+        match check(outside) {
+            Err(GuardError::Outside { path }) => assert_eq!(path, outside, "errors name the input as given"),
+            other => panic!("{outside}: {other:?}"),
+        }
+    }
+    for bad in ["missing/../../x", "nul\0byte", ""] {
+        assert!(matches!(check(bad), Err(GuardError::Invalid { .. })), "{bad:?}");
+    }
+    assert!(matches!(check("sub/.env"), Err(GuardError::Protected { .. })));
+    assert!(matches!(check(".env/new/file"), Err(GuardError::Protected { .. })));
+    // A base outside the roots is outside.
+    assert!(matches!(sb.check_path(&fx.outside, "x"), Err(GuardError::Outside { .. })));
+}
