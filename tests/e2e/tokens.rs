@@ -283,6 +283,13 @@ fn a_passphrase_guards_grant() {
     assert_eq!(code, 0);
     assert!(out.starts_with("mcps_"));
     assert!(env.audit_records().iter().any(|r| r["event"] == "auth_failure"));
+    // Five wrong passphrases in ten minutes: then even the right one is not checked.
+    for _ in 0..5 {
+        assert_eq!(run(&["grant", "delete_files", "--passphrase-stdin"], "guess\n").0, 1);
+    }
+    let (code, out) = run(&["grant", "delete_files", "--passphrase-stdin"], "correct horse battery\n");
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert!(env.audit_records().iter().any(|r| r["event"] == "auth_failure" && r["outcome"] == "rate_limited"));
 }
 
 #[tokio::test]

@@ -256,6 +256,7 @@ pub fn run(args: &[String]) -> Result<()> {
         };
         add("audit", extra::audit(&workspace, mcpsec, &scratch.dir, opts.audit_records));
         add("token check", extra::token_check(&workspace).map(|f| vec![f]));
+        add("scanner", extra::scan_speed(&workspace).map(|f| vec![f]));
         let grant_state = scratch.dir.join("grant-state");
         std::fs::create_dir_all(&grant_state)?;
         add(
@@ -270,8 +271,8 @@ pub fn run(args: &[String]) -> Result<()> {
             extra
                 .iter()
                 .map(|f| {
-                    json!({"what": f.what, "value": f.value, "unit": f.unit.trim(), "goal_at_most": f.goal,
-                           "pass": f.value <= f.goal, "detail": f.detail})
+                    json!({"what": f.what, "value": f.value, "unit": f.unit.trim(), "goal": f.goal,
+                           "at_least": f.at_least, "pass": f.pass(), "detail": f.detail})
                 })
                 .collect(),
         );
@@ -283,9 +284,10 @@ pub fn run(args: &[String]) -> Result<()> {
             println!("other mcpsec goals");
             for f in &extra {
                 println!(
-                    "  {:<36} {:>10}  (goal <= {}{})  {}   {}",
+                    "  {:<36} {:>10}  (goal {} {}{})  {}   {}",
                     f.what,
                     format!("{:.2}{}", f.value, f.unit),
+                    if f.at_least { ">=" } else { "<=" },
                     f.goal,
                     f.unit,
                     f.verdict(),

@@ -155,11 +155,37 @@ fn read_passphrase(prompt: &str, from_stdin: bool) -> Result<SecretString> {
 /// (audited as an `auth_failure`).
 fn require_passphrase(state: &State, from_stdin: bool, action: &str) -> Result<()> {
     let Some(hash) = state.tokens.store().setting(PASSPHRASE_KEY)? else { return Ok(()) };
+    // Wrong passphrases have their own limit: after MAX_WRONG within
+    // WRONG_WINDOW, no passphrase is even checked until the oldest ages out.
+    const MAX_WRONG: usize = 5;
+    const WRONG_WINDOW: i64 = 10 * 60 * 1000;
+    let now = unix_ms(SystemTime::now());
+    let mut recent: Vec<i64> = state
+        .tokens
+        .store()
+        .setting("passphrase_wrong_recent")?
+        .and_then(|v| serde_json::from_str(&v).ok())
+        .unwrap_or_default();
+    recent.retain(|t| now - t < WRONG_WINDOW);
+    if recent.len() >= MAX_WRONG {
+        let wait_s = (recent.iter().min().copied().unwrap_or(now) + WRONG_WINDOW - now) / 1000 + 1;
+        let mut r = record(state, EventKind::AuthFailure);
+        r.outcome = Some(Outcome::RateLimited);
+        r.reason = Some(format!("{action}: {MAX_WRONG} wrong grant passphrases in 10 minutes; not checked"));
+        audit(state, r)?;
+        eprintln!("mcpsec: {MAX_WRONG} wrong passphrases in the last 10 minutes; {action} refused, retry in {wait_s}s");
+        return Err(Failed.into());
+    }
     let given = read_passphrase("mcpsec grant passphrase: ", from_stdin)?;
     let parsed = PasswordHash::new(&hash).map_err(|e| anyhow::anyhow!("the stored passphrase hash is damaged: {e}"))?;
     if argon2::Argon2::default().verify_password(given.expose_secret().as_bytes(), &parsed).is_ok() {
+        if !recent.is_empty() {
+            state.tokens.store().set_setting("passphrase_wrong_recent", "[]")?;
+        }
         return Ok(());
     }
+    recent.push(now);
+    state.tokens.store().set_setting("passphrase_wrong_recent", &serde_json::to_string(&recent)?)?;
     let failures: u64 =
         state.tokens.store().setting("passphrase_failures")?.and_then(|v| v.parse().ok()).unwrap_or(0) + 1;
     state.tokens.store().set_setting("passphrase_failures", &failures.to_string())?;

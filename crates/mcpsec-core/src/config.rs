@@ -332,6 +332,7 @@ impl Config {
         }
 
         let mut config = Config::default();
+        let mut shell_mode_given = false;
         if let Some(roots) = raw.roots {
             config.roots = roots;
         }
@@ -345,6 +346,9 @@ impl Config {
             for (capability, mode) in given {
                 let Some(mode) = mode else { continue };
                 config.policy.set(capability, mode);
+                if capability == Capability::ExecuteShell {
+                    shell_mode_given = true;
+                }
             }
         }
         if let Some(paths) = raw.paths {
@@ -408,6 +412,11 @@ impl Config {
                     }
                 }
                 config.shell.allow = allow;
+                // Naming programs enables execute_command; unless the policy
+                // says otherwise, each call then needs a token (60 s by default).
+                if !config.shell.allow.is_empty() && !shell_mode_given {
+                    config.policy.set(Capability::ExecuteShell, Mode::Token);
+                }
             }
             if let Some(t) = sh.timeout {
                 config.shell.timeout = dur("shell.timeout", &t)?;
@@ -563,6 +572,15 @@ mod tests {
         assert!(err("[paths]\ndeny = [\"a/[\"]").contains("paths.deny"));
         assert!(err("[paths]\nreadonly = [\"/etc/**\"]").contains("paths.readonly"));
         assert!(err("roots = \"x\"").contains("roots"));
+    }
+
+    #[test]
+    fn naming_programs_enables_execute_command_in_token_mode() {
+        let c = Config::from_toml_str("[shell]\nallow = [\"git\"]").unwrap();
+        assert_eq!(c.policy.mode(Capability::ExecuteShell), Mode::Token);
+        let c = Config::from_toml_str("[policy]\nexecute_shell = \"deny\"\n[shell]\nallow = [\"git\"]").unwrap();
+        assert_eq!(c.policy.mode(Capability::ExecuteShell), Mode::Deny);
+        assert_eq!(Config::default().policy.mode(Capability::ExecuteShell), Mode::Deny);
     }
 
     #[test]
