@@ -168,18 +168,8 @@ impl Sandbox {
     /// this check. The host path is only a name for it, valid at the time
     /// of the call.
     pub fn open_dir_handle(&self, input: &str) -> Result<(Dir, PathBuf), GuardError> {
-        let r = self.resolve(input, Last::Follow)?;
-        let rel = r.rel();
-        self.rules.check_read(&rel, input)?;
-        if r.kind != Kind::Dir {
-            return Err(GuardError::NotDirectory { path: input.to_owned() });
-        }
-        let dir = match &r.name {
-            Some(n) => r.dir.open_dir_nofollow(n),
-            None => r.dir.try_clone(),
-        }
-        .map_err(|e| io_error("opening", input, e))?;
-        Ok((dir, under(&self.roots[r.root].host, &rel)))
+        let (dir, rel, root) = self.open_dir_in_root(input, "opening")?;
+        Ok((dir, under(&self.roots[root].host, &rel)))
     }
 
     /// Checks a path that something else (a program run by
@@ -462,6 +452,12 @@ impl Sandbox {
     }
 
     fn open_dir(&self, input: &str) -> Result<(Dir, PathBuf), GuardError> {
+        self.open_dir_in_root(input, "listing").map(|(dir, rel, _)| (dir, rel))
+    }
+
+    /// Opens a directory for reading its entries: the handle, its path
+    /// relative to its root, and the root's index.
+    fn open_dir_in_root(&self, input: &str, op: &'static str) -> Result<(Dir, PathBuf, usize), GuardError> {
         let r = self.resolve(input, Last::Follow)?;
         let rel = r.rel();
         self.rules.check_read(&rel, input)?;
@@ -472,8 +468,8 @@ impl Sandbox {
             Some(n) => r.dir.open_dir_nofollow(n),
             None => r.dir.try_clone(),
         }
-        .map_err(|e| io_error("listing", input, e))?;
-        Ok((dir, rel))
+        .map_err(|e| io_error(op, input, e))?;
+        Ok((dir, rel, r.root))
     }
 
     /// Metadata of a file or directory (symlinks inside the roots followed).
