@@ -173,10 +173,22 @@ pub(crate) fn scan_speed(workspace: &Path) -> Result<Figure> {
         .stderr(Stdio::inherit())
         .output()
         .context("running cargo bench")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    // criterion: `thrpt:  [700.1 MiB/s 748.3 MiB/s 790.0 MiB/s]`
+    let mb_s = slowest_throughput(&String::from_utf8_lossy(&out.stdout))?;
+    Ok(Figure {
+        what: "untrusted-content scan".into(),
+        value: mb_s,
+        unit: " MB/s",
+        goal: 200.0,
+        at_least: true,
+        detail: "criterion, the slower of two 1 MiB corpora (source and prose; non-ASCII prose)".into(),
+    })
+}
+
+/// The slowest `thrpt:` figure in criterion's output, in MB/s. Lines of
+/// percentages (criterion's comparison with the previous run) are skipped.
+fn slowest_throughput(text: &str) -> Result<f64> {
     let mut slowest: Option<f64> = None;
-    for line in text.lines().filter(|l| l.contains("thrpt:")) {
+    for line in text.lines().filter(|l| l.contains("thrpt:") && !l.contains('%')) {
         let inner = line.split('[').nth(1).and_then(|s| s.split(']').next()).context("unexpected criterion line")?;
         let parts: Vec<&str> = inner.split_whitespace().collect();
         let (value, unit) = (parts.get(2).context("criterion line")?, parts.get(3).context("criterion line")?);
@@ -191,15 +203,7 @@ pub(crate) fn scan_speed(workspace: &Path) -> Result<Figure> {
         };
         slowest = Some(slowest.map_or(mb_s, |s: f64| s.min(mb_s)));
     }
-    let mb_s = slowest.context("no criterion throughput in cargo bench output")?;
-    Ok(Figure {
-        what: "untrusted-content scan".into(),
-        value: mb_s,
-        unit: " MB/s",
-        goal: 200.0,
-        at_least: true,
-        detail: "criterion, the slower of two 1 MiB corpora (source and prose; non-ASCII prose)".into(),
-    })
+    slowest.context("no criterion throughput in cargo bench output")
 }
 
 /// From `mcpsec grant` exiting to the running server accepting the token
@@ -241,4 +245,17 @@ pub(crate) fn grant_latency(mcpsec: &Server, root: &Path, state: &Path, logs: &P
         at_least: false,
         detail: format!("median of 10; worst {:.2} ms; the first call after the grant succeeded", lat[lat.len() - 1]),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slowest_throughput;
+
+    #[test]
+    fn criterion_throughput_lines_are_read_and_comparisons_skipped() {
+        let out = "scan/a\n  time: [1 ms 2 ms 3 ms]\n  thrpt:  [588.38 MiB/s 635.23 MiB/s 687.54 MiB/s]\n                    change:\n  thrpt:  [-5.1% +2.3% +8.0%]\nscan/b\n  thrpt:  [1.0 GiB/s 1.1 GiB/s 1.2 GiB/s]\n";
+        let v = slowest_throughput(out).unwrap();
+        assert!((v - 635.23 * 1.048_576).abs() < 0.01, "{v}");
+        assert!(slowest_throughput("nothing here").is_err());
+    }
 }
