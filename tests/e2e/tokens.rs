@@ -7,10 +7,9 @@ use mcpsec_e2e::{BOTH, Env, Human, Protocol, path, text};
 use rmcp::model::CallToolResponse;
 use serde_json::{Value, json};
 
-fn token_of(env: &Env, id_prefix_of: &str) -> String {
-    // The id is the 8 characters after `mcps_`.
-    let _ = env;
-    id_prefix_of[5..13].to_owned()
+/// A token's id: the 8 characters after `mcps_`.
+fn id_of(token: &str) -> String {
+    token[5..13].to_owned()
 }
 
 #[tokio::test]
@@ -21,7 +20,7 @@ async fn grant_call_revoke_on_both_protocols() {
     env.write("ws/c.txt", "c");
     for protocol in BOTH {
         let token = env.grant(&["delete_files", "--ttl", "60", "--note", "e2e"]);
-        let id = token_of(&env, &token);
+        let id = id_of(&token);
         let c = env.start(protocol, &[]).await;
         let refused = c.err("delete_file", path("a.txt")).await;
         assert!(refused.contains("mcpsec grant delete_files --ttl 60 --path 'a.txt'"), "{refused}");
@@ -58,7 +57,7 @@ async fn tokens_are_refused_when_expired_for_another_capability_or_user_or_used_
     let once = env.grant(&["delete_files", "--uses", "1"]);
     // Expire one token in the database (no sleeping).
     let db = rusqlite::Connection::open(env.state().join("mcpsec.db")).unwrap();
-    db.execute("UPDATE tokens SET expires_ms = 1000 WHERE id = ?1", [token_of(&env, &expired)]).unwrap();
+    db.execute("UPDATE tokens SET expires_ms = 1000 WHERE id = ?1", [id_of(&expired)]).unwrap();
     let c = env.start(Protocol::Legacy, &["--user", "alice"]).await;
     for (why, token) in [
         ("a write token", &write),

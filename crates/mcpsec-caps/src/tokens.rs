@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use globset::GlobBuilder;
 use mcpsec_core::Capability;
 use secrecy::SecretString;
 
@@ -126,7 +125,7 @@ impl Tokens {
             return Err(GrantError::Invalid("--uses must be at least 1".into()));
         }
         for p in &req.paths {
-            compile(p).map_err(|e| GrantError::Invalid(format!("--path `{p}` is not a valid glob: {e}")))?;
+            mcpsec_core::validate_glob(p).map_err(|e| GrantError::Invalid(format!("--path {e}")))?;
         }
         let now_ms = unix_ms(now);
         // Ids are random; retry on the rare collision.
@@ -221,10 +220,6 @@ impl Tokens {
         }
         Ok(Accepted { id: id.to_owned(), fingerprint: fp, paths: record.paths })
     }
-}
-
-fn compile(glob: &str) -> Result<globset::Glob, globset::Error> {
-    GlobBuilder::new(glob).literal_separator(true).backslash_escape(true).build()
 }
 
 #[cfg(test)]

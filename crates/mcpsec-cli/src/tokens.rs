@@ -106,11 +106,11 @@ fn parse_capability(text: &str) -> Result<Capability> {
     text.parse::<Capability>().map_err(|e| usage(e.to_string()))
 }
 
-fn record(state: &State, event: EventKind) -> Record {
+/// A record of this CLI run (the OS user; the session names the process).
+fn record(event: EventKind) -> Record {
     let mut r = Record::new(event);
     r.user = Some(crate::os_user());
     r.session = Some(format!("cli-{}", std::process::id()));
-    let _ = state;
     r
 }
 
@@ -169,7 +169,7 @@ fn require_passphrase(state: &State, from_stdin: bool, action: &str) -> Result<(
     recent.retain(|t| now - t < WRONG_WINDOW);
     if recent.len() >= MAX_WRONG {
         let wait_s = (recent.iter().min().copied().unwrap_or(now) + WRONG_WINDOW - now) / 1000 + 1;
-        let mut r = record(state, EventKind::AuthFailure);
+        let mut r = record(EventKind::AuthFailure);
         r.outcome = Some(Outcome::RateLimited);
         r.reason = Some(format!("{action}: {MAX_WRONG} wrong grant passphrases in 10 minutes; not checked"));
         audit(state, r)?;
@@ -189,7 +189,7 @@ fn require_passphrase(state: &State, from_stdin: bool, action: &str) -> Result<(
     let failures: u64 =
         state.tokens.store().setting("passphrase_failures")?.and_then(|v| v.parse().ok()).unwrap_or(0) + 1;
     state.tokens.store().set_setting("passphrase_failures", &failures.to_string())?;
-    let mut r = record(state, EventKind::AuthFailure);
+    let mut r = record(EventKind::AuthFailure);
     r.outcome = Some(Outcome::Denied);
     r.reason = Some(format!("wrong grant passphrase for {action} ({failures} failures so far)"));
     audit(state, r)?;
@@ -227,7 +227,7 @@ pub fn grant(state: &State, args: GrantArgs) -> Result<()> {
         mcpsec_caps::GrantError::Invalid(m) => usage(m),
         other => other.into(),
     })?;
-    let mut r = record(state, EventKind::Grant);
+    let mut r = record(EventKind::Grant);
     r.capability = Some(capability.as_str().to_owned());
     r.token_id = Some(new.id.clone());
     r.token_fp = Some(mcpsec_caps::token::fingerprint(&new.token));
@@ -345,7 +345,7 @@ pub fn revoke(state: &State, args: RevokeArgs) -> Result<()> {
         state.tokens.store().revoke(&args.ids, now_ms)?
     };
     for id in &revoked {
-        let mut r = record(state, EventKind::Revoke);
+        let mut r = record(EventKind::Revoke);
         r.token_id = Some(id.clone());
         r.outcome = Some(Outcome::Ok);
         audit(state, r)?;

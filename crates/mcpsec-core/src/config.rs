@@ -504,8 +504,9 @@ impl Config {
     }
 }
 
-/// Checks that `glob` is a valid pattern relative to a root.
-pub(crate) fn validate_glob(glob: &str) -> Result<(), String> {
+/// Checks that `glob` is a valid pattern relative to a root (the form of
+/// `[paths]` rules and of capability tokens' `--path` scopes).
+pub fn validate_glob(glob: &str) -> Result<(), String> {
     if glob.starts_with('/') {
         return Err(format!("`{glob}`: globs are relative to a root; remove the leading `/`"));
     }

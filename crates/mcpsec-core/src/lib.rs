@@ -42,6 +42,6 @@ pub mod units;
 pub use capability::{Capability, Mode, Policy, Principal, UnknownCapability};
 pub use config::{
     AuditConfig, AuditSync, Config, ConfigError, InjectionMode, Limits, PathRules, RateLimitConfig, ShellSettings,
-    TokenConfig,
+    TokenConfig, validate_glob,
 };
 pub use refusal::Refusal;

@@ -180,7 +180,7 @@ impl McpsecServer {
                     if refused.limit == "all tools" { "all tools together" } else { "this tool" },
                 );
                 if refused.record {
-                    let mut r = self.record(&request.name, None, &args, Outcome::RateLimited, started);
+                    let mut r = self.early_record(&request.name, &args, Outcome::RateLimited, started);
                     r.reason = Some(format!("{message} (further refusals in this run are counted in one record)"));
                     if let Err(e) = inner.audit.append(r).await {
                         return Ok(error_result(audit_refusal(&e)).into());
@@ -195,7 +195,7 @@ impl McpsecServer {
             // warning about the error, none of which the writer redacts.
             let shown = mcpsec_audit::redact::redact_and_truncate(&request.name, 100);
             let reason = format!("unknown tool `{shown}`");
-            let mut r = self.record(&shown, None, &args, Outcome::Invalid, started);
+            let mut r = self.early_record(&shown, &args, Outcome::Invalid, started);
             r.reason = Some(reason.clone());
             return match inner.audit.append(r).await {
                 Ok(_) => Err(ErrorData::invalid_params(reason, None)),
@@ -284,10 +284,7 @@ impl McpsecServer {
             facts.token_fp = Some(a.fingerprint);
         }
         if spec.capability != mcpsec_core::Capability::ReadFiles {
-            let mut r = self.record(name, Some(spec.capability), &args, Outcome::Pending, started);
-            r.token_id.clone_from(&facts.token_id);
-            r.token_fp.clone_from(&facts.token_fp);
-            match inner.audit.append(r).await {
+            match inner.audit.append(self.call_record(name, &facts, Outcome::Pending)).await {
                 Ok(receipt) => facts.intent = Some(receipt.seq),
                 Err(e) => return Ok(error_result(audit_refusal(&e)).into()),
             }
@@ -373,10 +370,7 @@ impl McpsecServer {
     }
 
     fn suppressed_record(&self, n: u64) -> Record {
-        let mut r = Record::new(EventKind::ToolCall);
-        r.user = Some(self.inner.principal.name().to_owned());
-        r.session = Some(self.inner.session.clone());
-        r.outcome = Some(Outcome::RateLimited);
+        let mut r = self.base(EventKind::ToolCall, None, Outcome::RateLimited);
         r.reason =
             Some(format!("{n} further call(s) were refused by the rate limit since the last rate_limited record"));
         r.details = Some(serde_json::json!({ "suppressed": n }));
@@ -400,13 +394,9 @@ impl McpsecServer {
         outcome: Outcome,
         reason: &str,
     ) -> Result<(), ErrorData> {
-        let mut r = Record::new(EventKind::Confirm);
-        r.tool = Some(tool.to_owned());
+        let mut r = self.base(EventKind::Confirm, Some(tool), outcome);
         r.args.clone_from(&facts.args);
         r.capability = facts.capability.map(|c| c.as_str().to_owned());
-        r.user = Some(self.inner.principal.name().to_owned());
-        r.session = Some(self.inner.session.clone());
-        r.outcome = Some(outcome);
         r.reason = Some(reason.to_owned());
         self.inner.audit.append(r).await.map(|_| ()).map_err(|e| ErrorData::internal_error(audit_refusal(&e), None))
     }
@@ -426,15 +416,7 @@ impl McpsecServer {
             Ending::Invalid(m) => (Outcome::Invalid, error_result(m)),
             Ending::Error(m) => (Outcome::Error, error_result(m)),
         };
-        let mut r = Record::new(EventKind::ToolCall);
-        r.tool = Some(name.to_owned());
-        r.args = facts.args;
-        r.capability = facts.capability.map(|c| c.as_str().to_owned());
-        r.token_id = facts.token_id;
-        r.token_fp = facts.token_fp;
-        r.user = Some(self.inner.principal.name().to_owned());
-        r.session = Some(self.inner.session.clone());
-        r.outcome = Some(outcome);
+        let mut r = self.call_record(name, &facts, outcome);
         r.intent = facts.intent;
         r.details = facts.details;
         let first_text = result.content.first().and_then(|c| c.as_text()).map(|t| t.text.as_str());
@@ -454,24 +436,33 @@ impl McpsecServer {
         }
     }
 
-    fn record(
-        &self,
-        tool: &str,
-        capability: Option<mcpsec_core::Capability>,
-        args: &rmcp::model::JsonObject,
-        outcome: Outcome,
-        started: Instant,
-    ) -> Record {
-        let mut r = Record::new(EventKind::ToolCall);
-        r.tool = Some(tool.to_owned());
-        r.args = Some(mcpsec_audit::summarize_args(args));
-        r.capability = capability.map(|c| c.as_str().to_owned());
+    /// A record of this server's principal and session; every record the
+    /// pipeline writes starts here.
+    fn base(&self, event: EventKind, tool: Option<&str>, outcome: Outcome) -> Record {
+        let mut r = Record::new(event);
+        r.tool = tool.map(str::to_owned);
         r.user = Some(self.inner.principal.name().to_owned());
         r.session = Some(self.inner.session.clone());
         r.outcome = Some(outcome);
-        if outcome != Outcome::Pending {
-            r.duration_us = Some(started.elapsed().as_micros() as u64);
-        }
+        r
+    }
+
+    /// A tool-call record carrying the call's facts (arguments already
+    /// summarised once, capability, token).
+    fn call_record(&self, tool: &str, facts: &Facts, outcome: Outcome) -> Record {
+        let mut r = self.base(EventKind::ToolCall, Some(tool), outcome);
+        r.args.clone_from(&facts.args);
+        r.capability = facts.capability.map(|c| c.as_str().to_owned());
+        r.token_id.clone_from(&facts.token_id);
+        r.token_fp.clone_from(&facts.token_fp);
+        r
+    }
+
+    /// The record of a call that ended before its tool was known or run.
+    fn early_record(&self, tool: &str, args: &rmcp::model::JsonObject, outcome: Outcome, started: Instant) -> Record {
+        let mut r = self.base(EventKind::ToolCall, Some(tool), outcome);
+        r.args = Some(mcpsec_audit::summarize_args(args));
+        r.duration_us = Some(started.elapsed().as_micros() as u64);
         r
     }
 }

@@ -35,14 +35,14 @@ impl Server {
 
     /// `mcpsec grant CAPABILITY` against this variant's state: the token.
     pub(crate) fn grant(&self, capability: &str, state_dir: &Path) -> Result<String, String> {
-        let mut cmd = self.command(Path::new("/"), state_dir);
+        // The same environment (state dir, config) as the server gets.
+        let cmd = self.command(Path::new("/"), state_dir);
         let out = Command::new(&self.program)
             .args(["grant", capability, "--ttl", "1h"])
             .envs(cmd.get_envs().filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))))
             .stdin(Stdio::null())
             .output()
             .map_err(|e| format!("running mcpsec grant: {e}"))?;
-        let _ = &mut cmd;
         if !out.status.success() {
             return Err(format!("mcpsec grant failed: {}", String::from_utf8_lossy(&out.stderr)));
         }
