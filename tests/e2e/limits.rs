@@ -38,6 +38,30 @@ async fn a_principal_over_its_limit_is_refused_and_counted_exactly() {
     assert_eq!(code, 0, "{out}");
 }
 
+/// The rate limit runs before the tool is looked up, so its first refusal
+/// records whatever name the client sent: a secret in it must not reach the
+/// log (regression: it was written verbatim).
+#[tokio::test]
+async fn a_rate_limited_unknown_tool_name_is_redacted_in_the_log() {
+    let env = Env::new();
+    let cfg = env.config("[rate_limit]\ncalls = 1\n");
+    let secret = format!("mcps_{}", "Zq7".repeat(19));
+    let c = env.start(Protocol::Legacy, &["--config", cfg.to_str().unwrap()]).await;
+    c.ok("read_text_file", path("hello.txt")).await;
+    for _ in 0..2 {
+        let r = c.try_call(&secret, json!({})).await;
+        let shown = match r {
+            Ok(r) => mcpsec_e2e::text(&r),
+            Err(e) => e,
+        };
+        assert!(!shown.contains(&secret[5..]), "{shown}");
+    }
+    c.close().await;
+    assert_eq!(rate_limited(&env).len(), 2, "one record, then one count");
+    let log = std::fs::read_to_string(env.audit_log()).unwrap();
+    assert!(!log.contains(&secret[5..]), "the secret reached the log");
+}
+
 #[tokio::test]
 async fn per_tool_limits_leave_other_tools_alone() {
     let env = Env::new();

@@ -723,6 +723,12 @@ impl Writer {
         if let Some(d) = r.details.as_mut() {
             summarize(d);
         }
+        // The tool name can be the client's (an unknown or rate-limited
+        // call): it is redacted and bounded like any other free text.
+        let tool = r.tool.as_deref().map(|t| match t.len() {
+            0..=100 => redact::redact_text(t),
+            _ => std::borrow::Cow::Owned(redact::redact_and_truncate(t, 100)),
+        });
         let reason = r.reason.as_deref().map(|t| redact::redact_and_truncate(t, 2000));
         let result = r.result.as_deref().map(|t| redact::redact_and_truncate(t, 200));
         let ts = rfc3339_micros(ts);
@@ -732,7 +738,7 @@ impl Writer {
             seq: self.last_seq + 1,
             ts: &ts,
             event: r.event.as_str(),
-            tool: r.tool.as_deref(),
+            tool: tool.as_deref(),
             args: r.args.as_ref(),
             capability: r.capability.as_deref(),
             token_id: r.token_id.as_deref(),
@@ -828,6 +834,25 @@ mod tests {
         r.outcome = Some(outcome);
         r.intent = intent;
         r
+    }
+
+    #[test]
+    fn tool_names_are_redacted_and_bounded_like_other_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&path, Options::default()).unwrap();
+        let secret = format!("mcps_{}", "Ab3".repeat(19));
+        let mut r = call(Outcome::Invalid, None);
+        r.tool = Some(secret.clone());
+        log.append(r).wait().unwrap();
+        let mut r = call(Outcome::Invalid, None);
+        r.tool = Some("x".repeat(5000));
+        log.append(r).wait().unwrap();
+        log.close();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains(&secret[5..]), "{text}");
+        assert!(!text.contains(&"x".repeat(200)));
+        assert_eq!(crate::verify(&path, None, &mut |_, _| {}).unwrap().records, 2);
     }
 
     #[test]
