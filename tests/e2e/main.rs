@@ -10,3 +10,4 @@ mod shell_and_content;
 mod startup;
 mod tokens;
 mod tools;
+mod undo;

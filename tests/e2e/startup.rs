@@ -40,7 +40,7 @@ fn config_errors_name_the_key() {
         ("[policy]\nread_filez = \"allow\"\n", "read_filez"),
         ("[limits]\nmax_read = \"lots\"\n", "limits.max_read"),
         ("[policy]\ndelete_files = \"sometimes\"\n", "sometimes"),
-        ("[undo]\nenabled = true\n", "undo"),
+        ("[undo]\nretention = \"soon\"\n", "undo.retention"),
         ("roots = 3\n", "roots"),
     ];
     for (toml, key) in cases {

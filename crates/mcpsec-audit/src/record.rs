@@ -46,6 +46,10 @@ pub enum EventKind {
     /// A writer found an incomplete last line (a crash mid-write) and
     /// continued the chain from the last complete record.
     Recovered,
+    /// A human restored what a destructive call removed (`mcpsec undo`).
+    Undo,
+    /// A human purged entries from the trash (`mcpsec trash purge`).
+    TrashPurge,
 }
 
 impl EventKind {
@@ -60,6 +64,8 @@ impl EventKind {
             EventKind::ServerStop => "server_stop",
             EventKind::AuthFailure => "auth_failure",
             EventKind::Recovered => "recovered",
+            EventKind::Undo => "undo",
+            EventKind::TrashPurge => "trash_purge",
         }
     }
 }

@@ -15,6 +15,7 @@ use mcpsec_core::{Config, Principal};
 
 mod audit;
 mod tokens;
+mod undo;
 
 /// A secure-by-default MCP server for filesystem tools.
 #[derive(Debug, Parser)]
@@ -51,6 +52,11 @@ enum Command {
     /// Inspect the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Restore what a destructive call removed or overwrote.
+    Undo(undo::UndoArgs),
+    /// Inspect or empty the trash that undo restores from.
+    #[command(subcommand)]
+    Trash(undo::TrashCommand),
 }
 
 #[derive(Debug, Args)]
@@ -137,6 +143,18 @@ fn run(cli: Cli) -> Result<()> {
             let log = audit_path(&state_dir(&cli.global)?, &config);
             audit::run(command, &log, &config)
         }
+        Command::Undo(args) => {
+            let (config, _) = load_config(&cli.global)?;
+            let state = state_dir(&cli.global)?;
+            let log = audit_path(&state, &config);
+            undo::undo(&undo::Ctx { state: &state, audit_path: &log, config: &config }, args)
+        }
+        Command::Trash(command) => {
+            let (config, _) = load_config(&cli.global)?;
+            let state = state_dir(&cli.global)?;
+            let log = audit_path(&state, &config);
+            undo::trash(&undo::Ctx { state: &state, audit_path: &log, config: &config }, command)
+        }
     }
 }
 
@@ -222,6 +240,22 @@ fn ensure_state_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a root that holds the state directory: the tools could then
+/// read the key, rewrite the audit log or empty the trash.
+fn refuse_state_inside_roots(state: &Path, sandbox: &mcpsec_pathguard::Sandbox) -> Result<()> {
+    #[allow(clippy::disallowed_methods)] // mcpsec's own state, not a tool call
+    let state = std::fs::canonicalize(state).with_context(|| format!("reading {}", state.display()))?;
+    if let Some(root) = sandbox.roots().find(|r| state.starts_with(r)) {
+        return Err(usage(format!(
+            "the state directory {} is inside the root {}: the tools could reach the audit log, the key and the \
+             trash. Use a state directory outside every root (--state-dir DIR or MCPSEC_STATE_DIR)",
+            state.display(),
+            root.display()
+        )));
+    }
+    Ok(())
+}
+
 /// The audit log's path: `[audit] path`, relative to the state directory.
 fn audit_path(state: &Path, config: &Config) -> PathBuf {
     state.join(&config.audit.path)
@@ -285,6 +319,7 @@ fn serve(global: &Global, args: ServeArgs) -> Result<()> {
     let principal = Principal::new(args.user.unwrap_or_else(os_user));
     let state = state_dir(global)?;
     ensure_state_dir(&state)?;
+    refuse_state_inside_roots(&state, &sandbox)?;
     let log_path = audit_path(&state, &config);
     let audit = mcpsec_audit::AuditLog::open(&log_path, audit_options(&config))?;
     let session = session_id();
@@ -296,8 +331,17 @@ fn serve(global: &Global, args: ServeArgs) -> Result<()> {
         audit = %log_path.display(),
         "mcpsec serving on stdio"
     );
+    let undo = if config.undo.enabled {
+        Some(
+            mcpsec_server::undo::Undo::open(&state, config.undo.clone(), principal.name())
+                .with_context(|| format!("opening the trash in {}", state.display()))?,
+        )
+    } else {
+        None
+    };
     let options = mcpsec_server::ServerOptions {
         sandbox,
+        undo,
         authorizer: mcpsec_caps::Authorizer::new(config.policy.clone(), Some(Arc::new(tokens::open_tokens(&state)?)))
             .with_failed_check_limit(config.rate_limit.failed_token_checks, config.rate_limit.window),
         injection: config.injection,

@@ -40,6 +40,58 @@ pub struct Config {
     pub injection: InjectionMode,
     /// `execute_command`.
     pub shell: ShellSettings,
+    /// What destructive calls keep for `mcpsec undo`.
+    pub undo: UndoConfig,
+}
+
+/// `[undo]`: what destructive calls keep under `<state-dir>/trash/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UndoConfig {
+    /// Whether anything is kept at all (default true).
+    pub enabled: bool,
+    /// Capabilities whose calls keep nothing (default none): their calls
+    /// proceed without undo instead of being refused when keeping fails.
+    pub disabled_for: Vec<Capability>,
+    /// How long entries are kept (default 7 days).
+    pub retention: Duration,
+    /// The most the trash holds, in bytes (default 1 GiB).
+    pub max_size: u64,
+    /// What happens when an entry would take the trash past `max_size`.
+    pub on_full: OnFull,
+}
+
+impl Default for UndoConfig {
+    fn default() -> Self {
+        UndoConfig {
+            enabled: true,
+            disabled_for: Vec::new(),
+            retention: Duration::from_secs(7 * 86_400),
+            max_size: 1 << 30,
+            on_full: OnFull::PurgeOldest,
+        }
+    }
+}
+
+impl UndoConfig {
+    /// Whether calls needing `capability` keep what they remove.
+    pub fn keeps(&self, capability: Capability) -> bool {
+        self.enabled && !self.disabled_for.contains(&capability)
+    }
+}
+
+/// `[undo] on_full`: what a call does when what it would keep takes the
+/// trash past `max_size`. Either way, something larger than `max_size` on
+/// its own is refused (fail closed): undo cannot keep it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFull {
+    /// Keep it, and purge the oldest entries (in the background) until the
+    /// trash fits again.
+    #[default]
+    PurgeOldest,
+    /// Refuse the call until a human purges the trash: nothing kept is ever
+    /// discarded for lack of room.
+    Refuse,
 }
 
 /// `[shell]`: which programs `execute_command` may run, and how.
@@ -238,10 +290,17 @@ struct RawConfig {
     rate_limit: Option<RawRateLimit>,
     injection: Option<RawInjection>,
     shell: Option<RawShell>,
-    // Sections of the product contract that later versions implement. They
-    // are named here so that the error says "not supported yet" rather than
-    // "unknown"; accepting and ignoring them would be failing open.
-    undo: Option<toml::Value>,
+    undo: Option<RawUndo>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUndo {
+    enabled: Option<bool>,
+    disabled_for: Option<Vec<Capability>>,
+    retention: Option<String>,
+    max_size: Option<String>,
+    on_full: Option<OnFull>,
 }
 
 #[derive(Deserialize)]
@@ -320,17 +379,6 @@ impl Config {
     /// Parses and validates a configuration file's text.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string().trim().to_owned()))?;
-        let unsupported = [("undo", raw.undo.is_some())];
-        if let Some((section, _)) = unsupported.iter().find(|(_, present)| *present) {
-            return Err(value_error(
-                section,
-                format!(
-                    "the [{section}] section is not supported by this version of mcpsec; \
-                     remove it rather than run without what it asks for"
-                ),
-            ));
-        }
-
         let mut config = Config::default();
         let mut shell_mode_given = false;
         if let Some(roots) = raw.roots {
@@ -500,6 +548,36 @@ impl Config {
                 config.audit.max_size = Some(units::parse_size(&t).map_err(|m| value_error("audit.max_size", m))?);
             }
         }
+        if let Some(u) = raw.undo {
+            if let Some(enabled) = u.enabled {
+                config.undo.enabled = enabled;
+            }
+            if let Some(caps) = u.disabled_for {
+                config.undo.disabled_for = caps;
+            }
+            if let Some(t) = u.retention {
+                let d = units::parse_duration(&t).map_err(|m| value_error("undo.retention", m))?;
+                if d.is_zero() {
+                    return Err(value_error(
+                        "undo.retention",
+                        "must be longer than 0 (set enabled = false to keep nothing)",
+                    ));
+                }
+                config.undo.retention = d;
+            }
+            if let Some(t) = u.max_size {
+                config.undo.max_size = units::parse_size(&t).map_err(|m| value_error("undo.max_size", m))?;
+                if config.undo.max_size == 0 {
+                    return Err(value_error(
+                        "undo.max_size",
+                        "must be larger than 0 (set enabled = false to keep nothing)",
+                    ));
+                }
+            }
+            if let Some(on_full) = u.on_full {
+                config.undo.on_full = on_full;
+            }
+        }
         Ok(config)
     }
 }
@@ -659,7 +737,11 @@ mod tests {
 
     #[test]
     fn unimplemented_sections_are_refused_not_ignored() {
-        let e = err("[undo]\n");
-        assert!(e.contains("undo") && e.contains("not supported"), "{e}");
+        let e = err("[undo]\nretention = \"0s\"\n");
+        assert!(e.contains("undo.retention"), "{e}");
+        let e = err("[undo]\non_full = \"drop\"\n");
+        assert!(e.contains("on_full"), "{e}");
+        let e = err("[undo]\ndisabled_for = [\"write_file\"]\n");
+        assert!(e.contains("disabled_for") || e.contains("write_file"), "{e}");
     }
 }

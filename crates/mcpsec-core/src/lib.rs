@@ -41,7 +41,7 @@ pub mod units;
 
 pub use capability::{Capability, Mode, Policy, Principal, UnknownCapability};
 pub use config::{
-    AuditConfig, AuditSync, Config, ConfigError, InjectionMode, Limits, PathRules, RateLimitConfig, ShellSettings,
-    TokenConfig, validate_glob,
+    AuditConfig, AuditSync, Config, ConfigError, InjectionMode, Limits, OnFull, PathRules, RateLimitConfig,
+    ShellSettings, TokenConfig, UndoConfig, validate_glob,
 };
 pub use refusal::Refusal;

@@ -137,6 +137,19 @@ pub enum GuardError {
         /// The path as given.
         path: String,
     },
+    /// What a destructive operation would remove could not be kept for
+    /// undo; nothing was changed.
+    #[error(
+        "refused: `{path}` was left unchanged because what the call would remove could not be kept for undo \
+         ({reason}). The operator can free room in the trash (`mcpsec trash purge`), raise [undo] max_size, \
+         or turn undo off for this capability ([undo] disabled_for)"
+    )]
+    NotKept {
+        /// The path as given.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// Any other I/O failure (the OS message is kept out on purpose).
     #[error("{op} `{path}` failed: {kind}")]
     Io {
@@ -174,6 +187,7 @@ impl GuardError {
                 | GuardError::OutOfScope { .. }
                 | GuardError::Invalid { .. }
                 | GuardError::RootItself { .. }
+                | GuardError::NotKept { .. }
         )
     }
 }
@@ -200,6 +214,7 @@ impl GuardError {
             GuardError::TooManyEntries { limit, .. } => GuardError::TooManyEntries { path, limit },
             GuardError::SymlinkLoop { .. } => GuardError::SymlinkLoop { path },
             GuardError::Changed { .. } => GuardError::Changed { path },
+            GuardError::NotKept { reason, .. } => GuardError::NotKept { path, reason },
             GuardError::Io { op, kind, .. } => GuardError::Io { op, path, kind },
         }
     }

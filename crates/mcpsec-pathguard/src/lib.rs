@@ -64,7 +64,9 @@ mod error;
 mod resolve;
 mod rules;
 mod sandbox;
+pub mod trash;
 
 pub use error::{GuardError, Rule};
 pub use rules::{Rules, Scope, compile_glob, with_scope};
 pub use sandbox::{Entry, EntryKind, Info, MAX_ENTRIES, OpenError, Sandbox, SandboxOptions, WalkEntry};
+pub use trash::{Slot, Trash};

@@ -36,7 +36,7 @@ pub(crate) struct Root {
 #[derive(Debug)]
 pub struct Sandbox {
     pub(crate) roots: Vec<Root>,
-    rules: Rules,
+    pub(crate) rules: Rules,
     max_read: u64,
 }
 
@@ -314,7 +314,12 @@ impl Sandbox {
     pub fn write(&self, input: &str, contents: &[u8]) -> Result<bool, GuardError> {
         let r = self.resolve(input, Last::FollowMaybeMissing)?;
         self.rules.check_write(&r.rel(), input)?;
-        let name = self.mutable_name(&r, input, "overwrite")?;
+        self.write_resolved(&r, input, contents)
+    }
+
+    /// [`Sandbox::write`] on a resolved, checked path.
+    pub(crate) fn write_resolved(&self, r: &Resolved<'_>, input: &str, contents: &[u8]) -> Result<bool, GuardError> {
+        let name = self.mutable_name(r, input, "overwrite")?;
         let mode = match r.kind {
             Kind::Dir => return Err(GuardError::IsADirectory { path: input.to_owned() }),
             Kind::Missing => None,
@@ -322,10 +327,27 @@ impl Sandbox {
                 r.dir.symlink_metadata(name).map_err(|e| io_error("writing", input, e))?.permissions().mode() & 0o7777,
             ),
         };
+        let tmp = self.write_temp(&r.dir, name, input, contents, mode)?;
+        let result = r.dir.rename(&tmp, &r.dir, name).map_err(|e| io_error("writing", input, e));
+        if result.is_err() {
+            let _ = r.dir.remove_file(&tmp);
+        }
+        result.map(|()| r.kind == Kind::Missing)
+    }
+
+    /// Writes `contents` to a new temporary file next to `name` in `dir`,
+    /// with `mode` (0644 when `None`), flushed to disk. Returns its name.
+    pub(crate) fn write_temp(
+        &self,
+        dir: &Dir,
+        name: &OsString,
+        input: &str,
+        contents: &[u8],
+        mode: Option<u32>,
+    ) -> Result<OsString, GuardError> {
         let tmp = temp_name(name);
         let result = (|| {
-            let mut file = r
-                .dir
+            let mut file = dir
                 .open_with(
                     &tmp,
                     OpenOptions::new()
@@ -339,13 +361,15 @@ impl Sandbox {
             if let Some(mode) = mode {
                 file.set_permissions(Permissions::from_mode(mode)).map_err(|e| io_error("writing", input, e))?;
             }
-            file.sync_data().map_err(|e| io_error("writing", input, e))?;
-            r.dir.rename(&tmp, &r.dir, name).map_err(|e| io_error("writing", input, e))
+            file.sync_data().map_err(|e| io_error("writing", input, e))
         })();
-        if result.is_err() {
-            let _ = r.dir.remove_file(&tmp);
+        match result {
+            Ok(()) => Ok(tmp),
+            Err(e) => {
+                let _ = dir.remove_file(&tmp);
+                Err(e)
+            }
         }
-        result.map(|()| r.kind == Kind::Missing)
     }
 
     /// Creates a directory and any missing parents (`mkdir -p`). Succeeds
@@ -524,19 +548,26 @@ impl Sandbox {
     /// protected.
     pub fn remove(&self, input: &str, recursive: bool) -> Result<(), GuardError> {
         let r = self.resolve(input, Last::NoFollow)?;
+        self.check_removal(&r, input, recursive)?;
         let name = self.mutable_name(&r, input, "delete")?;
+        match r.kind {
+            Kind::Dir if recursive => r.dir.remove_dir_all(name).map_err(|e| io_error("deleting", input, e)),
+            Kind::Dir => r.dir.remove_dir(name).map_err(|e| io_error("deleting", input, e)),
+            _ => r.dir.remove_file_or_symlink(name).map_err(|e| io_error("deleting", input, e)),
+        }
+    }
+
+    /// Checks that the resolved `r` exists and may be deleted: the rules
+    /// allow it and, for a recursive delete, everything inside it.
+    pub(crate) fn check_removal(&self, r: &Resolved<'_>, input: &str, recursive: bool) -> Result<(), GuardError> {
+        self.mutable_name(r, input, "delete")?;
         let rel = r.rel();
         self.rules.check_write(&rel, input)?;
         match r.kind {
             Kind::Missing => Err(GuardError::NotFound { path: input.to_owned() }),
-            Kind::Dir if recursive => {
-                self.check_subtree(&r, input, |sub| {
-                    self.rules.check_write_entry(&rel.join(sub), &format!("{input}/{sub}"))
-                })?;
-                r.dir.remove_dir_all(name).map_err(|e| io_error("deleting", input, e))
-            }
-            Kind::Dir => r.dir.remove_dir(name).map_err(|e| io_error("deleting", input, e)),
-            _ => r.dir.remove_file_or_symlink(name).map_err(|e| io_error("deleting", input, e)),
+            Kind::Dir if recursive => self
+                .check_subtree(r, input, |sub| self.rules.check_write_entry(&rel.join(sub), &format!("{input}/{sub}"))),
+            _ => Ok(()),
         }
     }
 
@@ -575,7 +606,12 @@ impl Sandbox {
         Ok(())
     }
 
-    fn mutable_name<'r>(&self, r: &'r Resolved<'_>, input: &str, op: &'static str) -> Result<&'r OsString, GuardError> {
+    pub(crate) fn mutable_name<'r>(
+        &self,
+        r: &'r Resolved<'_>,
+        input: &str,
+        op: &'static str,
+    ) -> Result<&'r OsString, GuardError> {
         r.name.as_ref().ok_or_else(|| GuardError::RootItself { path: input.to_owned(), op })
     }
 }
@@ -585,7 +621,7 @@ fn under(host: &Path, rel: &Path) -> PathBuf {
     if rel.as_os_str().is_empty() { host.to_path_buf() } else { host.join(rel) }
 }
 
-fn temp_name(name: &OsString) -> OsString {
+pub(crate) fn temp_name(name: &OsString) -> OsString {
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut tmp = OsString::from(".");
     // Keep the name short enough for NAME_MAX even for long originals.

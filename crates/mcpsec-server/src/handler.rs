@@ -20,6 +20,7 @@ use secrecy::SecretString;
 
 use crate::confirm::{self, Confirmation, Confirmer};
 use crate::tools::{Ctx, ToolError, ToolSpec, builtin};
+use crate::undo::run_call;
 
 /// Everything a server needs, built by the caller (the CLI).
 #[derive(Debug)]
@@ -40,6 +41,8 @@ pub struct ServerOptions {
     pub limits: crate::ratelimit::Limits,
     /// What to do with instruction-like content in results.
     pub injection: mcpsec_core::InjectionMode,
+    /// The trash, when undo is on.
+    pub undo: Option<crate::undo::Undo>,
 }
 
 struct Inner {
@@ -123,7 +126,7 @@ impl McpsecServer {
         let confirmer = options.authorizer.tokens().cloned().map(Confirmer::new);
         McpsecServer {
             inner: Arc::new(Inner {
-                ctx: Arc::new(Ctx { sandbox: options.sandbox, shell: options.shell }),
+                ctx: Arc::new(Ctx { sandbox: options.sandbox, shell: options.shell, undo: options.undo }),
                 authorizer: options.authorizer,
                 principal: options.principal,
                 audit: options.audit,
@@ -289,15 +292,19 @@ impl McpsecServer {
                 Err(e) => return Ok(error_result(audit_refusal(&e)).into()),
             }
         }
-        let result = if spec.blocking {
+        let seq = facts.intent;
+        let (result, kept) = if spec.blocking {
             let ctx = inner.ctx.clone();
             let exec = spec.exec;
-            tokio::task::spawn_blocking(move || with_scope(scope, || exec(&ctx, name, args)))
+            tokio::task::spawn_blocking(move || run_call(seq, || with_scope(scope, || exec(&ctx, name, args))))
                 .await
-                .unwrap_or_else(|e| Err(ToolError::Failed(format!("the operation crashed: {e}"))))
+                .unwrap_or_else(|e| (Err(ToolError::Failed(format!("the operation crashed: {e}"))), None))
         } else {
-            with_scope(scope, || (spec.exec)(&inner.ctx, name, args))
+            run_call(seq, || with_scope(scope, || (spec.exec)(&inner.ctx, name, args)))
         };
+        if let Some(kept) = kept {
+            facts.details = Some(serde_json::json!({ "undo": kept }));
+        }
         let ending = match result {
             Ok(r) if spec.untrusted => self.mark_untrusted(name, r, &mut facts),
             Ok(r) => Ending::Ok(r),
@@ -327,7 +334,8 @@ impl McpsecServer {
         let mut marking = serde_json::json!({ "source": source, "tool": tool });
         if !flags.is_empty() {
             marking["flags"] = serde_json::json!(flags);
-            facts.details = Some(serde_json::json!({ "injection": flags }));
+            let details = facts.details.get_or_insert_with(|| serde_json::json!({}));
+            details["injection"] = serde_json::json!(flags);
         }
         let mut meta = result.meta.take().unwrap_or_default();
         meta.insert(UNTRUSTED_META.to_owned(), marking);

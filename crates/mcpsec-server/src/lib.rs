@@ -29,6 +29,7 @@ pub mod ratelimit;
 pub mod shell;
 pub mod tools;
 pub mod transport;
+pub mod undo;
 
 pub use handler::{McpsecServer, ServerOptions};
 

@@ -48,6 +48,23 @@ pub struct Ctx {
     pub sandbox: Sandbox,
     /// The program runner, when `[shell] allow` names programs.
     pub shell: Option<crate::shell::Shell>,
+    /// The trash, when undo is on.
+    pub undo: Option<crate::undo::Undo>,
+}
+
+impl Ctx {
+    /// The undo of calls needing `capability`, unless it is off for them.
+    fn undo_for(&self, capability: Capability) -> Option<&crate::undo::Undo> {
+        self.undo.as_ref().filter(|u| u.keeps(capability))
+    }
+
+    /// Writes a file, keeping the one it replaces when undo is on.
+    fn write(&self, tool: &str, path: &str, contents: &[u8]) -> Result<bool, ToolError> {
+        match self.undo_for(Capability::WriteFiles) {
+            Some(undo) => undo.write(&self.sandbox, tool, path, contents),
+            None => Ok(self.sandbox.write(path, contents)?),
+        }
+    }
 }
 
 /// A tool: a description plus an execute step.
@@ -496,9 +513,8 @@ struct WriteArgs {
 }
 
 fn write_file(ctx: &Ctx, tool: &'static str, args: JsonObject) -> Result<CallToolResult, ToolError> {
-    let sb = &ctx.sandbox;
     let a: WriteArgs = parse(tool, args)?;
-    sb.write(&a.path, a.content.as_bytes())?;
+    ctx.write(tool, &a.path, a.content.as_bytes())?;
     Ok(text_result(format!("Successfully wrote to {}", a.path)))
 }
 
@@ -517,7 +533,7 @@ fn edit_file(ctx: &Ctx, tool: &'static str, args: JsonObject) -> Result<CallTool
     let original = to_text(sb.read(&a.path)?);
     let (modified, diff) = edit::apply(&original, &a.edits, &a.path).map_err(ToolError::Failed)?;
     if !a.dry_run {
-        sb.write(&a.path, modified.as_bytes())?;
+        ctx.write(tool, &a.path, modified.as_bytes())?;
     }
     Ok(text_result(diff))
 }
@@ -689,7 +705,10 @@ struct MoveArgs {
 fn move_file(ctx: &Ctx, tool: &'static str, args: JsonObject) -> Result<CallToolResult, ToolError> {
     let sb = &ctx.sandbox;
     let a: MoveArgs = parse(tool, args)?;
-    sb.rename(&a.source, &a.destination)?;
+    match ctx.undo_for(Capability::WriteFiles) {
+        Some(undo) => undo.moved(sb, tool, &a.source, &a.destination)?,
+        None => sb.rename(&a.source, &a.destination)?,
+    }
     Ok(text_result(format!("Successfully moved {} to {}", a.source, a.destination)))
 }
 
@@ -762,7 +781,10 @@ struct DeleteArgs {
 fn delete_file(ctx: &Ctx, tool: &'static str, args: JsonObject) -> Result<CallToolResult, ToolError> {
     let sb = &ctx.sandbox;
     let a: DeleteArgs = parse(tool, args)?;
-    sb.remove(&a.path, a.recursive)?;
+    match ctx.undo_for(Capability::DeleteFiles) {
+        Some(undo) => undo.delete(sb, tool, &a.path, a.recursive)?,
+        None => sb.remove(&a.path, a.recursive)?,
+    }
     Ok(text_result(format!("Successfully deleted {}", a.path)))
 }
 

@@ -9,3 +9,4 @@ mod props;
 mod protected;
 mod races;
 mod support;
+mod trash;

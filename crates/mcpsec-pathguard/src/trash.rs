@@ -1,0 +1,787 @@
+//! The trash: what destructive calls remove or overwrite, kept for
+//! `mcpsec undo`.
+//!
+//! Layout, inside the 0700 state directory:
+//!
+//! ```text
+//! trash/            0700
+//!   .lock           flock: undo and purge of an entry exclude each other
+//!   <seq>/          0700, one entry a call, named by its intent record's seq
+//!     data          what was removed: a file (0600), a symlink, or a whole tree
+//!     manifest.json 0600, written last: where it came from, modes, hashes
+//! ```
+//!
+//! Keeping does not copy when a rename will do: a deleted file or tree is
+//! *renamed* into its entry, and an overwritten file is swapped out with
+//! `renameat2(RENAME_EXCHANGE)` for the new content, so exactly what was
+//! displaced is kept, atomically. Only across filesystems (`EXDEV`) is
+//! anything copied. Kept files are made 0600 and directories 0700 (their
+//! original modes are in the manifest and come back on restore), except a
+//! file with other hard links, whose mode is shared with them and is left
+//! alone.
+
+use std::ffi::{OsStr, OsString};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, DirBuilder, DirBuilderExt, OpenOptions, OpenOptionsExt, Permissions, PermissionsExt};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{GuardError, io_error};
+use crate::resolve::{Kind, Last, lossy};
+use crate::sandbox::{MAX_ENTRIES, Sandbox, temp_name};
+
+/// The name of a kept object inside its entry.
+const DATA: &str = "data";
+/// The name of an entry's manifest.
+const MANIFEST: &str = "manifest.json";
+/// The manifest format's version.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// The trash directory, opened once.
+#[derive(Debug)]
+pub struct Trash {
+    dir: Dir,
+    host: PathBuf,
+}
+
+/// One entry being filled by a call (see [`Trash::begin`]).
+#[derive(Debug)]
+pub struct Slot {
+    dir: Dir,
+    seq: u64,
+}
+
+/// What one entry kept, as recorded in its manifest and the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kept {
+    /// Every entry of the kept object, itself first (path `""`), then a
+    /// tree's contents depth-first in name order.
+    pub entries: Vec<KeptEntry>,
+    /// Bytes of file content kept.
+    pub size: u64,
+    /// SHA-256 of a file's content; for a tree or a symlink, of
+    /// [`Kept::entries`] in a canonical form.
+    pub sha256: String,
+}
+
+impl Kept {
+    /// Whether `other` has the same entries with the same content (kinds,
+    /// sizes, hashes, link targets), whatever their modes: kept objects are
+    /// sealed (0600/0700) while in the trash.
+    pub fn same_content(&self, other: &Kept) -> bool {
+        let key = |e: &KeptEntry| (e.path.clone(), e.kind.clone(), e.size, e.sha256.clone(), e.target.clone());
+        self.size == other.size
+            && self.entries.len() == other.entries.len()
+            && self.entries.iter().zip(&other.entries).all(|(a, b)| key(a) == key(b))
+    }
+}
+
+/// One file, directory or symlink of a kept object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptEntry {
+    /// Path below the kept object, `/`-separated; `""` for the object itself.
+    pub path: String,
+    /// `file`, `dir` or `symlink`.
+    pub kind: String,
+    /// Permission bits it had.
+    pub mode: u32,
+    /// Size in bytes (files).
+    #[serde(default)]
+    pub size: u64,
+    /// SHA-256 of the content (files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Where it pointed (symlinks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+/// What a call did to the path its entry names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Deleted it (a file, symlink or tree): it is in `data`.
+    Delete,
+    /// Replaced a file's content: the old file is in `data`, and
+    /// [`Manifest::left_sha256`] is what the call left in its place.
+    Overwrite,
+    /// Moved it to [`Manifest::moved_to`]; nothing was removed, `data` is
+    /// absent.
+    Move,
+}
+
+/// An entry's manifest: everything `mcpsec undo` needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Format version ([`MANIFEST_VERSION`]).
+    pub v: u32,
+    /// The seq of the call's intent record (the entry's name).
+    pub seq: u64,
+    /// When it was kept, in seconds since the Unix epoch.
+    pub time: u64,
+    /// The tool (or `undo`).
+    pub tool: String,
+    /// Who made the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// What the call did.
+    pub action: Action,
+    /// The root the path lies in (canonical, absolute).
+    pub root: PathBuf,
+    /// The resolved path below the root, `/`-separated.
+    pub path: String,
+    /// What was kept (absent for a move).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept: Option<Kept>,
+    /// SHA-256 of the file the call left at `path` (overwrite).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left_sha256: Option<String>,
+    /// Where a move put it, below the same root (move).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_to: Option<String>,
+}
+
+impl Manifest {
+    /// The absolute path the entry names.
+    pub fn host_path(&self) -> PathBuf {
+        under(&self.root, &self.path)
+    }
+
+    /// Bytes the entry takes in the trash (file content).
+    pub fn size(&self) -> u64 {
+        self.kept.as_ref().map_or(0, |k| k.size)
+    }
+}
+
+/// One entry as found by [`Trash::list`].
+#[derive(Debug)]
+pub enum Listed {
+    /// A complete entry.
+    Entry(Manifest),
+    /// An entry without a readable manifest: a crash while it was being
+    /// filled, or damage. Never purged automatically before its age says so.
+    Incomplete {
+        /// Its name (the seq).
+        seq: u64,
+        /// Why it is incomplete.
+        problem: String,
+        /// When the entry directory was last changed (seconds since the epoch).
+        time: u64,
+    },
+}
+
+impl Listed {
+    /// The entry's seq.
+    pub fn seq(&self) -> u64 {
+        match self {
+            Listed::Entry(m) => m.seq,
+            Listed::Incomplete { seq, .. } => *seq,
+        }
+    }
+
+    /// When it was made.
+    pub fn time(&self) -> u64 {
+        match self {
+            Listed::Entry(m) => m.time,
+            Listed::Incomplete { time, .. } => *time,
+        }
+    }
+}
+
+/// Holds the trash lock; dropping it releases it.
+#[derive(Debug)]
+pub struct TrashLock {
+    _file: cap_std::fs::File,
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn under(root: &Path, rel: &str) -> PathBuf {
+    if rel.is_empty() { root.to_path_buf() } else { root.join(rel) }
+}
+
+fn other(message: impl Into<String>) -> io::Error {
+    io::Error::other(message.into())
+}
+
+impl Trash {
+    /// Opens `<state_dir>/trash`, creating it with mode 0700. The state
+    /// directory must exist. Opening it is a use of ambient authority, like
+    /// opening the roots.
+    pub fn open(state_dir: &Path) -> io::Result<Trash> {
+        let state = Dir::open_ambient_dir(state_dir, ambient_authority())?;
+        match state.symlink_metadata("trash") {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(other(format!("{} is not a directory", state_dir.join("trash").display()))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let mut b = DirBuilder::new();
+                b.mode(0o700);
+                match state.create_dir_with("trash", &b) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        let dir = state.open_dir_nofollow("trash")?;
+        let mode = dir.dir_metadata()?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            dir.set_permissions(".", Permissions::from_mode(0o700))?;
+        }
+        Ok(Trash { dir, host: state_dir.join("trash") })
+    }
+
+    /// The trash directory's path.
+    pub fn host(&self) -> &Path {
+        &self.host
+    }
+
+    /// Takes the trash lock (blocking): `undo` and `purge` of entries hold
+    /// it so that neither acts on an entry the other is taking away. Calls
+    /// filling new entries never take it.
+    pub fn lock(&self) -> io::Result<TrashLock> {
+        let file = self.dir.open_with(
+            ".lock",
+            OpenOptions::new().read(true).write(true).create(true).mode(0o600).follow(FollowSymlinks::No),
+        )?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).map_err(io::Error::from)?;
+        Ok(TrashLock { _file: file })
+    }
+
+    /// Starts the entry of the call whose intent record is `seq`.
+    pub fn begin(&self, seq: u64) -> io::Result<Slot> {
+        let name = seq.to_string();
+        let mut b = DirBuilder::new();
+        b.mode(0o700);
+        self.dir.create_dir_with(&name, &b).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                other(format!("trash entry {seq} exists already (was the audit log reset?)"))
+            } else {
+                e
+            }
+        })?;
+        Ok(Slot { dir: self.dir.open_dir_nofollow(&name)?, seq })
+    }
+
+    /// Opens the existing entry `seq`.
+    pub fn slot(&self, seq: u64) -> io::Result<Slot> {
+        Ok(Slot { dir: self.dir.open_dir_nofollow(seq.to_string())?, seq })
+    }
+
+    /// The manifest of entry `seq`, `None` when there is no such entry.
+    pub fn manifest(&self, seq: u64) -> io::Result<Option<Manifest>> {
+        match self.dir.symlink_metadata(seq.to_string()) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        self.slot(seq)?.manifest().map(Some)
+    }
+
+    /// Every entry, oldest (lowest seq) first.
+    pub fn list(&self) -> io::Result<Vec<Listed>> {
+        let mut out = Vec::new();
+        for entry in self.dir.entries()? {
+            let entry = entry?;
+            let Some(seq) = entry.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) else { continue };
+            let listed = match self.slot(seq).and_then(|s| s.manifest()) {
+                Ok(m) if m.seq == seq => Listed::Entry(m),
+                Ok(m) => Listed::Incomplete { seq, problem: format!("its manifest names seq {}", m.seq), time: m.time },
+                Err(e) => {
+                    let time = entry
+                        .metadata()
+                        .ok()
+                        .and_then(|m| m.modified().ok())
+                        .and_then(|t| t.into_std().duration_since(UNIX_EPOCH).ok())
+                        .map_or(0, |d| d.as_secs());
+                    Listed::Incomplete { seq, problem: e.to_string(), time }
+                }
+            };
+            out.push(listed);
+        }
+        out.sort_by_key(Listed::seq);
+        Ok(out)
+    }
+
+    /// Removes entry `seq` with everything in it. Returns whether it existed.
+    pub fn remove(&self, seq: u64) -> io::Result<bool> {
+        let name = seq.to_string();
+        // Kept directories may have lost their write or search bits.
+        let _ = make_removable(&self.dir, OsStr::new(&name));
+        match self.dir.remove_dir_all(&name) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Gives every directory of a tree mode 0700 so that it can be removed.
+fn make_removable(parent: &Dir, name: &OsStr) -> io::Result<()> {
+    let meta = parent.symlink_metadata(name)?;
+    if !meta.is_dir() {
+        return Ok(());
+    }
+    parent.set_permissions(name, Permissions::from_mode(0o700))?;
+    let dir = parent.open_dir_nofollow(name)?;
+    for entry in dir.entries()? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            make_removable(&dir, &entry.file_name())?;
+        }
+    }
+    Ok(())
+}
+
+impl Slot {
+    /// The entry's seq.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Writes the manifest (0600, atomically): the entry is complete.
+    pub fn commit(&self, manifest: &Manifest) -> io::Result<()> {
+        let text = serde_json::to_vec_pretty(manifest).map_err(io::Error::other)?;
+        let tmp = format!("{MANIFEST}.tmp");
+        let mut f = self.dir.open_with(
+            &tmp,
+            OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).follow(FollowSymlinks::No),
+        )?;
+        f.write_all(&text)?;
+        drop(f);
+        self.dir.rename(&tmp, &self.dir, MANIFEST)
+    }
+
+    /// Reads the manifest.
+    pub fn manifest(&self) -> io::Result<Manifest> {
+        let mut f = self.dir.open_with(MANIFEST, OpenOptions::new().read(true).follow(FollowSymlinks::No))?;
+        let mut text = Vec::new();
+        Read::by_ref(&mut f).take(64 << 20).read_to_end(&mut text)?;
+        let m: Manifest = serde_json::from_slice(&text).map_err(|e| other(format!("manifest.json: {e}")))?;
+        if m.v != MANIFEST_VERSION {
+            return Err(other(format!("manifest.json: version {} is not {MANIFEST_VERSION}", m.v)));
+        }
+        Ok(m)
+    }
+
+    /// Removes an entry that ended up holding nothing (the call failed
+    /// before anything was kept).
+    pub fn abandon(self, trash: &Trash) {
+        if self.dir.symlink_metadata(DATA).is_err() {
+            let _ = trash.remove(self.seq);
+        }
+    }
+
+    /// Whether the entry holds kept data.
+    pub fn has_data(&self) -> bool {
+        self.dir.symlink_metadata(DATA).is_ok()
+    }
+
+    /// Describes the kept object as it is now (for checking it against its
+    /// manifest before a restore).
+    pub fn describe(&self) -> io::Result<Kept> {
+        describe(&self.dir, OsStr::new(DATA), false)
+    }
+}
+
+/// Describes the object `name` in `dir`: modes, sizes, hashes. With
+/// `seal`, makes files 0600 and directories 0700 as it goes (after reading
+/// their modes), except files with other hard links.
+fn describe(dir: &Dir, name: &OsStr, seal: bool) -> io::Result<Kept> {
+    let mut entries = Vec::new();
+    let mut size = 0u64;
+    describe_into(dir, name, String::new(), seal, &mut entries, &mut size, 0)?;
+    let sha256 = if entries.len() == 1 && entries[0].kind == "file" {
+        entries[0].sha256.clone().unwrap_or_default()
+    } else {
+        let mut h = Sha256::new();
+        for e in &entries {
+            h.update(
+                format!(
+                    "{}\0{}\0{:o}\0{}\0{}\0{}\n",
+                    e.path,
+                    e.kind,
+                    e.mode,
+                    e.size,
+                    e.sha256.as_deref().unwrap_or(""),
+                    e.target.as_deref().unwrap_or("")
+                )
+                .as_bytes(),
+            );
+        }
+        hex(&h.finalize())
+    };
+    Ok(Kept { entries, size, sha256 })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn describe_into(
+    dir: &Dir,
+    name: &OsStr,
+    path: String,
+    seal: bool,
+    out: &mut Vec<KeptEntry>,
+    size: &mut u64,
+    depth: usize,
+) -> io::Result<()> {
+    if out.len() >= MAX_ENTRIES || depth > 256 {
+        return Err(other(format!("more than {MAX_ENTRIES} entries or too deep")));
+    }
+    let meta = dir.symlink_metadata(name)?;
+    let mode = meta.permissions().mode() & 0o7777;
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        let target = dir.read_link_contents(name)?;
+        out.push(KeptEntry {
+            path,
+            kind: "symlink".into(),
+            mode,
+            size: 0,
+            sha256: None,
+            target: Some(lossy(target.as_os_str()).into_owned()),
+        });
+    } else if ft.is_dir() {
+        if seal {
+            dir.set_permissions(name, Permissions::from_mode(0o700))?;
+        }
+        out.push(KeptEntry { path: path.clone(), kind: "dir".into(), mode, size: 0, sha256: None, target: None });
+        let sub = dir.open_dir_nofollow(name)?;
+        let mut names: Vec<OsString> = Vec::new();
+        for entry in sub.entries()? {
+            names.push(entry?.file_name());
+        }
+        names.sort();
+        for n in names {
+            let p = if path.is_empty() { lossy(&n).into_owned() } else { format!("{path}/{}", lossy(&n)) };
+            describe_into(&sub, &n, p, seal, out, size, depth + 1)?;
+        }
+    } else if ft.is_file() {
+        use cap_std::fs::MetadataExt;
+        if seal && meta.nlink() == 1 {
+            dir.set_permissions(name, Permissions::from_mode(0o600))?;
+        }
+        let mut f = dir.open_with(name, OpenOptions::new().read(true).follow(FollowSymlinks::No))?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 64 << 10];
+        let mut n_total = 0u64;
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            n_total += n as u64;
+        }
+        *size += n_total;
+        out.push(KeptEntry {
+            path,
+            kind: "file".into(),
+            mode,
+            size: n_total,
+            sha256: Some(hex(&h.finalize())),
+            target: None,
+        });
+    } else {
+        return Err(other(format!("`{path}` is a socket, FIFO or device, which undo cannot keep")));
+    }
+    Ok(())
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// SHA-256 of `bytes`, in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn is_exdev(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error())
+}
+
+/// Copies the object `name` of `from` to `to_name` in `to`, recursively,
+/// without following symlinks, with the same modes (each file and directory
+/// is created private and given its mode once its content is in).
+fn copy_tree(from: &Dir, name: &OsStr, to: &Dir, to_name: &OsStr, depth: usize) -> io::Result<()> {
+    if depth > 256 {
+        return Err(other("too deep to copy"));
+    }
+    let meta = from.symlink_metadata(name)?;
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        let target = from.read_link_contents(name)?;
+        to.symlink_contents(target, to_name)
+    } else if ft.is_dir() {
+        let mut b = DirBuilder::new();
+        b.mode(0o700);
+        to.create_dir_with(to_name, &b)?;
+        let src = from.open_dir_nofollow(name)?;
+        let dst = to.open_dir_nofollow(to_name)?;
+        for entry in src.entries()? {
+            let n = entry?.file_name();
+            copy_tree(&src, &n, &dst, &n, depth + 1)?;
+        }
+        to.set_permissions(to_name, meta.permissions())
+    } else if ft.is_file() {
+        let mut src = from.open_with(name, OpenOptions::new().read(true).follow(FollowSymlinks::No))?;
+        let mut dst = to.open_with(
+            to_name,
+            OpenOptions::new().write(true).create_new(true).mode(0o600).follow(FollowSymlinks::No),
+        )?;
+        io::copy(&mut src, &mut dst)?;
+        dst.set_permissions(meta.permissions())?;
+        dst.sync_data()
+    } else {
+        Err(other("a socket, FIFO or device cannot be kept"))
+    }
+}
+
+/// Moves `name` of `from` to `to_name` in `to`: a rename, or across
+/// filesystems a copy then a removal of the original.
+fn move_object(from: &Dir, name: &OsStr, to: &Dir, to_name: &OsStr) -> io::Result<()> {
+    match rustix::fs::renameat_with(from, name, to, to_name, rustix::fs::RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(e) if is_exdev(&e.into()) => {
+            if let Err(e) = copy_tree(from, name, to, to_name, 0) {
+                let _ = make_removable(to, to_name);
+                let _ = to.remove_dir_all(to_name).or_else(|_| to.remove_file(to_name));
+                return Err(e);
+            }
+            let meta = from.symlink_metadata(name)?;
+            if meta.is_dir() { from.remove_dir_all(name) } else { from.remove_file_or_symlink(name) }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What [`Sandbox::write_keeping`] did.
+#[derive(Debug)]
+pub struct Written {
+    /// Whether the file was created (nothing was kept then).
+    pub created: bool,
+    /// The entry's manifest fields, when something was kept.
+    pub kept: Option<KeptAt>,
+}
+
+/// Where a kept object came from, and what it was.
+#[derive(Debug)]
+pub struct KeptAt {
+    /// The root (canonical).
+    pub root: PathBuf,
+    /// The resolved path below it.
+    pub path: String,
+    /// What was kept.
+    pub kept: Kept,
+}
+
+fn rel_text(rel: &Path) -> String {
+    lossy(rel.as_os_str()).into_owned()
+}
+
+impl Sandbox {
+    /// [`Sandbox::remove`], keeping what it removes in `slot`: the object is
+    /// renamed into the trash (copied, then removed, across filesystems).
+    /// If it cannot be kept, nothing is removed.
+    pub fn remove_keeping(&self, input: &str, recursive: bool, slot: &Slot) -> Result<KeptAt, GuardError> {
+        let r = self.resolve(input, Last::NoFollow)?;
+        let rel = r.rel();
+        self.check_removal(&r, input, recursive)?;
+        let name = self.mutable_name(&r, input, "delete")?;
+        if r.kind == Kind::Dir && !recursive {
+            let dir = r.dir.open_dir_nofollow(name).map_err(|e| io_error("deleting", input, e))?;
+            if dir.entries().map_err(|e| io_error("deleting", input, e))?.next().is_some() {
+                return Err(GuardError::DirectoryNotEmpty { path: input.to_owned() });
+            }
+        }
+        if r.kind == Kind::Other {
+            return Err(not_kept(input, "it is a socket, FIFO or device, which undo cannot keep"));
+        }
+        move_object(&r.dir, name, &slot.dir, OsStr::new(DATA)).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => GuardError::Changed { path: input.to_owned() },
+            _ => not_kept(input, &e.to_string()),
+        })?;
+        match describe(&slot.dir, OsStr::new(DATA), true) {
+            Ok(kept) => Ok(KeptAt { root: self.roots[r.root].host.clone(), path: rel_text(&rel), kept }),
+            Err(e) => {
+                // Put it back: the call is refused, nothing changed.
+                let _ = move_object(&slot.dir, OsStr::new(DATA), &r.dir, name);
+                Err(not_kept(input, &e.to_string()))
+            }
+        }
+    }
+
+    /// [`Sandbox::write`], keeping the file it replaces in `slot`: the new
+    /// content is written to a temporary file, swapped with the old one
+    /// (`RENAME_EXCHANGE`), and the old one renamed into the trash. If the
+    /// old file cannot be kept, it is swapped back and nothing changes.
+    pub fn write_keeping(&self, input: &str, contents: &[u8], slot: &Slot) -> Result<Written, GuardError> {
+        let r = self.resolve(input, Last::FollowMaybeMissing)?;
+        self.rules.check_write(&r.rel(), input)?;
+        let name = self.mutable_name(&r, input, "overwrite")?;
+        match r.kind {
+            Kind::Dir => return Err(GuardError::IsADirectory { path: input.to_owned() }),
+            Kind::Missing => {
+                let created = self.write_resolved(&r, input, contents)?;
+                return Ok(Written { created, kept: None });
+            }
+            Kind::File => {}
+            _ => return Err(not_kept(input, "it is not a regular file")),
+        }
+        let meta = r.dir.symlink_metadata(name).map_err(|e| io_error("writing", input, e))?;
+        let mode = meta.permissions().mode() & 0o7777;
+        let tmp = self.write_temp(&r.dir, name, input, contents, Some(mode))?;
+        let exchanged = rustix::fs::renameat_with(&*r.dir, &tmp, &*r.dir, name, rustix::fs::RenameFlags::EXCHANGE);
+        if let Err(e) = exchanged {
+            let _ = r.dir.remove_file(&tmp);
+            return Err(if e == rustix::io::Errno::NOENT {
+                GuardError::Changed { path: input.to_owned() }
+            } else {
+                not_kept(input, &format!("the filesystem cannot swap files atomically ({e})"))
+            });
+        }
+        // `tmp` now names the old file.
+        let kept = move_object(&r.dir, &tmp, &slot.dir, OsStr::new(DATA))
+            .and_then(|()| describe(&slot.dir, OsStr::new(DATA), true));
+        match kept {
+            Ok(kept) => {
+                let _ = r.dir.remove_file(&tmp);
+                let at = KeptAt { root: self.roots[r.root].host.clone(), path: rel_text(&r.rel()), kept };
+                Ok(Written { created: false, kept: Some(at) })
+            }
+            Err(e) => {
+                // Swap the old file back and drop the new one.
+                if slot.has_data() {
+                    let _ = move_object(&slot.dir, OsStr::new(DATA), &r.dir, &tmp);
+                }
+                let _ = rustix::fs::renameat_with(&*r.dir, &tmp, &*r.dir, name, rustix::fs::RenameFlags::EXCHANGE);
+                let _ = r.dir.remove_file(&tmp);
+                Err(not_kept(input, &e.to_string()))
+            }
+        }
+    }
+
+    /// Where `input` resolves to (following symlinks), as a root and a path
+    /// below it, without checking rules (for records).
+    pub fn locate_resolved(&self, input: &str, follow: bool) -> Result<(PathBuf, String), GuardError> {
+        let r = self.resolve(input, if follow { Last::FollowMaybeMissing } else { Last::NoFollow })?;
+        Ok((self.roots[r.root].host.clone(), rel_text(&r.rel())))
+    }
+
+    /// Puts entry `slot`'s kept object back at `input` (the path its
+    /// manifest names). Whatever is at `input` now is first kept in
+    /// `replace` (an entry of the undo's own), or, without one, must be
+    /// absent. Restores the recorded modes. The caller has checked the
+    /// entry and the current state. Returns what was kept in `replace`.
+    pub fn restore(
+        &self,
+        input: &str,
+        slot: &Slot,
+        kept: &Kept,
+        replace: Option<&Slot>,
+    ) -> Result<Option<Kept>, GuardError> {
+        if let Some((parent, _)) = input.rsplit_once('/')
+            && !parent.is_empty()
+        {
+            self.create_dir_all(parent)?;
+        }
+        let r = self.resolve(input, Last::NoFollow)?;
+        let name = self.mutable_name(&r, input, "restore")?;
+        let tmp = temp_name(name);
+        // Bring the kept object next to its destination first.
+        move_object(&slot.dir, OsStr::new(DATA), &r.dir, &tmp).map_err(|e| io_error("restoring", input, e))?;
+        let placed = (|| {
+            set_modes(&r.dir, &tmp, kept).map_err(|e| io_error("restoring", input, e))?;
+            match (r.kind, replace) {
+                (Kind::Missing, _) => {
+                    rustix::fs::renameat_with(&*r.dir, &tmp, &*r.dir, name, rustix::fs::RenameFlags::NOREPLACE)
+                        .map_err(|e| io_error("restoring", input, e.into()))
+                        .map(|()| None)
+                }
+                (_, Some(replace)) => {
+                    rustix::fs::renameat_with(&*r.dir, &tmp, &*r.dir, name, rustix::fs::RenameFlags::EXCHANGE)
+                        .map_err(|e| io_error("restoring", input, e.into()))?;
+                    // `tmp` now names what was there: keep it.
+                    let kept_now = move_object(&r.dir, &tmp, &replace.dir, OsStr::new(DATA))
+                        .and_then(|()| describe(&replace.dir, OsStr::new(DATA), true));
+                    match kept_now {
+                        Ok(k) => Ok(Some(k)),
+                        Err(e) => {
+                            // Swap back, so that `tmp` is the kept object again.
+                            if replace.has_data() {
+                                let _ = move_object(&replace.dir, OsStr::new(DATA), &r.dir, &tmp);
+                            }
+                            let _ = rustix::fs::renameat_with(
+                                &*r.dir,
+                                &tmp,
+                                &*r.dir,
+                                name,
+                                rustix::fs::RenameFlags::EXCHANGE,
+                            );
+                            Err(io_error("keeping what was at", input, e))
+                        }
+                    }
+                }
+                (_, None) => Err(GuardError::AlreadyExists { path: input.to_owned() }),
+            }
+        })();
+        if placed.is_err() && r.dir.symlink_metadata(&tmp).is_ok() {
+            // Leave the trash as it was.
+            let _ = move_object(&r.dir, &tmp, &slot.dir, OsStr::new(DATA));
+        }
+        placed
+    }
+
+    /// Describes what is at `input` now (not following a final symlink), or
+    /// `None` when nothing is there.
+    pub fn describe_current(&self, input: &str) -> Result<Option<Kept>, GuardError> {
+        let r = self.resolve(input, Last::NoFollow)?;
+        if r.kind == Kind::Missing {
+            return Ok(None);
+        }
+        let name = self.mutable_name(&r, input, "inspect")?;
+        describe(&r.dir, name, false).map(Some).map_err(|e| io_error("reading", input, e))
+    }
+}
+
+/// Gives the restored object (named `name` in `dir`) the modes in `kept`.
+fn set_modes(dir: &Dir, name: &OsStr, kept: &Kept) -> io::Result<()> {
+    // Deepest first, so that a directory losing its write bit comes last.
+    for e in kept.entries.iter().rev() {
+        if e.kind == "symlink" {
+            continue;
+        }
+        let (parent, leaf): (Dir, OsString) = if e.path.is_empty() {
+            (dir.try_clone()?, name.to_owned())
+        } else {
+            let mut d = dir.open_dir_nofollow(name)?;
+            let mut parts: Vec<&str> = e.path.split('/').collect();
+            let leaf = parts.pop().unwrap_or_default();
+            for p in parts {
+                d = d.open_dir_nofollow(p)?;
+            }
+            (d, OsString::from(leaf))
+        };
+        parent.set_permissions(&leaf, Permissions::from_mode(e.mode))?;
+    }
+    Ok(())
+}
+
+fn not_kept(input: &str, reason: &str) -> GuardError {
+    GuardError::NotKept { path: input.to_owned(), reason: reason.to_owned() }
+}

@@ -1,0 +1,354 @@
+//! Undo: destructive calls keep what they remove in the trash, keyed by
+//! the seq of their intent record, and retention keeps the trash bounded.
+//!
+//! The keeping itself is the path guard's ([`Sandbox::remove_keeping`],
+//! [`Sandbox::write_keeping`]); this module decides *whether* to keep
+//! (`[undo]`), how much room there is, writes the entry's manifest, tells
+//! the pipeline what to record, and runs retention on a thread of its own
+//! so that no call ever waits for a purge.
+
+use std::cell::RefCell;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mcpsec_core::{Capability, OnFull, UndoConfig};
+use mcpsec_pathguard::trash::{Action, KeptAt, Listed, MANIFEST_VERSION, Manifest, now_secs, sha256_hex};
+use mcpsec_pathguard::{GuardError, Sandbox, Slot, Trash};
+use serde_json::{Value, json};
+
+use crate::tools::ToolError;
+
+/// How often retention runs when nothing wakes it.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
+
+/// The server's undo: the trash, the `[undo]` settings, and the purger.
+#[derive(Debug)]
+pub struct Undo {
+    trash: Arc<Trash>,
+    config: UndoConfig,
+    user: String,
+    /// What the trash holds, in bytes, as last counted plus what this server
+    /// kept since (others, e.g. `mcpsec undo`, may change it meanwhile).
+    size: Arc<AtomicU64>,
+    wake: Mutex<mpsc::Sender<()>>,
+}
+
+thread_local! {
+    /// The call being executed on this thread: its intent's seq, and what
+    /// it kept (for its result record).
+    static CURRENT: RefCell<Option<(u64, Option<Value>)>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` as the execution of the call whose intent record is `seq`;
+/// returns its result and what it kept (the `undo` details of its result
+/// record).
+pub(crate) fn run_call<R>(seq: Option<u64>, f: impl FnOnce() -> R) -> (R, Option<Value>) {
+    let previous = CURRENT.with(|c| c.replace(seq.map(|s| (s, None))));
+    let r = f();
+    let kept = CURRENT.with(|c| c.replace(previous)).and_then(|(_, kept)| kept);
+    (r, kept)
+}
+
+fn current_seq() -> Option<u64> {
+    CURRENT.with(|c| c.borrow().as_ref().map(|(s, _)| *s))
+}
+
+fn set_kept(details: Value) {
+    CURRENT.with(|c| {
+        if let Some((_, kept)) = c.borrow_mut().as_mut() {
+            *kept = Some(details);
+        }
+    });
+}
+
+impl Undo {
+    /// Opens `<state_dir>/trash` and starts retention (a first pass right
+    /// away, in the background).
+    pub fn open(state_dir: &Path, config: UndoConfig, user: &str) -> std::io::Result<Undo> {
+        let trash = Arc::new(Trash::open(state_dir)?);
+        let size = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = mpsc::channel();
+        let purger = Purger { trash: trash.clone(), config: config.clone(), size: size.clone() };
+        std::thread::Builder::new().name("mcpsec-trash".into()).spawn(move || purger.run(&rx))?;
+        Ok(Undo { trash, config, user: user.to_owned(), size, wake: Mutex::new(tx) })
+    }
+
+    /// The trash.
+    pub fn trash(&self) -> &Trash {
+        &self.trash
+    }
+
+    /// Whether calls needing `capability` keep what they remove.
+    pub fn keeps(&self, capability: Capability) -> bool {
+        self.config.keeps(capability)
+    }
+
+    /// Whether an entry of `size` bytes may be kept, or why not.
+    fn fits(&self, path: &str, size: u64) -> Result<(), ToolError> {
+        let max = self.config.max_size;
+        let refuse = |reason: String| Err(ToolError::Guard(GuardError::NotKept { path: path.to_owned(), reason }));
+        if size > max {
+            return refuse(format!("it is {size} bytes, more than the whole trash may hold ([undo] max_size = {max})"));
+        }
+        if self.config.on_full == OnFull::Refuse {
+            let mut used = self.size.load(Ordering::Relaxed);
+            if used.saturating_add(size) > max {
+                // The count may be stale (a human purged meanwhile):
+                // recount before refusing. Only a full trash pays this.
+                used = self.recount();
+            }
+            if used.saturating_add(size) > max {
+                return refuse(format!(
+                    "the trash is full: it holds {used} bytes, this needs {size} more, [undo] max_size = {max} and \
+                     on_full = \"refuse\""
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts what the trash holds now.
+    fn recount(&self) -> u64 {
+        let total = self
+            .trash
+            .list()
+            .map(|l| l.iter().map(|e| if let Listed::Entry(m) = e { m.size() } else { 0 }).sum())
+            .unwrap_or(u64::MAX);
+        self.size.store(total, Ordering::Relaxed);
+        total
+    }
+
+    fn begin(&self, path: &str) -> Result<(Slot, u64), ToolError> {
+        let seq = current_seq().ok_or_else(|| ToolError::Failed("internal error: no intent record for undo".into()))?;
+        let slot = self
+            .trash
+            .begin(seq)
+            .map_err(|e| ToolError::Guard(GuardError::NotKept { path: path.to_owned(), reason: e.to_string() }))?;
+        Ok((slot, seq))
+    }
+
+    /// `delete_file`, keeping what it deletes.
+    pub(crate) fn delete(&self, sb: &Sandbox, tool: &str, path: &str, recursive: bool) -> Result<(), ToolError> {
+        let (slot, seq) = self.begin(path)?;
+        match sb.remove_keeping(path, recursive, &slot) {
+            Ok(at) => {
+                // Checked after the rename, so that a tree is walked once:
+                // if it does not fit, it is put back.
+                if let Err(e) = self.fits(path, at.kept.size)
+                    && sb.restore(path, &slot, &at.kept, None).is_ok()
+                {
+                    slot.abandon(&self.trash);
+                    return Err(e);
+                }
+                self.finish(&slot, seq, tool, Action::Delete, at, None, None)
+            }
+            Err(e) => {
+                slot.abandon(&self.trash);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// `write_file` / `edit_file`, keeping the file it replaces. Returns
+    /// whether the file was created.
+    pub(crate) fn write(&self, sb: &Sandbox, tool: &str, path: &str, contents: &[u8]) -> Result<bool, ToolError> {
+        if let Ok(info) = sb.info(path)
+            && info.is_file
+        {
+            self.fits(path, info.size)?;
+        }
+        let (slot, seq) = self.begin(path)?;
+        match sb.write_keeping(path, contents, &slot) {
+            Ok(written) => match written.kept {
+                Some(at) => {
+                    let left = sha256_hex(contents);
+                    self.finish(&slot, seq, tool, Action::Overwrite, at, Some(left), None).map(|()| false)
+                }
+                None => {
+                    slot.abandon(&self.trash);
+                    Ok(written.created)
+                }
+            },
+            Err(e) => {
+                slot.abandon(&self.trash);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// `move_file`: nothing is removed (the destination must not exist), but
+    /// the entry lets `mcpsec undo` move it back.
+    pub(crate) fn moved(&self, sb: &Sandbox, tool: &str, from: &str, to: &str) -> Result<(), ToolError> {
+        let (root, rel) = sb.locate_resolved(from, false)?;
+        let (slot, seq) = self.begin(from)?;
+        if let Err(e) = sb.rename(from, to) {
+            slot.abandon(&self.trash);
+            return Err(e.into());
+        }
+        let dest = sb.locate_resolved(to, false).map(|(r, p)| r.join(p).display().to_string()).ok();
+        let manifest = Manifest {
+            v: MANIFEST_VERSION,
+            seq,
+            time: now_secs(),
+            tool: tool.to_owned(),
+            user: Some(self.user.clone()),
+            action: Action::Move,
+            root,
+            path: rel,
+            kept: None,
+            left_sha256: None,
+            moved_to: dest,
+        };
+        let committed = slot.commit(&manifest);
+        set_kept(details(&manifest, committed.err()));
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &self,
+        slot: &Slot,
+        seq: u64,
+        tool: &str,
+        action: Action,
+        at: KeptAt,
+        left_sha256: Option<String>,
+        moved_to: Option<String>,
+    ) -> Result<(), ToolError> {
+        let manifest = Manifest {
+            v: MANIFEST_VERSION,
+            seq,
+            time: now_secs(),
+            tool: tool.to_owned(),
+            user: Some(self.user.clone()),
+            action,
+            root: at.root,
+            path: at.path,
+            kept: Some(at.kept),
+            left_sha256,
+            moved_to,
+        };
+        // The change is made and what it removed is in the trash; a
+        // manifest that cannot be written leaves an incomplete entry, which
+        // the result record and `mcpsec trash list` report.
+        let committed = slot.commit(&manifest);
+        let used = self.size.fetch_add(manifest.size(), Ordering::Relaxed) + manifest.size();
+        if used > self.config.max_size
+            && let Ok(tx) = self.wake.lock()
+        {
+            let _ = tx.send(());
+        }
+        set_kept(details(&manifest, committed.err()));
+        Ok(())
+    }
+}
+
+/// The `undo` details of a result record.
+fn details(m: &Manifest, error: Option<std::io::Error>) -> Value {
+    let mut d = json!({
+        "trash": m.seq,
+        "action": m.action,
+        "path": m.host_path().display().to_string(),
+    });
+    if let Some(k) = &m.kept {
+        let first = k.entries.first();
+        d["kind"] = json!(first.map(|e| e.kind.as_str()));
+        d["mode"] = json!(first.map(|e| format!("{:04o}", e.mode)));
+        d["size"] = json!(k.size);
+        d["entries"] = json!(k.entries.len());
+        d["sha256"] = json!(k.sha256);
+    }
+    if let Some(l) = &m.left_sha256 {
+        d["left_sha256"] = json!(l);
+    }
+    if let Some(t) = &m.moved_to {
+        d["moved_to"] = json!(t);
+    }
+    if let Some(e) = error {
+        d["error"] = json!(format!("the entry's manifest could not be written: {e}"));
+    }
+    d
+}
+
+/// Retention: age, then size (oldest first).
+struct Purger {
+    trash: Arc<Trash>,
+    config: UndoConfig,
+    size: Arc<AtomicU64>,
+}
+
+impl Purger {
+    fn run(&self, wake: &mpsc::Receiver<()>) {
+        loop {
+            if let Err(e) = purge(&self.trash, &self.config, None, &self.size) {
+                tracing::warn!("trash retention failed: {e}");
+            }
+            match wake.recv_timeout(PURGE_EVERY) {
+                Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => while wake.try_recv().is_ok() {},
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+}
+
+/// What a purge removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Purged {
+    /// Entries removed.
+    pub entries: u64,
+    /// Bytes freed.
+    pub bytes: u64,
+    /// Bytes left.
+    pub left: u64,
+}
+
+/// Removes entries older than `older_than` (default: the retention), then,
+/// with `on_full = "purge_oldest"`, the oldest entries until the trash fits
+/// `max_size`. Holds the trash lock (an `undo` never sees an entry vanish
+/// under it). Incomplete entries go by age only.
+pub fn purge(
+    trash: &Trash,
+    config: &UndoConfig,
+    older_than: Option<Duration>,
+    size: &AtomicU64,
+) -> std::io::Result<Purged> {
+    let _lock = trash.lock()?;
+    let entries = trash.list()?;
+    let now = now_secs();
+    let max_age = older_than.unwrap_or(config.retention).as_secs();
+    let mut total: u64 = entries.iter().map(|e| if let Listed::Entry(m) = e { m.size() } else { 0 }).sum();
+    let mut out = Purged::default();
+    let mut kept = Vec::new();
+    for e in entries {
+        if now.saturating_sub(e.time()) >= max_age {
+            let bytes = if let Listed::Entry(m) = &e { m.size() } else { 0 };
+            if trash.remove(e.seq())? {
+                out.entries += 1;
+                out.bytes += bytes;
+            }
+            total -= bytes;
+        } else {
+            kept.push(e);
+        }
+    }
+    if config.on_full == OnFull::PurgeOldest && older_than.is_none() {
+        for e in kept {
+            if total <= config.max_size {
+                break;
+            }
+            if let Listed::Entry(m) = &e {
+                if trash.remove(m.seq)? {
+                    out.entries += 1;
+                    out.bytes += m.size();
+                }
+                total -= m.size();
+            }
+        }
+    }
+    size.store(total, Ordering::Relaxed);
+    out.left = total;
+    Ok(out)
+}

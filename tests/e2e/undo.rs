@@ -1,0 +1,432 @@
+//! Undo, end to end: destructive calls through the real server keep what
+//! they remove; `mcpsec undo`, `mcpsec trash list / purge` in a "terminal".
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use mcpsec_e2e::{ALLOW_ALL, Env, Protocol, path};
+use serde_json::{Value, json};
+use sha2::Digest;
+
+fn sha256(bytes: &[u8]) -> String {
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// The `undo` details of the last ok result record of `tool`.
+fn last_undo(env: &Env, tool: &str) -> (u64, Value) {
+    let r = env
+        .audit_records()
+        .into_iter()
+        .rev()
+        .find(|r| r["tool"] == tool && r["outcome"] == "ok" && r["event"] == "tool_call")
+        .expect("an ok record");
+    (r["seq"].as_u64().unwrap(), r["details"]["undo"].clone())
+}
+
+/// Every entry below `dir`: (path, kind, mode, content or link target).
+fn snapshot(dir: &Path) -> Vec<(String, &'static str, u32, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(dir).unwrap().display().to_string();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            if meta.file_type().is_symlink() {
+                out.push((rel, "link", 0, std::fs::read_link(&p).unwrap().display().to_string().into_bytes()));
+            } else if meta.is_dir() {
+                out.push((rel, "dir", mode(&p), Vec::new()));
+                stack.push(p);
+            } else {
+                out.push((rel, "file", mode(&p), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn undo(env: &Env, args: &[&str]) -> (i32, String, String) {
+    let mut all = vec!["undo"];
+    all.extend_from_slice(args);
+    env.cli(&all)
+}
+
+#[tokio::test]
+async fn delete_overwrite_and_edit_are_undone_byte_identical_with_their_modes() {
+    let env = Env::new();
+    let cfg = env.config(ALLOW_ALL);
+    let cfg = cfg.to_str().unwrap();
+    let binary: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+    std::fs::write(env.root().join("blob.bin"), &binary).unwrap();
+    std::fs::set_permissions(env.root().join("blob.bin"), PermissionsExt::from_mode(0o640)).unwrap();
+    env.write("ws/notes.txt", "version 1\n");
+    std::fs::set_permissions(env.root().join("notes.txt"), PermissionsExt::from_mode(0o600)).unwrap();
+    env.write("ws/code.rs", "fn main() { old(); }\n");
+    let c = env.start(Protocol::Modern, &["--config", cfg]).await;
+
+    // Delete: the file moves to the trash (0600), the record names its hash.
+    c.ok("delete_file", path("blob.bin")).await;
+    assert!(!env.exists("ws/blob.bin"));
+    let (del_seq, d) = last_undo(&env, "delete_file");
+    assert_eq!((d["action"].as_str(), d["mode"].as_str()), (Some("delete"), Some("0640")), "{d}");
+    assert_eq!(d["sha256"].as_str(), Some(sha256(&binary).as_str()));
+    let kept = env.state().join("trash").join(d["trash"].as_u64().unwrap().to_string());
+    assert_eq!(mode(&kept.join("data")), 0o600);
+    assert_eq!(mode(&kept.join("manifest.json")), 0o600);
+    assert_eq!(mode(&env.state().join("trash")), 0o700);
+
+    // Overwrite and edit.
+    c.ok("write_file", json!({"path": "notes.txt", "content": "version 2\n"})).await;
+    let (_, w) = last_undo(&env, "write_file");
+    assert_eq!(w["left_sha256"].as_str(), Some(sha256(b"version 2\n").as_str()));
+    c.ok("edit_file", json!({"path": "code.rs", "edits": [{"oldText": "old()", "newText": "new()"}]})).await;
+    assert_eq!(env.read("ws/code.rs"), "fn main() { new(); }\n");
+    let (edit_seq, _) = last_undo(&env, "edit_file");
+    // A new file keeps nothing.
+    c.ok("write_file", json!({"path": "fresh.txt", "content": "x"})).await;
+    assert!(env.audit_records().last().unwrap()["details"]["undo"].is_null());
+
+    // Undo by the result record's seq, or by the intent's (the entry's name).
+    let (code, out, err) = undo(&env, &[&del_seq.to_string()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("restored the file"), "{out}");
+    assert_eq!(std::fs::read(env.root().join("blob.bin")).unwrap(), binary);
+    assert_eq!(mode(&env.root().join("blob.bin")), 0o640);
+    let (code, _, err) = undo(&env, &[&w["trash"].to_string()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(env.read("ws/notes.txt"), "version 1\n");
+    assert_eq!(mode(&env.root().join("notes.txt")), 0o600);
+    let (code, out, err) = undo(&env, &[&edit_seq.to_string(), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(env.read("ws/code.rs"), "fn main() { old(); }\n");
+    // What the undo replaced is kept too: undoing the undo redoes the edit.
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let redo = v["kept_as"].as_u64().expect("the edited content was kept");
+    let (code, _, err) = undo(&env, &[&redo.to_string()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(env.read("ws/code.rs"), "fn main() { new(); }\n");
+
+    // An entry is restored once; a call that kept nothing has nothing to undo.
+    let (code, _, err) = undo(&env, &[&del_seq.to_string()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("nothing to undo"), "{err}");
+    c.close().await;
+    let records = env.audit_records();
+    assert_eq!(records.iter().filter(|r| r["event"] == "undo" && r["outcome"] == "ok").count(), 4);
+    assert_eq!(env.cli(&["audit", "verify"]).0, 0);
+}
+
+#[tokio::test]
+async fn a_deleted_tree_comes_back_whole_and_a_move_goes_back() {
+    let env = Env::new();
+    let cfg = env.config(ALLOW_ALL);
+    for (p, m) in [("ws/tree/a.txt", 0o644), ("ws/tree/sub/run.sh", 0o755), ("ws/tree/sub/deep/key", 0o600)] {
+        env.write(p, p);
+        std::fs::set_permissions(env.path().join(p), PermissionsExt::from_mode(m)).unwrap();
+    }
+    std::fs::create_dir(env.root().join("tree/empty")).unwrap();
+    std::fs::set_permissions(env.root().join("tree/sub/deep"), PermissionsExt::from_mode(0o750)).unwrap();
+    env.symlink("../a.txt", "ws/tree/sub/link");
+    let before = snapshot(&env.root().join("tree"));
+    std::fs::set_permissions(env.root().join("tree"), PermissionsExt::from_mode(0o751)).unwrap();
+    let c = env.start(Protocol::Legacy, &["--config", cfg.to_str().unwrap()]).await;
+    c.ok("delete_file", json!({"path": "tree", "recursive": true})).await;
+    assert!(!env.exists("ws/tree"));
+    let (seq, d) = last_undo(&env, "delete_file");
+    assert_eq!((d["kind"].as_str(), d["entries"].as_u64()), (Some("dir"), Some(8)), "{d}");
+    c.ok("move_file", json!({"source": "hello.txt", "destination": "moved.txt"})).await;
+    let (move_seq, _) = last_undo(&env, "move_file");
+
+    let (code, out, err) = undo(&env, &["--dry-run", &seq.to_string()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("would restore the directory (8 entries"), "{out}");
+    assert!(!env.exists("ws/tree"), "a dry run changes nothing");
+    let (code, _, err) = undo(&env, &[&seq.to_string()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(snapshot(&env.root().join("tree")), before);
+    assert_eq!(mode(&env.root().join("tree")), 0o751);
+    let (code, _, err) = undo(&env, &[&move_seq.to_string()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(env.read("ws/hello.txt"), "hello world\n");
+    assert!(!env.exists("ws/moved.txt"));
+    c.close().await;
+}
+
+#[tokio::test]
+async fn undo_refuses_to_overwrite_a_later_change_unless_forced() {
+    let env = Env::new();
+    let cfg = env.config(ALLOW_ALL);
+    env.write("ws/a.txt", "original\n");
+    env.write("ws/b.txt", "deleted\n");
+    let c = env.start(Protocol::Modern, &["--config", cfg.to_str().unwrap()]).await;
+    c.ok("write_file", json!({"path": "a.txt", "content": "by the model\n"})).await;
+    let (a_seq, _) = last_undo(&env, "write_file");
+    c.ok("delete_file", path("b.txt")).await;
+    let (b_seq, _) = last_undo(&env, "delete_file");
+    c.close().await;
+    // A human edits a.txt and creates a new b.txt afterwards.
+    env.write("ws/a.txt", "the human's later edit\n");
+    env.write("ws/b.txt", "new b\n");
+    for seq in [a_seq, b_seq] {
+        let (code, _, err) = undo(&env, &[&seq.to_string()]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("refused") && err.contains("--force"), "{err}");
+    }
+    assert_eq!(env.read("ws/a.txt"), "the human's later edit\n");
+    assert_eq!(env.read("ws/b.txt"), "new b\n");
+    // Forced: restored, and the later change is kept in its turn.
+    let (code, out, err) = undo(&env, &["--force", "--json", &a_seq.to_string()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(env.read("ws/a.txt"), "original\n");
+    let kept_as = serde_json::from_str::<Value>(&out).unwrap()["kept_as"].as_u64().unwrap();
+    let (code, _, err) = undo(&env, &[&kept_as.to_string()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(env.read("ws/a.txt"), "the human's later edit\n");
+    let (code, _, err) = undo(&env, &["--force", &b_seq.to_string()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(env.read("ws/b.txt"), "deleted\n");
+    assert_eq!(env.cli(&["audit", "verify"]).0, 0);
+}
+
+#[tokio::test]
+async fn a_tampered_trash_entry_is_not_restored() {
+    let env = Env::new();
+    let cfg = env.config(ALLOW_ALL);
+    env.write("ws/a.txt", "precious\n");
+    env.write("ws/b.txt", "also precious\n");
+    let c = env.start(Protocol::Modern, &["--config", cfg.to_str().unwrap()]).await;
+    c.ok("delete_file", path("a.txt")).await;
+    let (_, a) = last_undo(&env, "delete_file");
+    c.ok("delete_file", path("b.txt")).await;
+    let (_, b) = last_undo(&env, "delete_file");
+    c.close().await;
+    let trash = env.state().join("trash");
+    // Content swapped in the trash.
+    std::fs::write(trash.join(a["trash"].to_string()).join("data"), "evil\n").unwrap();
+    // Content and manifest forged together: the audit log still knows.
+    let entry = trash.join(b["trash"].to_string());
+    std::fs::write(entry.join("data"), "evil\n").unwrap();
+    let manifest = std::fs::read_to_string(entry.join("manifest.json")).unwrap();
+    let old = b["sha256"].as_str().unwrap();
+    let forged = manifest.replace(old, &sha256(b"evil\n")).replace("\"size\": 14", "\"size\": 5");
+    std::fs::write(entry.join("manifest.json"), forged).unwrap();
+    for d in [a, b] {
+        let (code, _, err) = undo(&env, &[&d["trash"].to_string()]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("refused") && (err.contains("altered") || err.contains("changed since")), "{err}");
+    }
+    assert!(!env.exists("ws/a.txt") && !env.exists("ws/b.txt"));
+}
+
+#[tokio::test]
+async fn retention_purges_the_oldest_first_and_a_full_trash_behaves_as_configured() {
+    let env = Env::new();
+    let four_k = "x".repeat(4096);
+    for i in 0..4 {
+        env.write(&format!("ws/f{i}.txt"), &four_k);
+    }
+    env.write("ws/big.txt", &"y".repeat(20_000));
+    // purge_oldest: room for two 4 KiB entries.
+    let cfg = env.config(&format!("{ALLOW_ALL}[undo]\nmax_size = \"10KiB\"\n"));
+    let c = env.start(Protocol::Modern, &["--config", cfg.to_str().unwrap()]).await;
+    let mut seqs = Vec::new();
+    for i in 0..4 {
+        c.ok("delete_file", path(&format!("f{i}.txt"))).await;
+        seqs.push(last_undo(&env, "delete_file").1["trash"].as_u64().unwrap());
+    }
+    // Larger than the whole trash: refused, left in place.
+    let e = c.err("delete_file", path("big.txt")).await;
+    assert!(e.contains("could not be kept for undo") && e.contains("max_size"), "{e}");
+    assert!(env.exists("ws/big.txt"));
+    // The purge runs in the background: wait for it (bounded).
+    let listed = |env: &Env| -> Vec<u64> {
+        let (code, out, err) = env.cli(&["trash", "list", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<Vec<Value>>(&out).unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect()
+    };
+    let mut left = listed(&env);
+    for _ in 0..100 {
+        if left.len() <= 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        left = listed(&env);
+    }
+    assert_eq!(left, seqs[2..].to_vec(), "the two oldest go first");
+    c.close().await;
+
+    // refuse: once full, destructive calls are refused until a human purges.
+    let cfg = env.config(&format!("{ALLOW_ALL}[undo]\nmax_size = \"10KiB\"\non_full = \"refuse\"\n"));
+    let c = env.start(Protocol::Modern, &["--config", cfg.to_str().unwrap()]).await;
+    env.write("ws/g.txt", &four_k);
+    let e = c.err("delete_file", path("g.txt")).await;
+    assert!(e.contains("room left") || e.contains("trash is full"), "{e}");
+    assert!(env.exists("ws/g.txt"));
+    let (code, _, err) = env.cli(&["trash", "purge"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(listed(&env).is_empty());
+    c.ok("delete_file", path("g.txt")).await;
+    c.close().await;
+    assert!(env.audit_records().iter().any(|r| r["event"] == "trash_purge"));
+
+    // Age: entries older than the retention go when a server starts.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let cfg = env.config(&format!("{ALLOW_ALL}[undo]\nretention = \"1s\"\n"));
+    let c = env.start(Protocol::Modern, &["--config", cfg.to_str().unwrap()]).await;
+    let mut left = listed(&env);
+    for _ in 0..100 {
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        left = listed(&env);
+    }
+    assert!(left.is_empty(), "{left:?}");
+    c.close().await;
+}
+
+#[tokio::test]
+async fn undo_can_be_turned_off_per_capability() {
+    let env = Env::new();
+    env.write("ws/a.txt", "a");
+    env.write("ws/b.txt", "b");
+    let cfg = env.config(&format!("{ALLOW_ALL}[undo]\ndisabled_for = [\"delete_files\"]\n"));
+    let c = env.start(Protocol::Modern, &["--config", cfg.to_str().unwrap()]).await;
+    c.ok("delete_file", path("a.txt")).await;
+    assert!(last_undo(&env, "delete_file").1.is_null());
+    c.ok("write_file", json!({"path": "b.txt", "content": "B"})).await;
+    assert!(last_undo(&env, "write_file").1.is_object());
+    c.close().await;
+}
+
+#[tokio::test]
+async fn undo_and_a_busy_server_run_side_by_side() {
+    let env = Env::new();
+    let cfg = env.config(ALLOW_ALL);
+    for i in 0..20 {
+        env.write(&format!("ws/d{i}.txt"), &format!("file {i}\n"));
+    }
+    let c = env.start(Protocol::Modern, &["--config", cfg.to_str().unwrap()]).await;
+    let mut seqs = Vec::new();
+    for i in 0..20 {
+        c.ok("delete_file", path(&format!("d{i}.txt"))).await;
+        seqs.push(last_undo(&env, "delete_file").0);
+    }
+    // While the server overwrites another file in a loop, humans undo every
+    // deletion, two processes racing for each one.
+    env.write("ws/busy.txt", "0");
+    let writer = async {
+        for i in 0..200 {
+            c.ok("write_file", json!({"path": "busy.txt", "content": i.to_string()})).await;
+        }
+    };
+    let undoers = tokio::task::spawn_blocking({
+        let env_path = env.path().to_path_buf();
+        let seqs = seqs.clone();
+        move || {
+            let mut wins = 0;
+            for seq in seqs {
+                let run = || {
+                    std::process::Command::new(mcpsec_e2e::mcpsec_bin())
+                        .args(["undo", &seq.to_string()])
+                        .env("MCPSEC_STATE_DIR", env_path.join("state"))
+                        .env("XDG_CONFIG_HOME", env_path.join("no-config"))
+                        .env_remove("MCPSEC_CONFIG")
+                        .output()
+                        .unwrap()
+                };
+                let (a, b) = std::thread::scope(|s| {
+                    let a = s.spawn(run);
+                    let b = s.spawn(run);
+                    (a.join().unwrap(), b.join().unwrap())
+                });
+                wins += usize::from(a.status.success()) + usize::from(b.status.success());
+            }
+            wins
+        }
+    });
+    let (_, wins) = tokio::join!(writer, undoers);
+    assert_eq!(wins.unwrap(), 20, "each deletion is restored exactly once");
+    for i in 0..20 {
+        assert_eq!(env.read(&format!("ws/d{i}.txt")), format!("file {i}\n"));
+    }
+    assert_eq!(env.read("ws/busy.txt"), "199");
+    c.close().await;
+    let (code, out, _) = env.cli(&["audit", "verify"]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[tokio::test]
+async fn a_root_holding_the_state_directory_is_refused() {
+    let env = Env::new();
+    // The state dir inside the root would put the trash, the key and the
+    // log within reach of the tools.
+    let mut cmd = std::process::Command::new(mcpsec_e2e::mcpsec_bin());
+    let out = cmd
+        .args(["serve", "--root"])
+        .arg(env.path())
+        .env("MCPSEC_STATE_DIR", env.state())
+        .env("XDG_CONFIG_HOME", env.path().join("no-config"))
+        .env_remove("MCPSEC_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("state directory") && err.contains("inside"), "{err}");
+}
+
+#[tokio::test]
+async fn across_filesystems_what_is_removed_is_copied_and_comes_back() {
+    // The state directory on tmpfs, the root on disk: renames fail with
+    // EXDEV, so keeping copies (and restoring copies back).
+    let shm = Path::new("/dev/shm");
+    let same_fs = |a: &Path, b: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(a).unwrap().dev() == std::fs::metadata(b).unwrap().dev()
+    };
+    let env = Env::new();
+    assert!(shm.is_dir() && !same_fs(shm, env.path()), "this test needs /dev/shm on a filesystem of its own");
+    let state = tempfile::tempdir_in(shm).unwrap();
+    std::fs::set_permissions(state.path(), PermissionsExt::from_mode(0o700)).unwrap();
+    let cfg = env.config(ALLOW_ALL);
+    env.write("ws/tree/a.txt", "a\n");
+    env.write("ws/tree/sub/b.txt", "b\n");
+    std::fs::set_permissions(env.root().join("tree/sub/b.txt"), PermissionsExt::from_mode(0o604)).unwrap();
+    env.write("ws/over.txt", "before\n");
+    let before = snapshot(&env.root().join("tree"));
+    let mut cmd = env.command(&["--config", cfg.to_str().unwrap()]);
+    cmd.env("MCPSEC_STATE_DIR", state.path());
+    let c = mcpsec_e2e::Client::connect(cmd, Protocol::Modern).await;
+    c.ok("delete_file", json!({"path": "tree", "recursive": true})).await;
+    c.ok("write_file", json!({"path": "over.txt", "content": "after\n"})).await;
+    c.close().await;
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(mcpsec_e2e::mcpsec_bin())
+            .args(args)
+            .env("MCPSEC_STATE_DIR", state.path())
+            .env("XDG_CONFIG_HOME", env.path().join("no-config"))
+            .env_remove("MCPSEC_CONFIG")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (_, list, _) = cli(&["trash", "list", "--json"]);
+    let entries: Vec<Value> = serde_json::from_str(&list).unwrap();
+    assert_eq!(entries.len(), 2, "{list}");
+    for e in &entries {
+        let (code, _, err) = cli(&["undo", &e["seq"].to_string()]);
+        assert_eq!(code, Some(0), "{err}");
+    }
+    assert_eq!(snapshot(&env.root().join("tree")), before);
+    assert_eq!(env.read("ws/over.txt"), "before\n");
+}
