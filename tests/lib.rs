@@ -65,7 +65,11 @@ fn newest_source(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
     let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
         let path = entry.path();
-        let candidate = if path.is_dir() {
+        // A crate's own tests and benches are not inputs of the binary.
+        let not_input = path.file_name().is_some_and(|n| n == "tests" || n == "benches");
+        let candidate = if path.is_dir() && not_input {
+            None
+        } else if path.is_dir() {
             newest_source(&path)
         } else if path.extension().is_some_and(|e| e == "rs" || e == "toml") {
             entry.metadata().and_then(|m| m.modified()).ok().map(|t| (t, path))

@@ -199,13 +199,37 @@ async fn a_tampered_trash_entry_is_not_restored() {
     let cfg = env.config(ALLOW_ALL);
     env.write("ws/a.txt", "precious\n");
     env.write("ws/b.txt", "also precious\n");
+    env.write("ws/c.txt", "third\n");
+    env.write("ws/d.txt", "fourth\n");
     let c = env.start(Protocol::Modern, &["--config", cfg.to_str().unwrap()]).await;
-    c.ok("delete_file", path("a.txt")).await;
-    let (_, a) = last_undo(&env, "delete_file");
-    c.ok("delete_file", path("b.txt")).await;
-    let (_, b) = last_undo(&env, "delete_file");
+    let mut kept = Vec::new();
+    for f in ["a.txt", "b.txt", "c.txt", "d.txt"] {
+        c.ok("delete_file", path(f)).await;
+        kept.push(last_undo(&env, "delete_file").1);
+    }
+    let [a, b, c3, d] = <[Value; 4]>::try_from(kept).unwrap();
     c.close().await;
     let trash = env.state().join("trash");
+    // Review finding: forge the data and the entry's own hash and size, but
+    // not the entry-wide hash, which the audit record also holds.
+    let entry = trash.join(c3["trash"].to_string());
+    std::fs::write(entry.join("data"), "evil\n").unwrap();
+    let manifest = std::fs::read_to_string(entry.join("manifest.json")).unwrap();
+    let mut m: Value = serde_json::from_str(&manifest).unwrap();
+    m["kept"]["entries"][0]["sha256"] = json!(sha256(b"evil\n"));
+    m["kept"]["entries"][0]["size"] = json!(5);
+    m["kept"]["size"] = json!(5);
+    std::fs::write(entry.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+    // Redirect an entry to another path.
+    let entry = trash.join(d["trash"].to_string());
+    let manifest = std::fs::read_to_string(entry.join("manifest.json")).unwrap();
+    std::fs::write(entry.join("manifest.json"), manifest.replace("\"d.txt\"", "\"evil.txt\"")).unwrap();
+    for d in [&c3, &d] {
+        let (code, _, err) = undo(&env, &[&d["trash"].to_string()]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("refused") && err.contains("altered"), "{err}");
+    }
+    assert!(!env.exists("ws/evil.txt") && !env.exists("ws/c.txt") && !env.exists("ws/d.txt"));
     // Content swapped in the trash.
     std::fs::write(trash.join(a["trash"].to_string()).join("data"), "evil\n").unwrap();
     // Content and manifest forged together: the audit log still knows.
@@ -239,10 +263,13 @@ async fn retention_purges_the_oldest_first_and_a_full_trash_behaves_as_configure
         c.ok("delete_file", path(&format!("f{i}.txt"))).await;
         seqs.push(last_undo(&env, "delete_file").1["trash"].as_u64().unwrap());
     }
-    // Larger than the whole trash: refused, left in place.
-    let e = c.err("delete_file", path("big.txt")).await;
-    assert!(e.contains("could not be kept for undo") && e.contains("max_size"), "{e}");
-    assert!(env.exists("ws/big.txt"));
+    // Larger than the whole trash: refused, left in place, however it is
+    // spelled (review finding: `big.txt/` once deleted it for good).
+    for spelled in ["big.txt", "big.txt/"] {
+        let e = c.err("delete_file", path(spelled)).await;
+        assert!(e.contains("could not be kept for undo") && e.contains("max_size"), "{e}");
+        assert_eq!(env.read("ws/big.txt").len(), 20_000);
+    }
     // The purge runs in the background: wait for it (bounded).
     let listed = |env: &Env| -> Vec<u64> {
         let (code, out, err) = env.cli(&["trash", "list", "--json"]);
@@ -378,7 +405,19 @@ async fn a_root_holding_the_state_directory_is_refused() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("state directory") && err.contains("inside"), "{err}");
+    assert!(err.contains("state directory") && err.contains("overlap"), "{err}");
+    // Nor a root inside the state directory (the trash, the key).
+    std::fs::create_dir_all(env.state().join("trash")).unwrap();
+    let out = std::process::Command::new(mcpsec_e2e::mcpsec_bin())
+        .args(["serve", "--root"])
+        .arg(env.state().join("trash"))
+        .env("MCPSEC_STATE_DIR", env.state())
+        .env("XDG_CONFIG_HOME", env.path().join("no-config"))
+        .env_remove("MCPSEC_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[tokio::test]

@@ -4,8 +4,9 @@
 //! For every server: the median time from spawn to the `initialize`
 //! response; `read_text_file` calls per second on a 4 KiB file with 1 and
 //! with 16 requests in flight (a raw pipelining JSON-RPC client over stdio);
-//! and peak resident memory (`VmHWM`). See BENCHMARKS.md for the method and
-//! the latest figures.
+//! and peak resident memory (`VmHWM`). Beside it: audit verify and grep, a
+//! token check, the scanner, grant latency, and the cost of undo on
+//! overwrites. See BENCHMARKS.md for the method and the latest figures.
 
 // The task exists to print a report.
 #![allow(clippy::print_stdout)]
@@ -257,6 +258,17 @@ pub fn run(args: &[String]) -> Result<()> {
         add("audit", extra::audit(&workspace, mcpsec, &scratch.dir, opts.audit_records));
         add("token check", extra::token_check(&workspace).map(|f| vec![f]));
         add("scanner", extra::scan_speed(&workspace).map(|f| vec![f]));
+        add(
+            "undo cost",
+            extra::undo_cost(
+                mcpsec,
+                &scratch.root,
+                &scratch.dir,
+                opts.runs,
+                Duration::from_secs_f64(opts.warmup),
+                Duration::from_secs_f64(opts.seconds),
+            ),
+        );
         let grant_state = scratch.dir.join("grant-state");
         std::fs::create_dir_all(&grant_state)?;
         add(

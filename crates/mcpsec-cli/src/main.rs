@@ -242,14 +242,26 @@ fn ensure_state_dir(dir: &Path) -> Result<()> {
 
 /// Refuses a root that holds the state directory: the tools could then
 /// read the key, rewrite the audit log or empty the trash.
-fn refuse_state_inside_roots(state: &Path, sandbox: &mcpsec_pathguard::Sandbox) -> Result<()> {
-    #[allow(clippy::disallowed_methods)] // mcpsec's own state, not a tool call
+#[allow(clippy::disallowed_methods)] // mcpsec's own state, not a tool call
+fn refuse_state_inside_roots(state: &Path, log: &Path, sandbox: &mcpsec_pathguard::Sandbox) -> Result<()> {
     let state = std::fs::canonicalize(state).with_context(|| format!("reading {}", state.display()))?;
-    if let Some(root) = sandbox.roots().find(|r| state.starts_with(r)) {
+    if let Some(root) = sandbox.roots().find(|r| state.starts_with(r) || r.starts_with(&state)) {
         return Err(usage(format!(
-            "the state directory {} is inside the root {}: the tools could reach the audit log, the key and the \
-             trash. Use a state directory outside every root (--state-dir DIR or MCPSEC_STATE_DIR)",
+            "the state directory {} and the root {} overlap: the tools could reach the audit log, the key and the \
+             trash. Use a state directory outside every root, and no root inside it (--state-dir DIR or \
+             MCPSEC_STATE_DIR)",
             state.display(),
+            root.display()
+        )));
+    }
+    // An absolute [audit] path may point anywhere: not into a root.
+    if let Some(dir) = log.parent()
+        && let Ok(dir) = std::fs::canonicalize(dir)
+        && let Some(root) = sandbox.roots().find(|r| dir.starts_with(r))
+    {
+        return Err(usage(format!(
+            "[audit] path {} is inside the root {}: the tools could rewrite the log. Put it outside every root",
+            log.display(),
             root.display()
         )));
     }
@@ -319,9 +331,9 @@ fn serve(global: &Global, args: ServeArgs) -> Result<()> {
     let principal = Principal::new(args.user.unwrap_or_else(os_user));
     let state = state_dir(global)?;
     ensure_state_dir(&state)?;
-    refuse_state_inside_roots(&state, &sandbox)?;
     let log_path = audit_path(&state, &config);
-    let audit = mcpsec_audit::AuditLog::open(&log_path, audit_options(&config))?;
+    refuse_state_inside_roots(&state, &log_path, &sandbox)?;
+    let audit = Arc::new(mcpsec_audit::AuditLog::open(&log_path, audit_options(&config))?);
     let session = session_id();
     tracing::info!(
         user = principal.name(),
@@ -333,7 +345,7 @@ fn serve(global: &Global, args: ServeArgs) -> Result<()> {
     );
     let undo = if config.undo.enabled {
         Some(
-            mcpsec_server::undo::Undo::open(&state, config.undo.clone(), principal.name())
+            mcpsec_server::undo::Undo::open(&state, config.undo.clone(), principal.name(), Some(audit.clone()))
                 .with_context(|| format!("opening the trash in {}", state.display()))?,
         )
     } else {
@@ -365,7 +377,7 @@ fn serve(global: &Global, args: ServeArgs) -> Result<()> {
             tools: config.rate_limit.tools.clone(),
         },
         principal,
-        audit: Arc::new(audit),
+        audit,
         session,
     };
     let runtime =

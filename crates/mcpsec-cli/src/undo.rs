@@ -23,6 +23,9 @@ pub struct UndoArgs {
     /// Restore even over something changed since the call (what is there now is kept in the trash)
     #[arg(long)]
     force: bool,
+    /// Restore an entry that no audit record vouches for (the call's result record is missing)
+    #[arg(long)]
+    danger_unverified: bool,
     /// Print the outcome as JSON
     #[arg(long)]
     json: bool,
@@ -272,7 +275,7 @@ pub fn undo(ctx: &Ctx<'_>, args: UndoArgs) -> Result<()> {
     // a second undo restore it twice.
     let _lock = trash.lock().context("locking the trash")?;
     let manifest = find_entry(ctx, &trash, args.seq)?;
-    let plan = plan(ctx, &trash, manifest, args.force)?;
+    let plan = plan(ctx, &trash, manifest, args.force, args.danger_unverified)?;
     let m = &plan.manifest;
     let target = m.host_path();
     let describe = |verb: &str| -> String {
@@ -315,7 +318,10 @@ pub fn undo(ctx: &Ctx<'_>, args: UndoArgs) -> Result<()> {
             let mut d = json!({ "restored": m.seq, "forced": plan.forced });
             if let Some((k, sha256)) = kept_as {
                 // What the undo replaced is itself undoable, checked like a call's.
-                d["undo"] = json!({ "trash": k, "action": "overwrite", "path": target, "sha256": sha256 });
+                let left = m.kept.as_ref().map(|k| k.sha256.clone());
+                d["undo"] = json!({
+                    "trash": k, "action": "overwrite", "path": target, "sha256": sha256, "left_sha256": left
+                });
             }
             result.details = Some(d);
             Ok(kept_as.as_ref().map(|(k, _)| *k))
@@ -373,6 +379,35 @@ fn print_outcome(
     Ok(())
 }
 
+/// How a manifest differs from the `details.undo` of its call's result
+/// record, if it does.
+fn mismatch(recorded: &serde_json::Value, m: &Manifest) -> Option<String> {
+    let text = |k: &str| recorded.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+    if recorded.get("trash").and_then(|v| v.as_u64()) != Some(m.seq) {
+        return Some("another entry".into());
+    }
+    if recorded.get("action") != Some(&json!(m.action)) {
+        return Some("the action".into());
+    }
+    if text("path").as_deref() != Some(m.host_path().to_string_lossy().as_ref()) {
+        return Some("the path".into());
+    }
+    if text("moved_to") != m.moved_to {
+        return Some("the destination of the move".into());
+    }
+    if text("left_sha256") != m.left_sha256 {
+        return Some("what the call left".into());
+    }
+    if let Some(k) = &m.kept {
+        if text("sha256").as_deref() != Some(k.sha256.as_str()) || !k.is_consistent() {
+            return Some("the content hash".into());
+        }
+    } else if m.action != Action::Move {
+        return Some("it keeps nothing".into());
+    }
+    None
+}
+
 /// A sandbox over the entry's root (and the root of a move's destination),
 /// without protected-path rules: undo is a human's act, and restores only
 /// where the entry says, but never through a symlink out of that root.
@@ -392,7 +427,7 @@ fn text(p: &Path) -> Result<&str> {
     p.to_str().ok_or_else(|| anyhow!("{} is not UTF-8", p.display()))
 }
 
-fn plan(ctx: &Ctx<'_>, trash: &Trash, manifest: Manifest, force: bool) -> Result<Plan> {
+fn plan(ctx: &Ctx<'_>, trash: &Trash, manifest: Manifest, force: bool, unverified: bool) -> Result<Plan> {
     let seq = manifest.seq;
     let mut forced = Vec::new();
     let refuse = |problem: String, forced: &mut Vec<String>| -> Result<()> {
@@ -405,27 +440,30 @@ fn plan(ctx: &Ctx<'_>, trash: &Trash, manifest: Manifest, force: bool) -> Result
         }
     };
     // The audit log is tamper-evident; the trash is only private. The entry
-    // must be what the call's result record says it kept.
+    // must be what the call's result record says it kept, where it says.
     let (_, result) = call_records(ctx.audit_path, seq)?;
     let recorded = result.as_ref().and_then(|r| r.details.as_ref()).and_then(|d| d.get("undo"));
-    match (recorded, &manifest.kept) {
-        (None, _) => refuse(
-            format!(
-                "the audit log has no result record of call {seq} naming this trash entry (did the call finish?), \
-                 so the entry cannot be checked against it"
-            ),
-            &mut forced,
-        )?,
-        (Some(r), Some(k)) if r.get("sha256").and_then(|v| v.as_str()) != Some(k.sha256.as_str()) => {
+    match recorded {
+        None if unverified => forced.push(format!("no audit record vouches for trash entry {seq}")),
+        None => {
             eprintln!(
-                "mcpsec: refused: trash entry {seq} does not match what audit record {} says the call kept: the \
-                 entry was altered. Inspect {} by hand",
-                result.as_ref().map_or(0, |r| r.seq),
-                trash.host().join(seq.to_string()).display()
+                "mcpsec: refused: the audit log has no result record of call {seq} naming this trash entry (did the \
+                 call finish? was the log rotated away?), so the entry cannot be checked against it. \
+                 --danger-unverified restores it anyway"
             );
             return Err(Failed.into());
         }
-        _ => {}
+        Some(r) => {
+            if let Some(problem) = mismatch(r, &manifest) {
+                eprintln!(
+                    "mcpsec: refused: trash entry {seq} does not match what audit record {} says the call kept \
+                     ({problem}): the entry was altered. Inspect {} by hand",
+                    result.as_ref().map_or(0, |r| r.seq),
+                    trash.host().join(seq.to_string()).display()
+                );
+                return Err(Failed.into());
+            }
+        }
     }
     let sandbox = sandbox_for(&manifest)?;
     let target = manifest.host_path();
@@ -498,7 +536,7 @@ fn restore(trash: &Trash, plan: &Plan, intent_seq: u64) -> Result<Option<(u64, S
     let kept = m.kept.as_ref().ok_or_else(|| anyhow!("trash entry {} keeps nothing", m.seq))?;
     let slot = trash.slot(m.seq)?;
     let replace = if plan.replaces { Some(trash.begin(intent_seq)?) } else { None };
-    let replaced = match sandbox.restore(target_text, &slot, kept, replace.as_ref()) {
+    let replaced = match sandbox.restore(target_text, &m.path, &slot, kept, replace.as_ref()) {
         Ok(r) => r,
         Err(e) => {
             if let Some(r) = replace {

@@ -150,6 +150,24 @@ pub enum GuardError {
         /// Why.
         reason: String,
     },
+    /// What a destructive operation would remove is larger than the room
+    /// the trash has for it; nothing was changed.
+    #[error("refused: `{path}` was left unchanged: it is {size} bytes and the trash has room for {room}")]
+    TooBigToKeep {
+        /// The path as given.
+        path: String,
+        /// What would have to be kept.
+        size: u64,
+        /// The room there was.
+        room: u64,
+    },
+    /// A restore would land somewhere other than where the object was kept
+    /// from (a symlink planted on the way since).
+    #[error("refused: `{path}` now leads elsewhere (a symlink on the way was planted since); nothing was restored")]
+    Redirected {
+        /// The path as given.
+        path: String,
+    },
     /// Any other I/O failure (the OS message is kept out on purpose).
     #[error("{op} `{path}` failed: {kind}")]
     Io {
@@ -188,6 +206,8 @@ impl GuardError {
                 | GuardError::Invalid { .. }
                 | GuardError::RootItself { .. }
                 | GuardError::NotKept { .. }
+                | GuardError::TooBigToKeep { .. }
+                | GuardError::Redirected { .. }
         )
     }
 }
@@ -215,6 +235,8 @@ impl GuardError {
             GuardError::SymlinkLoop { .. } => GuardError::SymlinkLoop { path },
             GuardError::Changed { .. } => GuardError::Changed { path },
             GuardError::NotKept { reason, .. } => GuardError::NotKept { path, reason },
+            GuardError::TooBigToKeep { size, room, .. } => GuardError::TooBigToKeep { path, size, room },
+            GuardError::Redirected { .. } => GuardError::Redirected { path },
             GuardError::Io { op, kind, .. } => GuardError::Io { op, path, kind },
         }
     }

@@ -4,7 +4,10 @@
 //! It provides [`Sandbox`]: the allowed roots, each opened **once** as a
 //! cap-std [`Dir`](cap_std::fs::Dir) handle, the protected-path [`Rules`]
 //! and the read cap, and the operations the filesystem tools need (read,
-//! atomic write, mkdir -p, list, walk, info, move, delete).
+//! atomic write, mkdir -p, list, walk, info, move, delete). [`trash`] adds
+//! the keeping variants behind undo: delete and overwrite that first keep
+//! what they remove in the trash (by rename or `RENAME_EXCHANGE`, copying
+//! only across filesystems), and the restore.
 //!
 //! # Guarantee
 //!
@@ -57,8 +60,8 @@
 //!
 //! **Architecture invariant:** no other crate opens, lists or changes files
 //! for a tool call (a clippy `disallowed-methods` rule keeps `std::fs` out
-//! of the other crates). The one use of ambient authority is opening the
-//! roots in [`Sandbox::open`].
+//! of the other crates). The uses of ambient authority are opening the
+//! roots in [`Sandbox::open`] and the trash in [`Trash::open`].
 
 mod error;
 mod resolve;

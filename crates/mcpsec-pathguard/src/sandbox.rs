@@ -582,7 +582,18 @@ impl Sandbox {
         let Some(name) = &r.name else {
             return Err(GuardError::RootItself { path: input.to_owned(), op: "change" });
         };
-        let dir = r.dir.open_dir_nofollow(name).map_err(|e| io_error("reading", input, e))?;
+        self.check_tree(&r.dir, name, input, check)
+    }
+
+    /// Runs `check` on every entry below the directory `name` of `parent`.
+    pub(crate) fn check_tree(
+        &self,
+        parent: &Dir,
+        name: &std::ffi::OsStr,
+        input: &str,
+        check: impl Fn(&str) -> Result<(), GuardError>,
+    ) -> Result<(), GuardError> {
+        let dir = parent.open_dir_nofollow(name).map_err(|e| io_error("reading", input, e))?;
         let mut stack = vec![(dir, String::new(), 1usize)];
         let mut count = 0usize;
         while let Some((dir, prefix, depth)) = stack.pop() {

@@ -79,6 +79,31 @@ impl Kept {
             && self.entries.len() == other.entries.len()
             && self.entries.iter().zip(&other.entries).all(|(a, b)| key(a) == key(b))
     }
+
+    /// Whether [`Kept::sha256`] is the digest of [`Kept::entries`] (and the
+    /// size their sum): a manifest edited in one place but not the other
+    /// fails this.
+    pub fn is_consistent(&self) -> bool {
+        let size: u64 = self.entries.iter().map(|e| e.size).sum();
+        size == self.size && digest(&self.entries) == self.sha256
+    }
+}
+
+/// A file's own content hash; for anything else, SHA-256 of the entries'
+/// JSON (paths, kinds, modes, sizes, hashes, targets: unambiguous whatever
+/// the names hold).
+fn digest(entries: &[KeptEntry]) -> String {
+    if let [e] = entries
+        && e.kind == "file"
+    {
+        return e.sha256.clone().unwrap_or_default();
+    }
+    let mut h = Sha256::new();
+    for e in entries {
+        h.update(serde_json::to_vec(e).unwrap_or_default());
+        h.update(b"\n");
+    }
+    hex(&h.finalize())
 }
 
 /// One file, directory or symlink of a kept object.
@@ -284,7 +309,11 @@ impl Trash {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         }
-        self.slot(seq)?.manifest().map(Some)
+        let m = self.slot(seq)?.manifest()?;
+        if m.seq != seq {
+            return Err(other(format!("entry {seq}'s manifest names entry {}", m.seq)));
+        }
+        Ok(Some(m))
     }
 
     /// Every entry, oldest (lowest seq) first.
@@ -313,15 +342,38 @@ impl Trash {
     }
 
     /// Removes entry `seq` with everything in it. Returns whether it existed.
+    /// The entry is first renamed out of the way (`.gone-<seq>`), so that it
+    /// vanishes at once: a crash mid-removal never leaves a half entry that
+    /// looks restorable.
     pub fn remove(&self, seq: u64) -> io::Result<bool> {
-        let name = seq.to_string();
-        // Kept directories may have lost their write or search bits.
-        let _ = make_removable(&self.dir, OsStr::new(&name));
-        match self.dir.remove_dir_all(&name) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
+        let gone = format!(".gone-{seq}");
+        match self.dir.rename(seq.to_string(), &self.dir, &gone) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
         }
+        self.remove_gone(&gone)?;
+        Ok(true)
+    }
+
+    fn remove_gone(&self, name: &str) -> io::Result<()> {
+        // Kept directories may have lost their write or search bits.
+        let _ = make_removable(&self.dir, OsStr::new(name));
+        match self.dir.remove_dir_all(name) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Finishes removals that a crash interrupted.
+    pub fn clean_up(&self) -> io::Result<()> {
+        for entry in self.dir.entries()? {
+            let name = entry?.file_name();
+            if let Some(n) = name.to_str().filter(|n| n.starts_with(".gone-")) {
+                self.remove_gone(n)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -389,87 +441,54 @@ impl Slot {
     /// Describes the kept object as it is now (for checking it against its
     /// manifest before a restore).
     pub fn describe(&self) -> io::Result<Kept> {
-        describe(&self.dir, OsStr::new(DATA), false)
+        describe(&self.dir, OsStr::new(DATA))
     }
 }
 
-/// Describes the object `name` in `dir`: modes, sizes, hashes. With
-/// `seal`, makes files 0600 and directories 0700 as it goes (after reading
-/// their modes), except files with other hard links.
-fn describe(dir: &Dir, name: &OsStr, seal: bool) -> io::Result<Kept> {
+/// Describes the object `name` in `dir`: modes, sizes, hashes. Refuses
+/// sockets, FIFOs, devices and names that are not UTF-8 (undo could not
+/// restore them faithfully).
+fn describe(dir: &Dir, name: &OsStr) -> io::Result<Kept> {
     let mut entries = Vec::new();
     let mut size = 0u64;
-    describe_into(dir, name, String::new(), seal, &mut entries, &mut size, 0)?;
-    let sha256 = if entries.len() == 1 && entries[0].kind == "file" {
-        entries[0].sha256.clone().unwrap_or_default()
-    } else {
-        let mut h = Sha256::new();
-        for e in &entries {
-            h.update(
-                format!(
-                    "{}\0{}\0{:o}\0{}\0{}\0{}\n",
-                    e.path,
-                    e.kind,
-                    e.mode,
-                    e.size,
-                    e.sha256.as_deref().unwrap_or(""),
-                    e.target.as_deref().unwrap_or("")
-                )
-                .as_bytes(),
-            );
-        }
-        hex(&h.finalize())
-    };
+    describe_into(dir, name, String::new(), &mut entries, &mut size, 0)?;
+    let sha256 = digest(&entries);
     Ok(Kept { entries, size, sha256 })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn describe_into(
     dir: &Dir,
     name: &OsStr,
     path: String,
-    seal: bool,
     out: &mut Vec<KeptEntry>,
     size: &mut u64,
     depth: usize,
 ) -> io::Result<()> {
-    if out.len() >= MAX_ENTRIES || depth > 256 {
-        return Err(other(format!("more than {MAX_ENTRIES} entries or too deep")));
+    if out.len() > MAX_ENTRIES || depth > 256 {
+        return Err(other(format!("it holds more than {MAX_ENTRIES} entries or is deeper than 256")));
     }
     let meta = dir.symlink_metadata(name)?;
     let mode = meta.permissions().mode() & 0o7777;
     let ft = meta.file_type();
     if ft.is_symlink() {
         let target = dir.read_link_contents(name)?;
-        out.push(KeptEntry {
-            path,
-            kind: "symlink".into(),
-            mode,
-            size: 0,
-            sha256: None,
-            target: Some(lossy(target.as_os_str()).into_owned()),
-        });
+        let target = target.to_str().ok_or_else(|| other("a symlink's target is not UTF-8"))?.to_owned();
+        out.push(KeptEntry { path, kind: "symlink".into(), mode, size: 0, sha256: None, target: Some(target) });
     } else if ft.is_dir() {
-        if seal {
-            dir.set_permissions(name, Permissions::from_mode(0o700))?;
-        }
         out.push(KeptEntry { path: path.clone(), kind: "dir".into(), mode, size: 0, sha256: None, target: None });
         let sub = dir.open_dir_nofollow(name)?;
-        let mut names: Vec<OsString> = Vec::new();
+        let mut names: Vec<String> = Vec::new();
         for entry in sub.entries()? {
-            names.push(entry?.file_name());
+            let n = entry?.file_name();
+            names.push(n.into_string().map_err(|_| other("it holds a name that is not UTF-8"))?);
         }
         names.sort();
         for n in names {
-            let p = if path.is_empty() { lossy(&n).into_owned() } else { format!("{path}/{}", lossy(&n)) };
-            describe_into(&sub, &n, p, seal, out, size, depth + 1)?;
+            let p = if path.is_empty() { n.clone() } else { format!("{path}/{n}") };
+            describe_into(&sub, OsStr::new(&n), p, out, size, depth + 1)?;
         }
     } else if ft.is_file() {
-        use cap_std::fs::MetadataExt;
-        if seal && meta.nlink() == 1 {
-            dir.set_permissions(name, Permissions::from_mode(0o600))?;
-        }
-        let mut f = dir.open_with(name, OpenOptions::new().read(true).follow(FollowSymlinks::No))?;
+        let mut f = open_regular(dir, name)?;
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 64 << 10];
         let mut n_total = 0u64;
@@ -491,9 +510,47 @@ fn describe_into(
             target: None,
         });
     } else {
-        return Err(other(format!("`{path}` is a socket, FIFO or device, which undo cannot keep")));
+        return Err(other("it is or holds a socket, FIFO or device, which undo cannot keep"));
     }
     Ok(())
+}
+
+/// Opens a regular file for reading without following a symlink and
+/// without blocking on a FIFO swapped in since it was looked at.
+fn open_regular(dir: &Dir, name: &OsStr) -> io::Result<cap_std::fs::File> {
+    let f = dir.open_with(
+        name,
+        OpenOptions::new()
+            .read(true)
+            .follow(FollowSymlinks::No)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32),
+    )?;
+    if !f.metadata()?.is_file() {
+        return Err(other("it changed while it was being kept"));
+    }
+    Ok(f)
+}
+
+/// Makes a kept object private: files 0600, directories 0700 (its real
+/// modes are in the manifest). Best effort: the trash directory is 0700
+/// anyway, and a file owned by someone else cannot be changed. A file with
+/// other hard links is left alone (its mode is theirs too).
+fn seal(dir: &Dir, name: &OsStr, depth: usize) {
+    use cap_std::fs::MetadataExt;
+    let Ok(meta) = dir.symlink_metadata(name) else { return };
+    if meta.is_dir() {
+        let _ = dir.set_permissions(name, Permissions::from_mode(0o700));
+        if depth > 256 {
+            return;
+        }
+        let Ok(sub) = dir.open_dir_nofollow(name) else { return };
+        let Ok(entries) = sub.entries() else { return };
+        for entry in entries.flatten() {
+            seal(&sub, &entry.file_name(), depth + 1);
+        }
+    } else if meta.is_file() && meta.nlink() == 1 {
+        let _ = dir.set_permissions(name, Permissions::from_mode(0o600));
+    }
 }
 
 /// Lower-case hex.
@@ -515,10 +572,21 @@ fn is_exdev(e: &io::Error) -> bool {
     e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error())
 }
 
-/// Copies the object `name` of `from` to `to_name` in `to`, recursively,
-/// without following symlinks, with the same modes (each file and directory
-/// is created private and given its mode once its content is in).
-fn copy_tree(from: &Dir, name: &OsStr, to: &Dir, to_name: &OsStr, depth: usize) -> io::Result<()> {
+/// Copies the object `name` of `from` to `to_name` in `to` (which must not
+/// exist), recursively, without following symlinks, with the same modes
+/// (each file and directory is created private and given its mode once its
+/// content is in). On failure, removes what it created.
+fn copy_tree(from: &Dir, name: &OsStr, to: &Dir, to_name: &OsStr) -> io::Result<()> {
+    let copied = copy_into(from, name, to, to_name, 0);
+    if let Err(e) = &copied
+        && e.kind() != io::ErrorKind::AlreadyExists
+    {
+        let _ = remove_object(to, to_name);
+    }
+    copied
+}
+
+fn copy_into(from: &Dir, name: &OsStr, to: &Dir, to_name: &OsStr, depth: usize) -> io::Result<()> {
     if depth > 256 {
         return Err(other("too deep to copy"));
     }
@@ -535,11 +603,11 @@ fn copy_tree(from: &Dir, name: &OsStr, to: &Dir, to_name: &OsStr, depth: usize) 
         let dst = to.open_dir_nofollow(to_name)?;
         for entry in src.entries()? {
             let n = entry?.file_name();
-            copy_tree(&src, &n, &dst, &n, depth + 1)?;
+            copy_into(&src, &n, &dst, &n, depth + 1)?;
         }
-        to.set_permissions(to_name, meta.permissions())
+        dst.set_permissions(".", meta.permissions())
     } else if ft.is_file() {
-        let mut src = from.open_with(name, OpenOptions::new().read(true).follow(FollowSymlinks::No))?;
+        let mut src = open_regular(from, name)?;
         let mut dst = to.open_with(
             to_name,
             OpenOptions::new().write(true).create_new(true).mode(0o600).follow(FollowSymlinks::No),
@@ -552,19 +620,29 @@ fn copy_tree(from: &Dir, name: &OsStr, to: &Dir, to_name: &OsStr, depth: usize) 
     }
 }
 
-/// Moves `name` of `from` to `to_name` in `to`: a rename, or across
-/// filesystems a copy then a removal of the original.
+/// Removes a file, symlink or whole tree (making its directories writable
+/// first).
+fn remove_object(dir: &Dir, name: &OsStr) -> io::Result<()> {
+    if dir.symlink_metadata(name)?.is_dir() {
+        let _ = make_removable(dir, name);
+        dir.remove_dir_all(name)
+    } else {
+        dir.remove_file_or_symlink(name)
+    }
+}
+
+/// Moves `name` of `from` to `to_name` in `to` (which must not exist): a
+/// rename, or across filesystems a copy (then the original is removed,
+/// best effort: the copy is complete by then).
 fn move_object(from: &Dir, name: &OsStr, to: &Dir, to_name: &OsStr) -> io::Result<()> {
     match rustix::fs::renameat_with(from, name, to, to_name, rustix::fs::RenameFlags::NOREPLACE) {
         Ok(()) => Ok(()),
         Err(e) if is_exdev(&e.into()) => {
-            if let Err(e) = copy_tree(from, name, to, to_name, 0) {
-                let _ = make_removable(to, to_name);
-                let _ = to.remove_dir_all(to_name).or_else(|_| to.remove_file(to_name));
-                return Err(e);
-            }
-            let meta = from.symlink_metadata(name)?;
-            if meta.is_dir() { from.remove_dir_all(name) } else { from.remove_file_or_symlink(name) }
+            copy_tree(from, name, to, to_name)?;
+            // The copy is complete: a leftover original (e.g. a read-only
+            // directory inside it) is junk under a hidden name, not a loss.
+            let _ = remove_object(from, name);
+            Ok(())
         }
         Err(e) => Err(e.into()),
     }
@@ -590,64 +668,132 @@ pub struct KeptAt {
     pub kept: Kept,
 }
 
-fn rel_text(rel: &Path) -> String {
-    lossy(rel.as_os_str()).into_owned()
+fn rel_text(rel: &Path, input: &str) -> Result<String, GuardError> {
+    rel.to_str().map(str::to_owned).ok_or_else(|| not_kept(input, "its path is not UTF-8"))
+}
+
+fn same_kind(dir: &Dir, name: &OsStr, kind: Kind) -> bool {
+    dir.symlink_metadata(name).is_ok_and(|m| Kind::of(m.file_type()) == kind)
 }
 
 impl Sandbox {
-    /// [`Sandbox::remove`], keeping what it removes in `slot`: the object is
-    /// renamed into the trash (copied, then removed, across filesystems).
-    /// If it cannot be kept, nothing is removed.
-    pub fn remove_keeping(&self, input: &str, recursive: bool, slot: &Slot) -> Result<KeptAt, GuardError> {
+    /// [`Sandbox::remove`], keeping what it removes in `slot`. If it cannot
+    /// be kept — larger than `limit` bytes, a socket or FIFO inside, an I/O
+    /// failure — nothing is removed.
+    ///
+    /// The object first leaves its path by a rename to a hidden name beside
+    /// it (atomic, same directory), is checked again there (its kind, and
+    /// for a tree the protected-path rules over what was actually moved),
+    /// described (hashes), and only then moved into the trash (renamed, or
+    /// copied across filesystems). Until that last step, every failure
+    /// renames it back.
+    pub fn remove_keeping(&self, input: &str, recursive: bool, slot: &Slot, limit: u64) -> Result<KeptAt, GuardError> {
         let r = self.resolve(input, Last::NoFollow)?;
         let rel = r.rel();
         self.check_removal(&r, input, recursive)?;
         let name = self.mutable_name(&r, input, "delete")?;
+        let rel_string = rel_text(&rel, input)?;
+        if r.kind == Kind::Other {
+            return Err(not_kept(input, "it is a socket, FIFO or device, which undo cannot keep"));
+        }
         if r.kind == Kind::Dir && !recursive {
             let dir = r.dir.open_dir_nofollow(name).map_err(|e| io_error("deleting", input, e))?;
             if dir.entries().map_err(|e| io_error("deleting", input, e))?.next().is_some() {
                 return Err(GuardError::DirectoryNotEmpty { path: input.to_owned() });
             }
         }
-        if r.kind == Kind::Other {
-            return Err(not_kept(input, "it is a socket, FIFO or device, which undo cannot keep"));
-        }
-        move_object(&r.dir, name, &slot.dir, OsStr::new(DATA)).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => GuardError::Changed { path: input.to_owned() },
-            _ => not_kept(input, &e.to_string()),
-        })?;
-        match describe(&slot.dir, OsStr::new(DATA), true) {
-            Ok(kept) => Ok(KeptAt { root: self.roots[r.root].host.clone(), path: rel_text(&rel), kept }),
-            Err(e) => {
-                // Put it back: the call is refused, nothing changed.
-                let _ = move_object(&slot.dir, OsStr::new(DATA), &r.dir, name);
-                Err(not_kept(input, &e.to_string()))
+        if r.kind == Kind::File {
+            let size = r.dir.symlink_metadata(name).map_err(|e| io_error("deleting", input, e))?.len();
+            if size > limit {
+                return Err(too_big(input, size, limit));
             }
         }
+        let staged = temp_name(name);
+        rustix::fs::renameat_with(&*r.dir, name, &*r.dir, &staged, rustix::fs::RenameFlags::NOREPLACE)
+            .map_err(|e| io_error("deleting", input, e.into()))?;
+        let unstage = |err: GuardError| -> GuardError {
+            match rustix::fs::renameat_with(&*r.dir, &staged, &*r.dir, name, rustix::fs::RenameFlags::NOREPLACE) {
+                Ok(()) => err,
+                Err(_) => not_kept(
+                    input,
+                    &format!(
+                        "{err}; and something new appeared at its path meanwhile, so it was left beside it as `{}`",
+                        lossy(&staged)
+                    ),
+                ),
+            }
+        };
+        // What was moved must be what was checked.
+        if !same_kind(&r.dir, &staged, r.kind) {
+            return Err(unstage(GuardError::Changed { path: input.to_owned() }));
+        }
+        if r.kind == Kind::Dir {
+            let checked = if recursive {
+                self.check_tree(&r.dir, &staged, input, |sub| {
+                    self.rules.check_write_entry(&rel.join(sub), &format!("{input}/{sub}"))
+                })
+            } else {
+                match r.dir.open_dir_nofollow(&staged).map(|d| d.entries().map(|mut e| e.next().is_none())) {
+                    Ok(Ok(true)) => Ok(()),
+                    _ => Err(GuardError::DirectoryNotEmpty { path: input.to_owned() }),
+                }
+            };
+            if let Err(e) = checked {
+                return Err(unstage(e));
+            }
+        }
+        let kept = match describe(&r.dir, &staged) {
+            Ok(k) if k.size > limit => return Err(unstage(too_big(input, k.size, limit))),
+            Ok(k) => k,
+            Err(e) => return Err(unstage(not_kept(input, &e.to_string()))),
+        };
+        if let Err(e) = move_object(&r.dir, &staged, &slot.dir, OsStr::new(DATA)) {
+            return Err(unstage(not_kept(input, &e.to_string())));
+        }
+        seal(&slot.dir, OsStr::new(DATA), 0);
+        Ok(KeptAt { root: self.roots[r.root].host.clone(), path: rel_string, kept })
     }
 
     /// [`Sandbox::write`], keeping the file it replaces in `slot`: the new
-    /// content is written to a temporary file, swapped with the old one
-    /// (`RENAME_EXCHANGE`), and the old one renamed into the trash. If the
-    /// old file cannot be kept, it is swapped back and nothing changes.
-    pub fn write_keeping(&self, input: &str, contents: &[u8], slot: &Slot) -> Result<Written, GuardError> {
+    /// content is written to a temporary file and swapped with the old one
+    /// (`RENAME_EXCHANGE`), so the path never lacks a file and exactly what
+    /// was displaced is kept; the old file is then described and moved into
+    /// the trash. If it cannot be kept (larger than `limit` bytes, not a
+    /// regular file, an I/O failure), it is swapped back: nothing changes.
+    pub fn write_keeping(&self, input: &str, contents: &[u8], slot: &Slot, limit: u64) -> Result<Written, GuardError> {
         let r = self.resolve(input, Last::FollowMaybeMissing)?;
         self.rules.check_write(&r.rel(), input)?;
         let name = self.mutable_name(&r, input, "overwrite")?;
         match r.kind {
             Kind::Dir => return Err(GuardError::IsADirectory { path: input.to_owned() }),
             Kind::Missing => {
-                let created = self.write_resolved(&r, input, contents)?;
-                return Ok(Written { created, kept: None });
+                // Nothing to keep; but never replace what appeared meanwhile.
+                let tmp = self.write_temp(&r.dir, name, input, contents, None)?;
+                return match rustix::fs::renameat_with(&*r.dir, &tmp, &*r.dir, name, rustix::fs::RenameFlags::NOREPLACE)
+                {
+                    Ok(()) => Ok(Written { created: true, kept: None }),
+                    Err(e) => {
+                        let _ = r.dir.remove_file(&tmp);
+                        Err(if e == rustix::io::Errno::EXIST {
+                            GuardError::Changed { path: input.to_owned() }
+                        } else {
+                            io_error("writing", input, e.into())
+                        })
+                    }
+                };
             }
             Kind::File => {}
             _ => return Err(not_kept(input, "it is not a regular file")),
         }
+        let rel_string = rel_text(&r.rel(), input)?;
         let meta = r.dir.symlink_metadata(name).map_err(|e| io_error("writing", input, e))?;
+        if meta.len() > limit {
+            return Err(too_big(input, meta.len(), limit));
+        }
         let mode = meta.permissions().mode() & 0o7777;
         let tmp = self.write_temp(&r.dir, name, input, contents, Some(mode))?;
-        let exchanged = rustix::fs::renameat_with(&*r.dir, &tmp, &*r.dir, name, rustix::fs::RenameFlags::EXCHANGE);
-        if let Err(e) = exchanged {
+        let exchange = || rustix::fs::renameat_with(&*r.dir, &tmp, &*r.dir, name, rustix::fs::RenameFlags::EXCHANGE);
+        if let Err(e) = exchange() {
             let _ = r.dir.remove_file(&tmp);
             return Err(if e == rustix::io::Errno::NOENT {
                 GuardError::Changed { path: input.to_owned() }
@@ -655,52 +801,69 @@ impl Sandbox {
                 not_kept(input, &format!("the filesystem cannot swap files atomically ({e})"))
             });
         }
-        // `tmp` now names the old file.
-        let kept = move_object(&r.dir, &tmp, &slot.dir, OsStr::new(DATA))
-            .and_then(|()| describe(&slot.dir, OsStr::new(DATA), true));
-        match kept {
-            Ok(kept) => {
-                let _ = r.dir.remove_file(&tmp);
-                let at = KeptAt { root: self.roots[r.root].host.clone(), path: rel_text(&r.rel()), kept };
-                Ok(Written { created: false, kept: Some(at) })
-            }
-            Err(e) => {
-                // Swap the old file back and drop the new one.
-                if slot.has_data() {
-                    let _ = move_object(&slot.dir, OsStr::new(DATA), &r.dir, &tmp);
+        // `tmp` now names what was displaced.
+        let swap_back = |err: GuardError| -> GuardError {
+            match exchange() {
+                Ok(()) => {
+                    let _ = r.dir.remove_file(&tmp);
+                    err
                 }
-                let _ = rustix::fs::renameat_with(&*r.dir, &tmp, &*r.dir, name, rustix::fs::RenameFlags::EXCHANGE);
-                let _ = r.dir.remove_file(&tmp);
-                Err(not_kept(input, &e.to_string()))
+                Err(_) => not_kept(
+                    input,
+                    &format!("{err}; the old file could not be swapped back and is beside it as `{}`", lossy(&tmp)),
+                ),
             }
+        };
+        if !same_kind(&r.dir, &tmp, Kind::File) {
+            return Err(swap_back(GuardError::Changed { path: input.to_owned() }));
         }
+        let kept = match describe(&r.dir, &tmp) {
+            Ok(k) if k.size > limit => return Err(swap_back(too_big(input, k.size, limit))),
+            Ok(k) => k,
+            Err(e) => return Err(swap_back(not_kept(input, &e.to_string()))),
+        };
+        if let Err(e) = move_object(&r.dir, &tmp, &slot.dir, OsStr::new(DATA)) {
+            return Err(swap_back(not_kept(input, &e.to_string())));
+        }
+        seal(&slot.dir, OsStr::new(DATA), 0);
+        let at = KeptAt { root: self.roots[r.root].host.clone(), path: rel_string, kept };
+        Ok(Written { created: false, kept: Some(at) })
     }
 
-    /// Where `input` resolves to (following symlinks), as a root and a path
-    /// below it, without checking rules (for records).
-    pub fn locate_resolved(&self, input: &str, follow: bool) -> Result<(PathBuf, String), GuardError> {
-        let r = self.resolve(input, if follow { Last::FollowMaybeMissing } else { Last::NoFollow })?;
-        Ok((self.roots[r.root].host.clone(), rel_text(&r.rel())))
+    /// Where `input` resolves to (not following a final symlink), as a root
+    /// and a path below it, without checking rules (for records).
+    pub fn locate_resolved(&self, input: &str) -> Result<(PathBuf, String), GuardError> {
+        let r = self.resolve(input, Last::NoFollow)?;
+        Ok((self.roots[r.root].host.clone(), rel_text(&r.rel(), input)?))
     }
 
-    /// Puts entry `slot`'s kept object back at `input` (the path its
-    /// manifest names). Whatever is at `input` now is first kept in
-    /// `replace` (an entry of the undo's own), or, without one, must be
-    /// absent. Restores the recorded modes. The caller has checked the
-    /// entry and the current state. Returns what was kept in `replace`.
+    /// Puts entry `slot`'s kept object back at `rel` below the root it lies
+    /// in (`input` is its absolute path). Refuses when the path now leads
+    /// elsewhere (a symlink planted on the way since). Whatever is at the
+    /// path now is first kept in `replace` (an entry of the undo's own),
+    /// or, without one, must be absent. Restores the recorded modes. The
+    /// caller has checked the entry and the current state. Returns what was
+    /// kept in `replace`.
     pub fn restore(
         &self,
         input: &str,
+        rel: &str,
         slot: &Slot,
         kept: &Kept,
         replace: Option<&Slot>,
     ) -> Result<Option<Kept>, GuardError> {
-        if let Some((parent, _)) = input.rsplit_once('/')
-            && !parent.is_empty()
-        {
-            self.create_dir_all(parent)?;
+        let r = match self.resolve(input, Last::NoFollow) {
+            Err(GuardError::ParentNotFound { .. }) => {
+                if let Some((parent, _)) = input.rsplit_once('/') {
+                    self.create_dir_all(parent)?;
+                }
+                self.resolve(input, Last::NoFollow)?
+            }
+            other => other?,
+        };
+        if r.rel().to_str() != Some(rel) {
+            return Err(GuardError::Redirected { path: input.to_owned() });
         }
-        let r = self.resolve(input, Last::NoFollow)?;
         let name = self.mutable_name(&r, input, "restore")?;
         let tmp = temp_name(name);
         // Bring the kept object next to its destination first.
@@ -717,15 +880,15 @@ impl Sandbox {
                     rustix::fs::renameat_with(&*r.dir, &tmp, &*r.dir, name, rustix::fs::RenameFlags::EXCHANGE)
                         .map_err(|e| io_error("restoring", input, e.into()))?;
                     // `tmp` now names what was there: keep it.
-                    let kept_now = move_object(&r.dir, &tmp, &replace.dir, OsStr::new(DATA))
-                        .and_then(|()| describe(&replace.dir, OsStr::new(DATA), true));
+                    let kept_now = describe(&r.dir, &tmp)
+                        .and_then(|k| move_object(&r.dir, &tmp, &replace.dir, OsStr::new(DATA)).map(|()| k));
                     match kept_now {
-                        Ok(k) => Ok(Some(k)),
+                        Ok(k) => {
+                            seal(&replace.dir, OsStr::new(DATA), 0);
+                            Ok(Some(k))
+                        }
                         Err(e) => {
                             // Swap back, so that `tmp` is the kept object again.
-                            if replace.has_data() {
-                                let _ = move_object(&replace.dir, OsStr::new(DATA), &r.dir, &tmp);
-                            }
                             let _ = rustix::fs::renameat_with(
                                 &*r.dir,
                                 &tmp,
@@ -742,7 +905,8 @@ impl Sandbox {
         })();
         if placed.is_err() && r.dir.symlink_metadata(&tmp).is_ok() {
             // Leave the trash as it was.
-            let _ = move_object(&r.dir, &tmp, &slot.dir, OsStr::new(DATA));
+            let _ =
+                move_object(&r.dir, &tmp, &slot.dir, OsStr::new(DATA)).map(|()| seal(&slot.dir, OsStr::new(DATA), 0));
         }
         placed
     }
@@ -755,7 +919,7 @@ impl Sandbox {
             return Ok(None);
         }
         let name = self.mutable_name(&r, input, "inspect")?;
-        describe(&r.dir, name, false).map(Some).map_err(|e| io_error("reading", input, e))
+        describe(&r.dir, name).map(Some).map_err(|e| io_error("reading", input, e))
     }
 }
 
@@ -777,9 +941,17 @@ fn set_modes(dir: &Dir, name: &OsStr, kept: &Kept) -> io::Result<()> {
             }
             (d, OsString::from(leaf))
         };
+        // Never through a symlink swapped in since.
+        if parent.symlink_metadata(&leaf)?.file_type().is_symlink() {
+            return Err(other("it changed while it was being restored"));
+        }
         parent.set_permissions(&leaf, Permissions::from_mode(e.mode))?;
     }
     Ok(())
+}
+
+fn too_big(input: &str, size: u64, room: u64) -> GuardError {
+    GuardError::TooBigToKeep { path: input.to_owned(), size, room }
 }
 
 fn not_kept(input: &str, reason: &str) -> GuardError {

@@ -10,7 +10,8 @@
 //! Every `tools/call` goes through the same pipeline: look up the tool,
 //! authorize its capability ([`mcpsec_caps`]), parse the arguments, execute
 //! through the path guard ([`mcpsec_pathguard`]), report the ending to the
-//! audit sink ([`mcpsec_audit`]). A refusal or failure is a tool result with
+//! audit sink ([`mcpsec_audit`]); a destructive call first keeps what it
+//! removes for `mcpsec undo` ([`undo`]). A refusal or failure is a tool result with
 //! `isError: true` whose text says what was refused, why and what the human
 //! can do; a request for a tool that does not exist is a JSON-RPC error.
 //! Tools whose capability is in mode `deny` are not listed.

@@ -67,11 +67,18 @@ fn set_kept(details: Value) {
 impl Undo {
     /// Opens `<state_dir>/trash` and starts retention (a first pass right
     /// away, in the background).
-    pub fn open(state_dir: &Path, config: UndoConfig, user: &str) -> std::io::Result<Undo> {
+    /// Automatic purges are recorded in `audit` (event `trash_purge`).
+    pub fn open(
+        state_dir: &Path,
+        config: UndoConfig,
+        user: &str,
+        audit: Option<Arc<mcpsec_audit::AuditLog>>,
+    ) -> std::io::Result<Undo> {
         let trash = Arc::new(Trash::open(state_dir)?);
         let size = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::channel();
-        let purger = Purger { trash: trash.clone(), config: config.clone(), size: size.clone() };
+        let purger =
+            Purger { trash: trash.clone(), config: config.clone(), size: size.clone(), audit, user: user.to_owned() };
         std::thread::Builder::new().name("mcpsec-trash".into()).spawn(move || purger.run(&rx))?;
         Ok(Undo { trash, config, user: user.to_owned(), size, wake: Mutex::new(tx) })
     }
@@ -86,28 +93,41 @@ impl Undo {
         self.config.keeps(capability)
     }
 
-    /// Whether an entry of `size` bytes may be kept, or why not.
-    fn fits(&self, path: &str, size: u64) -> Result<(), ToolError> {
-        let max = self.config.max_size;
-        let refuse = |reason: String| Err(ToolError::Guard(GuardError::NotKept { path: path.to_owned(), reason }));
-        if size > max {
-            return refuse(format!("it is {size} bytes, more than the whole trash may hold ([undo] max_size = {max})"));
-        }
-        if self.config.on_full == OnFull::Refuse {
-            let mut used = self.size.load(Ordering::Relaxed);
-            if used.saturating_add(size) > max {
-                // The count may be stale (a human purged meanwhile):
-                // recount before refusing. Only a full trash pays this.
-                used = self.recount();
-            }
-            if used.saturating_add(size) > max {
-                return refuse(format!(
-                    "the trash is full: it holds {used} bytes, this needs {size} more, [undo] max_size = {max} and \
-                     on_full = \"refuse\""
-                ));
+    /// The room a new entry has, in bytes.
+    fn room(&self, fresh: bool) -> u64 {
+        match self.config.on_full {
+            OnFull::PurgeOldest => self.config.max_size,
+            OnFull::Refuse => {
+                let used = if fresh { self.recount() } else { self.size.load(Ordering::Relaxed) };
+                self.config.max_size.saturating_sub(used)
             }
         }
-        Ok(())
+    }
+
+    /// Runs a keeping operation with the room there is; in `refuse` mode,
+    /// a refusal for lack of room is retried once with a fresh count (a
+    /// human may have purged the trash meanwhile). Says why in `[undo]`
+    /// terms when it does not fit.
+    fn with_room<T>(&self, path: &str, op: impl Fn(u64) -> Result<T, GuardError>) -> Result<T, ToolError> {
+        let mut result = op(self.room(false));
+        if self.config.on_full == OnFull::Refuse && matches!(result, Err(GuardError::TooBigToKeep { .. })) {
+            result = op(self.room(true));
+        }
+        result.map_err(|e| match e {
+            GuardError::TooBigToKeep { size, room, .. } => {
+                let max = self.config.max_size;
+                let reason = if size > max {
+                    format!("it is {size} bytes, more than the whole trash may hold ([undo] max_size = {max})")
+                } else {
+                    format!(
+                        "the trash is full: it has room for {room} more bytes and this needs {size} ([undo] max_size \
+                         = {max}, on_full = \"refuse\")"
+                    )
+                };
+                ToolError::Guard(GuardError::NotKept { path: path.to_owned(), reason })
+            }
+            other => other.into(),
+        })
     }
 
     /// Counts what the trash holds now.
@@ -133,21 +153,11 @@ impl Undo {
     /// `delete_file`, keeping what it deletes.
     pub(crate) fn delete(&self, sb: &Sandbox, tool: &str, path: &str, recursive: bool) -> Result<(), ToolError> {
         let (slot, seq) = self.begin(path)?;
-        match sb.remove_keeping(path, recursive, &slot) {
-            Ok(at) => {
-                // Checked after the rename, so that a tree is walked once:
-                // if it does not fit, it is put back.
-                if let Err(e) = self.fits(path, at.kept.size)
-                    && sb.restore(path, &slot, &at.kept, None).is_ok()
-                {
-                    slot.abandon(&self.trash);
-                    return Err(e);
-                }
-                self.finish(&slot, seq, tool, Action::Delete, at, None, None)
-            }
+        match self.with_room(path, |room| sb.remove_keeping(path, recursive, &slot, room)) {
+            Ok(at) => self.finish(&slot, seq, tool, Action::Delete, at, None, None),
             Err(e) => {
                 slot.abandon(&self.trash);
-                Err(e.into())
+                Err(e)
             }
         }
     }
@@ -155,13 +165,8 @@ impl Undo {
     /// `write_file` / `edit_file`, keeping the file it replaces. Returns
     /// whether the file was created.
     pub(crate) fn write(&self, sb: &Sandbox, tool: &str, path: &str, contents: &[u8]) -> Result<bool, ToolError> {
-        if let Ok(info) = sb.info(path)
-            && info.is_file
-        {
-            self.fits(path, info.size)?;
-        }
         let (slot, seq) = self.begin(path)?;
-        match sb.write_keeping(path, contents, &slot) {
+        match self.with_room(path, |room| sb.write_keeping(path, contents, &slot, room)) {
             Ok(written) => match written.kept {
                 Some(at) => {
                     let left = sha256_hex(contents);
@@ -174,7 +179,7 @@ impl Undo {
             },
             Err(e) => {
                 slot.abandon(&self.trash);
-                Err(e.into())
+                Err(e)
             }
         }
     }
@@ -182,13 +187,13 @@ impl Undo {
     /// `move_file`: nothing is removed (the destination must not exist), but
     /// the entry lets `mcpsec undo` move it back.
     pub(crate) fn moved(&self, sb: &Sandbox, tool: &str, from: &str, to: &str) -> Result<(), ToolError> {
-        let (root, rel) = sb.locate_resolved(from, false)?;
+        let (root, rel) = sb.locate_resolved(from)?;
         let (slot, seq) = self.begin(from)?;
         if let Err(e) = sb.rename(from, to) {
             slot.abandon(&self.trash);
             return Err(e.into());
         }
-        let dest = sb.locate_resolved(to, false).map(|(r, p)| r.join(p).display().to_string()).ok();
+        let dest = sb.locate_resolved(to).map(|(r, p)| r.join(p).display().to_string()).ok();
         let manifest = Manifest {
             v: MANIFEST_VERSION,
             seq,
@@ -235,7 +240,7 @@ impl Undo {
         // manifest that cannot be written leaves an incomplete entry, which
         // the result record and `mcpsec trash list` report.
         let committed = slot.commit(&manifest);
-        let used = self.size.fetch_add(manifest.size(), Ordering::Relaxed) + manifest.size();
+        let used = self.size.fetch_add(manifest.size(), Ordering::Relaxed).saturating_add(manifest.size());
         if used > self.config.max_size
             && let Ok(tx) = self.wake.lock()
         {
@@ -278,13 +283,17 @@ struct Purger {
     trash: Arc<Trash>,
     config: UndoConfig,
     size: Arc<AtomicU64>,
+    audit: Option<Arc<mcpsec_audit::AuditLog>>,
+    user: String,
 }
 
 impl Purger {
     fn run(&self, wake: &mpsc::Receiver<()>) {
         loop {
-            if let Err(e) = purge(&self.trash, &self.config, None, &self.size) {
-                tracing::warn!("trash retention failed: {e}");
+            match purge(&self.trash, &self.config, None, &self.size) {
+                Ok(p) if p.entries > 0 => self.record(&p),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("trash retention failed: {e}"),
             }
             match wake.recv_timeout(PURGE_EVERY) {
                 Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => while wake.try_recv().is_ok() {},
@@ -294,8 +303,25 @@ impl Purger {
     }
 }
 
+impl Purger {
+    /// Records an automatic purge: undo history going away is an event.
+    fn record(&self, p: &Purged) {
+        let Some(audit) = &self.audit else { return };
+        let mut r = mcpsec_audit::Record::new(mcpsec_audit::EventKind::TrashPurge);
+        r.user = Some(self.user.clone());
+        r.outcome = Some(mcpsec_audit::Outcome::Ok);
+        r.reason = Some("retention ([undo] retention, max_size)".into());
+        r.details = Some(json!({
+            "entries": p.entries, "bytes": p.bytes, "left_bytes": p.left, "seqs": p.seqs,
+        }));
+        if let Err(e) = audit.append(r).wait() {
+            tracing::warn!("recording a trash purge: {e}");
+        }
+    }
+}
+
 /// What a purge removed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Purged {
     /// Entries removed.
     pub entries: u64,
@@ -303,19 +329,24 @@ pub struct Purged {
     pub bytes: u64,
     /// Bytes left.
     pub left: u64,
+    /// The entries removed.
+    pub seqs: Vec<u64>,
 }
 
 /// Removes entries older than `older_than` (default: the retention), then,
 /// with `on_full = "purge_oldest"`, the oldest entries until the trash fits
-/// `max_size`. Holds the trash lock (an `undo` never sees an entry vanish
-/// under it). Incomplete entries go by age only.
+/// `max_size` — never the newest one. Holds the trash lock (an `undo`
+/// never sees an entry vanish under it). Incomplete entries (being filled,
+/// or left by a crash) go by age only, and never before a minute.
 pub fn purge(
     trash: &Trash,
     config: &UndoConfig,
     older_than: Option<Duration>,
     size: &AtomicU64,
 ) -> std::io::Result<Purged> {
+    const GRACE: u64 = 60;
     let _lock = trash.lock()?;
+    trash.clean_up()?;
     let entries = trash.list()?;
     let now = now_secs();
     let max_age = older_than.unwrap_or(config.retention).as_secs();
@@ -323,11 +354,17 @@ pub fn purge(
     let mut out = Purged::default();
     let mut kept = Vec::new();
     for e in entries {
-        if now.saturating_sub(e.time()) >= max_age {
+        let age = now.saturating_sub(e.time());
+        let old = match &e {
+            Listed::Entry(_) => age >= max_age,
+            Listed::Incomplete { .. } => age >= max_age.max(GRACE),
+        };
+        if old {
             let bytes = if let Listed::Entry(m) = &e { m.size() } else { 0 };
             if trash.remove(e.seq())? {
                 out.entries += 1;
                 out.bytes += bytes;
+                out.seqs.push(e.seq());
             }
             total -= bytes;
         } else {
@@ -335,14 +372,18 @@ pub fn purge(
         }
     }
     if config.on_full == OnFull::PurgeOldest && older_than.is_none() {
+        let newest = kept.iter().map(Listed::seq).max();
         for e in kept {
             if total <= config.max_size {
                 break;
             }
-            if let Listed::Entry(m) = &e {
+            if let Listed::Entry(m) = &e
+                && Some(m.seq) != newest
+            {
                 if trash.remove(m.seq)? {
                     out.entries += 1;
                     out.bytes += m.size();
+                    out.seqs.push(m.seq);
                 }
                 total -= m.size();
             }

@@ -180,15 +180,29 @@ impl Session {
         warmup: Duration,
         measure: Duration,
     ) -> Result<f64> {
-        let mut path_json = serde_json::Value::from(path).to_string();
+        let mut args = serde_json::json!({ "path": path });
         if let Some(t) = token {
-            path_json.push_str(&format!(",\"capability_token\":{}", serde_json::Value::from(t)));
+            args["capability_token"] = serde_json::Value::from(t);
         }
+        self.pipeline_tool("read_text_file", &args.to_string(), in_flight, warmup, measure)
+    }
+
+    /// Calls/s of `tool` with `arguments` (a JSON object's text), keeping
+    /// `in_flight` requests outstanding; every reply must be good (see
+    /// [`Session::spawn`]).
+    pub(crate) fn pipeline_tool(
+        &mut self,
+        tool: &str,
+        arguments: &str,
+        in_flight: usize,
+        warmup: Duration,
+        measure: Duration,
+    ) -> Result<f64> {
         let mut next_id: u64 = 1;
         let request = |id: u64| {
             format!(
                 "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"tools/call\",\"params\":\
-                 {{\"name\":\"read_text_file\",\"arguments\":{{\"path\":{path_json}}}}}}}\n"
+                 {{\"name\":\"{tool}\",\"arguments\":{arguments}}}}}\n"
             )
         };
         let start = Instant::now();
@@ -223,7 +237,7 @@ impl Session {
                     let is_notification = serde_json::from_str::<serde_json::Value>(&line)
                         .is_ok_and(|v| v.get("id").is_none() && v.get("method").is_some());
                     if !is_notification {
-                        bail!("bad read_text_file reply (error, or without the file's content): {}", clip(&line));
+                        bail!("bad {tool} reply (an error, or not the expected result): {}", clip(&line));
                     }
                 }
                 Reply::Closed(why) => bail!("{why}"),

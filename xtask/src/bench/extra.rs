@@ -247,6 +247,61 @@ pub(crate) fn grant_latency(mcpsec: &Server, root: &Path, state: &Path, logs: &P
     })
 }
 
+/// Overwrites of a 4 KiB file (`write_file`, writes allowed) with undo on
+/// (the defaults) and off: calls/s at 1 and 16 in flight, median of `runs`
+/// runs interleaved on/off, each on a fresh state directory.
+pub(crate) fn undo_cost(
+    mcpsec: &Server,
+    root: &Path,
+    dir: &Path,
+    runs: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> Result<Vec<Figure>> {
+    const WRITES: &str = "[policy]\nwrite_files = \"allow\"\n[rate_limit]\ncalls = 1000000000\n";
+    let on = mcpsec.variant("mcpsec/undo-on", WRITES);
+    let off = mcpsec.variant(
+        "mcpsec/undo-off",
+        concat!("[policy]\nwrite_files = \"allow\"\n[rate_limit]\ncalls = 1000000000\n", "[undo]\nenabled = false\n"),
+    );
+    let file = root.join("bench-overwrite.txt");
+    std::fs::write(&file, "x")?;
+    let args = serde_json::json!({ "path": file, "content": super::fixture_content(super::FIXTURE_BYTES) }).to_string();
+    let mut rates = [[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
+    for run in 0..runs {
+        for (d, depth) in [1usize, 16].into_iter().enumerate() {
+            for (v, server) in [&on, &off].into_iter().enumerate() {
+                eprintln!("bench: {}: run {}/{runs}, {depth} in flight", server.name, run + 1);
+                let state = dir.join(format!("undo-state-{v}-{run}-{depth}"));
+                std::fs::create_dir_all(&state)?;
+                let log = dir.join("logs").join(format!("undo-{v}.stderr"));
+                let mut s = Session::spawn(server.command(root, &state), "Successfully wrote to", &log)?;
+                s.initialize()?;
+                rates[v][d].push(s.pipeline_tool("write_file", &args, depth, warmup, measure)?);
+                s.close()?;
+                let _ = std::fs::remove_dir_all(&state);
+            }
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut figures = Vec::new();
+    for (d, depth) in [1usize, 16].into_iter().enumerate() {
+        let (with, without) = (median(&mut rates[0][d]), median(&mut rates[1][d]));
+        figures.push(Figure {
+            what: format!("undo cost, 4 KiB overwrites @{depth}"),
+            value: (1.0 - with / without) * 100.0,
+            unit: " %",
+            goal: 20.0,
+            at_least: false,
+            detail: format!("{with:.0} calls/s with undo, {without:.0} without (median of {runs})"),
+        });
+    }
+    Ok(figures)
+}
+
 #[cfg(test)]
 mod tests {
     use super::slowest_throughput;

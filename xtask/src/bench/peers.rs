@@ -49,6 +49,11 @@ impl Server {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
+    /// The same binary as another row, with its own config.
+    pub(crate) fn variant(&self, name: &'static str, config: &'static str) -> Server {
+        Server { name, config: Some(config), token_for: None, ..self.clone() }
+    }
+
     /// The command that serves `root` over stdio.
     pub(crate) fn command(&self, root: &Path, state_dir: &Path) -> Command {
         let mut cmd = Command::new(&self.program);

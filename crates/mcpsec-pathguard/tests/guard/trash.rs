@@ -23,7 +23,7 @@ fn a_file_with_other_hard_links_keeps_their_mode() {
     let sb = sandbox(std::slice::from_ref(&fx.root), Rules::none(), 1 << 20);
     let t = trash(&fx);
     let slot = t.begin(1).unwrap();
-    let w = sb.write_keeping("f", b"new", &slot).unwrap();
+    let w = sb.write_keeping("f", b"new", &slot, u64::MAX).unwrap();
     assert_eq!(w.kept.unwrap().kept.entries[0].mode, 0o644);
     assert_eq!(fs::read_to_string(fx.root.join("f")).unwrap(), "new");
     // `g` still names the old file, and its mode was not sealed to 0600.
@@ -46,10 +46,10 @@ fn what_cannot_be_kept_is_not_removed() {
     let sb = sandbox(std::slice::from_ref(&fx.root), default_rules(), 1 << 20);
     let t = trash(&fx);
     let slot = t.begin(2).unwrap();
-    let e = sb.remove_keeping("fifo", false, &slot).unwrap_err();
+    let e = sb.remove_keeping("fifo", false, &slot, u64::MAX).unwrap_err();
     assert!(matches!(e, GuardError::NotKept { .. }), "{e}");
     assert!(e.to_string().contains("left unchanged"), "{e}");
-    let e = sb.remove_keeping("full", false, &slot).unwrap_err();
+    let e = sb.remove_keeping("full", false, &slot, u64::MAX).unwrap_err();
     assert!(matches!(e, GuardError::DirectoryNotEmpty { .. }), "{e}");
     assert!(fx.root.join("fifo").exists() && fx.root.join("full/inner").is_dir());
     assert!(!slot.has_data());
@@ -67,14 +67,14 @@ fn keeping_obeys_the_guard_and_never_leaves_the_root() {
     let t = trash(&fx);
     let slot = t.begin(3).unwrap();
     for (path, refused) in [("../ws-evil/secret", true), (".git/HEAD", true), ("out/x", true)] {
-        let e = sb.write_keeping(path, b"x", &slot).unwrap_err();
+        let e = sb.write_keeping(path, b"x", &slot, u64::MAX).unwrap_err();
         assert_eq!(e.is_refusal(), refused, "{path}: {e}");
         assert!(!e.to_string().contains(SENTINEL));
-        let e = sb.remove_keeping(path, true, &slot).unwrap_err();
+        let e = sb.remove_keeping(path, true, &slot, u64::MAX).unwrap_err();
         assert!(e.is_refusal() || matches!(e, GuardError::NotFound { .. }), "{path}: {e}");
     }
     // Deleting the symlink keeps the link itself, not its target.
-    let kept = sb.remove_keeping("out", false, &slot).unwrap();
+    let kept = sb.remove_keeping("out", false, &slot, u64::MAX).unwrap();
     assert_eq!(kept.kept.entries[0].kind, "symlink");
     assert_eq!(fs::read_to_string(fx.outside.join("secret")).unwrap(), SENTINEL);
     assert_eq!(fs::read_to_string(fx.root.join(".git/HEAD")).unwrap(), "ref");
@@ -88,4 +88,87 @@ fn an_entry_is_never_reused() {
     let e = t.begin(7).unwrap_err();
     assert!(e.to_string().contains("exists already"), "{e}");
     assert_eq!(fs::metadata(fx.base.join("state/trash")).unwrap().mode() & 0o777, 0o700);
+}
+
+fn modes(dir: &std::path::Path) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    for e in walkdir(dir) {
+        out.push((e.display().to_string(), fs::symlink_metadata(&e).unwrap().mode() & 0o7777));
+    }
+    out.sort();
+    out
+}
+
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if fs::symlink_metadata(&p).unwrap().is_dir() {
+            out.extend(walkdir(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Review finding: a refused keep must not leave the tree with sealed
+/// (0600/0700) modes, nor moved, nor half-copied.
+#[test]
+fn a_tree_that_cannot_be_kept_is_left_exactly_as_it_was() {
+    let fx = Fx::bare();
+    fs::create_dir_all(fx.root.join("tree/bin")).unwrap();
+    fs::write(fx.root.join("tree/bin/run.sh"), "#!/bin/sh").unwrap();
+    fs::set_permissions(fx.root.join("tree/bin/run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(fx.root.join("tree/bin"), fs::Permissions::from_mode(0o755)).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        fx.root.join("tree/zz.sock"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let before = modes(&fx.root.join("tree"));
+    let sb = sandbox(std::slice::from_ref(&fx.root), Rules::none(), 1 << 20);
+    let t = trash(&fx);
+    let slot = t.begin(4).unwrap();
+    let e = sb.remove_keeping("tree", true, &slot, u64::MAX).unwrap_err();
+    assert!(matches!(e, GuardError::NotKept { .. }), "{e}");
+    assert_eq!(modes(&fx.root.join("tree")), before);
+    assert!(!slot.has_data());
+    // Too large for the room: refused before anything moves, whatever the
+    // spelling (a trailing slash once made the put-back fail).
+    fs::write(fx.root.join("big"), vec![b'x'; 5000]).unwrap();
+    for path in ["big", "big/", "./big"] {
+        let e = sb.remove_keeping(path, false, &slot, 4096).unwrap_err();
+        assert!(matches!(e, GuardError::TooBigToKeep { size: 5000, room: 4096, .. }), "{path}: {e}");
+        assert_eq!(fs::read(fx.root.join("big")).unwrap().len(), 5000);
+        let e = sb.write_keeping(path, b"new", &slot, 4096).unwrap_err();
+        assert!(matches!(e, GuardError::TooBigToKeep { .. }), "{path}: {e}");
+        assert_eq!(fs::read(fx.root.join("big")).unwrap().len(), 5000);
+    }
+    let names: Vec<_> = fs::read_dir(&fx.root).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 2, "no temporary or staged name is left: {names:?}");
+}
+
+/// Review finding: a restore follows no symlink planted since the object
+/// was kept, even one that stays inside the root.
+#[test]
+fn a_restore_is_not_redirected_by_a_symlink_planted_since() {
+    let fx = Fx::bare();
+    fs::create_dir_all(fx.root.join("a")).unwrap();
+    fs::create_dir_all(fx.root.join("hooks")).unwrap();
+    fs::write(fx.root.join("a/pre-commit"), "payload").unwrap();
+    let sb = sandbox(std::slice::from_ref(&fx.root), Rules::none(), 1 << 20);
+    let t = trash(&fx);
+    let slot = t.begin(5).unwrap();
+    let kept = sb.remove_keeping("a/pre-commit", false, &slot, u64::MAX).unwrap();
+    fs::remove_dir(fx.root.join("a")).unwrap();
+    symlink("hooks", fx.root.join("a")).unwrap();
+    let abs = fx.root.join("a/pre-commit");
+    let e = sb.restore(abs.to_str().unwrap(), "a/pre-commit", &slot, &kept.kept, None).unwrap_err();
+    assert!(matches!(e, GuardError::Redirected { .. }), "{e}");
+    assert!(!fx.root.join("hooks/pre-commit").exists());
+    assert!(slot.has_data(), "the entry still holds it");
 }
