@@ -37,7 +37,8 @@ cargo xtask bench [options]
                      rust-mcp-filesystem, node-reference)
   --no-build         use the existing target/release/mcpsec instead of building it
   --audit-records N  records in the generated log for audit verify/grep (default 1000000)
-  --serve-only       skip the audit, token-check and grant-latency benchmarks
+  --serve-only       skip the audit, token-check, scanner and grant-latency benchmarks
+                     (the serve rows and the undo cost on overwrites still run)
   --json             print the results as JSON instead of a table
 
 mcpsec rows: `mcpsec` runs the defaults ([audit] sync = \"always\"), `mcpsec/changes`
@@ -250,6 +251,15 @@ pub fn run(args: &[String]) -> Result<()> {
     // Audit, token and grant figures, with the default-config mcpsec.
     let mut extra = Vec::new();
     let mcpsec = entries.iter().find(|e| e.name == peers::MCPSEC).and_then(|e| e.server.as_ref().ok());
+    // Part of the serve benchmark: a write-heavy workload, undo on and off.
+    if let Some(mcpsec) = mcpsec {
+        let warmup = Duration::from_secs_f64(opts.warmup);
+        let measure = Duration::from_secs_f64(opts.seconds);
+        match extra::undo_cost(mcpsec, &scratch.root, &scratch.dir, opts.runs, warmup, measure) {
+            Ok(figures) => extra.extend(figures),
+            Err(e) => eprintln!("bench: undo cost failed: {e:#}"),
+        }
+    }
     if let (Some(mcpsec), true) = (mcpsec, opts.audit_records > 0) {
         let mut add = |what: &str, r: Result<Vec<extra::Figure>>| match r {
             Ok(figures) => extra.extend(figures),
@@ -258,17 +268,6 @@ pub fn run(args: &[String]) -> Result<()> {
         add("audit", extra::audit(&workspace, mcpsec, &scratch.dir, opts.audit_records));
         add("token check", extra::token_check(&workspace).map(|f| vec![f]));
         add("scanner", extra::scan_speed(&workspace).map(|f| vec![f]));
-        add(
-            "undo cost",
-            extra::undo_cost(
-                mcpsec,
-                &scratch.root,
-                &scratch.dir,
-                opts.runs,
-                Duration::from_secs_f64(opts.warmup),
-                Duration::from_secs_f64(opts.seconds),
-            ),
-        );
         let grant_state = scratch.dir.join("grant-state");
         std::fs::create_dir_all(&grant_state)?;
         add(
