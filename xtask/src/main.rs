@@ -8,6 +8,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, Result, bail};
 
 mod bench;
+mod docs;
 
 const HELP: &str = "\
 cargo xtask <task>
@@ -15,6 +16,7 @@ cargo xtask <task>
 tasks:
   ci      fmt check, clippy -D warnings, all tests, docs with warnings denied
   bench   serve benchmark: mcpsec vs the reference Node server and rust-mcp-filesystem
+  docs    regenerate docs/configuration.md from mcpsec-core's config reference
   help    this text
 ";
 
@@ -23,6 +25,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench::run(&args[1..]),
+        Some("docs") => docs::run(),
         Some("help") | None => {
             eprint!("{HELP}");
             Ok(())

@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use mcpsec_core::{Config, Principal};
 
 mod audit;
+mod init;
 mod tokens;
 
 /// A secure-by-default MCP server for filesystem tools.
@@ -46,8 +47,8 @@ enum Command {
     Tokens(tokens::TokensArgs),
     /// Revoke capability tokens.
     Revoke(tokens::RevokeArgs),
-    /// Create the state directory; optionally set the grant passphrase.
-    Init(tokens::InitArgs),
+    /// Write the commented default config, create the state directory, offer a grant passphrase.
+    Init(init::InitArgs),
     /// Inspect the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -131,7 +132,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Grant(args) => tokens::grant(&token_state(&cli.global)?, args),
         Command::Tokens(args) => tokens::list(&token_state(&cli.global)?, args),
         Command::Revoke(args) => tokens::revoke(&token_state(&cli.global)?, args),
-        Command::Init(args) => tokens::init(&token_state(&cli.global)?, args),
+        Command::Init(args) => init::run(&cli.global, args),
         Command::Audit(command) => {
             let (config, _) = load_config(&cli.global)?;
             let log = audit_path(&state_dir(&cli.global)?, &config);
@@ -153,12 +154,17 @@ fn config_path(global: &Global) -> Option<PathBuf> {
     if let Some(p) = &global.config {
         return Some(p.clone());
     }
+    default_config_path().filter(|p| p.is_file())
+}
+
+/// `$XDG_CONFIG_HOME/mcpsec/mcpsec.toml` (`~/.config/mcpsec/mcpsec.toml`),
+/// whether it exists or not.
+fn default_config_path() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
-    let p = base.join("mcpsec").join("mcpsec.toml");
-    p.is_file().then_some(p)
+    Some(base.join("mcpsec").join("mcpsec.toml"))
 }
 
 fn load_config(global: &Global) -> Result<(Config, Option<PathBuf>)> {

@@ -78,16 +78,6 @@ pub struct RevokeArgs {
     passphrase_stdin: bool,
 }
 
-#[derive(Debug, Args)]
-pub struct InitArgs {
-    /// Set (or replace) the grant passphrase; asked on the terminal
-    #[arg(long)]
-    passphrase: bool,
-    /// Read the new passphrase from standard input
-    #[arg(long)]
-    passphrase_stdin: bool,
-}
-
 /// The state a token command works on.
 pub struct State {
     pub tokens: Tokens,
@@ -362,24 +352,19 @@ pub fn revoke(state: &State, args: RevokeArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn init(state: &State, args: InitArgs) -> Result<()> {
-    let want = args.passphrase || args.passphrase_stdin;
-    if !want {
-        eprintln!(
-            "state directory ready: {}",
-            state.audit_path.parent().map(|p| p.display().to_string()).unwrap_or_default()
-        );
-        if state.tokens.store().setting(PASSPHRASE_KEY)?.is_none() {
-            eprintln!("no grant passphrase is set: anyone who can run `mcpsec grant` as you can mint tokens.");
-            eprintln!("set one with `mcpsec init --passphrase` so that a model with shell access cannot.");
-        }
-        return Ok(());
-    }
+/// Whether a grant passphrase is set.
+pub fn passphrase_is_set(state: &State) -> Result<bool> {
+    Ok(state.tokens.store().setting(PASSPHRASE_KEY)?.is_some())
+}
+
+/// Sets (or, after asking for the current one, replaces) the grant
+/// passphrase: from stdin with `from_stdin`, else asked twice on the terminal.
+pub fn set_passphrase(state: &State, from_stdin: bool) -> Result<()> {
     if state.tokens.store().setting(PASSPHRASE_KEY)?.is_some() {
-        require_passphrase(state, args.passphrase_stdin, "changing the passphrase")?;
+        require_passphrase(state, from_stdin, "changing the passphrase")?;
     }
-    let first = read_passphrase("new grant passphrase: ", args.passphrase_stdin)?;
-    if !args.passphrase_stdin && std::io::stdin().is_terminal() {
+    let first = read_passphrase("new grant passphrase: ", from_stdin)?;
+    if !from_stdin && std::io::stdin().is_terminal() {
         let again = read_passphrase("again: ", false)?;
         if again.expose_secret() != first.expose_secret() {
             return Err(usage("the passphrases differ; nothing was changed"));
