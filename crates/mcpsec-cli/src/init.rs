@@ -57,11 +57,8 @@ pub fn run(global: &Global, args: InitArgs) -> Result<()> {
 
     let dir = crate::state_dir(global)?;
     crate::ensure_state_dir(&dir)?;
-    let state = tokens::State {
-        tokens: tokens::open_tokens(&dir)?,
-        audit_path: crate::audit_path(&dir, &config),
-        config,
-    };
+    let state =
+        tokens::State { tokens: tokens::open_tokens(&dir)?, audit_path: crate::audit_path(&dir, &config), config };
     eprintln!("state directory ready: {} (mode 0700)", dir.display());
 
     if only_passphrase {

@@ -379,7 +379,9 @@ mod tests {
         let table: BTreeSet<String> = SECTIONS
             .iter()
             .flat_map(|s| {
-                s.keys.iter().map(move |k| if s.name.is_empty() { k.name.to_owned() } else { format!("{}.{}", s.name, k.name) })
+                s.keys
+                    .iter()
+                    .map(move |k| if s.name.is_empty() { k.name.to_owned() } else { format!("{}.{}", s.name, k.name) })
             })
             .collect();
         // A table key stands for the parser's keys beneath it (`max_ttl` is
