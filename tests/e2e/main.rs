@@ -4,6 +4,8 @@
 
 mod attacks;
 mod audit;
+mod cli_surface;
+mod doctor;
 mod limits;
 mod protocol;
 mod shell_and_content;

@@ -14,7 +14,11 @@ use clap::{Args, Parser, Subcommand};
 use mcpsec_core::{Config, Principal};
 
 mod audit;
+mod client_config;
+mod completions;
+mod doctor;
 mod init;
+mod table;
 mod tokens;
 
 /// A secure-by-default MCP server for filesystem tools.
@@ -52,6 +56,14 @@ enum Command {
     /// Inspect the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Print the snippet that adds mcpsec to an MCP client (absolute paths).
+    ClientConfig(client_config::ClientConfigArgs),
+    /// Check the config, roots, state directory, database and audit log; say how to fix what is wrong.
+    Doctor(doctor::DoctorArgs),
+    /// Print a shell completion script.
+    Completions(completions::CompletionsArgs),
+    /// Write the man pages, one per subcommand.
+    Man(completions::ManArgs),
 }
 
 #[derive(Debug, Args)]
@@ -138,6 +150,10 @@ fn run(cli: Cli) -> Result<()> {
             let log = audit_path(&state_dir(&cli.global)?, &config);
             audit::run(command, &log, &config)
         }
+        Command::ClientConfig(args) => client_config::run(&cli.global, args),
+        Command::Doctor(args) => doctor::run(&cli.global, args),
+        Command::Completions(args) => completions::completions(args),
+        Command::Man(args) => completions::man(args),
     }
 }
 
