@@ -17,6 +17,7 @@ tasks:
   ci      fmt check, clippy -D warnings, all tests, docs with warnings denied
   bench   serve benchmark: mcpsec vs the reference Node server and rust-mcp-filesystem
   docs    regenerate docs/configuration.md from mcpsec-core's config reference
+  man     man pages, one per subcommand, into target/man (or `cargo xtask man DIR`)
   help    this text
 ";
 
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("bench") => bench::run(&args[1..]),
         Some("docs") => docs::run(),
+        Some("man") => man(args.get(1).map(String::as_str)),
         Some("help") | None => {
             eprint!("{HELP}");
             Ok(())
@@ -52,6 +54,28 @@ pub(crate) fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
         .with_context(|| format!("running cargo {}", args.join(" ")))?;
     if !status.success() {
         bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Builds `mcpsec` and has it write its man pages (clap_mangen, from the
+/// same clap definition as `--help`), so xtask needs no clap of its own.
+fn man(dir: Option<&str>) -> Result<()> {
+    let root = docs::root();
+    // Explicit --target-dir: the binary must be where we run it from even
+    // when CARGO_TARGET_DIR points elsewhere.
+    let target = root.join("target").to_string_lossy().into_owned();
+    cargo(&["build", "--locked", "-p", "mcpsec-cli", "--target-dir", &target], &[])?;
+    let out = dir.map_or_else(|| root.join("target/man"), std::path::PathBuf::from);
+    let bin = root.join("target/debug/mcpsec");
+    let status = Command::new(&bin)
+        .arg("man")
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .with_context(|| format!("running {}", bin.display()))?;
+    if !status.success() {
+        bail!("`mcpsec man --out {}` failed ({status})", out.display());
     }
     Ok(())
 }
