@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 
 mod bench;
 mod docs;
+mod interop;
 
 const HELP: &str = "\
 cargo xtask <task>
@@ -18,6 +19,7 @@ tasks:
   bench   serve benchmark: mcpsec vs the reference Node server and rust-mcp-filesystem
   docs    regenerate docs/configuration.md from mcpsec-core's config reference
   man     man pages, one per subcommand, into target/man (or `cargo xtask man DIR`)
+  interop the official Python SDK and the MCP Inspector CLI against mcpsec (installs into target/interop)
   help    this text
 ";
 
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&args[1..]),
         Some("docs") => docs::run(),
         Some("man") => man(args.get(1).map(String::as_str)),
+        Some("interop") => interop::run_all(),
         Some("help") | None => {
             eprint!("{HELP}");
             Ok(())
