@@ -6,6 +6,7 @@ mod attacks;
 mod audit;
 mod cli_surface;
 mod doctor;
+mod json;
 mod limits;
 mod protocol;
 mod shell_and_content;

@@ -51,7 +51,11 @@ pub enum AuditCommand {
         out: Option<PathBuf>,
     },
     /// Print where the log is and how durable it is.
-    Path,
+    Path {
+        /// Print {path, sync, sync_interval_ms} as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -100,7 +104,17 @@ pub fn run(command: AuditCommand, log: &Path, config: &Config) -> Result<()> {
         AuditCommand::Grep(args) => grep(log, args),
         AuditCommand::Tail { n, follow, json } => tail(log, n, follow, json),
         AuditCommand::Checkpoint { out } => checkpoint(log, out.as_deref()),
-        AuditCommand::Path => {
+        AuditCommand::Path { json: true } => {
+            let (sync, interval) = match config.audit.sync {
+                mcpsec_core::AuditSync::Always => ("always", None),
+                mcpsec_core::AuditSync::Changes(i) => ("changes", Some(i.as_millis())),
+                mcpsec_core::AuditSync::Batch(i) => ("batch", Some(i.as_millis())),
+            };
+            let v = serde_json::json!({ "path": log, "sync": sync, "sync_interval_ms": interval });
+            writeln!(std::io::stdout().lock(), "{v}")?;
+            Ok(())
+        }
+        AuditCommand::Path { json: false } => {
             let mut out = std::io::stdout().lock();
             writeln!(out, "{}", log.display())?;
             match config.audit.sync {

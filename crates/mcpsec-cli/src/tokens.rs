@@ -76,6 +76,9 @@ pub struct RevokeArgs {
     /// Read the grant passphrase from standard input (for scripts)
     #[arg(long)]
     passphrase_stdin: bool,
+    /// Print {revoked: [ids], not_found: [ids]} as JSON
+    #[arg(long)]
+    json: bool,
 }
 
 /// The state a token command works on.
@@ -294,31 +297,32 @@ pub fn list(state: &State, args: TokensArgs) -> Result<()> {
         eprintln!("no {}tokens", if args.all { "" } else { "active " });
         return Ok(());
     }
-    writeln!(
-        out,
-        "{:<8}  {:<13}  {:<8}  {:>10}  {:>4}  {:<10}  {:<24}  NOTE",
-        "ID", "CAPABILITY", "STATUS", "EXPIRES IN", "USES", "USER", "PATHS"
+    let rows: Vec<Vec<String>> = tokens
+        .iter()
+        .map(|t| {
+            let left = (t.expires_ms - now_ms).max(0) / 1000;
+            let expires = if left >= 3600 {
+                format!("{}h{}m", left / 3600, left % 3600 / 60)
+            } else {
+                format!("{}m{}s", left / 60, left % 60)
+            };
+            vec![
+                t.id.clone(),
+                t.capability.as_str().to_owned(),
+                status(t, now_ms).to_owned(),
+                expires,
+                t.uses_left.map_or("-".to_string(), |u| u.to_string()),
+                t.user.clone().unwrap_or_else(|| "any".into()),
+                if t.paths.is_empty() { "any".to_string() } else { t.paths.join(" ") },
+                t.note.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    crate::table::print(
+        &mut out,
+        &["ID", "CAPABILITY", "STATUS", "EXPIRES IN", "USES", "USER", "PATHS", "NOTE"],
+        &rows,
     )?;
-    for t in &tokens {
-        let left = (t.expires_ms - now_ms).max(0) / 1000;
-        let expires = if left >= 3600 {
-            format!("{}h{}m", left / 3600, left % 3600 / 60)
-        } else {
-            format!("{}m{}s", left / 60, left % 60)
-        };
-        writeln!(
-            out,
-            "{:<8}  {:<13}  {:<8}  {:>10}  {:>4}  {:<10}  {:<24}  {}",
-            t.id,
-            t.capability.as_str(),
-            status(t, now_ms),
-            expires,
-            t.uses_left.map_or("-".to_string(), |u| u.to_string()),
-            t.user.as_deref().unwrap_or("any"),
-            if t.paths.is_empty() { "any".to_string() } else { t.paths.join(" ") },
-            t.note.as_deref().unwrap_or("")
-        )?;
-    }
     Ok(())
 }
 
@@ -341,9 +345,13 @@ pub fn revoke(state: &State, args: RevokeArgs) -> Result<()> {
         audit(state, r)?;
     }
     let missing: Vec<&String> = args.ids.iter().filter(|i| !revoked.contains(i)).collect();
-    eprintln!("revoked {} token(s){}", revoked.len(), if revoked.is_empty() { "" } else { ":" });
-    for id in &revoked {
-        println!("{id}");
+    if args.json {
+        println!("{}", serde_json::json!({ "revoked": revoked, "not_found": missing }));
+    } else {
+        eprintln!("revoked {} token(s){}", revoked.len(), if revoked.is_empty() { "" } else { ":" });
+        for id in &revoked {
+            println!("{id}");
+        }
     }
     if !missing.is_empty() {
         eprintln!("not found or already revoked: {}", missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "));
