@@ -31,6 +31,8 @@ fn python() -> Result<&'static str> {
     for candidate in ["python3.13", "python3.12", "python3.11", "python3.10", "python3"] {
         let ok = Command::new(candidate)
             .args(["-c", "import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
         if ok {
