@@ -76,7 +76,7 @@ pub struct RevokeArgs {
     /// Read the grant passphrase from standard input (for scripts)
     #[arg(long)]
     passphrase_stdin: bool,
-    /// Print {revoked: [ids], not_found: [ids]} as JSON
+    /// Print the ids revoked and those not found as JSON
     #[arg(long)]
     json: bool,
 }

@@ -9,7 +9,7 @@
 //! - [`Refusal`]: a denial that says what was refused, why, and what the
 //!   human can do about it;
 //! - [`Config`]: the TOML configuration, parsed and validated;
-//! - [`reference`]: every config key with its default and meaning, the one
+//! - [`reference`](mod@reference): every config key with its default and meaning, the one
 //!   source of the commented default file and of `docs/configuration.md`;
 //! - [`scan`]: flags text that looks like instructions to a model in untrusted content;
 //! - [`units`]: durations (`60s`, `5m`) and sizes (`10MiB`);
