@@ -93,6 +93,20 @@ fn a_missing_root() {
 }
 
 #[test]
+fn a_config_file_others_can_write() {
+    let env = Env::new();
+    let cfg = env.config("");
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o666)).unwrap();
+    assert_fails(
+        &env,
+        &["--config", cfg.to_str().unwrap()],
+        "config",
+        "other users can change the policy",
+        "chmod go-w",
+    );
+}
+
+#[test]
 fn an_invalid_config() {
     let env = Env::new();
     let cfg = env.config("[policy]\nread_filez = \"allow\"\n");

@@ -114,7 +114,15 @@ fn check_config(global: &Global, args: &DoctorArgs, findings: &mut Vec<Finding>)
         }
     };
     findings.push(match &file {
-        Some(p) => ok("config", format!("{} is valid", p.display())),
+        // The policy lives here: a file others can change is a policy others can change.
+        Some(p) => match std::fs::metadata(p).map(|m| mode_of(&m)) {
+            Ok(mode) if mode & 0o022 != 0 => fail(
+                "config",
+                format!("{} is valid, but has mode {mode:04o}: other users can change the policy", p.display()),
+                format!("chmod go-w {}", p.display()),
+            ),
+            _ => ok("config", format!("{} is valid", p.display())),
+        },
         None => info("config", "no config file: the built-in defaults apply", Some("`mcpsec init` writes one".into())),
     });
     let base = file.as_deref().and_then(Path::parent).unwrap_or(Path::new("."));
