@@ -208,3 +208,56 @@ fn man_pages_for_every_subcommand() {
         assert!(text.starts_with(".ie") || text.contains(".TH"), "{page}: {text}");
     }
 }
+
+/// Runs `mcpsec ARGS` on a pseudo-terminal (util-linux `script`), typing
+/// `input`; None when `script` is not installed.
+fn on_a_terminal(env: &Env, args: &str, input: &str) -> Option<(i32, String)> {
+    use std::io::Write;
+    let cmd = format!("{} {args}", mcpsec_bin().display());
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .current_dir(env.path())
+        .env("MCPSEC_STATE_DIR", env.state())
+        .env("XDG_CONFIG_HOME", env.path().join("cfg"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    Some((out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).replace('\r', "")))
+}
+
+#[test]
+fn init_on_a_terminal_offers_the_grant_passphrase() {
+    let env = Env::new();
+    let Some((code, screen)) = on_a_terminal(&env, "init", "y\ncorrect horse\ncorrect horse\n") else {
+        eprintln!("util-linux `script` is not installed: the terminal flow was not tested");
+        return;
+    };
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains("set a grant passphrase now") && screen.contains("grant passphrase set"), "{screen}");
+    let grant = |passphrase: &str| {
+        let mut child = Command::new(mcpsec_bin())
+            .args(["grant", "delete_files", "--passphrase-stdin"])
+            .env("MCPSEC_STATE_DIR", env.state())
+            .env("XDG_CONFIG_HOME", env.path().join("cfg"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(passphrase.as_bytes()).unwrap();
+        child.wait_with_output().unwrap().status.code()
+    };
+    assert_eq!(grant("wrong guess\n"), Some(1));
+    assert_eq!(grant("correct horse\n"), Some(0));
+
+    // Declined: no passphrase, and the warning says how to set one later.
+    let env = Env::new();
+    let (code, screen) = on_a_terminal(&env, "init", "n\n").unwrap();
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains("no grant passphrase is set") && screen.contains("init --passphrase"), "{screen}");
+}
