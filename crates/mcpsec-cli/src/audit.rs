@@ -152,20 +152,27 @@ fn verify(log: &Path, checkpoint: Option<&Path>, json: bool) -> Result<()> {
         }
         None => None,
     };
+    // A progress bar on a terminal, for logs big enough to take a while.
     let tty = std::io::stderr().is_terminal() && !json;
-    let mut last_pct = u64::MAX;
+    let mut bar: Option<indicatif::ProgressBar> = None;
     let mut progress = |done: u64, total: u64| {
-        if tty && total > 64 << 20 {
-            let pct = done * 100 / total.max(1);
-            if pct != last_pct {
-                last_pct = pct;
-                eprint!("\rverifying {}: {pct:>3}%", log.display());
-            }
+        if !tty || total <= 64 << 20 {
+            return;
         }
+        let bar = bar.get_or_insert_with(|| {
+            let style =
+                indicatif::ProgressStyle::with_template("verifying {msg} {wide_bar} {bytes}/{total_bytes} {eta}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            let bar = indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
+            bar.set_style(style);
+            bar.set_message(log.display().to_string());
+            bar
+        });
+        bar.set_position(done);
     };
     let result = mcpsec_audit::verify(log, cp.as_ref(), &mut progress);
-    if tty && last_pct != u64::MAX {
-        eprintln!();
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
     }
     let mut out = std::io::stdout().lock();
     match result {
