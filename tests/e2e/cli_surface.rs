@@ -172,6 +172,11 @@ fn client_config_prints_each_clients_snippet_with_absolute_paths() {
     let (code, _, err) = mcpsec(env.path(), &["client-config", "cursor"], &[]);
     assert_eq!(code, 2);
     assert!(err.contains("--root DIR"), "{err}");
+    let bad = env.config("[policy]\nread_filez = \"allow\"\n");
+    let (code, out, err) =
+        mcpsec(env.path(), &["client-config", "cursor", "--root", "ws", "--config", bad.to_str().unwrap()], &[]);
+    assert_eq!((code, out.as_str()), (2, ""));
+    assert!(err.contains("read_filez"), "{err}");
 }
 
 #[test]

@@ -66,14 +66,14 @@ fn command_line(global: &Global, args: &ClientConfigArgs) -> Result<(String, Vec
         .and_then(|p| p.canonicalize())
         .context("finding the path of the running mcpsec binary")?;
     let mut argv = vec!["serve".to_owned()];
-    if args.roots.is_empty() {
-        let (config, _) = crate::load_config(global)?;
-        if config.roots.is_empty() {
-            return Err(usage(
-                "name the directories the model may use with `--root DIR` (repeatable), \
-                 e.g. `mcpsec client-config claude-desktop --root ~/notes`",
-            ));
-        }
+    // A snippet for a config that `serve` would refuse would only fail later,
+    // inside the client: check it now (an error names the key).
+    let (config, _) = crate::load_config(global)?;
+    if args.roots.is_empty() && config.roots.is_empty() {
+        return Err(usage(
+            "name the directories the model may use with `--root DIR` (repeatable), \
+             e.g. `mcpsec client-config claude-desktop --root ~/notes`",
+        ));
     }
     for root in &args.roots {
         let abs = root.canonicalize().map_err(|e| anyhow!("--root {}: {e}", root.display()))?;
