@@ -4,6 +4,9 @@
 
 mod attacks;
 mod audit;
+mod cli_surface;
+mod doctor;
+mod json;
 mod limits;
 mod protocol;
 mod shell_and_content;

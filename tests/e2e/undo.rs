@@ -106,6 +106,12 @@ async fn delete_overwrite_and_edit_are_undone_byte_identical_with_their_modes() 
     assert_eq!(env.read("ws/code.rs"), "fn main() { old(); }\n");
     // What the undo replaced is kept too: undoing the undo redoes the edit.
     let v: Value = serde_json::from_str(&out).unwrap();
+    // The schema docs/json.md documents.
+    let fields: std::collections::BTreeSet<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    let documented = ["seq", "dry_run", "tool", "action", "path", "moved_to", "size", "replaces", "current_sha256"];
+    let documented: std::collections::BTreeSet<&str> =
+        documented.into_iter().chain(["forced", "record", "kept_as"]).collect();
+    assert_eq!(fields, documented);
     let redo = v["kept_as"].as_u64().expect("the edited content was kept");
     let (code, _, err) = undo(&env, &[&redo.to_string()]);
     assert_eq!(code, 0, "{err}");
@@ -274,6 +280,12 @@ async fn retention_purges_the_oldest_first_and_a_full_trash_behaves_as_configure
     let listed = |env: &Env| -> Vec<u64> {
         let (code, out, err) = env.cli(&["trash", "list", "--json"]);
         assert_eq!(code, 0, "{err}");
+        for e in serde_json::from_str::<Vec<Value>>(&out).unwrap() {
+            let mut fields: Vec<&str> = e.as_object().unwrap().keys().map(String::as_str).collect();
+            fields.sort_unstable();
+            // docs/json.md
+            assert_eq!(fields, ["action", "complete", "moved_to", "path", "seq", "size", "time", "tool", "user"]);
+        }
         serde_json::from_str::<Vec<Value>>(&out).unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect()
     };
     let mut left = listed(&env);

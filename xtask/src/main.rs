@@ -8,6 +8,8 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, Result, bail};
 
 mod bench;
+mod docs;
+mod interop;
 
 const HELP: &str = "\
 cargo xtask <task>
@@ -15,6 +17,9 @@ cargo xtask <task>
 tasks:
   ci      fmt check, clippy -D warnings, all tests, docs with warnings denied
   bench   serve benchmark: mcpsec vs the reference Node server and rust-mcp-filesystem
+  docs    regenerate docs/configuration.md from mcpsec-core's config reference
+  man     man pages, one per subcommand, into target/man (or `cargo xtask man DIR`)
+  interop the official Python SDK and the MCP Inspector CLI against mcpsec (installs into target/interop)
   help    this text
 ";
 
@@ -23,6 +28,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench::run(&args[1..]),
+        Some("docs") => docs::run(),
+        Some("man") => man(args.get(1).map(String::as_str)),
+        Some("interop") => interop::run_all(),
         Some("help") | None => {
             eprint!("{HELP}");
             Ok(())
@@ -49,6 +57,28 @@ pub(crate) fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
         .with_context(|| format!("running cargo {}", args.join(" ")))?;
     if !status.success() {
         bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Builds `mcpsec` and has it write its man pages (clap_mangen, from the
+/// same clap definition as `--help`), so xtask needs no clap of its own.
+fn man(dir: Option<&str>) -> Result<()> {
+    let root = docs::root();
+    // Explicit --target-dir: the binary must be where we run it from even
+    // when CARGO_TARGET_DIR points elsewhere.
+    let target = root.join("target").to_string_lossy().into_owned();
+    cargo(&["build", "--locked", "-p", "mcpsec-cli", "--target-dir", &target], &[])?;
+    let out = dir.map_or_else(|| root.join("target/man"), std::path::PathBuf::from);
+    let bin = root.join("target/debug/mcpsec");
+    let status = Command::new(&bin)
+        .arg("man")
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .with_context(|| format!("running {}", bin.display()))?;
+    if !status.success() {
+        bail!("`mcpsec man --out {}` failed ({status})", out.display());
     }
     Ok(())
 }

@@ -147,6 +147,24 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// `PRAGMA integrity_check` on the database at `path`, opened read-only
+    /// (nothing is created, migrated or repaired): an empty list when it is
+    /// sound, else SQLite's findings (at most 10).
+    pub fn integrity_check(path: &Path) -> Result<Vec<String>, StoreError> {
+        let shown = path.display().to_string();
+        let db = |e: rusqlite::Error| StoreError::Db { path: shown.clone(), message: e.to_string() };
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(db)?;
+        let mut stmt = conn.prepare("PRAGMA integrity_check(10)").map_err(db)?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(db)?;
+        let findings: Vec<String> = rows.collect::<Result<_, _>>().map_err(db)?;
+        Ok(findings.into_iter().filter(|f| f != "ok").collect())
+    }
+
     fn err(&self, e: rusqlite::Error) -> StoreError {
         StoreError::Db { path: self.path.clone(), message: e.to_string() }
     }
@@ -323,6 +341,17 @@ impl TokenStore for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn integrity_check_reports_a_sound_and_a_damaged_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("mcpsec.db");
+        drop(SqliteStore::open(&p).unwrap());
+        assert_eq!(SqliteStore::integrity_check(&p).unwrap(), Vec::<String>::new());
+        std::fs::write(&p, b"this is not a database, it is a text file that is long enough to have a header").unwrap();
+        assert!(SqliteStore::integrity_check(&p).is_err());
+        assert!(SqliteStore::integrity_check(&dir.path().join("missing.db")).is_err());
+    }
+
     use super::*;
 
     fn record(id: &str, cap: Capability, uses: Option<i64>) -> TokenRecord {

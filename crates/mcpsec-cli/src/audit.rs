@@ -51,7 +51,11 @@ pub enum AuditCommand {
         out: Option<PathBuf>,
     },
     /// Print where the log is and how durable it is.
-    Path,
+    Path {
+        /// Print {path, sync, sync_interval_ms} as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -100,7 +104,17 @@ pub fn run(command: AuditCommand, log: &Path, config: &Config) -> Result<()> {
         AuditCommand::Grep(args) => grep(log, args),
         AuditCommand::Tail { n, follow, json } => tail(log, n, follow, json),
         AuditCommand::Checkpoint { out } => checkpoint(log, out.as_deref()),
-        AuditCommand::Path => {
+        AuditCommand::Path { json: true } => {
+            let (sync, interval) = match config.audit.sync {
+                mcpsec_core::AuditSync::Always => ("always", None),
+                mcpsec_core::AuditSync::Changes(i) => ("changes", Some(i.as_millis())),
+                mcpsec_core::AuditSync::Batch(i) => ("batch", Some(i.as_millis())),
+            };
+            let v = serde_json::json!({ "path": log, "sync": sync, "sync_interval_ms": interval });
+            writeln!(std::io::stdout().lock(), "{v}")?;
+            Ok(())
+        }
+        AuditCommand::Path { json: false } => {
             let mut out = std::io::stdout().lock();
             writeln!(out, "{}", log.display())?;
             match config.audit.sync {
@@ -138,20 +152,27 @@ fn verify(log: &Path, checkpoint: Option<&Path>, json: bool) -> Result<()> {
         }
         None => None,
     };
+    // A progress bar on a terminal, for logs big enough to take a while.
     let tty = std::io::stderr().is_terminal() && !json;
-    let mut last_pct = u64::MAX;
+    let mut bar: Option<indicatif::ProgressBar> = None;
     let mut progress = |done: u64, total: u64| {
-        if tty && total > 64 << 20 {
-            let pct = done * 100 / total.max(1);
-            if pct != last_pct {
-                last_pct = pct;
-                eprint!("\rverifying {}: {pct:>3}%", log.display());
-            }
+        if !tty || total <= 64 << 20 {
+            return;
         }
+        let bar = bar.get_or_insert_with(|| {
+            let style =
+                indicatif::ProgressStyle::with_template("verifying {msg} {wide_bar} {bytes}/{total_bytes} {eta}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            let bar = indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
+            bar.set_style(style);
+            bar.set_message(log.display().to_string());
+            bar
+        });
+        bar.set_position(done);
     };
     let result = mcpsec_audit::verify(log, cp.as_ref(), &mut progress);
-    if tty && last_pct != u64::MAX {
-        eprintln!();
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
     }
     let mut out = std::io::stdout().lock();
     match result {

@@ -14,6 +14,11 @@ use clap::{Args, Parser, Subcommand};
 use mcpsec_core::{Config, Principal};
 
 mod audit;
+mod client_config;
+mod completions;
+mod doctor;
+mod init;
+mod table;
 mod tokens;
 mod undo;
 
@@ -47,8 +52,8 @@ enum Command {
     Tokens(tokens::TokensArgs),
     /// Revoke capability tokens.
     Revoke(tokens::RevokeArgs),
-    /// Create the state directory; optionally set the grant passphrase.
-    Init(tokens::InitArgs),
+    /// Write the commented default config, create the state directory, offer a grant passphrase.
+    Init(init::InitArgs),
     /// Inspect the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -57,6 +62,14 @@ enum Command {
     /// Inspect or empty the trash that undo restores from.
     #[command(subcommand)]
     Trash(undo::TrashCommand),
+    /// Print the snippet that adds mcpsec to an MCP client (absolute paths).
+    ClientConfig(client_config::ClientConfigArgs),
+    /// Check the config, roots, state directory, database and audit log; say how to fix what is wrong.
+    Doctor(doctor::DoctorArgs),
+    /// Print a shell completion script.
+    Completions(completions::CompletionsArgs),
+    /// Write the man pages, one per subcommand.
+    Man(completions::ManArgs),
 }
 
 #[derive(Debug, Args)]
@@ -137,7 +150,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Grant(args) => tokens::grant(&token_state(&cli.global)?, args),
         Command::Tokens(args) => tokens::list(&token_state(&cli.global)?, args),
         Command::Revoke(args) => tokens::revoke(&token_state(&cli.global)?, args),
-        Command::Init(args) => tokens::init(&token_state(&cli.global)?, args),
+        Command::Init(args) => init::run(&cli.global, args),
         Command::Audit(command) => {
             let (config, _) = load_config(&cli.global)?;
             let log = audit_path(&state_dir(&cli.global)?, &config);
@@ -155,6 +168,10 @@ fn run(cli: Cli) -> Result<()> {
             let log = audit_path(&state, &config);
             undo::trash(&undo::Ctx { state: &state, audit_path: &log, config: &config }, command)
         }
+        Command::ClientConfig(args) => client_config::run(&cli.global, args),
+        Command::Doctor(args) => doctor::run(&cli.global, args),
+        Command::Completions(args) => completions::completions(args),
+        Command::Man(args) => completions::man(args),
     }
 }
 
@@ -171,12 +188,17 @@ fn config_path(global: &Global) -> Option<PathBuf> {
     if let Some(p) = &global.config {
         return Some(p.clone());
     }
+    default_config_path().filter(|p| p.is_file())
+}
+
+/// `$XDG_CONFIG_HOME/mcpsec/mcpsec.toml` (`~/.config/mcpsec/mcpsec.toml`),
+/// whether it exists or not.
+fn default_config_path() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
-    let p = base.join("mcpsec").join("mcpsec.toml");
-    p.is_file().then_some(p)
+    Some(base.join("mcpsec").join("mcpsec.toml"))
 }
 
 fn load_config(global: &Global) -> Result<(Config, Option<PathBuf>)> {

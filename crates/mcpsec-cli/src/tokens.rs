@@ -76,16 +76,9 @@ pub struct RevokeArgs {
     /// Read the grant passphrase from standard input (for scripts)
     #[arg(long)]
     passphrase_stdin: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct InitArgs {
-    /// Set (or replace) the grant passphrase; asked on the terminal
+    /// Print the ids revoked and those not found as JSON
     #[arg(long)]
-    passphrase: bool,
-    /// Read the new passphrase from standard input
-    #[arg(long)]
-    passphrase_stdin: bool,
+    json: bool,
 }
 
 /// The state a token command works on.
@@ -304,31 +297,32 @@ pub fn list(state: &State, args: TokensArgs) -> Result<()> {
         eprintln!("no {}tokens", if args.all { "" } else { "active " });
         return Ok(());
     }
-    writeln!(
-        out,
-        "{:<8}  {:<13}  {:<8}  {:>10}  {:>4}  {:<10}  {:<24}  NOTE",
-        "ID", "CAPABILITY", "STATUS", "EXPIRES IN", "USES", "USER", "PATHS"
+    let rows: Vec<Vec<String>> = tokens
+        .iter()
+        .map(|t| {
+            let left = (t.expires_ms - now_ms).max(0) / 1000;
+            let expires = if left >= 3600 {
+                format!("{}h{}m", left / 3600, left % 3600 / 60)
+            } else {
+                format!("{}m{}s", left / 60, left % 60)
+            };
+            vec![
+                t.id.clone(),
+                t.capability.as_str().to_owned(),
+                status(t, now_ms).to_owned(),
+                expires,
+                t.uses_left.map_or("-".to_string(), |u| u.to_string()),
+                t.user.clone().unwrap_or_else(|| "any".into()),
+                if t.paths.is_empty() { "any".to_string() } else { t.paths.join(" ") },
+                t.note.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    crate::table::print(
+        &mut out,
+        &["ID", "CAPABILITY", "STATUS", "EXPIRES IN", "USES", "USER", "PATHS", "NOTE"],
+        &rows,
     )?;
-    for t in &tokens {
-        let left = (t.expires_ms - now_ms).max(0) / 1000;
-        let expires = if left >= 3600 {
-            format!("{}h{}m", left / 3600, left % 3600 / 60)
-        } else {
-            format!("{}m{}s", left / 60, left % 60)
-        };
-        writeln!(
-            out,
-            "{:<8}  {:<13}  {:<8}  {:>10}  {:>4}  {:<10}  {:<24}  {}",
-            t.id,
-            t.capability.as_str(),
-            status(t, now_ms),
-            expires,
-            t.uses_left.map_or("-".to_string(), |u| u.to_string()),
-            t.user.as_deref().unwrap_or("any"),
-            if t.paths.is_empty() { "any".to_string() } else { t.paths.join(" ") },
-            t.note.as_deref().unwrap_or("")
-        )?;
-    }
     Ok(())
 }
 
@@ -351,9 +345,13 @@ pub fn revoke(state: &State, args: RevokeArgs) -> Result<()> {
         audit(state, r)?;
     }
     let missing: Vec<&String> = args.ids.iter().filter(|i| !revoked.contains(i)).collect();
-    eprintln!("revoked {} token(s){}", revoked.len(), if revoked.is_empty() { "" } else { ":" });
-    for id in &revoked {
-        println!("{id}");
+    if args.json {
+        println!("{}", serde_json::json!({ "revoked": revoked, "not_found": missing }));
+    } else {
+        eprintln!("revoked {} token(s){}", revoked.len(), if revoked.is_empty() { "" } else { ":" });
+        for id in &revoked {
+            println!("{id}");
+        }
     }
     if !missing.is_empty() {
         eprintln!("not found or already revoked: {}", missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "));
@@ -362,24 +360,19 @@ pub fn revoke(state: &State, args: RevokeArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn init(state: &State, args: InitArgs) -> Result<()> {
-    let want = args.passphrase || args.passphrase_stdin;
-    if !want {
-        eprintln!(
-            "state directory ready: {}",
-            state.audit_path.parent().map(|p| p.display().to_string()).unwrap_or_default()
-        );
-        if state.tokens.store().setting(PASSPHRASE_KEY)?.is_none() {
-            eprintln!("no grant passphrase is set: anyone who can run `mcpsec grant` as you can mint tokens.");
-            eprintln!("set one with `mcpsec init --passphrase` so that a model with shell access cannot.");
-        }
-        return Ok(());
-    }
+/// Whether a grant passphrase is set.
+pub fn passphrase_is_set(state: &State) -> Result<bool> {
+    Ok(state.tokens.store().setting(PASSPHRASE_KEY)?.is_some())
+}
+
+/// Sets (or, after asking for the current one, replaces) the grant
+/// passphrase: from stdin with `from_stdin`, else asked twice on the terminal.
+pub fn set_passphrase(state: &State, from_stdin: bool) -> Result<()> {
     if state.tokens.store().setting(PASSPHRASE_KEY)?.is_some() {
-        require_passphrase(state, args.passphrase_stdin, "changing the passphrase")?;
+        require_passphrase(state, from_stdin, "changing the passphrase")?;
     }
-    let first = read_passphrase("new grant passphrase: ", args.passphrase_stdin)?;
-    if !args.passphrase_stdin && std::io::stdin().is_terminal() {
+    let first = read_passphrase("new grant passphrase: ", from_stdin)?;
+    if !from_stdin && std::io::stdin().is_terminal() {
         let again = read_passphrase("again: ", false)?;
         if again.expose_secret() != first.expose_secret() {
             return Err(usage("the passphrases differ; nothing was changed"));

@@ -280,7 +280,7 @@ fn value_error(key: &str, message: impl Into<String>) -> ConfigError {
 // start-up, not silently fall back to a default.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct RawConfig {
+pub(crate) struct RawConfig {
     roots: Option<Vec<PathBuf>>,
     policy: Option<RawPolicy>,
     paths: Option<RawPaths>,

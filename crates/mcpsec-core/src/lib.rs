@@ -9,6 +9,8 @@
 //! - [`Refusal`]: a denial that says what was refused, why, and what the
 //!   human can do about it;
 //! - [`Config`]: the TOML configuration, parsed and validated;
+//! - [`reference`](mod@reference): every config key with its default and meaning, the one
+//!   source of the commented default file and of `docs/configuration.md`;
 //! - [`scan`]: flags text that looks like instructions to a model in untrusted content;
 //! - [`units`]: durations (`60s`, `5m`) and sizes (`10MiB`);
 //! - [`time`]: RFC 3339 formatting and parsing.
@@ -34,6 +36,7 @@
 
 mod capability;
 mod config;
+pub mod reference;
 mod refusal;
 pub mod scan;
 pub mod time;

@@ -1,0 +1,160 @@
+"""Interop: the official MCP Python SDK (pinned in requirements.txt) against `mcpsec serve` over stdio.
+
+Usage: python_sdk.py /path/to/mcpsec
+
+Runs the same scripted session on both protocol generations: the SDK's default
+`mode="auto"` (probes `server/discover`, so 2026-07-28 against mcpsec) and
+`mode="legacy"` (the `initialize` handshake, 2025-11-25). Each session lists the
+tools with their annotations, reads a file, has an escape refused, a delete
+refused for want of a token, the same delete granted with a token minted by
+`mcpsec grant`, and a write confirmed and one declined through the client's
+elicitation callback. Prints one line per check and a closing
+`N passed, M failed`; exits 1 when anything failed.
+"""
+
+import asyncio
+import importlib.metadata
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import mcp
+from mcp import Client, StdioServerParameters
+
+SECRET = "TOP-SECRET-OUTSIDE-CONTENT"
+RESULTS: list[tuple[bool, str]] = []
+
+
+def check(ok: bool, what: str, detail: str = "") -> None:
+    RESULTS.append((ok, what))
+    print(f"{'ok  ' if ok else 'FAIL'} {what}{'' if ok else ': ' + detail}", flush=True)
+
+
+def text_of(result) -> str:
+    return "\n".join(getattr(c, "text", "") for c in result.content)
+
+
+class Workspace:
+    """A root with a file in it, a sentinel outside it, a private state directory."""
+
+    def __init__(self, mcpsec: str):
+        self.tmp = tempfile.TemporaryDirectory(prefix="mcpsec-interop-")
+        self.dir = Path(self.tmp.name)
+        self.mcpsec = mcpsec
+        (self.dir / "ws").mkdir()
+        (self.dir / "outside").mkdir()
+        (self.dir / "state").mkdir(mode=0o700)
+        (self.dir / "ws" / "hello.txt").write_text("hello from the workspace\n")
+        (self.dir / "outside" / "secret.txt").write_text(SECRET)
+        self.env = {
+            "MCPSEC_STATE_DIR": str(self.dir / "state"),
+            "XDG_CONFIG_HOME": str(self.dir / "no-config"),
+            "RUST_LOG": "warn",
+        }
+
+    def params(self) -> StdioServerParameters:
+        return StdioServerParameters(
+            command=self.mcpsec, args=["serve", "--root", str(self.dir / "ws")], env=self.env, cwd=str(self.dir)
+        )
+
+    def grant(self, *args: str) -> str:
+        out = subprocess.run(
+            [self.mcpsec, "grant", *args],
+            env={**os.environ, **self.env},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.strip()
+
+
+def human(action: str):
+    async def answer(context, params):
+        return mcp.types.ElicitResult(action=action, content={} if action == "accept" else None)
+
+    return answer
+
+
+async def session(ws: Workspace, mode: str) -> None:
+    tag = f"[{mode}]"
+    async with Client(ws.params(), mode=mode, elicitation_callback=human("accept")) as client:
+        version = client.protocol_version
+        expected = "2025-11-25" if mode == "legacy" else "2026-07-28"
+        check(version == expected, f"{tag} negotiated protocol {version}", f"expected {expected}")
+
+        tools = (await client.list_tools()).tools
+        by_name = {t.name: t for t in tools}
+        check(len(tools) == 15, f"{tag} tools/list: {len(tools)} tools", ", ".join(sorted(by_name)))
+        read, delete = by_name.get("read_text_file"), by_name.get("delete_file")
+        check(
+            read is not None and read.annotations is not None and read.annotations.read_only_hint is True,
+            f"{tag} read_text_file is annotated readOnlyHint",
+            repr(read and read.annotations),
+        )
+        check(
+            delete is not None and delete.annotations is not None and delete.annotations.destructive_hint is True,
+            f"{tag} delete_file is annotated destructiveHint",
+            repr(delete and delete.annotations),
+        )
+
+        r = await client.call_tool("read_text_file", {"path": "hello.txt"})
+        check(not r.is_error and "hello from the workspace" in text_of(r), f"{tag} read_text_file reads", text_of(r))
+
+        r = await client.call_tool("read_text_file", {"path": "../outside/secret.txt"})
+        body = text_of(r)
+        check(r.is_error and SECRET not in body and "outside" in body, f"{tag} an escape is refused", body)
+
+        victim = ws.dir / "ws" / f"victim-{mode}.txt"
+        victim.write_text("delete me")
+        r = await client.call_tool("delete_file", {"path": victim.name})
+        body = text_of(r)
+        check(
+            r.is_error and "mcpsec grant delete_files" in body and victim.exists(),
+            f"{tag} delete without a token is refused with the grant command",
+            body,
+        )
+        token = ws.grant("delete_files", "--ttl", "60", "--path", victim.name, "--uses", "1")
+        r = await client.call_tool("delete_file", {"path": victim.name, "capability_token": token})
+        check(not r.is_error and not victim.exists(), f"{tag} delete with a granted token", text_of(r))
+
+        confirmed = ws.dir / "ws" / f"confirmed-{mode}.txt"
+        r = await client.call_tool("write_file", {"path": confirmed.name, "content": "yes"})
+        check(
+            not r.is_error and confirmed.exists() and confirmed.read_text() == "yes",
+            f"{tag} write confirmed by the human (elicitation accept)",
+            text_of(r),
+        )
+
+    async with Client(ws.params(), mode=mode, elicitation_callback=human("decline")) as client:
+        declined = ws.dir / "ws" / f"declined-{mode}.txt"
+        r = await client.call_tool("write_file", {"path": declined.name, "content": "no"})
+        check(
+            r.is_error and not declined.exists(),
+            f"{tag} write declined by the human (elicitation decline)",
+            text_of(r),
+        )
+
+
+async def main() -> int:
+    if len(sys.argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    mcpsec = str(Path(sys.argv[1]).resolve())
+    ws = Workspace(mcpsec)
+    print(f"MCP Python SDK {importlib.metadata.version('mcp')}", flush=True)
+    for mode in ("auto", "legacy"):
+        try:
+            await session(ws, mode)
+        except Exception as e:  # a crashed session is a failed check, not a traceback
+            check(False, f"[{mode}] session", f"{type(e).__name__}: {e}")
+    passed = sum(1 for ok, _ in RESULTS if ok)
+    failed = len(RESULTS) - passed
+    print(f"python-sdk: {passed} passed, {failed} failed", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
