@@ -107,3 +107,56 @@ fn malformed_lines_get_errors_and_the_server_keeps_serving() {
     let status = child.wait().unwrap();
     assert!(status.success(), "server exited with {status}");
 }
+
+/// Regression: rmcp cancels the transport's `receive` while it selects, and
+/// a request line longer than the read buffer once lost its start when a
+/// cancellation fell between two reads ("Parse error at line 1 column 1"
+/// under 16 pipelined 4 KiB writes). Many large pipelined requests must all
+/// come back as results.
+#[test]
+fn large_pipelined_requests_are_never_torn() {
+    let env = Env::new();
+    let cfg = env.config("[policy]\nwrite_files = \"allow\"\n[undo]\nenabled = false\n");
+    let mut child = Command::new(mcpsec_bin())
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .arg("--root")
+        .arg(env.root())
+        .env("MCPSEC_STATE_DIR", env.path().join("state"))
+        .env("XDG_CONFIG_HOME", env.path().join("no-config"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#;
+    writeln!(stdin, "{init}\n{{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}}").unwrap();
+    const N: u64 = 400;
+    let writer = std::thread::spawn(move || {
+        for id in 1..=N {
+            // 5–40 KiB each, so that lines straddle every buffer boundary.
+            let content = "x".repeat(5_000 + (id as usize * 7_919) % 35_000);
+            let req = json!({"jsonrpc":"2.0","id":id,"method":"tools/call",
+                "params":{"name":"write_file","arguments":{"path":format!("f{}.txt", id % 8),"content":content}}});
+            writeln!(stdin, "{req}").unwrap();
+        }
+        stdin
+    });
+    let mut seen = 0;
+    for line in stdout.lines() {
+        let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if v["id"] == 0 {
+            continue;
+        }
+        assert!(v.get("error").is_none(), "{v}");
+        assert_eq!(v["result"]["isError"], false, "{v}");
+        seen += 1;
+        if seen == N {
+            break;
+        }
+    }
+    drop(writer.join().unwrap());
+    assert!(child.wait().unwrap().success());
+}

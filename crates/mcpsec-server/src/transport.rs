@@ -23,7 +23,12 @@ pub const MAX_LINE: usize = 64 << 20;
 pub struct LineTransport<R, W> {
     reader: BufReader<R>,
     writer: Arc<Mutex<W>>,
+    /// The line being read. rmcp cancels `receive` (it selects over it), so
+    /// everything consumed from the reader lives here, not on the stack:
+    /// a cancelled read resumes the same line instead of losing its start.
     line: Vec<u8>,
+    /// Whether the line being read is over [`MAX_LINE`] (and discarded).
+    too_long: bool,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> LineTransport<R, W> {
@@ -33,6 +38,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> LineTransport<R, W> {
             reader: BufReader::with_capacity(64 << 10, reader),
             writer: Arc::new(Mutex::new(writer)),
             line: Vec::with_capacity(8 << 10),
+            too_long: false,
         }
     }
 }
@@ -66,24 +72,26 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     /// Reads one line into `self.line` (without the newline), discarding
-    /// the rest of a line longer than [`MAX_LINE`].
+    /// the rest of a line longer than [`MAX_LINE`]. Cancel-safe: the only
+    /// await is `fill_buf`, and what was consumed before it is in `self`.
+    /// The caller clears `self.line` once it has used it.
     async fn read_line(&mut self) -> std::io::Result<Read> {
-        self.line.clear();
-        let mut too_long = false;
         loop {
             let buf = self.reader.fill_buf().await?;
             if buf.is_empty() {
-                return Ok(match (too_long, self.line.is_empty()) {
+                let read = match (self.too_long, self.line.is_empty()) {
                     (true, _) => Read::TooLong,
                     (false, true) => Read::Eof,
                     (false, false) => Read::Line,
-                });
+                };
+                self.too_long = false;
+                return Ok(read);
             }
             let newline = memchr(buf);
             let chunk = &buf[..newline.unwrap_or(buf.len())];
-            if !too_long {
+            if !self.too_long {
                 if self.line.len() + chunk.len() > MAX_LINE {
-                    too_long = true;
+                    self.too_long = true;
                     self.line = Vec::new();
                 } else {
                     self.line.extend_from_slice(chunk);
@@ -92,9 +100,36 @@ where
             let used = newline.map_or(buf.len(), |i| i + 1);
             self.reader.consume(used);
             if newline.is_some() {
-                return Ok(if too_long { Read::TooLong } else { Read::Line });
+                let read = if self.too_long { Read::TooLong } else { Read::Line };
+                self.too_long = false;
+                return Ok(read);
             }
         }
+    }
+
+    /// What to do with the line just read: a message, or an error reply.
+    fn parse_line(&self) -> Option<Result<RxJsonRpcMessage<RoleServer>, Vec<u8>>> {
+        let line = self.line.strip_suffix(b"\r").unwrap_or(&self.line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return None;
+        }
+        Some(match serde_json::from_slice::<RxJsonRpcMessage<RoleServer>>(line) {
+            Ok(msg) => Ok(msg),
+            Err(e) if e.is_syntax() || e.is_eof() => {
+                tracing::debug!("unparsable message: {e}");
+                Err(error_line(&serde_json::Value::Null, -32700, &format!("Parse error: {e}")))
+            }
+            Err(e) => {
+                tracing::debug!("not a JSON-RPC message: {e}");
+                // Answer with the request's id when it has a usable one.
+                let id = serde_json::from_slice::<serde_json::Value>(line)
+                    .ok()
+                    .and_then(|v| v.get("id").cloned())
+                    .filter(|id| id.is_string() || id.is_number())
+                    .unwrap_or(serde_json::Value::Null);
+                Err(error_line(&id, -32600, &format!("Invalid Request: {e}")))
+            }
+        })
     }
 }
 
@@ -130,6 +165,7 @@ where
                     return None;
                 }
             };
+            // No await from here on: a line is used and cleared in one go.
             let reply = match read {
                 Read::Eof => return None,
                 Read::TooLong => error_line(
@@ -138,33 +174,23 @@ where
                     "Invalid Request: the message is longer than the 64 MiB limit",
                 ),
                 Read::Line => {
-                    let line = self.line.strip_suffix(b"\r").unwrap_or(&self.line);
-                    if line.iter().all(u8::is_ascii_whitespace) {
-                        continue;
-                    }
-                    match serde_json::from_slice::<RxJsonRpcMessage<RoleServer>>(line) {
-                        Ok(msg) => return Some(msg),
-                        Err(e) if e.is_syntax() || e.is_eof() => {
-                            tracing::debug!("unparsable message: {e}");
-                            error_line(&serde_json::Value::Null, -32700, &format!("Parse error: {e}"))
-                        }
-                        Err(e) => {
-                            tracing::debug!("not a JSON-RPC message: {e}");
-                            // Answer with the request's id when it has a usable one.
-                            let id = serde_json::from_slice::<serde_json::Value>(line)
-                                .ok()
-                                .and_then(|v| v.get("id").cloned())
-                                .filter(|id| id.is_string() || id.is_number())
-                                .unwrap_or(serde_json::Value::Null);
-                            error_line(&id, -32600, &format!("Invalid Request: {e}"))
-                        }
+                    let parsed = self.parse_line();
+                    self.line.clear();
+                    match parsed {
+                        None => continue,
+                        Some(Ok(msg)) => return Some(msg),
+                        Some(Err(reply)) => reply,
                     }
                 }
             };
-            if let Err(e) = write_line(&self.writer, &reply).await {
-                tracing::error!("writing stdout failed: {e}");
-                return None;
-            }
+            // Written by a task of its own, so that a cancelled `receive`
+            // never leaves half an error line on stdout.
+            let writer = self.writer.clone();
+            tokio::spawn(async move {
+                if let Err(e) = write_line(&writer, &reply).await {
+                    tracing::error!("writing stdout failed: {e}");
+                }
+            });
         }
     }
 
