@@ -8,7 +8,8 @@
 //! - [`Principal`]: on whose behalf a call is made;
 //! - [`Refusal`]: a denial that says what was refused, why, and what the
 //!   human can do about it;
-//! - [`Config`]: the TOML configuration, parsed and validated;
+//! - [`Config`]: the TOML configuration, parsed and validated ([`proxy`]: the
+//!   `[proxy.NAME]` sections and how an upstream tool maps to a capability);
 //! - [`scan`]: flags text that looks like instructions to a model in untrusted content;
 //! - [`units`]: durations (`60s`, `5m`) and sizes (`10MiB`);
 //! - [`time`]: RFC 3339 formatting and parsing.
@@ -34,6 +35,7 @@
 
 mod capability;
 mod config;
+pub mod proxy;
 mod refusal;
 pub mod scan;
 pub mod time;
