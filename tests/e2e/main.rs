@@ -6,6 +6,7 @@ mod attacks;
 mod audit;
 mod limits;
 mod protocol;
+mod proxy;
 mod shell_and_content;
 mod startup;
 mod tokens;
