@@ -92,7 +92,32 @@ async fn reference_everything_server_tools_are_mapped_by_annotations_and_config(
     assert!(r.contains("through the gateway"), "{r}");
     let sum = c.ok("get-sum", json!({ "a": 1, "b": 2 })).await;
     assert!(sum.contains('3'), "{sum}");
+    // Resources and prompts pass through, read-only, audited.
+    let peer = c.peer();
+    let resources = peer.list_all_resources().await.unwrap();
+    let first = resources.first().expect("server-everything offers resources");
+    let read = peer.read_resource(rmcp::model::ReadResourceRequestParams::new(first.uri.clone())).await.unwrap();
+    assert!(!read.contents.is_empty());
+    let prompts = peer.list_all_prompts().await.unwrap();
+    let simple =
+        prompts.iter().find(|p| p.arguments.as_ref().is_none_or(Vec::is_empty)).expect("an argument-less prompt");
+    let got = peer.get_prompt(rmcp::model::GetPromptRequestParams::new(simple.name.clone())).await.unwrap();
+    assert!(!got.messages.is_empty());
     c.close().await;
+    let records = env.audit_records();
+    for method in ["resources/list", "resources/read", "prompts/list", "prompts/get"] {
+        let tool = format!("everything/{method}");
+        assert!(records.iter().any(|r| r["tool"] == tool.as_str() && r["outcome"] == "ok"), "{tool}");
+    }
+    // Only while reads are allowed outright: a resource read cannot carry a token.
+    let config = env.config("[policy]\nread_files = \"token\"\n");
+    let config = config.display().to_string();
+    let c = env.start_proxy(Protocol::Legacy, "everything", &["--config", &config], &strs(&upstream)).await;
+    let refused = c.peer().read_resource(rmcp::model::ReadResourceRequestParams::new(first.uri.clone())).await;
+    let refused = refused.unwrap_err().to_string();
+    assert!(refused.contains("read_files = \"allow\""), "{refused}");
+    c.close().await;
+
     // The config wins over the annotations.
     let config = env.config("[proxy.everything.tools]\n\"ec*\" = \"delete_files\"\n");
     let config = config.display().to_string();

@@ -17,6 +17,7 @@ use rmcp::model::{
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use secrecy::SecretString;
+use serde_json::Value;
 
 use crate::confirm::{self, Confirmation, Confirmer};
 use crate::proxy::Lookup;
@@ -381,6 +382,70 @@ impl McpsecServer {
         self.finish(name, facts, ending, started).await.map(Into::into)
     }
 
+    /// A gateway's read-only pass-through of the upstream's resources and
+    /// prompts: rate-limited and audited like a call (`NAME/resources/read`,
+    /// …), allowed only while `read_files` is `allow` (a request other than
+    /// `tools/call` cannot carry a token or be confirmed), the answer
+    /// sanitised. Refusals and failures are JSON-RPC errors.
+    async fn passthrough<T, F, Fut>(&self, method: &str, args: rmcp::model::JsonObject, send: F) -> Result<T, ErrorData>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+        F: FnOnce(rmcp::Peer<rmcp::RoleClient>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, rmcp::ServiceError>>,
+    {
+        let inner = &self.inner;
+        let Some(up) = &inner.upstream else {
+            return Err(ErrorData::new(
+                rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+                format!("{method} is not offered"),
+                None,
+            ));
+        };
+        let started = Instant::now();
+        let name = format!("{}/{method}", up.name());
+        let capability = mcpsec_core::Capability::ReadFiles;
+        let record = |outcome: Outcome, reason: Option<String>| {
+            let mut r = self.early_record(&name, &args, outcome, started);
+            r.capability = Some(capability.as_str().to_owned());
+            r.reason = reason;
+            r
+        };
+        let refuse = |r: Record, message: String| async move {
+            match inner.audit.append(r).await {
+                Ok(_) => Err(ErrorData::invalid_request(message, None)),
+                Err(e) => Err(ErrorData::internal_error(audit_refusal(&e), None)),
+            }
+        };
+        if let Err(refused) = inner.limiter.check(inner.principal.name(), &name) {
+            let message = format!(
+                "refused: rate limit for user `{}`; retry in {:.1}s",
+                inner.principal.name(),
+                refused.retry_after.as_secs_f64().max(0.001)
+            );
+            return refuse(record(Outcome::RateLimited, Some(message.clone())), message).await;
+        }
+        if inner.authorizer.policy().mode(capability) != mcpsec_core::Mode::Allow {
+            let message = format!(
+                "refused: {method} of the upstream `{}` needs `read_files = \"allow\"` under [policy]: it cannot carry \
+                 a capability token or be confirmed. The operator can change the policy and restart the gateway",
+                up.name()
+            );
+            return refuse(record(Outcome::Denied, Some(message.clone())), message).await;
+        }
+        match up.forward(method, send).await {
+            Ok(answer) => {
+                let r = record(Outcome::Ok, None);
+                inner.audit.append(r).await.map_err(|e| ErrorData::internal_error(audit_refusal(&e), None))?;
+                Ok(answer)
+            }
+            Err(message) => {
+                let r = record(Outcome::Error, Some(message.clone()));
+                inner.audit.append(r).await.map_err(|e| ErrorData::internal_error(audit_refusal(&e), None))?;
+                Err(ErrorData::internal_error(message, None))
+            }
+        }
+    }
+
     /// Records a call of a tool that does not exist; answers with a
     /// JSON-RPC error.
     async fn unknown_tool(
@@ -646,7 +711,15 @@ fn error_result(message: String) -> CallToolResult {
 impl ServerHandler for McpsecServer {
     fn get_info(&self) -> ServerConfig {
         if let Some(up) = &self.inner.upstream {
-            return ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build())
+            let offers = up.offers();
+            let mut capabilities = ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build();
+            if offers.resources {
+                capabilities.resources = ServerCapabilities::builder().enable_resources().build().resources;
+            }
+            if offers.prompts {
+                capabilities.prompts = ServerCapabilities::builder().enable_prompts().build().prompts;
+            }
+            return ServerConfig::new(capabilities)
                 .with_server_info(Implementation::new("mcpsec", env!("CARGO_PKG_VERSION")))
                 .with_instructions(format!(
                     "mcpsec gateway in front of the MCP server `{}`: its tools, each checked against this \
@@ -682,6 +755,72 @@ impl ServerHandler for McpsecServer {
             let up = self.inner.upstream.as_ref()?;
             up.listed(name, &self.inner.authorizer)
         })
+    }
+
+    async fn list_resources(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourcesResult, ErrorData> {
+        let cursor = request.and_then(|r| r.cursor);
+        self.passthrough("resources/list", serde_json::Map::new(), |p| async move {
+            p.list_resources(Some(PaginatedRequestParams::default().with_cursor(cursor))).await
+        })
+        .await
+    }
+
+    async fn list_resource_templates(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourceTemplatesResult, ErrorData> {
+        let cursor = request.and_then(|r| r.cursor);
+        self.passthrough("resources/templates/list", serde_json::Map::new(), |p| async move {
+            p.list_resource_templates(Some(PaginatedRequestParams::default().with_cursor(cursor))).await
+        })
+        .await
+    }
+
+    async fn read_resource(
+        &self,
+        request: rmcp::model::ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ReadResourceResponse, ErrorData> {
+        let mut args = serde_json::Map::new();
+        args.insert("uri".into(), request.uri.clone().into());
+        let uri = request.uri;
+        self.passthrough("resources/read", args, |p| async move {
+            p.read_resource(rmcp::model::ReadResourceRequestParams::new(uri)).await
+        })
+        .await
+        .map(Into::into)
+    }
+
+    async fn list_prompts(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListPromptsResult, ErrorData> {
+        let cursor = request.and_then(|r| r.cursor);
+        self.passthrough("prompts/list", serde_json::Map::new(), |p| async move {
+            p.list_prompts(Some(PaginatedRequestParams::default().with_cursor(cursor))).await
+        })
+        .await
+    }
+
+    async fn get_prompt(
+        &self,
+        request: rmcp::model::GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetPromptResponse, ErrorData> {
+        let mut args = serde_json::Map::new();
+        args.insert("name".into(), request.name.clone().into());
+        if let Some(a) = &request.arguments {
+            args.insert("arguments".into(), Value::Object(a.clone()));
+        }
+        let mut params = rmcp::model::GetPromptRequestParams::new(request.name);
+        params.arguments = request.arguments;
+        self.passthrough("prompts/get", args, |p| async move { p.get_prompt(params).await }).await.map(Into::into)
     }
 
     async fn on_initialized(&self, context: rmcp::service::NotificationContext<RoleServer>) {

@@ -138,6 +138,16 @@ pub(crate) struct Upstream {
     conn: tokio::sync::Mutex<Conn>,
     catalog: Mutex<Catalog>,
     client: UpstreamClient,
+    /// Whether the upstream offers resources and prompts (from its first
+    /// handshake; they are passed through read-only).
+    offers: OnceLock<Offers>,
+}
+
+/// What besides tools the upstream said it offers.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Offers {
+    pub resources: bool,
+    pub prompts: bool,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -165,6 +175,18 @@ impl rmcp::ClientHandler for UpstreamClient {
             let _ = peer.notify_tool_list_changed().await;
         }
     }
+
+    async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        if let Some(peer) = self.downstream.get() {
+            let _ = peer.notify_resource_list_changed().await;
+        }
+    }
+
+    async fn on_prompt_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        if let Some(peer) = self.downstream.get() {
+            let _ = peer.notify_prompt_list_changed().await;
+        }
+    }
 }
 
 impl Upstream {
@@ -177,6 +199,7 @@ impl Upstream {
             conn: tokio::sync::Mutex::new(Conn { running: None, failures: 0, not_before: None }),
             catalog: Mutex::new(Catalog::default()),
             client: UpstreamClient { stale: Arc::new(AtomicBool::new(true)), downstream: Arc::new(OnceLock::new()) },
+            offers: OnceLock::new(),
         }
     }
 
@@ -253,7 +276,15 @@ impl Upstream {
             .map(|(t, _)| t)
             .map_err(|e| format!("could not start the upstream `{}` (`{}`): {e}", self.name, self.program()))?;
         match tokio::time::timeout(self.settings.call_timeout, self.client.clone().serve(transport)).await {
-            Ok(Ok(running)) => Ok(running),
+            Ok(Ok(running)) => {
+                if let Some(info) = running.peer().peer_info() {
+                    let _ = self.offers.set(Offers {
+                        resources: info.capabilities.resources.is_some(),
+                        prompts: info.capabilities.prompts.is_some(),
+                    });
+                }
+                Ok(running)
+            }
             Ok(Err(e)) => Err(format!("the upstream `{}` (`{}`) failed to initialize: {e}", self.name, self.program())),
             Err(_) => Err(format!(
                 "the upstream `{}` (`{}`) did not initialize within {:?} ([proxy.{}] call_timeout)",
@@ -425,6 +456,43 @@ impl Upstream {
                 self.name, self.name
             ))),
         }
+    }
+
+    /// What besides tools the upstream offers.
+    pub(crate) fn offers(&self) -> Offers {
+        self.offers.get().copied().unwrap_or_default()
+    }
+
+    /// Forwards a read-only request (resources, prompts) with the call
+    /// timeout; the answer comes back with every string sanitised.
+    pub(crate) async fn forward<T, F, Fut>(&self, what: &str, send: F) -> Result<T, String>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+        F: FnOnce(Peer<RoleClient>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ServiceError>>,
+    {
+        let peer = self.peer().await?;
+        let timeout = self.settings.call_timeout;
+        let answer = match tokio::time::timeout(timeout, send(peer)).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(ServiceError::McpError(e))) => {
+                return Err(format!(
+                    "the upstream `{}` answered {what} with an error: {}",
+                    self.name,
+                    sanitize(&e.message)
+                ));
+            }
+            Ok(Err(e)) => return Err(format!("the upstream `{}` stopped answering during {what} ({e})", self.name)),
+            Err(_) => {
+                return Err(format!(
+                    "the upstream `{}` did not answer {what} within {timeout:?} ([proxy.{}] call_timeout)",
+                    self.name, self.name
+                ));
+            }
+        };
+        let mut v = serde_json::to_value(&answer).map_err(|e| format!("the upstream's answer to {what}: {e}"))?;
+        sanitize_value(&mut v);
+        serde_json::from_value(v).map_err(|e| format!("the upstream's answer to {what}: {e}"))
     }
 
     /// Stops the upstream (at shutdown).
