@@ -132,7 +132,8 @@ fn diff(pins: &Pins, args: &ToolArgs) -> Result<()> {
     let escape = |s: &str| {
         s.chars()
             .map(|c| {
-                let hidden = c != '\t' && (c.is_control() || mcpsec_core::scan::sanitize(c.encode_utf8(&mut [0; 4])).is_empty());
+                let hidden =
+                    c != '\t' && (c.is_control() || mcpsec_core::scan::sanitize(c.encode_utf8(&mut [0; 4])).is_empty());
                 if hidden { format!("\\u{{{:04X}}}", u32::from(c)) } else { c.to_string() }
             })
             .collect::<String>()
