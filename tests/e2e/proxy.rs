@@ -215,6 +215,25 @@ async fn a_tool_that_appears_later_is_held_and_list_changes_re_pin() {
     assert_eq!(c.ok("late", json!({})).await, "late");
     c.close().await;
 
+    // The upstream announces a new tool: the gateway re-lists and re-pins
+    // (the new tool is held) without the client asking for the list.
+    let env = Env::new();
+    let c = start_fixture(&env, Protocol::Legacy, &[]).await;
+    assert!(c.try_call("late", json!({})).await.is_err(), "no such tool yet");
+    assert_eq!(c.ok("grow", json!({})).await, "grown");
+    let mut answer = c.try_call("late", json!({})).await;
+    for _ in 0..50 {
+        if answer.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        answer = c.try_call("late", json!({})).await;
+    }
+    let held = answer.expect("the gateway re-listed after notifications/tools/list_changed");
+    assert_eq!(held.is_error, Some(true));
+    assert!(text(&held).contains("mcpsec pins approve fx late"), "{}", text(&held));
+    c.close().await;
+
     // With hold_new_tools = false, a new tool is pinned and offered at once.
     let env = Env::new();
     let config = env.config("[proxy.fx]\nhold_new_tools = false\n");
