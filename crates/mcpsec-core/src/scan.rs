@@ -202,8 +202,7 @@ pub fn flags(findings: &[Finding]) -> Vec<String> {
 pub fn sanitize(text: &str) -> std::borrow::Cow<'_, str> {
     let bytes = text.as_bytes();
     let is_bad_control = |c: char| c.is_control() && !matches!(c, '\t' | '\n' | '\r');
-    let dirty = |i: usize, c: char| c == '\u{1b}' || is_bad_control(c) || flagged_at(bytes, i, false).is_some();
-    let Some(first) = text.char_indices().find(|&(i, c)| dirty(i, c)).map(|(i, _)| i) else {
+    let Some(first) = first_to_sanitize(bytes) else {
         return std::borrow::Cow::Borrowed(text);
     };
     let mut out = String::with_capacity(text.len());
@@ -228,6 +227,28 @@ pub fn sanitize(text: &str) -> std::borrow::Cow<'_, str> {
         i += c.len_utf8();
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// The offset of the first character [`sanitize`] removes, if any: a byte loop over ASCII
+/// (it runs on every result an upstream returns), decoding only non-ASCII characters.
+fn first_to_sanitize(bytes: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b < 0x80 {
+            // C0 controls (ESC among them) but tab and line breaks, and DEL.
+            if (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0x7F {
+                return Some(i);
+            }
+            i += 1;
+            continue;
+        }
+        let (cp, len) = decode(bytes, i);
+        if (0x80..=0x9F).contains(&cp) || flagged_at(bytes, i, false).is_some() {
+            return Some(i);
+        }
+        i += len;
+    }
+    None
 }
 
 fn quote(f: &Finding) -> String {

@@ -1,6 +1,6 @@
 //! The gateway: another MCP server's tools, through the same guard pipeline.
 //!
-//! [`Upstream`] runs the upstream server as a child process and talks to it
+//! `Upstream` runs the upstream server as a child process and talks to it
 //! as an MCP client over its stdin/stdout. For the pipeline, an upstream
 //! tool is a description (sanitised, with the capability the config or its
 //! annotations give it) plus an execute step that forwards the call; the
