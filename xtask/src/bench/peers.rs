@@ -63,9 +63,11 @@ impl Server {
                 .env("XDG_CONFIG_HOME", state_dir.join("no-config"))
                 .env_remove("MCPSEC_CONFIG")
                 .env_remove("RUST_LOG");
-            // `MCPSEC_BENCH_CONFIG=FILE` replaces the plain mcpsec row's
-            // config (e.g. to try `[audit] sync = "batch"`); else each row's own.
-            let override_config = std::env::var_os("MCPSEC_BENCH_CONFIG").filter(|_| self.name == MCPSEC);
+            // `MCPSEC_BENCH_CONFIG=FILE` replaces the config of the plain
+            // mcpsec row and of the proxy row (e.g. to try `[audit] sync =
+            // "batch"`); else each row's own.
+            let override_config =
+                std::env::var_os("MCPSEC_BENCH_CONFIG").filter(|_| self.name == MCPSEC || self.name == MCPSEC_PROXY);
             if let Some(config) = override_config {
                 cmd.env("MCPSEC_CONFIG", config);
             } else if let Some(text) = self.config {
