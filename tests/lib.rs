@@ -191,17 +191,36 @@ impl Env {
 
     /// A command line for `mcpsec serve` on this env's root with `extra` arguments.
     pub fn command(&self, extra: &[&str]) -> tokio::process::Command {
+        let mut args: Vec<std::ffi::OsString> = vec!["serve".into(), "--root".into(), self.root().into()];
+        args.extend(extra.iter().map(Into::into));
+        self.mcpsec_command(&args, extra.contains(&"--config"))
+    }
+
+    /// A command line for `mcpsec proxy --name NAME EXTRA… -- UPSTREAM…`.
+    pub fn proxy_command(&self, name: &str, extra: &[&str], upstream: &[&str]) -> tokio::process::Command {
+        let mut args: Vec<std::ffi::OsString> = vec!["proxy".into(), "--name".into(), name.into()];
+        args.extend(extra.iter().map(Into::into));
+        args.push("--".into());
+        args.extend(upstream.iter().map(Into::into));
+        self.mcpsec_command(&args, extra.contains(&"--config"))
+    }
+
+    /// Starts `mcpsec proxy` and connects a client.
+    pub async fn start_proxy(&self, protocol: Protocol, name: &str, extra: &[&str], upstream: &[&str]) -> Client {
+        Client::connect(self.proxy_command(name, extra, upstream), protocol).await
+    }
+
+    /// `mcpsec ARGS…` with this env's state directory, the test defaults
+    /// for config unless `has_config`.
+    fn mcpsec_command(&self, args: &[std::ffi::OsString], has_config: bool) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(mcpsec_bin());
-        cmd.arg("serve")
-            .arg("--root")
-            .arg(self.root())
-            .args(extra)
+        cmd.args(args)
             .current_dir(self.path())
             .env("MCPSEC_STATE_DIR", self.path().join("state"))
             .env_remove("MCPSEC_CONFIG")
             .env("XDG_CONFIG_HOME", self.path().join("no-config"))
             .env("RUST_LOG", "warn");
-        if !extra.contains(&"--config") {
+        if !has_config {
             // The defaults, but for a rate limit no test reaches.
             let p = self.path().join("defaults-for-tests.toml");
             std::fs::write(&p, HIGH_LIMIT).unwrap();
@@ -471,3 +490,64 @@ pub fn assert_no_leak(env: &Env, input: &serde_json::Value, message: &str) {
 
 /// A config that allows every filesystem capability.
 pub const ALLOW_ALL: &str = "[policy]\nwrite_files = \"allow\"\ndelete_files = \"allow\"\n";
+
+/// The test fixture MCP server (`tests/fixtures/upstream.mjs`, Node, no
+/// dependencies): the command line that runs it.
+pub fn fixture_upstream() -> Vec<String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join("upstream.mjs");
+    vec!["node".into(), script.display().to_string()]
+}
+
+/// `target/test-deps/node_modules`: the reference MCP servers from npm
+/// (`tests/fixtures/npm`, pinned by its lock file). `cargo xtask ci`
+/// installs them first; if they are missing, the first test that needs them
+/// installs them with `npm ci` (into a private directory, then renamed into
+/// place, so concurrent test processes cannot see a half-installed tree).
+pub fn node_modules() -> PathBuf {
+    static INSTALLED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+            let deps = target.join("test-deps");
+            let modules = deps.join("node_modules");
+            let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/npm/package-lock.json");
+            let fresh = |p: &Path| {
+                let stamp = std::fs::read(p.join("package-lock.json")).ok();
+                stamp.is_some() && stamp == std::fs::read(&lock).ok()
+            };
+            if fresh(&deps) && modules.is_dir() {
+                return modules;
+            }
+            let tmp = target.join(format!("test-deps.tmp-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&tmp);
+            std::fs::create_dir_all(&tmp).unwrap();
+            for f in ["package.json", "package-lock.json"] {
+                std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/npm").join(f), tmp.join(f)).unwrap();
+            }
+            eprintln!("installing the reference MCP servers into {} (npm ci) …", deps.display());
+            let status = std::process::Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
+                .current_dir(&tmp)
+                .stdout(Stdio::null())
+                .status()
+                .expect("npm is needed for the gateway tests (Node.js 20 or later)");
+            assert!(status.success(), "npm ci in {} failed", tmp.display());
+            if !fresh(&deps) {
+                let _ = std::fs::remove_dir_all(&deps);
+            }
+            // Another process may have won the race: its tree is as good.
+            if std::fs::rename(&tmp, &deps).is_err() {
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+            assert!(fresh(&deps) && modules.is_dir(), "{} is missing after npm ci", modules.display());
+            modules
+        })
+        .clone()
+}
+
+/// The command line of a reference MCP server installed by [`node_modules`]
+/// (`server-filesystem`, `server-everything`), before its own arguments.
+pub fn reference_server(package: &str) -> Vec<String> {
+    let index = node_modules().join("@modelcontextprotocol").join(package).join("dist").join("index.js");
+    vec!["node".into(), index.display().to_string()]
+}

@@ -9,6 +9,7 @@ mod doctor;
 mod json;
 mod limits;
 mod protocol;
+mod proxy;
 mod shell_and_content;
 mod startup;
 mod tokens;

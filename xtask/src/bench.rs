@@ -34,7 +34,7 @@ cargo xtask bench [options]
   --runs N           throughput runs per server and depth; median kept (default 5)
   --startup-runs N   spawns timed per server for startup; median kept (default 10)
   --only A,B         bench only these servers (mcpsec, mcpsec/changes, mcpsec/token,
-                     rust-mcp-filesystem, node-reference)
+                     rust-mcp-filesystem, node-reference, mcpsec/proxy)
   --no-build         use the existing target/release/mcpsec instead of building it
   --audit-records N  records in the generated log for audit verify/grep (default 1000000)
   --serve-only       skip the audit, token-check, scanner and grant-latency benchmarks
@@ -43,7 +43,8 @@ cargo xtask bench [options]
 
 mcpsec rows: `mcpsec` runs the defaults ([audit] sync = \"always\"), `mcpsec/changes`
 runs [audit] sync = \"changes\", `mcpsec/token` puts reads in token mode so every
-call carries a capability token to check.
+call carries a capability token to check. `mcpsec/proxy` is `mcpsec proxy` in front
+of the reference Node server (compare it with node-reference: the gateway's cost).
 ";
 
 /// Requests kept in flight, in table order.
@@ -137,6 +138,8 @@ struct Figures {
     protocol_version: Option<String>,
     /// Per depth (index into DEPTHS), calls/s of each run.
     calls: [Vec<f64>; 2],
+    /// Per depth, the median call latency (ms) of each run.
+    p50_ms: [Vec<f64>; 2],
     peak_rss: Option<u64>,
     error: Option<String>,
 }
@@ -147,6 +150,9 @@ impl Figures {
     }
     fn calls_median(&self, depth: usize) -> Option<f64> {
         median(&self.calls[depth])
+    }
+    fn p50_median(&self, depth: usize) -> Option<f64> {
+        median(&self.p50_ms[depth])
     }
     fn rss_mib(&self) -> Option<f64> {
         self.peak_rss.map(|b| b as f64 / (1024.0 * 1024.0))
@@ -352,8 +358,9 @@ fn measure_all(opts: &Options, scratch: &Scratch, entries: &mut [Entry]) {
                 let Ok(server) = &e.server else { continue };
                 eprintln!("bench: {}: run {}/{}, {depth} in flight", e.name, run + 1, opts.runs);
                 match throughput_once(server, scratch, depth, warmup, measure) {
-                    Ok((rate, rss)) => {
+                    Ok((rate, p50, rss)) => {
                         e.figures.calls[d].push(rate);
+                        e.figures.p50_ms[d].extend(p50);
                         e.figures.peak_rss = Some(e.figures.peak_rss.unwrap_or(0).max(rss));
                     }
                     Err(err) => fail(e, err),
@@ -380,14 +387,15 @@ fn startup_once(server: &Server, scratch: &Scratch) -> Result<client::Handshake>
     Ok(h)
 }
 
-/// Calls/s at `depth` in flight, and the process's peak RSS in bytes.
+/// Calls/s and median latency (ms) at `depth` in flight, and the process's
+/// peak RSS in bytes.
 fn throughput_once(
     server: &Server,
     scratch: &Scratch,
     depth: usize,
     warmup: Duration,
     measure: Duration,
-) -> Result<(f64, u64)> {
+) -> Result<(f64, Option<f64>, u64)> {
     let token = match server.token_for {
         Some(capability) => Some(server.grant(capability, &scratch.state).map_err(|e| anyhow::anyhow!(e))?),
         None => None,
@@ -395,12 +403,12 @@ fn throughput_once(
     let cmd = server.command(&scratch.root, &scratch.state);
     let mut s = Session::spawn(cmd, &scratch.content, &scratch.log(server.name))?;
     s.initialize()?;
-    let rate = s.pipeline(&scratch.fixture, token.as_deref(), depth, warmup, measure)?;
+    let (rate, p50) = s.pipeline(&scratch.fixture, token.as_deref(), depth, warmup, measure)?;
     // Read just before stdin closes: the server is still alive and has
     // served every request.
     let rss = s.peak_rss()?;
     s.close()?;
-    Ok((rate, rss))
+    Ok((rate, p50, rss))
 }
 
 fn median(xs: &[f64]) -> Option<f64> {
@@ -514,15 +522,20 @@ fn print_table(opts: &Options, entries: &[Entry], load: Option<f64>) {
         fmt_opt(load, 2)
     );
     println!();
-    println!("{:<22} {:>11} {:>13} {:>14} {:>13}", "server", "startup ms", "calls/s @1", "calls/s @16", "peak RSS MiB");
+    println!(
+        "{:<22} {:>11} {:>13} {:>14} {:>11} {:>12} {:>13}",
+        "server", "startup ms", "calls/s @1", "calls/s @16", "p50 ms @1", "p50 ms @16", "peak RSS MiB"
+    );
     for e in entries {
         let f = &e.figures;
         println!(
-            "{:<22} {:>11} {:>13} {:>14} {:>13}",
+            "{:<22} {:>11} {:>13} {:>14} {:>11} {:>12} {:>13}",
             e.name,
             fmt_opt(f.startup_median(), 1),
             fmt_opt(f.calls_median(0), 0),
             fmt_opt(f.calls_median(1), 0),
+            fmt_opt(f.p50_median(0), 3),
+            fmt_opt(f.p50_median(1), 3),
             fmt_opt(f.rss_mib(), 1),
         );
     }
@@ -551,6 +564,35 @@ fn print_table(opts: &Options, entries: &[Entry], load: Option<f64>) {
             );
         }
     }
+    print_proxy_cost(entries);
+}
+
+/// The gateway against the server behind it: calls/s ratios and added
+/// median latency (ms) at each depth, if both rows were measured.
+fn proxy_cost(entries: &[Entry]) -> Option<([f64; 2], [Option<f64>; 2])> {
+    let get = |name: &str| entries.iter().find(|e| e.name == name && e.figures.error.is_none()).map(|e| &e.figures);
+    let (proxy, direct) = (get(peers::MCPSEC_PROXY)?, get(peers::NODE_PEER)?);
+    let ratio = |d: usize| Some(proxy.calls_median(d)? / direct.calls_median(d)?);
+    let added = |d: usize| Some(proxy.p50_median(d)? - direct.p50_median(d)?);
+    Some(([ratio(0)?, ratio(1)?], [added(0), added(1)]))
+}
+
+/// The gateway's goal: at 16 in flight, at least this share of the direct
+/// server's throughput (it costs at most 15%).
+const PROXY_GOAL: f64 = 0.85;
+
+fn print_proxy_cost(entries: &[Entry]) {
+    let Some((ratio, added)) = proxy_cost(entries) else { return };
+    let ms = |v: Option<f64>| v.map_or_else(|| "—".into(), |v| format!("{v:+.3} ms"));
+    println!();
+    println!("mcpsec/proxy vs node-reference direct (the gateway's cost)");
+    println!("  calls/s @1  ratio {:>6.2}x   p50 {}", ratio[0], ms(added[0]));
+    println!(
+        "  calls/s @16 ratio {:>6.2}x   p50 {}   (goal >= {PROXY_GOAL}x)  {}",
+        ratio[1],
+        ms(added[1]),
+        if ratio[1] >= PROXY_GOAL { "PASS" } else { "MISS" }
+    );
 }
 
 fn to_json(opts: &Options, entries: &[Entry], load: Option<f64>) -> serde_json::Value {
@@ -568,6 +610,8 @@ fn to_json(opts: &Options, entries: &[Entry], load: Option<f64>) -> serde_json::
                 "startup_ms": f.startup_ms,
                 "calls_per_s_1_in_flight": f.calls_median(0),
                 "calls_per_s_16_in_flight": f.calls_median(1),
+                "p50_ms_1_in_flight": f.p50_median(0),
+                "p50_ms_16_in_flight": f.p50_median(1),
                 "runs_calls_per_s_1_in_flight": f.calls[0],
                 "runs_calls_per_s_16_in_flight": f.calls[1],
                 "peak_rss_mib": f.rss_mib(),
@@ -605,6 +649,14 @@ fn to_json(opts: &Options, entries: &[Entry], load: Option<f64>) -> serde_json::
         },
         "servers": servers,
         "goals": goals,
+        "proxy_vs_direct": proxy_cost(entries).map(|(ratio, added)| json!({
+            "calls_per_s_ratio_1_in_flight": ratio[0],
+            "calls_per_s_ratio_16_in_flight": ratio[1],
+            "p50_added_ms_1_in_flight": added[0],
+            "p50_added_ms_16_in_flight": added[1],
+            "goal_16_in_flight": PROXY_GOAL,
+            "pass": ratio[1] >= PROXY_GOAL,
+        })),
     })
 }
 

@@ -90,8 +90,44 @@ fn ci() -> Result<()> {
     // The end-to-end tests spawn the real binary; build it first so that
     // they find it without racing the build.
     cargo(&["build", "--locked", "-p", "mcpsec-cli"], &[])?;
+    // The gateway tests run the reference MCP servers from npm.
+    install_test_deps()?;
     cargo(&["test", "--workspace", "--locked"], &[])?;
     cargo(&["doc", "--workspace", "--no-deps", "--locked"], &[("RUSTDOCFLAGS", "-D warnings")])?;
     eprintln!("xtask ci: all green in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+/// Installs the npm packages the end-to-end tests run behind `mcpsec proxy`
+/// (`tests/fixtures/npm`, pinned by its lock file) into `target/test-deps`
+/// with `npm ci`, unless the installed tree is from the same lock file.
+/// (The test harness does the same on demand, so `cargo test` alone works.)
+fn install_test_deps() -> Result<()> {
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("no workspace")?;
+    let source = workspace.join("tests/fixtures/npm");
+    let deps = workspace.join("target/test-deps");
+    let lock =
+        std::fs::read(source.join("package-lock.json")).context("reading tests/fixtures/npm/package-lock.json")?;
+    if std::fs::read(deps.join("package-lock.json")).ok().as_ref() == Some(&lock) && deps.join("node_modules").is_dir()
+    {
+        return Ok(());
+    }
+    let tmp = workspace.join(format!("target/test-deps.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    for f in ["package.json", "package-lock.json"] {
+        std::fs::copy(source.join(f), tmp.join(f)).with_context(|| format!("copying {f}"))?;
+    }
+    eprintln!("$ npm ci (tests/fixtures/npm → {})", deps.display());
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
+        .current_dir(&tmp)
+        .status()
+        .context("running npm (Node.js 20 or later is needed for the gateway tests)")?;
+    if !status.success() {
+        bail!("`npm ci` for the test dependencies failed ({status})");
+    }
+    let _ = std::fs::remove_dir_all(&deps);
+    std::fs::rename(&tmp, &deps).with_context(|| format!("moving {} into place", tmp.display()))?;
     Ok(())
 }

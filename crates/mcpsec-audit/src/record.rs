@@ -43,6 +43,9 @@ pub enum EventKind {
     ServerStop,
     /// A request failed authentication.
     AuthFailure,
+    /// A human approved a changed or new tool of an upstream server
+    /// (`mcpsec pins approve`).
+    PinApprove,
     /// A writer found an incomplete last line (a crash mid-write) and
     /// continued the chain from the last complete record.
     Recovered,
@@ -66,6 +69,7 @@ impl EventKind {
             EventKind::Recovered => "recovered",
             EventKind::Undo => "undo",
             EventKind::TrashPurge => "trash_purge",
+            EventKind::PinApprove => "pin_approve",
         }
     }
 }

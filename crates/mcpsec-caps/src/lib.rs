@@ -4,7 +4,8 @@
 //! turns the operator's [`Policy`] and a presented capability token into a
 //! [`Decision`] for one call, and [`Tokens`], which grants and checks
 //! capability tokens kept in a [`TokenStore`](store::TokenStore) (SQLite,
-//! `mcpsec.db`), keyed by `secret.key` ([`key::ServerKey`]).
+//! `mcpsec.db`), keyed by `secret.key` ([`key::ServerKey`]). [`pins`] keeps
+//! the approved definitions of upstream tools for `mcpsec proxy`.
 //!
 //! # Guarantee
 //!
@@ -40,6 +41,7 @@
 //! ```
 
 pub mod key;
+pub mod pins;
 pub mod store;
 pub mod token;
 mod tokens;

@@ -121,6 +121,18 @@ const MIGRATIONS: &[&str] = &[
      ) STRICT;
      CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
      CREATE TABLE nonces (nonce TEXT PRIMARY KEY, expires_ms INTEGER NOT NULL) STRICT;",
+    // 2: tool pins of upstream servers (`mcpsec proxy`; see `pins`).
+    "CREATE TABLE pins (
+        upstream TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        hash TEXT,
+        definition TEXT,
+        approved_ms INTEGER,
+        pending_hash TEXT,
+        pending_definition TEXT,
+        pending_since_ms INTEGER,
+        PRIMARY KEY (upstream, tool)
+     ) STRICT;",
 ];
 
 impl SqliteStore {
@@ -165,11 +177,11 @@ impl SqliteStore {
         Ok(findings.into_iter().filter(|f| f != "ok").collect())
     }
 
-    fn err(&self, e: rusqlite::Error) -> StoreError {
+    pub(crate) fn err(&self, e: rusqlite::Error) -> StoreError {
         StoreError::Db { path: self.path.clone(), message: e.to_string() }
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves the connection usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }

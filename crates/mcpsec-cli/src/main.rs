@@ -18,6 +18,8 @@ mod client_config;
 mod completions;
 mod doctor;
 mod init;
+mod pins;
+mod proxy;
 mod table;
 mod tokens;
 mod undo;
@@ -46,6 +48,11 @@ struct Global {
 enum Command {
     /// Run the MCP server on stdio.
     Serve(ServeArgs),
+    /// Run a gateway in front of another stdio MCP server: `mcpsec proxy --name NAME -- CMD [ARGS...]`.
+    Proxy(proxy::ProxyArgs),
+    /// Review and approve the tool definitions of upstream servers.
+    #[command(subcommand)]
+    Pins(pins::PinsCommand),
     /// Mint a capability token (printed once, alone on stdout).
     Grant(tokens::GrantArgs),
     /// List capability tokens (never their secrets).
@@ -147,6 +154,8 @@ fn init_logging() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(&cli.global, args),
+        Command::Proxy(args) => proxy::run(&cli.global, args),
+        Command::Pins(command) => pins::run(&cli.global, command),
         Command::Grant(args) => tokens::grant(&token_state(&cli.global)?, args),
         Command::Tokens(args) => tokens::list(&token_state(&cli.global)?, args),
         Command::Revoke(args) => tokens::revoke(&token_state(&cli.global)?, args),

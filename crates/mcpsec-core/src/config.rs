@@ -40,6 +40,8 @@ pub struct Config {
     pub injection: InjectionMode,
     /// `execute_command`.
     pub shell: ShellSettings,
+    /// `[proxy.NAME]`: upstream servers behind `mcpsec proxy --name NAME`.
+    pub proxy: std::collections::BTreeMap<String, crate::proxy::ProxySettings>,
     /// What destructive calls keep for `mcpsec undo`.
     pub undo: UndoConfig,
 }
@@ -272,7 +274,7 @@ pub enum ConfigError {
     },
 }
 
-fn value_error(key: &str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn value_error(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Value { key: key.to_owned(), message: message.into() }
 }
 
@@ -290,6 +292,7 @@ pub(crate) struct RawConfig {
     rate_limit: Option<RawRateLimit>,
     injection: Option<RawInjection>,
     shell: Option<RawShell>,
+    proxy: Option<std::collections::BTreeMap<String, crate::proxy::RawProxy>>,
     undo: Option<RawUndo>,
 }
 
@@ -481,6 +484,9 @@ impl Config {
                     return Err(value_error("shell.max_output", "must be larger than 0"));
                 }
             }
+        }
+        if let Some(proxy) = raw.proxy {
+            config.proxy = crate::proxy::parse(proxy)?;
         }
         if let Some(mode) = raw.injection.and_then(|i| i.mode) {
             config.injection = mode;

@@ -8,7 +8,8 @@
 //! - [`Principal`]: on whose behalf a call is made;
 //! - [`Refusal`]: a denial that says what was refused, why, and what the
 //!   human can do about it;
-//! - [`Config`]: the TOML configuration, parsed and validated;
+//! - [`Config`]: the TOML configuration, parsed and validated ([`proxy`]: the
+//!   `[proxy.NAME]` sections and how an upstream tool maps to a capability);
 //! - [`reference`](mod@reference): every config key with its default and meaning, the one
 //!   source of the commented default file and of `docs/configuration.md`;
 //! - [`scan`]: flags text that looks like instructions to a model in untrusted content;
@@ -36,6 +37,7 @@
 
 mod capability;
 mod config;
+pub mod proxy;
 pub mod reference;
 mod refusal;
 pub mod scan;

@@ -24,6 +24,13 @@ pub struct Section {
     pub keys: &'static [Key],
 }
 
+impl Section {
+    /// Whether the section is written once per name (`[proxy.NAME]`).
+    pub fn is_template(&self) -> bool {
+        self.name.contains("NAME")
+    }
+}
+
 /// One key of a section.
 #[derive(Debug, Clone, Copy)]
 pub struct Key {
@@ -191,6 +198,28 @@ pub const SECTIONS: &[Section] = &[
         ],
     },
     Section {
+        name: "proxy.NAME",
+        doc: "An upstream server behind `mcpsec proxy --name NAME` (one section per upstream; none by default).",
+        keys: &[
+            key(
+                "call_timeout",
+                D("\"60s\""),
+                "A call (and the upstream's start-up and tool listing) that takes longer fails.",
+            ),
+            key(
+                "hold_new_tools",
+                D("true"),
+                "A tool that appears after the first run is withheld until `mcpsec pins approve NAME TOOL`.",
+            ),
+            key(
+                "tools",
+                E("{ \"delete_*\" = \"delete_files\" }"),
+                "Tool-name globs mapped to capabilities; they beat the upstream's annotations (the most powerful \
+                 match wins). Unset: readOnlyHint → read_files, destructiveHint → delete_files, else write_files.",
+            ),
+        ],
+    },
+    Section {
         name: "limits",
         doc: "Resource limits.",
         keys: &[key("max_read", D("\"10MiB\""), "The largest file a read returns.")],
@@ -209,12 +238,15 @@ pub fn default_config_toml() -> String {
     );
     for section in SECTIONS {
         out.push('\n');
+        // A section per name (`[proxy.NAME]`) is an example: all commented.
+        let template = section.is_template();
         if !section.name.is_empty() {
-            out.push_str(&format!("# {}\n[{}]\n", section.doc, section.name));
+            let hash = if template { "# " } else { "" };
+            out.push_str(&format!("# {}\n{hash}[{}]\n", section.doc, section.name));
         }
         for k in section.keys {
             out.push_str(&format!("# {}\n", k.doc));
-            let commented = if matches!(k.value, Value::Default(_)) { "" } else { "# " };
+            let commented = if matches!(k.value, Value::Default(_)) && !template { "" } else { "# " };
             out.push_str(&format!("{commented}{} = {}\n", k.name, k.value.toml()));
         }
     }
@@ -399,12 +431,15 @@ mod tests {
         let parser: BTreeSet<String> =
             parser_keys().into_iter().filter(|k| !REFUSED_SECTIONS.contains(&k.as_str())).collect();
         assert!(parser.contains("policy.read_files") && parser.contains("tokens.max_ttl.execute_shell"), "{parser:?}");
+        // A per-name section (`proxy.NAME`) is one map in the parser.
         let table: BTreeSet<String> = SECTIONS
             .iter()
             .flat_map(|s| {
-                s.keys
-                    .iter()
-                    .map(move |k| if s.name.is_empty() { k.name.to_owned() } else { format!("{}.{}", s.name, k.name) })
+                s.keys.iter().map(move |k| match s.name.split_once(".NAME") {
+                    Some((map, _)) => map.to_owned(),
+                    None if s.name.is_empty() => k.name.to_owned(),
+                    None => format!("{}.{}", s.name, k.name),
+                })
             })
             .collect();
         // A table key stands for the parser's keys beneath it (`max_ttl` is

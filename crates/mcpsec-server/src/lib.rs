@@ -4,14 +4,18 @@
 //! that offers the built-in filesystem tools ([`tools`]) through one guard
 //! pipeline, and [`serve_stdio`], which runs it over stdin/stdout with a
 //! transport that answers malformed lines instead of dropping them.
+//! [`serve_proxy_stdio`] runs it as a gateway instead: the tools of another
+//! MCP server ([`proxy`]), pinned, mapped to capabilities and sanitised,
+//! through the same pipeline.
 //!
 //! # Guarantee
 //!
 //! Every `tools/call` goes through the same pipeline: look up the tool,
 //! authorize its capability ([`mcpsec_caps`]), parse the arguments, execute
-//! through the path guard ([`mcpsec_pathguard`]), report the ending to the
-//! audit sink ([`mcpsec_audit`]); a destructive call first keeps what it
-//! removes for `mcpsec undo` ([`undo`]). A refusal or failure is a tool result with
+//! through the path guard ([`mcpsec_pathguard`]) or forward to the upstream,
+//! report the ending to the audit sink ([`mcpsec_audit`]); a destructive
+//! built-in call first keeps what it removes for `mcpsec undo` ([`undo`]).
+//! A refusal or failure is a tool result with
 //! `isError: true` whose text says what was refused, why and what the human
 //! can do; a request for a tool that does not exist is a JSON-RPC error.
 //! Tools whose capability is in mode `deny` are not listed.
@@ -26,6 +30,7 @@
 mod confirm;
 mod edit;
 mod handler;
+pub mod proxy;
 pub mod ratelimit;
 pub mod shell;
 pub mod tools;
@@ -41,19 +46,67 @@ use rmcp::ServiceExt;
 /// The server's start and stop are audit records; if the start cannot be
 /// recorded the server does not start.
 pub async fn serve_stdio(options: ServerOptions) -> Result<(), ServeError> {
+    let details = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "transport": "stdio",
+        "roots": options.sandbox.roots().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+    });
+    let audit = options.audit.clone();
+    let (user, session) = (options.principal.name().to_owned(), options.session.clone());
+    run_stdio(&audit, &user, &session, details, || async { Ok(McpsecServer::new(options)) }).await
+}
+
+/// Serves MCP on stdin/stdout as a gateway in front of an upstream MCP
+/// server (started as a child process, stopped with the gateway): the
+/// upstream's tools through the same pipeline as the built-in ones. Like
+/// [`serve_stdio`], with the upstream's name and program (never its
+/// arguments, which may hold secrets) in the start and stop records. If the
+/// upstream cannot be started and asked for its tools, the gateway does not
+/// start.
+pub async fn serve_proxy_stdio(options: proxy::GatewayOptions) -> Result<(), ServeError> {
+    let audit = options.audit.clone();
+    let (user, session) = (options.principal.name().to_owned(), options.session.clone());
+    let server = McpsecServer::gateway(options);
+    let Some(upstream) = server.upstream().cloned() else {
+        return Err(ServeError("a gateway without an upstream".into()));
+    };
+    let details = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "transport": "stdio",
+        "upstream": upstream.name(),
+        "program": upstream.program(),
+    });
+    let up = upstream.clone();
+    let served = run_stdio(&audit, &user, &session, details, || async move {
+        up.connect(server.authorizer()).await.map_err(ServeError)?;
+        Ok(server)
+    })
+    .await;
+    upstream.stop().await;
+    served
+}
+
+/// Records the start, serves the server `make` builds on stdin/stdout until
+/// the client leaves or a signal arrives, records the stop.
+async fn run_stdio<F, Fut>(
+    audit: &std::sync::Arc<mcpsec_audit::AuditLog>,
+    user: &str,
+    session: &str,
+    details: serde_json::Value,
+    make: F,
+) -> Result<(), ServeError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<McpsecServer, ServeError>>,
+{
     // Installed first: from here on a signal stops the server in order
     // (its stop recorded) instead of killing it on the spot.
     let mut signalled = std::pin::pin!(stop_signal());
-    let audit = options.audit.clone();
     let lifecycle = |event| {
         let mut r = mcpsec_audit::Record::new(event);
-        r.user = Some(options.principal.name().to_owned());
-        r.session = Some(options.session.clone());
-        r.details = Some(serde_json::json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "transport": "stdio",
-            "roots": options.sandbox.roots().map(|p| p.display().to_string()).collect::<Vec<_>>(),
-        }));
+        r.user = Some(user.to_owned());
+        r.session = Some(session.to_owned());
+        r.details = Some(details.clone());
         r
     };
     let start = lifecycle(mcpsec_audit::EventKind::ServerStart);
@@ -61,7 +114,15 @@ pub async fn serve_stdio(options: ServerOptions) -> Result<(), ServeError> {
     // Written before serving; its fdatasync runs in the background (the
     // first call's record cannot be durable before it, being chained to it).
     audit.append_nowait(start).map_err(|e| ServeError(format!("cannot record the server start: {e}")))?;
-    let server = McpsecServer::new(options);
+    let server = match make().await {
+        Ok(server) => server,
+        Err(e) => {
+            stop.reason = Some(format!("failed to start: {e}"));
+            let _ = audit.append(stop).await;
+            audit.close();
+            return Err(e);
+        }
+    };
     let flusher = server.clone();
     let (stdin, stdout) = rmcp::transport::io::stdio_pipes();
     let transport = transport::LineTransport::new(stdin, stdout);

@@ -25,8 +25,9 @@ const EXIT_GRACE: Duration = Duration::from_secs(5);
 
 /// One line from the server, already classified by the reader thread.
 enum Reply {
-    /// A tool result that is not an error and carries the whole file.
-    Good(Instant),
+    /// A tool result that is not an error and carries the whole file: when
+    /// it arrived, and its id (if numeric).
+    Good(Instant, Option<u64>),
     /// Anything else: the handshake response, a notification, a failure.
     Other(String),
     /// The server closed stdout, or reading failed.
@@ -124,7 +125,7 @@ impl Session {
     pub(crate) fn request(&mut self, line: &str) -> Result<Option<String>> {
         self.send(format!("{line}\n").as_bytes())?;
         match self.next(Instant::now() + STALL)? {
-            Reply::Good(_) => Ok(None),
+            Reply::Good(..) => Ok(None),
             Reply::Other(l) => Ok(Some(l)),
             Reply::Closed(why) => bail!("{why}"),
         }
@@ -150,7 +151,7 @@ impl Session {
         loop {
             let line = match self.next(deadline)? {
                 Reply::Other(line) => line,
-                Reply::Good(_) => bail!("tool result before initialize response"),
+                Reply::Good(..) => bail!("tool result before initialize response"),
                 Reply::Closed(why) => bail!("{why}"),
             };
             let startup = self.spawned_at.elapsed();
@@ -171,7 +172,8 @@ impl Session {
 
     /// Keeps exactly `in_flight` `read_text_file` calls outstanding for
     /// `warmup + measure`, and returns the good replies per second received
-    /// during `measure`. Any bad reply fails the run.
+    /// during `measure`, with their median latency in ms. Any bad reply
+    /// fails the run.
     pub(crate) fn pipeline(
         &mut self,
         path: &str,
@@ -179,7 +181,7 @@ impl Session {
         in_flight: usize,
         warmup: Duration,
         measure: Duration,
-    ) -> Result<f64> {
+    ) -> Result<(f64, Option<f64>)> {
         let mut args = serde_json::json!({ "path": path });
         if let Some(t) = token {
             args["capability_token"] = serde_json::Value::from(t);
@@ -188,8 +190,8 @@ impl Session {
     }
 
     /// Calls/s of `tool` with `arguments` (a JSON object's text), keeping
-    /// `in_flight` requests outstanding; every reply must be good (see
-    /// [`Session::spawn`]).
+    /// `in_flight` requests outstanding, and the median latency in ms; every
+    /// reply must be good (see [`Session::spawn`]).
     pub(crate) fn pipeline_tool(
         &mut self,
         tool: &str,
@@ -197,7 +199,7 @@ impl Session {
         in_flight: usize,
         warmup: Duration,
         measure: Duration,
-    ) -> Result<f64> {
+    ) -> Result<(f64, Option<f64>)> {
         let mut next_id: u64 = 1;
         let request = |id: u64| {
             format!(
@@ -210,8 +212,13 @@ impl Session {
         let window_end = window_start + measure;
         let mut outstanding = 0usize;
         let mut counted = 0u64;
+        // Send time per request id, and the latencies (ms) of the replies
+        // counted in the window.
+        let mut sent: std::collections::HashMap<u64, Instant> = std::collections::HashMap::new();
+        let mut latencies: Vec<f64> = Vec::new();
         for _ in 0..in_flight {
             let req = request(next_id);
+            sent.insert(next_id, Instant::now());
             next_id += 1;
             self.send(req.as_bytes())?;
             outstanding += 1;
@@ -221,13 +228,18 @@ impl Session {
         // is capped by STALL.
         while outstanding > 0 {
             match self.next(Instant::now() + STALL)? {
-                Reply::Good(at) => {
+                Reply::Good(at, id) => {
                     outstanding -= 1;
+                    let sent_at = id.and_then(|id| sent.remove(&id));
                     if at >= window_start && at < window_end {
                         counted += 1;
+                        if let Some(t) = sent_at {
+                            latencies.push(at.saturating_duration_since(t).as_secs_f64() * 1e3);
+                        }
                     }
                     if Instant::now() < window_end {
                         let req = request(next_id);
+                        sent.insert(next_id, Instant::now());
                         next_id += 1;
                         self.send(req.as_bytes())?;
                         outstanding += 1;
@@ -243,7 +255,9 @@ impl Session {
                 Reply::Closed(why) => bail!("{why}"),
             }
         }
-        Ok(counted as f64 / measure.as_secs_f64())
+        latencies.sort_by(f64::total_cmp);
+        let p50 = latencies.get(latencies.len() / 2).copied();
+        Ok((counted as f64 / measure.as_secs_f64(), p50))
     }
 
     /// Peak resident set size so far (`VmHWM`), in bytes.
@@ -298,10 +312,18 @@ impl Drop for Session {
 fn classify(line: &str, expected: &str) -> Reply {
     let now = Instant::now();
     if line.contains(expected) && line.contains("\"result\"") && !line.contains("\"isError\":true") {
-        Reply::Good(now)
+        Reply::Good(now, reply_id(line))
     } else {
         Reply::Other(line.trim_end().to_owned())
     }
+}
+
+/// The numeric `"id"` of a JSON-RPC reply line, found without parsing the
+/// whole (file-sized) line.
+fn reply_id(line: &str) -> Option<u64> {
+    let at = line.find("\"id\":")? + 5;
+    let digits: String = line[at..].trim_start().chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// `VmHWM` of `pid`, in bytes.
@@ -340,7 +362,7 @@ mod tests {
     fn only_a_successful_result_with_the_whole_content_is_good() {
         let want = "abc123";
         let good = r#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"abc123"}]}}"#;
-        assert!(matches!(classify(good, want), Reply::Good(_)));
+        assert!(matches!(classify(good, want), Reply::Good(_, Some(7))));
         let tool_error =
             r#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"abc123"}],"isError":true}}"#;
         assert!(matches!(classify(tool_error, want), Reply::Other(_)));

@@ -277,7 +277,7 @@ pub(crate) fn undo_cost(
                 let log = dir.join("logs").join(format!("undo-{v}.stderr"));
                 let mut s = Session::spawn(server.command(root, &state), "Successfully wrote to", &log)?;
                 s.initialize()?;
-                rates[v][d].push(s.pipeline_tool("write_file", &args, depth, warmup, measure)?);
+                rates[v][d].push(s.pipeline_tool("write_file", &args, depth, warmup, measure)?.0);
                 s.close()?;
                 let _ = std::fs::remove_dir_all(&state);
             }

@@ -68,9 +68,11 @@ impl Server {
                 .env("XDG_CONFIG_HOME", state_dir.join("no-config"))
                 .env_remove("MCPSEC_CONFIG")
                 .env_remove("RUST_LOG");
-            // `MCPSEC_BENCH_CONFIG=FILE` replaces the plain mcpsec row's
-            // config (e.g. to try `[audit] sync = "batch"`); else each row's own.
-            let override_config = std::env::var_os("MCPSEC_BENCH_CONFIG").filter(|_| self.name == MCPSEC);
+            // `MCPSEC_BENCH_CONFIG=FILE` replaces the config of the plain
+            // mcpsec row and of the proxy row (e.g. to try `[audit] sync =
+            // "batch"`); else each row's own.
+            let override_config =
+                std::env::var_os("MCPSEC_BENCH_CONFIG").filter(|_| self.name == MCPSEC || self.name == MCPSEC_PROXY);
             if let Some(config) = override_config {
                 cmd.env("MCPSEC_CONFIG", config);
             } else if let Some(text) = self.config {
@@ -100,11 +102,13 @@ pub(crate) const MCPSEC: &str = "mcpsec";
 pub(crate) const MCPSEC_CHANGES: &str = "mcpsec/changes";
 /// mcpsec with reads in `token` mode: every call carries a token to check.
 pub(crate) const MCPSEC_TOKEN: &str = "mcpsec/token";
+/// `mcpsec proxy` in front of the reference Node server (the gateway's cost).
+pub(crate) const MCPSEC_PROXY: &str = "mcpsec/proxy";
 pub(crate) const RUST_PEER: &str = "rust-mcp-filesystem";
 pub(crate) const NODE_PEER: &str = "node-reference";
 
 /// All server names, in table order.
-pub(crate) const ALL: [&str; 5] = [MCPSEC, MCPSEC_CHANGES, MCPSEC_TOKEN, RUST_PEER, NODE_PEER];
+pub(crate) const ALL: [&str; 6] = [MCPSEC, MCPSEC_CHANGES, MCPSEC_TOKEN, RUST_PEER, NODE_PEER, MCPSEC_PROXY];
 
 /// Makes `name` ready to run, building or installing it if needed.
 /// `Err` carries a human-readable reason to skip it.
@@ -123,6 +127,15 @@ pub(crate) fn prepare(name: &str, workspace: &Path, build: bool) -> Result<Serve
             token_for: Some("read_files"),
             ..s
         }),
+        // Built here too: `--only mcpsec/proxy,node-reference` needs the binary.
+        MCPSEC_PROXY => {
+            let node = node_peer(workspace)?;
+            let built = mcpsec(workspace, build)?;
+            let mut args = vec!["proxy".to_owned(), "--name".to_owned(), "fs".to_owned(), "--".to_owned()];
+            args.push(node.program.to_string_lossy().into_owned());
+            args.extend(node.args);
+            Ok(Server { name: MCPSEC_PROXY, args, root_flag: false, ..built })
+        }
         RUST_PEER => rust_peer(workspace),
         NODE_PEER => node_peer(workspace),
         other => Err(format!("unknown server `{other}`")),

@@ -1,0 +1,263 @@
+//! Tool pins: what each upstream tool looked like when a human last trusted it.
+//!
+//! `mcpsec proxy --name NAME` hashes every upstream tool's definition (name,
+//! description, input schema, annotations; the hash is the caller's, this
+//! module only compares) and asks [`Pins::check`] whether it may be offered:
+//!
+//! - the first time an upstream is seen, every tool it offers is pinned as
+//!   it is (trust on first use);
+//! - later, a tool whose definition hashes differently is withheld, and so
+//!   is a new tool when the upstream holds new tools (`hold_new_tools`),
+//!   until a human runs `mcpsec pins approve NAME TOOL` (after `mcpsec pins
+//!   diff NAME TOOL`: the approved and the pending definitions are both kept).
+//!
+//! The pins live in `mcpsec.db` (table `pins`, migration 2), so an approval
+//! in a terminal reaches a running proxy at once (it re-checks on every
+//! change of the store's data version).
+
+use std::sync::Arc;
+
+use rusqlite::{OptionalExtension, params};
+
+use crate::store::{SqliteStore, StoreError};
+
+/// One pinned tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    /// The upstream's name (`--name`).
+    pub upstream: String,
+    /// The tool's name.
+    pub tool: String,
+    /// The approved definition's hash (hex), `None` for a new tool never approved.
+    pub hash: Option<String>,
+    /// The approved definition (JSON).
+    pub definition: Option<String>,
+    /// A different definition seen since, waiting for approval: its hash.
+    pub pending_hash: Option<String>,
+    /// The pending definition (JSON).
+    pub pending_definition: Option<String>,
+    /// Unix milliseconds of the approval (or of the first pin).
+    pub approved_ms: Option<i64>,
+    /// Unix milliseconds when the pending definition was first seen.
+    pub pending_since_ms: Option<i64>,
+}
+
+impl Pin {
+    /// Whether the tool waits for a human's approval.
+    pub fn is_held(&self) -> bool {
+        self.pending_hash.is_some() || self.hash.is_none()
+    }
+}
+
+/// What [`Pins::check`] found for one tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinStatus {
+    /// The definition is the approved one: offer the tool.
+    Approved,
+    /// Pinned just now (first run, or new tools are not held).
+    PinnedNow,
+    /// The definition differs from the approved one: withhold it.
+    Changed,
+    /// A tool not seen before, held for approval: withhold it.
+    New,
+}
+
+impl PinStatus {
+    /// Whether the tool may be offered and called.
+    pub fn is_offered(self) -> bool {
+        matches!(self, PinStatus::Approved | PinStatus::PinnedNow)
+    }
+}
+
+/// The tool pins in a store.
+#[derive(Debug, Clone)]
+pub struct Pins {
+    store: Arc<SqliteStore>,
+}
+
+impl Pins {
+    /// The pins kept in `store`.
+    pub fn new(store: Arc<SqliteStore>) -> Pins {
+        Pins { store }
+    }
+
+    /// A number that changes whenever anything in the store is committed
+    /// (an approval from the CLI included).
+    pub fn data_version(&self) -> Result<i64, StoreError> {
+        crate::store::TokenStore::data_version(&*self.store)
+    }
+
+    /// Checks one tool of `upstream` against its pin, pinning or recording
+    /// it as pending as described in the module docs. `first_run`: the
+    /// upstream has no pins yet (see [`Pins::has_any`]).
+    #[allow(clippy::too_many_arguments)] // each is one column of the pin; a struct would only rename them
+    pub fn check(
+        &self,
+        upstream: &str,
+        tool: &str,
+        hash: &str,
+        definition: &str,
+        hold_new: bool,
+        first_run: bool,
+        now_ms: i64,
+    ) -> Result<PinStatus, StoreError> {
+        let conn = self.store.conn();
+        let err = |e| self.store.err(e);
+        let row: Option<(Option<String>, Option<String>)> = conn
+            .prepare_cached("SELECT hash, pending_hash FROM pins WHERE upstream = ?1 AND tool = ?2")
+            .map_err(err)?
+            .query_row(params![upstream, tool], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(err)?;
+        match row {
+            Some((Some(approved), _)) if approved == hash => {
+                // Back to the approved definition: nothing is pending any more.
+                conn.execute(
+                    "UPDATE pins SET pending_hash = NULL, pending_definition = NULL, pending_since_ms = NULL
+                     WHERE upstream = ?1 AND tool = ?2 AND pending_hash IS NOT NULL",
+                    params![upstream, tool],
+                )
+                .map_err(err)?;
+                Ok(PinStatus::Approved)
+            }
+            Some((approved, pending)) => {
+                if pending.as_deref() != Some(hash) {
+                    conn.execute(
+                        "UPDATE pins SET pending_hash = ?3, pending_definition = ?4, pending_since_ms = ?5
+                         WHERE upstream = ?1 AND tool = ?2",
+                        params![upstream, tool, hash, definition, now_ms],
+                    )
+                    .map_err(err)?;
+                }
+                Ok(if approved.is_some() { PinStatus::Changed } else { PinStatus::New })
+            }
+            None if first_run || !hold_new => {
+                conn.execute(
+                    "INSERT INTO pins (upstream, tool, hash, definition, approved_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![upstream, tool, hash, definition, now_ms],
+                )
+                .map_err(err)?;
+                Ok(PinStatus::PinnedNow)
+            }
+            None => {
+                conn.execute(
+                    "INSERT INTO pins (upstream, tool, pending_hash, pending_definition, pending_since_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![upstream, tool, hash, definition, now_ms],
+                )
+                .map_err(err)?;
+                Ok(PinStatus::New)
+            }
+        }
+    }
+
+    /// Whether `upstream` has any pin (else its next run is its first).
+    pub fn has_any(&self, upstream: &str) -> Result<bool, StoreError> {
+        let conn = self.store.conn();
+        conn.query_row("SELECT EXISTS (SELECT 1 FROM pins WHERE upstream = ?1)", [upstream], |r| r.get(0))
+            .map_err(|e| self.store.err(e))
+    }
+
+    /// The pin of one tool.
+    pub fn get(&self, upstream: &str, tool: &str) -> Result<Option<Pin>, StoreError> {
+        let conn = self.store.conn();
+        conn.query_row("SELECT * FROM pins WHERE upstream = ?1 AND tool = ?2", params![upstream, tool], row_to_pin)
+            .optional()
+            .map_err(|e| self.store.err(e))
+    }
+
+    /// Every pin (of one upstream), by upstream and tool.
+    pub fn list(&self, upstream: Option<&str>) -> Result<Vec<Pin>, StoreError> {
+        let conn = self.store.conn();
+        let mut stmt = conn
+            .prepare("SELECT * FROM pins WHERE ?1 IS NULL OR upstream = ?1 ORDER BY upstream, tool")
+            .map_err(|e| self.store.err(e))?;
+        let rows = stmt.query_map([upstream], row_to_pin).map_err(|e| self.store.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.store.err(e))
+    }
+
+    /// Approves the pending definition of a tool; returns the pin as it was
+    /// before, or `None` if nothing was pending.
+    pub fn approve(&self, upstream: &str, tool: &str, now_ms: i64) -> Result<Option<Pin>, StoreError> {
+        let before = self.get(upstream, tool)?;
+        let Some(pin) = before.filter(|p| p.pending_hash.is_some()) else { return Ok(None) };
+        let conn = self.store.conn();
+        let n = conn
+            .execute(
+                "UPDATE pins SET hash = pending_hash, definition = pending_definition, approved_ms = ?4,
+                 pending_hash = NULL, pending_definition = NULL, pending_since_ms = NULL
+                 WHERE upstream = ?1 AND tool = ?2 AND pending_hash = ?3",
+                params![upstream, tool, pin.pending_hash, now_ms],
+            )
+            .map_err(|e| self.store.err(e))?;
+        // Another definition arrived between the read and the update: the
+        // human approved what they saw, not that one.
+        Ok((n == 1).then_some(pin))
+    }
+}
+
+fn row_to_pin(r: &rusqlite::Row<'_>) -> rusqlite::Result<Pin> {
+    Ok(Pin {
+        upstream: r.get("upstream")?,
+        tool: r.get("tool")?,
+        hash: r.get("hash")?,
+        definition: r.get("definition")?,
+        pending_hash: r.get("pending_hash")?,
+        pending_definition: r.get("pending_definition")?,
+        approved_ms: r.get("approved_ms")?,
+        pending_since_ms: r.get("pending_since_ms")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pins() -> (tempfile::TempDir, Pins) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("mcpsec.db")).unwrap();
+        (dir, Pins::new(Arc::new(store)))
+    }
+
+    #[test]
+    fn first_run_pins_then_changes_and_new_tools_are_held_until_approved() {
+        let (_d, p) = pins();
+        assert!(!p.has_any("fs").unwrap());
+        assert_eq!(p.check("fs", "read", "h1", "{1}", true, true, 1).unwrap(), PinStatus::PinnedNow);
+        assert!(p.has_any("fs").unwrap());
+        assert_eq!(p.check("fs", "read", "h1", "{1}", true, false, 2).unwrap(), PinStatus::Approved);
+        // Changed: held, the new definition kept for the diff.
+        assert_eq!(p.check("fs", "read", "h2", "{2}", true, false, 3).unwrap(), PinStatus::Changed);
+        let pin = p.get("fs", "read").unwrap().unwrap();
+        assert!(pin.is_held());
+        assert_eq!((pin.definition.as_deref(), pin.pending_definition.as_deref()), (Some("{1}"), Some("{2}")));
+        let v = p.data_version().unwrap();
+        assert_eq!(p.check("fs", "read", "h2", "{2}", true, false, 4).unwrap(), PinStatus::Changed);
+        assert_eq!(p.data_version().unwrap(), v, "checking again writes nothing");
+        // A new tool after the first run.
+        assert_eq!(p.check("fs", "rm", "h9", "{9}", true, false, 5).unwrap(), PinStatus::New);
+        assert_eq!(p.check("fs", "mk", "h8", "{8}", false, false, 5).unwrap(), PinStatus::PinnedNow);
+        // Approval.
+        assert!(p.approve("fs", "nothing", 6).unwrap().is_none());
+        assert!(p.approve("fs", "mk", 6).unwrap().is_none(), "nothing pending");
+        assert_eq!(p.approve("fs", "read", 6).unwrap().unwrap().pending_hash.as_deref(), Some("h2"));
+        assert_eq!(p.check("fs", "read", "h2", "{2}", true, false, 7).unwrap(), PinStatus::Approved);
+        assert!(p.approve("fs", "rm", 8).unwrap().is_some());
+        assert_eq!(p.check("fs", "rm", "h9", "{9}", true, false, 9).unwrap(), PinStatus::Approved);
+        // Reverting to the approved definition clears what was pending.
+        assert_eq!(p.check("fs", "read", "h3", "{3}", true, false, 10).unwrap(), PinStatus::Changed);
+        assert_eq!(p.check("fs", "read", "h2", "{2}", true, false, 11).unwrap(), PinStatus::Approved);
+        assert!(!p.get("fs", "read").unwrap().unwrap().is_held());
+        let all = p.list(None).unwrap();
+        assert_eq!(all.iter().map(|p| p.tool.as_str()).collect::<Vec<_>>(), ["mk", "read", "rm"]);
+        assert!(p.list(Some("other")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn upstreams_are_pinned_apart() {
+        let (_d, p) = pins();
+        assert_eq!(p.check("a", "t", "h1", "{}", true, true, 1).unwrap(), PinStatus::PinnedNow);
+        assert_eq!(p.check("b", "t", "h2", "{}", true, true, 1).unwrap(), PinStatus::PinnedNow);
+        assert_eq!(p.check("a", "t", "h2", "{}", true, false, 1).unwrap(), PinStatus::Changed);
+    }
+}

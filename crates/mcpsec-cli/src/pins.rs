@@ -1,0 +1,191 @@
+//! `mcpsec pins`: the human's side of tool pinning (see `mcpsec proxy`).
+
+#![allow(clippy::print_stdout)]
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use mcpsec_audit::{EventKind, Outcome};
+use mcpsec_caps::pins::{Pin, Pins};
+use mcpsec_caps::unix_ms;
+use mcpsec_core::time::rfc3339;
+
+use crate::{Failed, Global, usage};
+
+#[derive(Debug, Subcommand)]
+pub enum PinsCommand {
+    /// List the pinned tools of upstream servers, and those withheld.
+    List(ListArgs),
+    /// Show how a withheld tool differs from the approved definition.
+    Diff(ToolArgs),
+    /// Approve a withheld tool's new definition (a running proxy offers it at once).
+    Approve(ApproveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only this upstream
+    upstream: Option<String>,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ToolArgs {
+    /// The upstream's name (`mcpsec proxy --name NAME`)
+    upstream: String,
+    /// The tool
+    tool: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    #[command(flatten)]
+    which: ToolArgs,
+    /// Read the grant passphrase from standard input (for scripts)
+    #[arg(long)]
+    passphrase_stdin: bool,
+}
+
+pub fn run(global: &Global, command: PinsCommand) -> Result<()> {
+    let state = crate::state_dir(global)?;
+    crate::ensure_state_dir(&state)?;
+    let pins = Pins::new(Arc::new(mcpsec_caps::store::SqliteStore::open(&state.join("mcpsec.db"))?));
+    match command {
+        PinsCommand::List(args) => list(&pins, &args),
+        PinsCommand::Diff(args) => diff(&pins, &args),
+        PinsCommand::Approve(args) => approve(global, &pins, &args),
+    }
+}
+
+fn status(p: &Pin) -> &'static str {
+    match (&p.hash, &p.pending_hash) {
+        (None, _) => "new (held)",
+        (Some(_), Some(_)) => "changed (held)",
+        (Some(_), None) => "approved",
+    }
+}
+
+fn ts(ms: Option<i64>) -> Option<String> {
+    ms.map(|ms| rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64)))
+}
+
+fn list(pins: &Pins, args: &ListArgs) -> Result<()> {
+    let all = pins.list(args.upstream.as_deref())?;
+    if args.json {
+        let items: Vec<serde_json::Value> = all
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "upstream": p.upstream,
+                    "tool": p.tool,
+                    "status": status(p).split(' ').next().unwrap_or_default(),
+                    "held": p.is_held(),
+                    "hash": p.hash,
+                    "pending_hash": p.pending_hash,
+                    "approved_at": ts(p.approved_ms),
+                    "pending_since": ts(p.pending_since_ms),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&items)?);
+        return Ok(());
+    }
+    if all.is_empty() {
+        eprintln!("no tool pins yet: `mcpsec proxy --name NAME -- CMD…` pins an upstream's tools on its first run");
+        return Ok(());
+    }
+    println!("{:<16} {:<32} {:<15} HASH", "UPSTREAM", "TOOL", "STATUS");
+    for p in &all {
+        let hash = p.pending_hash.as_ref().or(p.hash.as_ref()).map(|h| &h[..h.len().min(12)]).unwrap_or("");
+        println!("{:<16} {:<32} {:<15} {hash}", p.upstream, p.tool, status(p));
+    }
+    let held = all.iter().filter(|p| p.is_held()).count();
+    if held > 0 {
+        eprintln!(
+            "{held} tool(s) withheld: review with `mcpsec pins diff UPSTREAM TOOL`, allow with `mcpsec pins approve UPSTREAM TOOL`"
+        );
+    }
+    Ok(())
+}
+
+fn find(pins: &Pins, args: &ToolArgs) -> Result<Pin> {
+    pins.get(&args.upstream, &args.tool)?.ok_or_else(|| {
+        usage(format!(
+            "no pin for the tool `{}` of the upstream `{}`; `mcpsec pins list` shows what there is",
+            args.tool, args.upstream
+        ))
+    })
+}
+
+fn diff(pins: &Pins, args: &ToolArgs) -> Result<()> {
+    let pin = find(pins, args)?;
+    let old = pin.definition.clone().unwrap_or_default();
+    let Some(new) = pin.pending_definition.clone() else {
+        println!("{}/{}: approved; nothing is pending. The approved definition:\n{old}", pin.upstream, pin.tool);
+        return Ok(());
+    };
+    // Shown escaped: the definition comes from the upstream and may carry
+    // terminal escapes or invisible characters meant to hide in this very view.
+    let escape = |s: &str| {
+        s.chars()
+            .map(|c| {
+                let hidden =
+                    c != '\t' && (c.is_control() || mcpsec_core::scan::sanitize(c.encode_utf8(&mut [0; 4])).is_empty());
+                if hidden { format!("\\u{{{:04X}}}", u32::from(c)) } else { c.to_string() }
+            })
+            .collect::<String>()
+    };
+    let old_label = match ts(pin.approved_ms) {
+        Some(t) => format!("approved ({t})"),
+        None => "approved (none: a new tool)".to_owned(),
+    };
+    println!("--- {}/{} {old_label}", pin.upstream, pin.tool);
+    println!("+++ {}/{} pending (seen {})", pin.upstream, pin.tool, ts(pin.pending_since_ms).unwrap_or_default());
+    let text_diff = similar::TextDiff::from_lines(&old, &new);
+    for change in text_diff.iter_all_changes() {
+        let sign = match change.tag() {
+            similar::ChangeTag::Delete => '-',
+            similar::ChangeTag::Insert => '+',
+            similar::ChangeTag::Equal => ' ',
+        };
+        println!("{sign}{}", escape(change.value().trim_end_matches('\n')));
+    }
+    println!("\napprove it with `mcpsec pins approve {} {}`", pin.upstream, pin.tool);
+    Ok(())
+}
+
+fn approve(global: &Global, pins: &Pins, args: &ApproveArgs) -> Result<()> {
+    let pin = find(pins, &args.which)?;
+    if pin.pending_hash.is_none() {
+        eprintln!("mcpsec: {}/{} is approved already; nothing is pending", pin.upstream, pin.tool);
+        return Err(Failed.into());
+    }
+    // Approving a tool lets a model use it: the same human check as a grant.
+    let state = crate::token_state(global)?;
+    crate::tokens::require_passphrase(&state, args.passphrase_stdin, "pins approve")?;
+    let Some(before) = pins.approve(&pin.upstream, &pin.tool, unix_ms(std::time::SystemTime::now()))? else {
+        eprintln!(
+            "mcpsec: the pending definition of {}/{} changed while approving; review it again with `mcpsec pins diff`",
+            pin.upstream, pin.tool
+        );
+        return Err(Failed.into());
+    };
+    let mut r = crate::tokens::record(EventKind::PinApprove);
+    r.tool = Some(format!("{}/{}", before.upstream, before.tool));
+    r.outcome = Some(Outcome::Ok);
+    r.details = Some(serde_json::json!({
+        "upstream": before.upstream,
+        "tool": before.tool,
+        "previous_hash": before.hash,
+        "approved_hash": before.pending_hash,
+    }));
+    crate::tokens::audit(&state, r)?;
+    eprintln!(
+        "approved {}/{}: a running `mcpsec proxy --name {}` offers it from its next call",
+        pin.upstream, pin.tool, pin.upstream
+    );
+    Ok(())
+}

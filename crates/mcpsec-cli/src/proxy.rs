@@ -1,0 +1,82 @@
+//! `mcpsec proxy`: the gateway in front of another stdio MCP server.
+
+use std::ffi::OsString;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use mcpsec_core::Principal;
+
+use crate::{Global, usage};
+
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// The upstream's name: in audit records (NAME/TOOL), tool pins and
+    /// `[proxy.NAME]` in the config [default: the command's file name]
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// The principal every call is made for [default: the OS user].
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+    /// Serve streamable HTTP on ADDR instead of stdio (not available in this version).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
+    /// The upstream MCP server's command line, after `--`
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<OsString>,
+}
+
+pub fn run(global: &Global, args: ProxyArgs) -> Result<()> {
+    std::thread::spawn(mcpsec_audit::redact::warm_up);
+    if args.http.is_some() {
+        return Err(usage("--http is not available in this version of mcpsec; run it on stdio"));
+    }
+    let (config, config_file) = crate::load_config(global)?;
+    let name = match args.name {
+        Some(n) => n,
+        None => args
+            .command
+            .first()
+            .and_then(|p| std::path::Path::new(p).file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    mcpsec_core::proxy::validate_upstream_name(&name).map_err(|m| usage(format!("--name: {m}")))?;
+    let settings = config.proxy.get(&name).cloned().unwrap_or_default();
+    let principal = Principal::new(args.user.unwrap_or_else(crate::os_user));
+    let state = crate::state_dir(global)?;
+    crate::ensure_state_dir(&state)?;
+    let log_path = crate::audit_path(&state, &config);
+    let audit = mcpsec_audit::AuditLog::open(&log_path, crate::audit_options(&config))?;
+    let session = crate::session_id();
+    let pins = mcpsec_caps::pins::Pins::new(Arc::new(mcpsec_caps::store::SqliteStore::open(&state.join("mcpsec.db"))?));
+    tracing::info!(
+        user = principal.name(),
+        session = %session,
+        upstream = %name,
+        config = ?config_file,
+        audit = %log_path.display(),
+        "mcpsec gateway serving on stdio"
+    );
+    let options = mcpsec_server::proxy::GatewayOptions {
+        authorizer: mcpsec_caps::Authorizer::new(
+            config.policy.clone(),
+            Some(Arc::new(crate::tokens::open_tokens(&state)?)),
+        )
+        .with_failed_check_limit(config.rate_limit.failed_token_checks, config.rate_limit.window),
+        injection: config.injection,
+        limits: mcpsec_server::ratelimit::Limits {
+            calls: config.rate_limit.calls,
+            window: config.rate_limit.window,
+            tools: config.rate_limit.tools.clone(),
+        },
+        principal,
+        audit: Arc::new(audit),
+        session,
+        upstream: mcpsec_server::proxy::UpstreamOptions { name, command: args.command, settings, pins },
+    };
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    runtime.block_on(mcpsec_server::serve_proxy_stdio(options))?;
+    Ok(())
+}

@@ -1,0 +1,613 @@
+//! The gateway: another MCP server's tools, through the same guard pipeline.
+//!
+//! `Upstream` runs the upstream server as a child process and talks to it
+//! as an MCP client over its stdin/stdout. For the pipeline, an upstream
+//! tool is a description (sanitised, with the capability the config or its
+//! annotations give it) plus an execute step that forwards the call; the
+//! pipeline does not otherwise care where a tool comes from.
+//!
+//! The upstream is untrusted:
+//! - its tool definitions are pinned ([`mcpsec_caps::pins`]): a tool whose
+//!   definition changed since a human approved it (or, with
+//!   `hold_new_tools`, a tool that appeared after the first run) is
+//!   withheld from `tools/list` and refused on call until `mcpsec pins
+//!   approve`; the store is re-checked whenever its data version moves, so
+//!   an approval takes effect without a restart;
+//! - its annotations never make a tool read-only unless it says so, and the
+//!   config always wins ([`mcpsec_core::proxy`]);
+//! - what it says (descriptions, titles, schemas, results) is sanitised of
+//!   terminal escapes and invisible Unicode ([`mcpsec_core::scan::sanitize`]);
+//!   results are marked untrusted and scanned by the pipeline;
+//! - a crash is a tool error and the next call restarts it (with backoff); a
+//!   call it does not answer in `call_timeout` is a tool error.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use mcpsec_caps::Authorizer;
+use mcpsec_caps::pins::{PinStatus, Pins};
+use mcpsec_core::Capability;
+use mcpsec_core::proxy::{ProxySettings, capability_from_hints};
+use mcpsec_core::scan::sanitize;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation, JsonObject, Tool,
+};
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::{Peer, RoleClient, RoleServer, ServiceError, ServiceExt};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::tools::ToolError;
+
+/// The first restart waits this long; each further one twice as long.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// The longest wait before a restart.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// How to reach one upstream server.
+#[derive(Debug)]
+pub struct UpstreamOptions {
+    /// Its name (`--name`): in audit records (`NAME/TOOL`), pins and commands.
+    pub name: String,
+    /// The program and its arguments.
+    pub command: Vec<OsString>,
+    /// `[proxy.NAME]`.
+    pub settings: ProxySettings,
+    /// Where its tool definitions are pinned.
+    pub pins: Pins,
+}
+
+/// Everything a gateway needs, built by the caller (the CLI): what
+/// [`ServerOptions`](crate::ServerOptions) holds, but for the built-in
+/// tools' sandbox and shell, plus the upstream.
+#[derive(Debug)]
+pub struct GatewayOptions {
+    /// The policy.
+    pub authorizer: Authorizer,
+    /// On whose behalf every call is made.
+    pub principal: mcpsec_core::Principal,
+    /// Where every call is recorded.
+    pub audit: Arc<mcpsec_audit::AuditLog>,
+    /// This server's session id (in every audit record).
+    pub session: String,
+    /// Per-principal rate limits.
+    pub limits: crate::ratelimit::Limits,
+    /// What to do with instruction-like content in results.
+    pub injection: mcpsec_core::InjectionMode,
+    /// The upstream server.
+    pub upstream: UpstreamOptions,
+}
+
+/// What the pipeline needs to run one upstream tool.
+#[derive(Debug, Clone)]
+pub(crate) struct UpstreamTool {
+    /// The tool's name upstream.
+    pub tool: String,
+    /// `NAME/TOOL`, as audit records and messages name it.
+    pub qualified: String,
+    /// The capability it is mapped to.
+    pub capability: Capability,
+}
+
+/// The answer to [`Upstream::lookup`].
+pub(crate) enum Lookup {
+    /// Offered: run it through the pipeline.
+    Offered(UpstreamTool),
+    /// Known, but withheld until a human approves it; the refusal.
+    Withheld { qualified: String, message: String },
+    /// The upstream could not be asked; the message says why.
+    Failed { qualified: String, message: String },
+    /// No such tool.
+    Unknown,
+}
+
+/// One upstream tool as last evaluated.
+struct Entry {
+    capability: Capability,
+    status: PinStatus,
+    /// What `tools/list` shows (sanitised, with the token argument if gated).
+    listed: Tool,
+}
+
+#[derive(Default)]
+struct Catalog {
+    /// The definitions as the upstream gave them, in its order.
+    raw: Option<Vec<Tool>>,
+    /// The store's data version when `entries` were computed.
+    version: Option<i64>,
+    entries: HashMap<String, Entry>,
+}
+
+struct Conn {
+    running: Option<RunningService<RoleClient, UpstreamClient>>,
+    /// Consecutive failures (crashes, failed starts) since the last success.
+    failures: u32,
+    /// No start before this instant (backoff).
+    not_before: Option<Instant>,
+}
+
+/// A running upstream server (started on first use, restarted after a crash).
+pub(crate) struct Upstream {
+    name: String,
+    command: Vec<OsString>,
+    settings: ProxySettings,
+    pins: Pins,
+    conn: tokio::sync::Mutex<Conn>,
+    catalog: Mutex<Catalog>,
+    client: UpstreamClient,
+    /// Whether the upstream offers resources and prompts (from its first
+    /// handshake; they are passed through read-only).
+    offers: OnceLock<Offers>,
+}
+
+/// What besides tools the upstream said it offers.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Offers {
+    pub resources: bool,
+    pub prompts: bool,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// Our client side of the upstream session: forwards list-changed
+/// notifications to the downstream client and marks the tools for a re-pin.
+#[derive(Clone)]
+struct UpstreamClient {
+    stale: Arc<AtomicBool>,
+    downstream: Arc<OnceLock<Peer<RoleServer>>>,
+}
+
+impl rmcp::ClientHandler for UpstreamClient {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(ClientCapabilities::default(), Implementation::new("mcpsec-proxy", env!("CARGO_PKG_VERSION")))
+    }
+
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.stale.store(true, Ordering::SeqCst);
+        if let Some(peer) = self.downstream.get() {
+            let _ = peer.notify_tool_list_changed().await;
+        }
+    }
+
+    async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        if let Some(peer) = self.downstream.get() {
+            let _ = peer.notify_resource_list_changed().await;
+        }
+    }
+
+    async fn on_prompt_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        if let Some(peer) = self.downstream.get() {
+            let _ = peer.notify_prompt_list_changed().await;
+        }
+    }
+}
+
+impl Upstream {
+    pub(crate) fn new(options: UpstreamOptions) -> Upstream {
+        Upstream {
+            name: options.name,
+            command: options.command,
+            settings: options.settings,
+            pins: options.pins,
+            conn: tokio::sync::Mutex::new(Conn { running: None, failures: 0, not_before: None }),
+            catalog: Mutex::new(Catalog::default()),
+            client: UpstreamClient { stale: Arc::new(AtomicBool::new(true)), downstream: Arc::new(OnceLock::new()) },
+            offers: OnceLock::new(),
+        }
+    }
+
+    /// The upstream's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The program's file name (for logs and the audit log; its arguments
+    /// may hold secrets and are left out).
+    pub(crate) fn program(&self) -> String {
+        self.command
+            .first()
+            .map(|p| std::path::Path::new(p).file_name().unwrap_or(p.as_os_str()).to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Where list-changed notifications are forwarded.
+    pub(crate) fn set_downstream(&self, peer: Peer<RoleServer>) {
+        let _ = self.client.downstream.set(peer);
+    }
+
+    fn catalog(&self) -> std::sync::MutexGuard<'_, Catalog> {
+        // A panic while holding the lock leaves the catalog usable.
+        self.catalog.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A session with the upstream, starting it (after the backoff, if it
+    /// failed before) when there is none or the last one ended.
+    async fn peer(&self) -> Result<Peer<RoleClient>, String> {
+        let mut conn = self.conn.lock().await;
+        if let Some(running) = &conn.running {
+            if !running.is_closed() && !running.peer().is_transport_closed() {
+                return Ok(running.peer().clone());
+            }
+            conn.running = None;
+            self.failed(&mut conn);
+            tracing::warn!(upstream = %self.name, "the upstream server stopped; restarting it");
+        }
+        if let Some(at) = conn.not_before {
+            tokio::time::sleep_until(at.into()).await;
+        }
+        match self.start().await {
+            Ok(running) => {
+                let peer = running.peer().clone();
+                conn.running = Some(running);
+                conn.not_before = None;
+                // Its tools may differ from the last run's.
+                self.client.stale.store(true, Ordering::SeqCst);
+                Ok(peer)
+            }
+            Err(e) => {
+                self.failed(&mut conn);
+                Err(e)
+            }
+        }
+    }
+
+    fn failed(&self, conn: &mut Conn) {
+        conn.failures = conn.failures.saturating_add(1);
+        let delay = FIRST_BACKOFF.saturating_mul(1 << conn.failures.min(8).saturating_sub(1)).min(MAX_BACKOFF);
+        conn.not_before = Some(Instant::now() + delay);
+    }
+
+    async fn start(&self) -> Result<RunningService<RoleClient, UpstreamClient>, String> {
+        let Some((program, args)) = self.command.split_first() else {
+            return Err(format!("no command for the upstream `{}`", self.name));
+        };
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args);
+        let transport = rmcp::transport::TokioChildProcess::builder(cmd)
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .map(|(t, _)| t)
+            .map_err(|e| format!("could not start the upstream `{}` (`{}`): {e}", self.name, self.program()))?;
+        match tokio::time::timeout(self.settings.call_timeout, self.client.clone().serve(transport)).await {
+            Ok(Ok(running)) => {
+                if let Some(info) = running.peer().peer_info() {
+                    let _ = self.offers.set(Offers {
+                        resources: info.capabilities.resources.is_some(),
+                        prompts: info.capabilities.prompts.is_some(),
+                    });
+                }
+                Ok(running)
+            }
+            Ok(Err(e)) => Err(format!("the upstream `{}` (`{}`) failed to initialize: {e}", self.name, self.program())),
+            Err(_) => Err(format!(
+                "the upstream `{}` (`{}`) did not initialize within {:?} ([proxy.{}] call_timeout)",
+                self.name,
+                self.program(),
+                self.settings.call_timeout,
+                self.name
+            )),
+        }
+    }
+
+    /// Starts the upstream and pins its tools (at start-up, so that a
+    /// command that cannot run is reported before serving).
+    pub(crate) async fn connect(&self, authorizer: &Authorizer) -> Result<(), String> {
+        self.fetch(authorizer).await
+    }
+
+    /// Asks the upstream for its tools and evaluates them.
+    async fn fetch(&self, authorizer: &Authorizer) -> Result<(), String> {
+        let peer = self.peer().await?;
+        self.client.stale.store(false, Ordering::SeqCst);
+        let tools = match tokio::time::timeout(self.settings.call_timeout, peer.list_all_tools()).await {
+            Ok(Ok(tools)) => tools,
+            Ok(Err(e)) => {
+                self.client.stale.store(true, Ordering::SeqCst);
+                return Err(format!("the upstream `{}` failed to list its tools: {e}", self.name));
+            }
+            Err(_) => {
+                self.client.stale.store(true, Ordering::SeqCst);
+                return Err(format!(
+                    "the upstream `{}` did not list its tools within {:?} ([proxy.{}] call_timeout)",
+                    self.name, self.settings.call_timeout, self.name
+                ));
+            }
+        };
+        let mut catalog = self.catalog();
+        catalog.raw = Some(tools);
+        self.evaluate(&mut catalog, authorizer)
+    }
+
+    /// Pins (or checks) every tool of the last listing against the store
+    /// and works out what is offered. Fails closed: if the store fails,
+    /// nothing is offered.
+    fn evaluate(&self, catalog: &mut Catalog, authorizer: &Authorizer) -> Result<(), String> {
+        catalog.entries.clear();
+        catalog.version = None;
+        let store_failed = |e: mcpsec_caps::store::StoreError| {
+            format!("the tool pins of the upstream `{}` could not be checked ({e}); no tool is offered", self.name)
+        };
+        let Some(raw) = &catalog.raw else { return Ok(()) };
+        let first_run = !self.pins.has_any(&self.name).map_err(store_failed)?;
+        let now_ms = mcpsec_caps::unix_ms(std::time::SystemTime::now());
+        let mut entries = HashMap::new();
+        for tool in raw {
+            let definition = definition(tool);
+            let hash = hex(&Sha256::digest(canonical(&definition).as_bytes()));
+            let pretty = serde_json::to_string_pretty(&sorted(&definition)).unwrap_or_default();
+            let status = self
+                .pins
+                .check(&self.name, &tool.name, &hash, &pretty, self.settings.hold_new_tools, first_run, now_ms)
+                .map_err(store_failed)?;
+            if status == PinStatus::PinnedNow {
+                tracing::info!(upstream = %self.name, tool = %tool.name, "pinned the tool's definition");
+            } else if !status.is_offered() {
+                tracing::warn!(upstream = %self.name, tool = %tool.name, "withheld: {}", withheld_reason(status));
+            }
+            let capability = self.capability(tool);
+            let mut listed = sanitized(tool);
+            if authorizer.takes_token(capability) {
+                crate::handler::add_token_argument(&mut listed);
+            }
+            entries.insert(tool.name.to_string(), Entry { capability, status, listed });
+        }
+        catalog.entries = entries;
+        catalog.version = Some(self.pins.data_version().map_err(store_failed)?);
+        Ok(())
+    }
+
+    /// The capability of an upstream tool: the config's mapping, else its
+    /// (untrusted) annotations.
+    fn capability(&self, tool: &Tool) -> Capability {
+        self.settings.capability_for(&tool.name).unwrap_or_else(|| {
+            let hints = tool.annotations.as_ref();
+            capability_from_hints(hints.and_then(|a| a.read_only_hint), hints.and_then(|a| a.destructive_hint))
+        })
+    }
+
+    /// Brings the catalog up to date: a fresh listing if the upstream said
+    /// its tools changed (or was restarted), else a re-check of the pins if
+    /// the store changed (a `pins approve` in a terminal).
+    async fn refresh(&self, authorizer: &Authorizer, force: bool) -> Result<(), String> {
+        if force || self.client.stale.load(Ordering::SeqCst) || self.catalog().raw.is_none() {
+            return self.fetch(authorizer).await;
+        }
+        let version = self.pins.data_version().map_err(|e| format!("the tool pins could not be read: {e}"))?;
+        let mut catalog = self.catalog();
+        if catalog.version != Some(version) {
+            self.evaluate(&mut catalog, authorizer)?;
+        }
+        Ok(())
+    }
+
+    /// The tools offered now, for `tools/list` (asks the upstream afresh).
+    pub(crate) async fn list(&self, authorizer: &Authorizer) -> Result<Vec<Tool>, String> {
+        self.refresh(authorizer, true).await?;
+        let catalog = self.catalog();
+        let order = catalog.raw.iter().flatten();
+        Ok(order
+            .filter_map(|t| catalog.entries.get(t.name.as_ref()))
+            .filter(|e| e.status.is_offered() && authorizer.is_offered(e.capability))
+            .map(|e| e.listed.clone())
+            .collect())
+    }
+
+    /// An offered tool by name, from the last listing (for `get_tool`).
+    pub(crate) fn listed(&self, name: &str, authorizer: &Authorizer) -> Option<Tool> {
+        let catalog = self.catalog();
+        let e = catalog.entries.get(name)?;
+        (e.status.is_offered() && authorizer.is_offered(e.capability)).then(|| e.listed.clone())
+    }
+
+    /// Finds a tool for a call, with its pin re-checked.
+    pub(crate) async fn lookup(&self, name: &str, authorizer: &Authorizer) -> Lookup {
+        let qualified = format!("{}/{}", self.name, name);
+        if let Err(message) = self.refresh(authorizer, false).await {
+            return Lookup::Failed { qualified, message: format!("refused: {message}") };
+        }
+        let catalog = self.catalog();
+        let Some(entry) = catalog.entries.get(name) else { return Lookup::Unknown };
+        if !entry.status.is_offered() {
+            let up = &self.name;
+            let message = format!(
+                "refused: the tool `{name}` of the upstream `{up}` is withheld: {}. A changed description or schema \
+                 can carry instructions for the model, so mcpsec offers it only once a human has looked. Run \
+                 `mcpsec pins diff {up} {name}` to see it, then `mcpsec pins approve {up} {name}` to allow it",
+                withheld_reason(entry.status)
+            );
+            return Lookup::Withheld { qualified, message };
+        }
+        Lookup::Offered(UpstreamTool { tool: name.to_owned(), qualified, capability: entry.capability })
+    }
+
+    /// Forwards one call (the capability token already removed).
+    pub(crate) async fn call(&self, tool: &str, args: JsonObject) -> Result<CallToolResult, ToolError> {
+        let peer = self.peer().await.map_err(|m| ToolError::Failed(format!("{m}; the call was not forwarded")))?;
+        let mut params = CallToolRequestParams::new(tool.to_owned());
+        params.arguments = Some(args);
+        let timeout = self.settings.call_timeout;
+        match tokio::time::timeout(timeout, peer.call_tool(params)).await {
+            Ok(Ok(mut result)) => {
+                self.conn.lock().await.failures = 0;
+                // Stated explicitly, as for the built-in tools.
+                result.is_error.get_or_insert(false);
+                Ok(result)
+            }
+            Ok(Err(ServiceError::McpError(e))) => Err(ToolError::Failed(format!(
+                "the upstream `{}` answered `{tool}` with an error: {}",
+                self.name,
+                sanitize(&e.message)
+            ))),
+            Ok(Err(e)) => Err(ToolError::Failed(format!(
+                "the upstream `{}` stopped answering during `{tool}` ({e}); whether the call took effect is \
+                 unknown. mcpsec restarts the upstream for the next call",
+                self.name
+            ))),
+            Err(_) => Err(ToolError::Failed(format!(
+                "the upstream `{}` did not answer `{tool}` within {timeout:?}; whether the call took effect is \
+                 unknown. The operator can raise [proxy.{}] call_timeout",
+                self.name, self.name
+            ))),
+        }
+    }
+
+    /// What besides tools the upstream offers.
+    pub(crate) fn offers(&self) -> Offers {
+        self.offers.get().copied().unwrap_or_default()
+    }
+
+    /// Forwards a read-only request (resources, prompts) with the call
+    /// timeout; the answer comes back with every string sanitised.
+    pub(crate) async fn forward<T, F, Fut>(&self, what: &str, send: F) -> Result<T, String>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+        F: FnOnce(Peer<RoleClient>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ServiceError>>,
+    {
+        let peer = self.peer().await?;
+        let timeout = self.settings.call_timeout;
+        let answer = match tokio::time::timeout(timeout, send(peer)).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(ServiceError::McpError(e))) => {
+                return Err(format!(
+                    "the upstream `{}` answered {what} with an error: {}",
+                    self.name,
+                    sanitize(&e.message)
+                ));
+            }
+            Ok(Err(e)) => return Err(format!("the upstream `{}` stopped answering during {what} ({e})", self.name)),
+            Err(_) => {
+                return Err(format!(
+                    "the upstream `{}` did not answer {what} within {timeout:?} ([proxy.{}] call_timeout)",
+                    self.name, self.name
+                ));
+            }
+        };
+        let mut v = serde_json::to_value(&answer).map_err(|e| format!("the upstream's answer to {what}: {e}"))?;
+        sanitize_value(&mut v);
+        serde_json::from_value(v).map_err(|e| format!("the upstream's answer to {what}: {e}"))
+    }
+
+    /// Stops the upstream (at shutdown).
+    pub(crate) async fn stop(&self) {
+        let running = self.conn.lock().await.running.take();
+        if let Some(running) = running {
+            let _ = running.cancel().await;
+        }
+    }
+}
+
+fn withheld_reason(status: PinStatus) -> &'static str {
+    match status {
+        PinStatus::Changed => "its definition changed since a human approved it",
+        PinStatus::New => "it is new since the first run and no human has approved it ([proxy] hold_new_tools)",
+        PinStatus::Approved | PinStatus::PinnedNow => "it is approved",
+    }
+}
+
+/// What is pinned of a tool: everything the model is shown of it.
+fn definition(tool: &Tool) -> Value {
+    let mut v = serde_json::to_value(tool).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut v {
+        // Protocol metadata, not something the model reads.
+        map.remove("_meta");
+    }
+    v
+}
+
+/// `v` with every object's keys sorted (so the hash does not depend on the
+/// upstream's key order).
+fn sorted(v: &Value) -> Value {
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&map[k]))).collect())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Compact JSON with sorted keys.
+fn canonical(v: &Value) -> String {
+    serde_json::to_string(&sorted(v)).unwrap_or_default()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every string in `v` sanitised (schemas carry descriptions too).
+pub(crate) fn sanitize_value(v: &mut Value) {
+    match v {
+        Value::String(s) => {
+            if let std::borrow::Cow::Owned(clean) = sanitize(s) {
+                *s = clean;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(sanitize_value),
+        Value::Object(map) => {
+            let dirty: Vec<String> = map.keys().filter(|k| sanitize(k).len() != k.len()).cloned().collect();
+            for k in dirty {
+                if let Some(value) = map.remove(&k) {
+                    map.insert(sanitize(&k).into_owned(), value);
+                }
+            }
+            map.values_mut().for_each(sanitize_value);
+        }
+        _ => {}
+    }
+}
+
+/// A tool as the model is shown it: every string the upstream wrote
+/// sanitised.
+fn sanitized(tool: &Tool) -> Tool {
+    let mut v = serde_json::to_value(tool).unwrap_or(Value::Null);
+    sanitize_value(&mut v);
+    // The name is the upstream's key for calls: kept as is (sanitising it
+    // would call a different tool); a name that needs sanitising is
+    // refused by MCP clients anyway.
+    match serde_json::from_value::<Tool>(v) {
+        Ok(mut clean) => {
+            clean.name = tool.name.clone();
+            clean
+        }
+        Err(_) => Tool::new(tool.name.clone(), "", Arc::new(JsonObject::new())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hash_ignores_key_order_but_not_content() {
+        let a: Value = serde_json::json!({ "b": 1, "a": { "y": [1, { "q": 2, "p": 3 }], "x": "s" } });
+        let b: Value = serde_json::json!({ "a": { "x": "s", "y": [1, { "p": 3, "q": 2 }] }, "b": 1 });
+        assert_eq!(canonical(&a), canonical(&b));
+        let c: Value = serde_json::json!({ "a": { "x": "t", "y": [1, { "p": 3, "q": 2 }] }, "b": 1 });
+        assert_ne!(canonical(&a), canonical(&c));
+    }
+
+    #[test]
+    fn tools_are_shown_sanitised() {
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": { "p": { "type": "string", "description": "a \u{1b}[8mhidden\u{1b}[0m path\u{200b}" } }
+        });
+        let Value::Object(schema) = schema else { unreachable!() };
+        let tool = Tool::new("t\u{200b}", "Reads.\u{e0049}\u{e0067}\u{1b}]0;x\u{7}", Arc::new(schema));
+        let clean = sanitized(&tool);
+        assert_eq!(clean.name, tool.name, "the name is the upstream's key");
+        assert_eq!(clean.description.as_deref(), Some("Reads."));
+        assert_eq!(clean.input_schema["properties"]["p"]["description"], "a hidden path");
+    }
+}
