@@ -481,3 +481,31 @@ async fn across_filesystems_what_is_removed_is_copied_and_comes_back() {
     assert_eq!(snapshot(&env.root().join("tree")), before);
     assert_eq!(env.read("ws/over.txt"), "before\n");
 }
+
+/// Concurrent writes that create the same new file: one creates it, the
+/// others overwrite it and keep what they replace (none is refused).
+#[tokio::test]
+async fn concurrent_creates_of_one_file_all_succeed_and_keep_what_they_replace() {
+    let env = Env::new();
+    let cfg = env.config(ALLOW_ALL);
+    let c = env.start(Protocol::Modern, &["--config", cfg.to_str().unwrap()]).await;
+    let peer = c.peer();
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let peer = peer.clone();
+        calls.spawn(async move {
+            let args = json!({"path": "new.txt", "content": format!("writer {i}\n")});
+            let params =
+                rmcp::model::CallToolRequestParams::new("write_file").with_arguments(args.as_object().unwrap().clone());
+            peer.call_tool(params).await.unwrap()
+        });
+    }
+    while let Some(r) = calls.join_next().await {
+        let r = r.unwrap();
+        assert_ne!(r.is_error, Some(true), "{r:?}");
+    }
+    c.close().await;
+    // Fifteen overwrites kept what they replaced.
+    let kept = env.audit_records().iter().filter(|r| r["details"]["undo"]["action"] == "overwrite").count();
+    assert_eq!(kept, 15);
+}

@@ -761,6 +761,18 @@ impl Sandbox {
     /// the trash. If it cannot be kept (larger than `limit` bytes, not a
     /// regular file, an I/O failure), it is swapped back: nothing changes.
     pub fn write_keeping(&self, input: &str, contents: &[u8], slot: &Slot, limit: u64) -> Result<Written, GuardError> {
+        // A file created by someone else between the look and the rename
+        // is kept like any other: look again (a few times at most).
+        let mut attempts = 0;
+        loop {
+            match self.write_keeping_once(input, contents, slot, limit) {
+                Err(GuardError::Changed { .. }) if attempts < 3 => attempts += 1,
+                other => return other,
+            }
+        }
+    }
+
+    fn write_keeping_once(&self, input: &str, contents: &[u8], slot: &Slot, limit: u64) -> Result<Written, GuardError> {
         let r = self.resolve(input, Last::FollowMaybeMissing)?;
         self.rules.check_write(&r.rel(), input)?;
         let name = self.mutable_name(&r, input, "overwrite")?;
