@@ -352,3 +352,30 @@ async fn bad_proxy_invocations_are_refused_with_what_to_do() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("could not start the upstream `fx`"), "{err}");
 }
+
+/// Review findings: what an upstream returns outside text blocks, says in
+/// an error, or uses as a tool name is checked like everything else.
+#[tokio::test]
+async fn hostile_results_errors_and_tool_names_from_the_upstream_are_contained() {
+    let env = Env::new();
+    let c = start_fixture(&env, Protocol::Legacy, &[]).await;
+    let listed = names(&c.tools().await);
+    assert!(listed.iter().all(|n| n.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))), "{listed:?}");
+    assert!(!listed.iter().any(|n| n == "twin"), "a duplicated name is withheld: {listed:?}");
+    assert!(c.try_call("twin", json!({})).await.is_err());
+    // An embedded resource and structuredContent are scanned and sanitised.
+    let r = c.call("smuggle", json!({})).await;
+    let all = serde_json::to_string(&r).unwrap();
+    for bad in ["\\u001b", "\\u200b", "\u{1b}", "\u{200b}", "\u{e0041}"] {
+        assert!(!all.contains(bad), "{bad:?} in {all}");
+    }
+    let flags = marking(&r)["flags"].to_string();
+    assert!(flags.contains("injection") || flags.contains("ignore"), "the resource's text is flagged: {flags}");
+    // An error from the upstream: its message only (not its data), cut,
+    // sanitised and quoted as the upstream's words.
+    let e = c.err("shout", json!({})).await;
+    assert!(e.contains("the upstream's words"), "{e}");
+    assert!(!e.contains("raw-data-field") && !e.contains('\u{1b}'), "{e}");
+    assert!(e.len() < 1200, "{} bytes", e.len());
+    c.close().await;
+}

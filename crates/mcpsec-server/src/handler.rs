@@ -494,23 +494,31 @@ impl McpsecServer {
     fn mark_untrusted(&self, tool: &str, how: &Untrusted, mut result: CallToolResult, facts: &mut Facts) -> Ending {
         use mcpsec_core::scan;
         let mut findings = Vec::new();
-        if self.inner.injection != mcpsec_core::InjectionMode::Off {
+        let scanning = self.inner.injection != mcpsec_core::InjectionMode::Off;
+        if how.sanitize {
+            // From an upstream: every string of the result, not only text
+            // blocks (embedded resources, links, structuredContent, its
+            // `_meta`), is scanned and then sanitised; binary payloads
+            // (`data`, `blob`) are left alone.
+            let Ok(mut v) = serde_json::to_value(&result) else {
+                return Ending::Error("the upstream's result could not be checked; it was not passed on".into());
+            };
+            crate::proxy::scan_and_sanitize(&mut v, None, &mut |s| {
+                if scanning {
+                    findings.extend(scan::scan(s));
+                }
+            });
+            match serde_json::from_value(v) {
+                Ok(r) => result = r,
+                Err(_) => {
+                    return Ending::Error("the upstream's result could not be checked; it was not passed on".into());
+                }
+            }
+        } else if scanning {
             for block in &result.content {
                 if let Some(t) = block.as_text() {
                     findings.extend(scan::scan(&t.text));
                 }
-            }
-        }
-        if how.sanitize {
-            for block in &mut result.content {
-                if let ContentBlock::Text(t) = block
-                    && let std::borrow::Cow::Owned(clean) = scan::sanitize(&t.text)
-                {
-                    t.text = clean;
-                }
-            }
-            if let Some(v) = &mut result.structured_content {
-                crate::proxy::sanitize_value(v);
             }
         }
         let flags = scan::flags(&findings);
