@@ -50,6 +50,10 @@ pub enum EventKind {
     Undo,
     /// A human purged entries from the trash (`mcpsec trash purge`).
     TrashPurge,
+    /// A user of the HTTP transport was added (`mcpsec users add`).
+    UserAdd,
+    /// A user of the HTTP transport was removed (`mcpsec users remove`).
+    UserRemove,
 }
 
 impl EventKind {
@@ -66,6 +70,8 @@ impl EventKind {
             EventKind::Recovered => "recovered",
             EventKind::Undo => "undo",
             EventKind::TrashPurge => "trash_purge",
+            EventKind::UserAdd => "user_add",
+            EventKind::UserRemove => "user_remove",
         }
     }
 }
