@@ -59,18 +59,47 @@ struct Inner {
     injection: mcpsec_core::InjectionMode,
     /// What `tools/list` returns: the tools whose capability is not denied.
     listed: Vec<Tool>,
+    inflight: InFlight,
 }
 
 /// The mcpsec MCP server. Cheap to clone.
 #[derive(Clone)]
 pub struct McpsecServer {
     inner: Arc<Inner>,
+    /// The principal of the call being handled, when it is not the
+    /// server's own: the user an HTTP request authenticated as.
+    acting: Option<Principal>,
+    /// Every call must carry an authenticated user (HTTP): one without is
+    /// refused rather than made as the server's principal.
+    per_request: bool,
+}
+
+/// The user an HTTP request authenticated as, put into the request's
+/// extensions by the transport (and only by it) for the pipeline to act as.
+#[derive(Debug, Clone)]
+pub(crate) struct Authenticated(pub(crate) Principal);
+
+/// Counts the calls under way, so that a shutdown can let them finish.
+#[derive(Default)]
+struct InFlight {
+    count: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+struct CallGuard<'a>(&'a InFlight);
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 impl std::fmt::Debug for McpsecServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("McpsecServer")
-            .field("principal", &self.inner.principal)
+            .field("principal", self.principal())
             .field("tools", &self.inner.listed.len())
             .finish_non_exhaustive()
     }
@@ -137,7 +166,34 @@ impl McpsecServer {
                 injection: options.injection,
                 tools,
                 listed,
+                inflight: InFlight::default(),
             }),
+            acting: None,
+            per_request: false,
+        }
+    }
+
+    /// This server for HTTP: every call acts as the user its request
+    /// authenticated as, and a call without one is refused.
+    pub(crate) fn per_request_principals(mut self) -> Self {
+        self.per_request = true;
+        self
+    }
+
+    /// On whose behalf the current call is made.
+    fn principal(&self) -> &Principal {
+        self.acting.as_ref().unwrap_or(&self.inner.principal)
+    }
+
+    /// Resolves once no call is under way (at once if none is).
+    pub async fn idle(&self) {
+        let inflight = &self.inner.inflight;
+        loop {
+            let notified = inflight.idle.notified();
+            if inflight.count.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
         }
     }
 
@@ -168,7 +224,7 @@ impl McpsecServer {
             None => None,
         };
         // Rate limits come before any other work.
-        match inner.limiter.check(inner.principal.name(), &request.name) {
+        match inner.limiter.check(self.principal().name(), &request.name) {
             Ok(0) => {}
             Ok(suppressed) => self.record_suppressed(suppressed).await?,
             Err(refused) => {
@@ -179,7 +235,7 @@ impl McpsecServer {
                     refused.limit,
                     self.limit_for(&refused.limit),
                     inner.limits.window,
-                    inner.principal.name(),
+                    self.principal().name(),
                     if refused.limit == "all tools" { "all tools together" } else { "this tool" },
                 );
                 if refused.record {
@@ -218,7 +274,7 @@ impl McpsecServer {
         let call = Call {
             capability: spec.capability,
             tool: name,
-            user: inner.principal.name(),
+            user: self.principal().name(),
             token: token.as_ref(),
             path_hint,
             now: SystemTime::now(),
@@ -229,7 +285,7 @@ impl McpsecServer {
                 let pending = confirm::Pending {
                     tool: name,
                     capability: spec.capability,
-                    user: inner.principal.name(),
+                    user: self.principal().name(),
                     args: &args,
                     path_hint,
                 };
@@ -449,7 +505,7 @@ impl McpsecServer {
     fn base(&self, event: EventKind, tool: Option<&str>, outcome: Outcome) -> Record {
         let mut r = Record::new(event);
         r.tool = tool.map(str::to_owned);
-        r.user = Some(self.inner.principal.name().to_owned());
+        r.user = Some(self.principal().name().to_owned());
         r.session = Some(self.inner.session.clone());
         r.outcome = Some(outcome);
         r
@@ -537,6 +593,23 @@ impl ServerHandler for McpsecServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        self.pipeline(request, &context).await
+        let inflight = &self.inner.inflight;
+        inflight.count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let _guard = CallGuard(inflight);
+        let user = context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Authenticated>())
+            .map(|a| a.0.clone());
+        match (user, self.per_request) {
+            (Some(user), _) => {
+                let acting = McpsecServer { acting: Some(user), ..self.clone() };
+                acting.pipeline(request, &context).await
+            }
+            (None, false) => self.pipeline(request, &context).await,
+            // The transport authenticates every request before it gets
+            // here; a call without a user is a bug, and is not served.
+            (None, true) => Err(ErrorData::internal_error("refused: the request carries no authenticated user", None)),
+        }
     }
 }

@@ -3,7 +3,9 @@
 //! This crate provides [`McpsecServer`], an rmcp [`ServerHandler`](rmcp::ServerHandler)
 //! that offers the built-in filesystem tools ([`tools`]) through one guard
 //! pipeline, and [`serve_stdio`], which runs it over stdin/stdout with a
-//! transport that answers malformed lines instead of dropping them.
+//! transport that answers malformed lines instead of dropping them, and
+//! [`serve_http`], which serves it as MCP streamable HTTP behind bearer-key
+//! authentication ([`http`]).
 //!
 //! # Guarantee
 //!
@@ -26,6 +28,7 @@
 mod confirm;
 mod edit;
 mod handler;
+pub mod http;
 pub mod ratelimit;
 pub mod shell;
 pub mod tools;
@@ -33,6 +36,7 @@ pub mod transport;
 pub mod undo;
 
 pub use handler::{McpsecServer, ServerOptions};
+pub use http::{HttpOptions, serve_http};
 
 use rmcp::ServiceExt;
 
@@ -101,7 +105,7 @@ pub async fn serve_stdio(options: ServerOptions) -> Result<(), ServeError> {
 /// Resolves with the name of the first SIGTERM, SIGINT or SIGHUP received
 /// after the call (the handlers are installed when it is called); never,
 /// if none could be installed.
-fn stop_signal() -> impl std::future::Future<Output = &'static str> {
+pub(crate) fn stop_signal() -> impl std::future::Future<Output = &'static str> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut streams: Vec<(&'static str, tokio::signal::unix::Signal)> =
         [("SIGTERM", SignalKind::terminate()), ("SIGINT", SignalKind::interrupt()), ("SIGHUP", SignalKind::hangup())]
