@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -21,6 +22,7 @@ mod init;
 mod table;
 mod tokens;
 mod undo;
+mod users;
 
 /// A secure-by-default MCP server for filesystem tools.
 #[derive(Debug, Parser)]
@@ -44,7 +46,7 @@ struct Global {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the MCP server on stdio.
+    /// Run the MCP server (stdio, or streamable HTTP with --http).
     Serve(ServeArgs),
     /// Mint a capability token (printed once, alone on stdout).
     Grant(tokens::GrantArgs),
@@ -52,6 +54,9 @@ enum Command {
     Tokens(tokens::TokensArgs),
     /// Revoke capability tokens.
     Revoke(tokens::RevokeArgs),
+    /// Manage the users of the HTTP transport and their keys.
+    #[command(subcommand)]
+    Users(users::UsersCommand),
     /// Write the commented default config, create the state directory, offer a grant passphrase.
     Init(init::InitArgs),
     /// Inspect the audit log.
@@ -77,12 +82,16 @@ struct ServeArgs {
     /// A directory the tools may use (repeatable; adds to `roots` in the config).
     #[arg(long = "root", value_name = "DIR")]
     roots: Vec<PathBuf>,
-    /// The principal every call is made for [default: the OS user].
-    #[arg(long, value_name = "NAME")]
+    /// The principal every call is made for [default: the OS user] (stdio only).
+    #[arg(long, value_name = "NAME", conflicts_with = "http")]
     user: Option<String>,
-    /// Serve streamable HTTP on ADDR instead of stdio (not available in this version).
+    /// Serve MCP streamable HTTP at http://ADDR/mcp instead of stdio (e.g. 127.0.0.1:8787);
+    /// every request needs the key of a user (`mcpsec users add`).
     #[arg(long, value_name = "ADDR")]
     http: Option<String>,
+    /// Allow --http on a non-loopback address without TLS: keys and data cross the network in clear.
+    #[arg(long, requires = "http")]
+    danger_plaintext: bool,
 }
 
 /// An error that is the caller's to fix (exit code 2).
@@ -150,6 +159,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Grant(args) => tokens::grant(&token_state(&cli.global)?, args),
         Command::Tokens(args) => tokens::list(&token_state(&cli.global)?, args),
         Command::Revoke(args) => tokens::revoke(&token_state(&cli.global)?, args),
+        Command::Users(command) => users::run(&token_state(&cli.global)?, command),
         Command::Init(args) => init::run(&cli.global, args),
         Command::Audit(command) => {
             let (config, _) = load_config(&cli.global)?;
@@ -331,9 +341,7 @@ fn serve(global: &Global, args: ServeArgs) -> Result<()> {
     // Compile the redaction rules while the state is being opened, rather
     // than on the first record (a few ms of the start-up budget).
     std::thread::spawn(mcpsec_audit::redact::warm_up);
-    if args.http.is_some() {
-        return Err(usage("--http is not available in this version of mcpsec; run it on stdio"));
-    }
+    let http_addr = args.http.as_deref().map(|a| http_address(a, args.danger_plaintext)).transpose()?;
     let (config, config_file) = load_config(global)?;
     let base = config_file.as_deref().and_then(Path::parent).unwrap_or(Path::new("."));
     let mut roots: Vec<PathBuf> = config.roots.iter().map(|r| base.join(r)).collect();
@@ -363,7 +371,8 @@ fn serve(global: &Global, args: ServeArgs) -> Result<()> {
         roots = ?sandbox.roots().collect::<Vec<_>>(),
         config = ?config_file,
         audit = %log_path.display(),
-        "mcpsec serving on stdio"
+        "mcpsec serving on {}",
+        if http_addr.is_some() { "HTTP" } else { "stdio" }
     );
     let undo = if config.undo.enabled {
         Some(
@@ -373,10 +382,12 @@ fn serve(global: &Global, args: ServeArgs) -> Result<()> {
     } else {
         None
     };
+    let tokens = tokens::open_tokens(&state)?;
+    let users = Arc::new(tokens.users());
     let options = mcpsec_server::ServerOptions {
         sandbox,
         undo,
-        authorizer: mcpsec_caps::Authorizer::new(config.policy.clone(), Some(Arc::new(tokens::open_tokens(&state)?)))
+        authorizer: mcpsec_caps::Authorizer::new(config.policy.clone(), Some(Arc::new(tokens)))
             .with_failed_check_limit(config.rate_limit.failed_token_checks, config.rate_limit.window),
         injection: config.injection,
         shell: if config.shell.allow.is_empty() {
@@ -404,6 +415,45 @@ fn serve(global: &Global, args: ServeArgs) -> Result<()> {
     };
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
-    runtime.block_on(mcpsec_server::serve_stdio(options))?;
+    match http_addr {
+        None => runtime.block_on(mcpsec_server::serve_stdio(options))?,
+        Some(addr) => {
+            if users.list()?.is_empty() {
+                tracing::warn!(
+                    "no users yet: every request will be refused until one is added (`mcpsec users add NAME`)"
+                );
+            }
+            let http = mcpsec_server::HttpOptions {
+                addr,
+                users,
+                config: config.http.clone(),
+                auth_window: config.rate_limit.window,
+                shutdown_grace: Duration::from_secs(30),
+            };
+            runtime.block_on(mcpsec_server::serve_http(options, http))?;
+        }
+    }
     Ok(())
+}
+
+/// The address `--http` names. A non-loopback one is refused without
+/// `--danger-plaintext`: this version has no TLS, and a bearer key sent in
+/// clear over a network is a key given away.
+fn http_address(text: &str, danger_plaintext: bool) -> Result<std::net::SocketAddr> {
+    let addr: std::net::SocketAddr = match text.strip_prefix("localhost:") {
+        Some(port) => format!("127.0.0.1:{port}").parse(),
+        None => text.parse(),
+    }
+    .map_err(|_| usage(format!("--http {text}: not an address; give IP:PORT, e.g. --http 127.0.0.1:8787")))?;
+    if !addr.ip().is_loopback() && !danger_plaintext {
+        return Err(usage(format!(
+            "--http {addr}: refusing to serve a non-loopback address without TLS (keys and data would cross the \
+             network in clear). Serve on 127.0.0.1 behind a TLS-terminating proxy, or accept the risk with \
+             --danger-plaintext"
+        )));
+    }
+    if !addr.ip().is_loopback() {
+        tracing::warn!("--danger-plaintext: serving {addr} without TLS; bearer keys cross the network in clear");
+    }
+    Ok(addr)
 }

@@ -100,14 +100,14 @@ fn parse_capability(text: &str) -> Result<Capability> {
 }
 
 /// A record of this CLI run (the OS user; the session names the process).
-fn record(event: EventKind) -> Record {
+pub(crate) fn record(event: EventKind) -> Record {
     let mut r = Record::new(event);
     r.user = Some(crate::os_user());
     r.session = Some(format!("cli-{}", std::process::id()));
     r
 }
 
-fn audit(state: &State, r: Record) -> Result<()> {
+pub(crate) fn audit(state: &State, r: Record) -> Result<()> {
     let log = AuditLog::open(&state.audit_path, crate::audit_options(&state.config))?;
     let result = log.append(r).wait();
     log.close();
@@ -146,7 +146,7 @@ fn read_passphrase(prompt: &str, from_stdin: bool) -> Result<SecretString> {
 
 /// When a passphrase is set, asks for it and refuses on a mismatch
 /// (audited as an `auth_failure`).
-fn require_passphrase(state: &State, from_stdin: bool, action: &str) -> Result<()> {
+pub(crate) fn require_passphrase(state: &State, from_stdin: bool, action: &str) -> Result<()> {
     let Some(hash) = state.tokens.store().setting(PASSPHRASE_KEY)? else { return Ok(()) };
     // Wrong passphrases have their own limit: after MAX_WRONG within
     // WRONG_WINDOW, no passphrase is even checked until the oldest ages out.
