@@ -235,3 +235,27 @@ fn users_are_added_listed_and_removed_without_showing_keys() {
     let log = std::fs::read_to_string(env.audit_log()).unwrap();
     assert!(!log.contains(&key[6..]));
 }
+
+#[tokio::test]
+async fn a_call_under_way_at_sigterm_finishes_and_is_recorded_before_the_stop() {
+    let env = Env::new();
+    let alice = env.add_user("alice");
+    let config = env.config("[policy]\nexecute_shell = \"allow\"\n[shell]\nallow = [\"sleep\"]\ntimeout = \"10s\"\n");
+    let server = env.serve_http(&["--config", config.to_str().unwrap()]).await;
+    let c = server.connect(&alice, Protocol::Legacy).await.unwrap();
+    let peer = c.peer();
+    let call = tokio::spawn(async move {
+        let mut params = rmcp::model::CallToolRequestParams::new("execute_command");
+        params.arguments = json!({"command": "sleep", "args": ["1"]}).as_object().cloned();
+        peer.call_tool(params).await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(server.stop().await, 0);
+    let r = call.await.unwrap().expect("the call under way is answered");
+    assert_eq!(r.is_error, Some(false), "{}", text(&r));
+    let records = env.audit_records();
+    let events: Vec<_> = records.iter().map(|r| (r["event"].as_str().unwrap(), r["outcome"].as_str())).collect();
+    let n = events.len();
+    assert_eq!(events[n - 1].0, "server_stop", "{events:?}");
+    assert_eq!(events[n - 2], ("tool_call", Some("ok")), "the call's result is recorded before the stop: {events:?}");
+}
