@@ -72,7 +72,8 @@ async fn a_removed_user_is_refused_at_once() {
     // The open session does not outlive the key: the next request is refused.
     let refused = c.try_call("read_text_file", json!({"path": "hello.txt"})).await;
     assert!(refused.is_err(), "a removed user's session still works: {refused:?}");
-    let (status, _, _) = raw_post(&server.url, &[("authorization", &format!("Bearer {alice}"))], initialize_body()).await;
+    let (status, _, _) =
+        raw_post(&server.url, &[("authorization", &format!("Bearer {alice}"))], initialize_body()).await;
     assert_eq!(status, 401);
 }
 
@@ -107,7 +108,8 @@ async fn a_session_belongs_to_the_user_who_opened_it() {
     let alice = env.add_user("alice");
     let bob = env.add_user("bob");
     let server = env.serve_http(&[]).await;
-    let (status, h, _) = raw_post(&server.url, &[("authorization", &format!("Bearer {alice}"))], initialize_body()).await;
+    let (status, h, _) =
+        raw_post(&server.url, &[("authorization", &format!("Bearer {alice}"))], initialize_body()).await;
     assert_eq!(status, 200);
     let session = header(&h, "mcp-session-id").expect("a session id").to_owned();
     let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}).to_string();
@@ -125,7 +127,8 @@ async fn dns_rebinding_and_cross_origin_requests_are_refused() {
     let server = env.serve_http(&[]).await;
     let auth = format!("Bearer {alice}");
     for (name, value) in [("host", "evil.example"), ("origin", "http://evil.example"), ("origin", "null")] {
-        let (status, _, body) = raw_post(&server.url, &[("authorization", &auth), (name, value)], initialize_body()).await;
+        let (status, _, body) =
+            raw_post(&server.url, &[("authorization", &auth), (name, value)], initialize_body()).await;
         assert_eq!(status, 403, "{name}: {value}: {body}");
     }
     // An allowed origin passes.
@@ -169,7 +172,8 @@ async fn guessing_keys_is_cut_short_per_client_address() {
     assert_eq!(status, 429);
     assert!(header(&h, "retry-after").is_some());
     // Even the right key waits: the address is blocked, not the key.
-    let (status, _, _) = raw_post(&server.url, &[("authorization", &format!("Bearer {alice}"))], initialize_body()).await;
+    let (status, _, _) =
+        raw_post(&server.url, &[("authorization", &format!("Bearer {alice}"))], initialize_body()).await;
     assert_eq!(status, 429);
 }
 
