@@ -18,7 +18,8 @@
 //!
 //! rmcp then checks `Host` and `Origin` against the allowlists (403: DNS
 //! rebinding and cross-origin browser requests) and the body size (413),
-//! and the pipeline acts as the authenticated user ([`Authenticated`]).
+//! and the pipeline acts as the authenticated user (put into the request's
+//! extensions by the gate, read back by `call_tool`).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
