@@ -54,6 +54,8 @@ pub struct HttpOptions {
     pub auth_window: Duration,
     /// How long calls under way may take to finish once a stop is asked for.
     pub shutdown_grace: Duration,
+    /// Serve HTTPS with this certificate and key (`None`: plain HTTP).
+    pub tls: Option<crate::TlsFiles>,
 }
 
 /// The path MCP is served at.
@@ -71,6 +73,8 @@ pub async fn serve_http(options: ServerOptions, http: HttpOptions) -> Result<(),
         .await
         .map_err(|e| ServeError(format!("cannot listen on {}: {e}", http.addr)))?;
     let local = listener.local_addr().map_err(|e| ServeError(format!("cannot listen on {}: {e}", http.addr)))?;
+    let acceptor = http.tls.as_ref().map(crate::tls::acceptor).transpose().map_err(ServeError)?;
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
     let audit = options.audit.clone();
     let session = options.session.clone();
     let lifecycle = |event| {
@@ -81,6 +85,7 @@ pub async fn serve_http(options: ServerOptions, http: HttpOptions) -> Result<(),
             "version": env!("CARGO_PKG_VERSION"),
             "transport": "http",
             "address": local.to_string(),
+            "tls": acceptor.is_some(),
             "roots": options.sandbox.roots().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         }));
         r
@@ -121,14 +126,21 @@ pub async fn serve_http(options: ServerOptions, http: HttpOptions) -> Result<(),
         .fallback(|| async { plain(StatusCode::NOT_FOUND, "not found: MCP is served at /mcp") })
         .layer(axum::middleware::from_fn_with_state(gate, guard));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut serving = tokio::spawn(
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.await;
-            })
-            .into_future(),
-    );
-    tracing::info!("listening on http://{local}{MCP_PATH}");
+    let make = app.into_make_service_with_connect_info::<SocketAddr>();
+    let stopped = async move {
+        let _ = stop_rx.await;
+    };
+    let mut serving = match acceptor {
+        None => tokio::spawn(axum::serve(listener, make).with_graceful_shutdown(stopped).into_future()),
+        Some(acceptor) => {
+            use axum::serve::ListenerExt;
+            let tls = crate::tls::TlsListener::new(listener, acceptor, http.config.request_timeout)
+                .map_err(|e| ServeError(format!("cannot listen on {}: {e}", http.addr)))?;
+            // `tap_io` gives the connection's address to `ConnectInfo`.
+            tokio::spawn(axum::serve(tls.tap_io(|_| {}), make).with_graceful_shutdown(stopped).into_future())
+        }
+    };
+    tracing::info!("listening on {scheme}://{local}{MCP_PATH}");
     let failed = tokio::select! {
         name = &mut signalled => {
             tracing::info!("stopping on {name}");

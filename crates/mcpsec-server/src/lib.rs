@@ -31,12 +31,14 @@ mod handler;
 pub mod http;
 pub mod ratelimit;
 pub mod shell;
+mod tls;
 pub mod tools;
 pub mod transport;
 pub mod undo;
 
 pub use handler::{McpsecServer, ServerOptions};
 pub use http::{HttpOptions, serve_http};
+pub use tls::TlsFiles;
 
 use rmcp::ServiceExt;
 
