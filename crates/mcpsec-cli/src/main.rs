@@ -89,8 +89,14 @@ struct ServeArgs {
     /// every request needs the key of a user (`mcpsec users add`).
     #[arg(long, value_name = "ADDR")]
     http: Option<String>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "FILE", requires_all = ["http", "tls_key"])]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires_all = ["http", "tls_cert"])]
+    tls_key: Option<PathBuf>,
     /// Allow --http on a non-loopback address without TLS: keys and data cross the network in clear.
-    #[arg(long, requires = "http")]
+    #[arg(long, requires = "http", conflicts_with = "tls_cert")]
     danger_plaintext: bool,
 }
 
@@ -341,7 +347,18 @@ fn serve(global: &Global, args: ServeArgs) -> Result<()> {
     // Compile the redaction rules while the state is being opened, rather
     // than on the first record (a few ms of the start-up budget).
     std::thread::spawn(mcpsec_audit::redact::warm_up);
-    let http_addr = args.http.as_deref().map(|a| http_address(a, args.danger_plaintext)).transpose()?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_files(cert, key)?),
+        _ => None,
+    };
+    let http_addr =
+        args.http.as_deref().map(|a| http_address(a, args.danger_plaintext || tls.is_some())).transpose()?;
+    if let Some(a) = http_addr
+        && tls.is_none()
+        && !a.ip().is_loopback()
+    {
+        tracing::warn!("--danger-plaintext: serving {a} without TLS; bearer keys cross the network in clear");
+    }
     let (config, config_file) = load_config(global)?;
     let base = config_file.as_deref().and_then(Path::parent).unwrap_or(Path::new("."));
     let mut roots: Vec<PathBuf> = config.roots.iter().map(|r| base.join(r)).collect();
@@ -429,6 +446,7 @@ fn serve(global: &Global, args: ServeArgs) -> Result<()> {
                 config: config.http.clone(),
                 auth_window: config.rate_limit.window,
                 shutdown_grace: Duration::from_secs(30),
+                tls,
             };
             runtime.block_on(mcpsec_server::serve_http(options, http))?;
         }
@@ -436,24 +454,37 @@ fn serve(global: &Global, args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// The address `--http` names. A non-loopback one is refused without
-/// `--danger-plaintext`: this version has no TLS, and a bearer key sent in
-/// clear over a network is a key given away.
-fn http_address(text: &str, danger_plaintext: bool) -> Result<std::net::SocketAddr> {
+/// Reads `--tls-cert` and `--tls-key` (the key into a secret buffer).
+#[allow(clippy::disallowed_methods)] // the operator's own files, not a tool call
+fn tls_files(cert: &Path, key: &Path) -> Result<mcpsec_server::TlsFiles> {
+    use std::os::unix::fs::PermissionsExt;
+    let cert_pem = std::fs::read(cert).with_context(|| format!("reading --tls-cert {}", cert.display()))?;
+    let meta = std::fs::metadata(key).with_context(|| format!("reading --tls-key {}", key.display()))?;
+    if meta.permissions().mode() & 0o004 != 0 {
+        return Err(usage(format!(
+            "--tls-key {} is readable by every user; run `chmod 600 {}`",
+            key.display(),
+            key.display()
+        )));
+    }
+    let key_pem = std::fs::read(key).with_context(|| format!("reading --tls-key {}", key.display()))?;
+    Ok(mcpsec_server::TlsFiles { cert_pem, key_pem: key_pem.into() })
+}
+
+/// The address `--http` names. A non-loopback one is refused without TLS
+/// unless `--danger-plaintext`: a bearer key sent in clear over a network
+/// is a key given away.
+fn http_address(text: &str, secure_or_danger: bool) -> Result<std::net::SocketAddr> {
     let addr: std::net::SocketAddr = match text.strip_prefix("localhost:") {
         Some(port) => format!("127.0.0.1:{port}").parse(),
         None => text.parse(),
     }
     .map_err(|_| usage(format!("--http {text}: not an address; give IP:PORT, e.g. --http 127.0.0.1:8787")))?;
-    if !addr.ip().is_loopback() && !danger_plaintext {
+    if !addr.ip().is_loopback() && !secure_or_danger {
         return Err(usage(format!(
             "--http {addr}: refusing to serve a non-loopback address without TLS (keys and data would cross the \
-             network in clear). Serve on 127.0.0.1 behind a TLS-terminating proxy, or accept the risk with \
-             --danger-plaintext"
+             network in clear). Give --tls-cert FILE --tls-key FILE, or accept the risk with --danger-plaintext"
         )));
-    }
-    if !addr.ip().is_loopback() {
-        tracing::warn!("--danger-plaintext: serving {addr} without TLS; bearer keys cross the network in clear");
     }
     Ok(addr)
 }
