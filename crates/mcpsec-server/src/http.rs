@@ -131,7 +131,17 @@ pub async fn serve_http(options: ServerOptions, http: HttpOptions) -> Result<(),
         let _ = stop_rx.await;
     };
     let mut serving = match acceptor {
-        None => tokio::spawn(axum::serve(listener, make).with_graceful_shutdown(stopped).into_future()),
+        None => {
+            use axum::serve::ListenerExt;
+            // An answer is written in several small pieces (headers, event-stream chunks): without
+            // TCP_NODELAY, Nagle's algorithm and the client's delayed ACK add ~40 ms to each request.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!("cannot set TCP_NODELAY: {e}");
+                }
+            });
+            tokio::spawn(axum::serve(listener, make).with_graceful_shutdown(stopped).into_future())
+        }
         Some(acceptor) => {
             use axum::serve::ListenerExt;
             let tls = crate::tls::TlsListener::new(listener, acceptor, http.config.request_timeout)

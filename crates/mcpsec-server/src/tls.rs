@@ -82,6 +82,10 @@ impl TlsListener {
                 if tx.is_closed() {
                     return;
                 }
+                // As for plain HTTP: no Nagle delay on small writes.
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!("cannot set TCP_NODELAY: {e}");
+                }
                 let Ok(permit) = handshakes.clone().try_acquire_owned() else {
                     tracing::debug!("too many TLS handshakes under way; closing the connection from {peer}");
                     continue;
