@@ -551,3 +551,143 @@ pub fn reference_server(package: &str) -> Vec<String> {
     let index = node_modules().join("@modelcontextprotocol").join(package).join("dist").join("index.js");
     vec!["node".into(), index.display().to_string()]
 }
+
+/// A `mcpsec serve --http 127.0.0.1:0` process (killed when dropped).
+#[derive(Debug)]
+pub struct HttpServer {
+    child: tokio::process::Child,
+    /// `http://127.0.0.1:PORT/mcp`.
+    pub url: String,
+    /// The server's stderr so far (it is read in the background).
+    pub stderr: Arc<std::sync::Mutex<String>>,
+}
+
+impl Env {
+    /// `mcpsec users add NAME`: the key.
+    pub fn add_user(&self, name: &str) -> String {
+        let (code, out, err) = self.cli(&["users", "add", name]);
+        assert_eq!(code, 0, "users add {name} failed: {err}");
+        let key = out.trim().to_owned();
+        assert!(key.starts_with("mcpsu_") && !key.contains('\n'), "{out:?}");
+        key
+    }
+
+    /// Starts `mcpsec serve --http 127.0.0.1:0` with `extra` arguments and
+    /// waits until it listens.
+    pub async fn serve_http(&self, extra: &[&str]) -> HttpServer {
+        use tokio::io::AsyncBufReadExt;
+        let mut args = vec!["--http", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let mut cmd = self.command(&args);
+        cmd.env("RUST_LOG", "warn,mcpsec_server::http=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let stderr = Arc::new(std::sync::Mutex::new(String::new()));
+        let deadline = std::time::Duration::from_secs(20);
+        let url = tokio::time::timeout(deadline, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                stderr.lock().unwrap().push_str(&format!("{line}\n"));
+                if let Some(i) = line.find("listening on ") {
+                    return line[i + "listening on ".len()..].trim().to_owned();
+                }
+            }
+            panic!("the server exited before listening: {}", stderr.lock().unwrap());
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the server did not listen in time: {}", stderr.lock().unwrap()));
+        let sink = stderr.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push_str(&format!("{line}\n"));
+            }
+        });
+        HttpServer { child, url, stderr }
+    }
+}
+
+impl HttpServer {
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap()
+    }
+
+    /// Connects an MCP client that authenticates with `key`.
+    pub async fn connect(&self, key: &str, protocol: Protocol) -> Result<Client, String> {
+        self.connect_with(key, protocol, Human::Absent).await
+    }
+
+    /// Connects an MCP client that authenticates with `key`, whose human
+    /// answers confirmations as `human` says.
+    pub async fn connect_with(&self, key: &str, protocol: Protocol, human: Human) -> Result<Client, String> {
+        use rmcp::transport::StreamableHttpClientTransport;
+        use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+        let config = StreamableHttpClientTransportConfig::with_uri(self.url.as_str()).auth_header(key);
+        let transport = StreamableHttpClientTransport::from_config(config);
+        let mut config = ClientConfig::default();
+        config.capabilities = match human {
+            Human::Absent => ClientCapabilities::default(),
+            _ => serde_json::from_value(json!({ "elicitation": { "form": {} } })).unwrap(),
+        };
+        let asked = Arc::new(AtomicUsize::new(0));
+        let mut info = ClientSide { info: config, human, asked: asked.clone() };
+        let service = match protocol {
+            Protocol::Legacy => {
+                info.info.protocol_version = ProtocolVersion::V_2025_11_25;
+                info.serve(transport).await.map_err(|e| e.to_string())?
+            }
+            Protocol::Modern => {
+                info.info.protocol_version = ProtocolVersion::V_2026_07_28;
+                info.serve_with_lifecycle(
+                    transport,
+                    ClientLifecycleMode::Discover { preferred_versions: vec![ProtocolVersion::V_2026_07_28] },
+                )
+                .await
+                .map_err(|e| e.to_string())?
+            }
+        };
+        Ok(Client { service, asked, protocol, pid: None })
+    }
+
+    /// Sends SIGTERM and waits (at most 20 s) for the server to exit; its exit code.
+    pub async fn stop(mut self) -> i32 {
+        let status = std::process::Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().unwrap();
+        assert!(status.success());
+        let exit = tokio::time::timeout(std::time::Duration::from_secs(20), self.child.wait()).await;
+        exit.expect("the server did not stop within 20 s after SIGTERM").unwrap().code().unwrap_or(-1)
+    }
+}
+
+/// A raw HTTP request to an MCP endpoint, for what an MCP client would
+/// never send.
+pub async fn raw_post(url: &str, headers: &[(&str, &str)], body: String) -> (u16, Vec<(String, String)>, String) {
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.body(body).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+        .collect();
+    // An event stream may stay open: read what comes within a moment.
+    let text = tokio::time::timeout(std::time::Duration::from_secs(2), resp.text()).await.unwrap_or(Ok(String::new()));
+    (status, headers, text.unwrap_or_default())
+}
+
+/// A JSON-RPC `initialize` request body (protocol 2025-11-25).
+pub fn initialize_body() -> String {
+    json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": { "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": { "name": "raw", "version": "1" } }
+    })
+    .to_string()
+}

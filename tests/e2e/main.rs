@@ -6,6 +6,7 @@ mod attacks;
 mod audit;
 mod cli_surface;
 mod doctor;
+mod http;
 mod json;
 mod limits;
 mod protocol;

@@ -53,6 +53,10 @@ pub enum EventKind {
     Undo,
     /// A human purged entries from the trash (`mcpsec trash purge`).
     TrashPurge,
+    /// A user of the HTTP transport was added (`mcpsec users add`).
+    UserAdd,
+    /// A user of the HTTP transport was removed (`mcpsec users remove`).
+    UserRemove,
 }
 
 impl EventKind {
@@ -70,6 +74,8 @@ impl EventKind {
             EventKind::Undo => "undo",
             EventKind::TrashPurge => "trash_purge",
             EventKind::PinApprove => "pin_approve",
+            EventKind::UserAdd => "user_add",
+            EventKind::UserRemove => "user_remove",
         }
     }
 }

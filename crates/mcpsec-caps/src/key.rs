@@ -94,6 +94,11 @@ impl ServerKey {
         SecretBox::new(Box::new(m.finalize().into_bytes().into()))
     }
 
+    /// A server key for another purpose, derived as [`ServerKey::derive`] does.
+    pub(crate) fn derived_key(&self, label: &str) -> ServerKey {
+        ServerKey(self.derive(label))
+    }
+
     /// A key for tests.
     #[doc(hidden)]
     pub fn from_bytes(bytes: [u8; KEY_LEN]) -> ServerKey {

@@ -45,8 +45,10 @@ pub mod pins;
 pub mod store;
 pub mod token;
 mod tokens;
+pub mod users;
 
 pub use tokens::{Accepted, GrantError, GrantRequest, Rejected, Tokens, unix_ms};
+pub use users::{NewUserKey, UserError, Users};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

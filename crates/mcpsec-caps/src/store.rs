@@ -38,6 +38,23 @@ pub struct TokenRecord {
     pub revoked_ms: Option<i64>,
 }
 
+/// One user of the HTTP transport as stored (never the key, only its MAC).
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// The user name: the principal of every call made with the key.
+    pub name: String,
+    /// HMAC-SHA-256 of the key under `secret.key`.
+    pub mac: Vec<u8>,
+    /// Unix milliseconds.
+    pub created_ms: i64,
+}
+
+impl std::fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord").field("name", &self.name).field("created_ms", &self.created_ms).finish()
+    }
+}
+
 /// A store failure. The message names the database.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -90,6 +107,12 @@ pub trait TokenStore: Send + Sync + std::fmt::Debug {
     fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError>;
     /// Records a single-use nonce; `false` if it was used before.
     fn use_nonce(&self, nonce: &str, expires_ms: i64, now_ms: i64) -> Result<bool, StoreError>;
+    /// Adds a user; `false` (and nothing changed) if the name is taken.
+    fn add_user(&self, user: &UserRecord) -> Result<bool, StoreError>;
+    /// Removes a user; `false` if there was none of that name.
+    fn remove_user(&self, name: &str) -> Result<bool, StoreError>;
+    /// Every user, by name.
+    fn users(&self) -> Result<Vec<UserRecord>, StoreError>;
 }
 
 /// The SQLite store.
@@ -132,6 +155,12 @@ const MIGRATIONS: &[&str] = &[
         pending_definition TEXT,
         pending_since_ms INTEGER,
         PRIMARY KEY (upstream, tool)
+     ) STRICT;",
+    // 3: the users of the HTTP transport (their keys only as a MAC).
+    "CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        mac BLOB NOT NULL UNIQUE,
+        created_ms INTEGER NOT NULL
      ) STRICT;",
 ];
 
@@ -349,6 +378,36 @@ impl TokenStore for SqliteStore {
             .map(|n| n == 1)
             .map_err(|e| self.err(e))
     }
+
+    fn add_user(&self, u: &UserRecord) -> Result<bool, StoreError> {
+        let conn = self.conn();
+        match conn.execute(
+            "INSERT INTO users (name, mac, created_ms) VALUES (?1, ?2, ?3)",
+            params![u.name, u.mac, u.created_ms],
+        ) {
+            Ok(_) => Ok(true),
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+                // The name is taken (a MAC collision of two random keys
+                // cannot happen in practice; it would be refused the same way).
+                Ok(false)
+            }
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
+        self.conn().execute("DELETE FROM users WHERE name = ?1", [name]).map(|n| n == 1).map_err(|e| self.err(e))
+    }
+
+    fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT name, mac, created_ms FROM users ORDER BY name").map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok(UserRecord { name: r.get(0)?, mac: r.get(1)?, created_ms: r.get(2)? }))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
 }
 
 #[cfg(test)]
@@ -416,6 +475,22 @@ mod tests {
         let s = SqliteStore::open(&p).unwrap();
         assert_eq!(s.setting("k").unwrap().as_deref(), Some("v"));
         assert!(!s.use_nonce("n1", 100, 50).unwrap());
+    }
+
+    #[test]
+    fn users_are_added_once_listed_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("mcpsec.db")).unwrap();
+        let u = |name: &str, mac: u8| UserRecord { name: name.into(), mac: vec![mac; 32], created_ms: 5 };
+        assert!(s.add_user(&u("bob", 1)).unwrap());
+        assert!(s.add_user(&u("alice", 2)).unwrap());
+        assert!(!s.add_user(&u("alice", 3)).unwrap(), "a taken name is refused");
+        let names: Vec<_> = s.users().unwrap().into_iter().map(|u| u.name).collect();
+        assert_eq!(names, ["alice", "bob"]);
+        assert!(s.remove_user("alice").unwrap());
+        assert!(!s.remove_user("alice").unwrap());
+        assert_eq!(s.users().unwrap().len(), 1);
+        assert!(!format!("{:?}", u("x", 9)).contains('9'), "Debug shows no MAC");
     }
 
     #[test]

@@ -108,6 +108,12 @@ impl Tokens {
         &self.key
     }
 
+    /// The users of the HTTP transport, in the same store, their keys MACed
+    /// under a key derived from the server key (never the token MAC key).
+    pub fn users(&self) -> crate::Users {
+        crate::Users::new(self.store.clone(), self.key.derived_key("mcpsec user keys"))
+    }
+
     /// Mints and stores a token; the token is returned once and never kept.
     pub fn grant(
         &self,

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -23,6 +24,7 @@ mod proxy;
 mod table;
 mod tokens;
 mod undo;
+mod users;
 
 /// A secure-by-default MCP server for filesystem tools.
 #[derive(Debug, Parser)]
@@ -46,7 +48,7 @@ struct Global {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the MCP server on stdio.
+    /// Run the MCP server (stdio, or streamable HTTP with --http).
     Serve(ServeArgs),
     /// Run a gateway in front of another stdio MCP server: `mcpsec proxy --name NAME -- CMD [ARGS...]`.
     Proxy(proxy::ProxyArgs),
@@ -59,6 +61,9 @@ enum Command {
     Tokens(tokens::TokensArgs),
     /// Revoke capability tokens.
     Revoke(tokens::RevokeArgs),
+    /// Manage the users of the HTTP transport and their keys.
+    #[command(subcommand)]
+    Users(users::UsersCommand),
     /// Write the commented default config, create the state directory, offer a grant passphrase.
     Init(init::InitArgs),
     /// Inspect the audit log.
@@ -84,12 +89,22 @@ struct ServeArgs {
     /// A directory the tools may use (repeatable; adds to `roots` in the config).
     #[arg(long = "root", value_name = "DIR")]
     roots: Vec<PathBuf>,
-    /// The principal every call is made for [default: the OS user].
-    #[arg(long, value_name = "NAME")]
+    /// The principal every call is made for [default: the OS user] (stdio only).
+    #[arg(long, value_name = "NAME", conflicts_with = "http")]
     user: Option<String>,
-    /// Serve streamable HTTP on ADDR instead of stdio (not available in this version).
+    /// Serve MCP streamable HTTP at http://ADDR/mcp instead of stdio (e.g. 127.0.0.1:8787);
+    /// every request needs the key of a user (`mcpsec users add`).
     #[arg(long, value_name = "ADDR")]
     http: Option<String>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "FILE", requires_all = ["http", "tls_key"])]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires_all = ["http", "tls_cert"])]
+    tls_key: Option<PathBuf>,
+    /// Allow --http on a non-loopback address without TLS: keys and data cross the network in clear.
+    #[arg(long, requires = "http", conflicts_with = "tls_cert")]
+    danger_plaintext: bool,
 }
 
 /// An error that is the caller's to fix (exit code 2).
@@ -159,6 +174,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Grant(args) => tokens::grant(&token_state(&cli.global)?, args),
         Command::Tokens(args) => tokens::list(&token_state(&cli.global)?, args),
         Command::Revoke(args) => tokens::revoke(&token_state(&cli.global)?, args),
+        Command::Users(command) => users::run(&token_state(&cli.global)?, command),
         Command::Init(args) => init::run(&cli.global, args),
         Command::Audit(command) => {
             let (config, _) = load_config(&cli.global)?;
@@ -340,8 +356,17 @@ fn serve(global: &Global, args: ServeArgs) -> Result<()> {
     // Compile the redaction rules while the state is being opened, rather
     // than on the first record (a few ms of the start-up budget).
     std::thread::spawn(mcpsec_audit::redact::warm_up);
-    if args.http.is_some() {
-        return Err(usage("--http is not available in this version of mcpsec; run it on stdio"));
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_files(cert, key)?),
+        _ => None,
+    };
+    let http_addr =
+        args.http.as_deref().map(|a| http_address(a, args.danger_plaintext || tls.is_some())).transpose()?;
+    if let Some(a) = http_addr
+        && tls.is_none()
+        && !a.ip().is_loopback()
+    {
+        tracing::warn!("--danger-plaintext: serving {a} without TLS; bearer keys cross the network in clear");
     }
     let (config, config_file) = load_config(global)?;
     let base = config_file.as_deref().and_then(Path::parent).unwrap_or(Path::new("."));
@@ -372,7 +397,8 @@ fn serve(global: &Global, args: ServeArgs) -> Result<()> {
         roots = ?sandbox.roots().collect::<Vec<_>>(),
         config = ?config_file,
         audit = %log_path.display(),
-        "mcpsec serving on stdio"
+        "mcpsec serving on {}",
+        if http_addr.is_some() { "HTTP" } else { "stdio" }
     );
     let undo = if config.undo.enabled {
         Some(
@@ -382,10 +408,12 @@ fn serve(global: &Global, args: ServeArgs) -> Result<()> {
     } else {
         None
     };
+    let tokens = tokens::open_tokens(&state)?;
+    let users = Arc::new(tokens.users());
     let options = mcpsec_server::ServerOptions {
         sandbox,
         undo,
-        authorizer: mcpsec_caps::Authorizer::new(config.policy.clone(), Some(Arc::new(tokens::open_tokens(&state)?)))
+        authorizer: mcpsec_caps::Authorizer::new(config.policy.clone(), Some(Arc::new(tokens)))
             .with_failed_check_limit(config.rate_limit.failed_token_checks, config.rate_limit.window),
         injection: config.injection,
         shell: if config.shell.allow.is_empty() {
@@ -413,6 +441,59 @@ fn serve(global: &Global, args: ServeArgs) -> Result<()> {
     };
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
-    runtime.block_on(mcpsec_server::serve_stdio(options))?;
+    match http_addr {
+        None => runtime.block_on(mcpsec_server::serve_stdio(options))?,
+        Some(addr) => {
+            if users.list()?.is_empty() {
+                tracing::warn!(
+                    "no users yet: every request will be refused until one is added (`mcpsec users add NAME`)"
+                );
+            }
+            let http = mcpsec_server::HttpOptions {
+                addr,
+                users,
+                config: config.http.clone(),
+                auth_window: config.rate_limit.window,
+                shutdown_grace: Duration::from_secs(30),
+                tls,
+            };
+            runtime.block_on(mcpsec_server::serve_http(options, http))?;
+        }
+    }
     Ok(())
+}
+
+/// Reads `--tls-cert` and `--tls-key` (the key into a secret buffer).
+#[allow(clippy::disallowed_methods)] // the operator's own files, not a tool call
+fn tls_files(cert: &Path, key: &Path) -> Result<mcpsec_server::TlsFiles> {
+    use std::os::unix::fs::PermissionsExt;
+    let cert_pem = std::fs::read(cert).with_context(|| format!("reading --tls-cert {}", cert.display()))?;
+    let meta = std::fs::metadata(key).with_context(|| format!("reading --tls-key {}", key.display()))?;
+    if meta.permissions().mode() & 0o004 != 0 {
+        return Err(usage(format!(
+            "--tls-key {} is readable by every user; run `chmod 600 {}`",
+            key.display(),
+            key.display()
+        )));
+    }
+    let key_pem = std::fs::read(key).with_context(|| format!("reading --tls-key {}", key.display()))?;
+    Ok(mcpsec_server::TlsFiles { cert_pem, key_pem: key_pem.into() })
+}
+
+/// The address `--http` names. A non-loopback one is refused without TLS
+/// unless `--danger-plaintext`: a bearer key sent in clear over a network
+/// is a key given away.
+fn http_address(text: &str, secure_or_danger: bool) -> Result<std::net::SocketAddr> {
+    let addr: std::net::SocketAddr = match text.strip_prefix("localhost:") {
+        Some(port) => format!("127.0.0.1:{port}").parse(),
+        None => text.parse(),
+    }
+    .map_err(|_| usage(format!("--http {text}: not an address; give IP:PORT, e.g. --http 127.0.0.1:8787")))?;
+    if !addr.ip().is_loopback() && !secure_or_danger {
+        return Err(usage(format!(
+            "--http {addr}: refusing to serve a non-loopback address without TLS (keys and data would cross the \
+             network in clear). Give --tls-cert FILE --tls-key FILE, or accept the risk with --danger-plaintext"
+        )));
+    }
+    Ok(addr)
 }

@@ -44,6 +44,44 @@ pub struct Config {
     pub proxy: std::collections::BTreeMap<String, crate::proxy::ProxySettings>,
     /// What destructive calls keep for `mcpsec undo`.
     pub undo: UndoConfig,
+    /// The HTTP transport (`mcpsec serve --http`).
+    pub http: HttpConfig,
+}
+
+/// `[http]`: the streamable HTTP transport's defences.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// `Host` values accepted (host or host:port); anything else is refused
+    /// (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
+    /// `Origin` values accepted (`scheme://host:port`, `:*` for any port);
+    /// a request carrying any other `Origin` is refused. Requests without
+    /// one (non-browser clients) pass.
+    pub allowed_origins: Vec<String>,
+    /// The largest request body accepted, in bytes.
+    pub max_body: u64,
+    /// Requests handled at once; more get 503.
+    pub max_concurrent: u32,
+    /// How long a client may take to send a request (and the server to start answering).
+    pub request_timeout: Duration,
+    /// Failed authentications allowed per client address per `rate_limit.window`.
+    pub failed_auth: u32,
+}
+
+/// The default `http.allowed_hosts`: the loopback names.
+pub const DEFAULT_ALLOWED_HOSTS: &[&str] = &["localhost", "127.0.0.1", "::1"];
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            allowed_hosts: DEFAULT_ALLOWED_HOSTS.iter().map(|h| (*h).to_owned()).collect(),
+            allowed_origins: Vec::new(),
+            max_body: 16 << 20,
+            max_concurrent: 64,
+            request_timeout: Duration::from_secs(30),
+            failed_auth: 10,
+        }
+    }
 }
 
 /// `[undo]`: what destructive calls keep under `<state-dir>/trash/`.
@@ -274,6 +312,47 @@ pub enum ConfigError {
     },
 }
 
+fn parse_http(h: RawHttp) -> Result<HttpConfig, ConfigError> {
+    let mut c = HttpConfig::default();
+    if let Some(hosts) = h.allowed_hosts {
+        if hosts.iter().any(|x| x.trim().is_empty() || x.contains('/')) {
+            return Err(value_error("http.allowed_hosts", "entries are host names or host:port, e.g. \"localhost\""));
+        }
+        c.allowed_hosts = hosts;
+    }
+    if let Some(origins) = h.allowed_origins {
+        if let Some(bad) =
+            origins.iter().find(|o| *o != "null" && !o.starts_with("http://") && !o.starts_with("https://"))
+        {
+            return Err(value_error(
+                "http.allowed_origins",
+                format!("`{bad}` is not an origin: write scheme://host:port, e.g. \"https://app.example.com:443\""),
+            ));
+        }
+        c.allowed_origins = origins;
+    }
+    if let Some(t) = h.max_body {
+        c.max_body = units::parse_size(&t).map_err(|m| value_error("http.max_body", m))?;
+        if c.max_body == 0 {
+            return Err(value_error("http.max_body", "must be larger than 0"));
+        }
+    }
+    if let Some(n) = h.max_concurrent {
+        c.max_concurrent =
+            if n == 0 { return Err(value_error("http.max_concurrent", "must be at least 1")) } else { n };
+    }
+    if let Some(t) = h.request_timeout {
+        c.request_timeout = units::parse_duration(&t).map_err(|m| value_error("http.request_timeout", m))?;
+        if c.request_timeout.is_zero() {
+            return Err(value_error("http.request_timeout", "must be longer than 0"));
+        }
+    }
+    if let Some(n) = h.failed_auth {
+        c.failed_auth = if n == 0 { return Err(value_error("http.failed_auth", "must be at least 1")) } else { n };
+    }
+    Ok(c)
+}
+
 pub(crate) fn value_error(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Value { key: key.to_owned(), message: message.into() }
 }
@@ -294,6 +373,18 @@ pub(crate) struct RawConfig {
     shell: Option<RawShell>,
     proxy: Option<std::collections::BTreeMap<String, crate::proxy::RawProxy>>,
     undo: Option<RawUndo>,
+    http: Option<RawHttp>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    allowed_hosts: Option<Vec<String>>,
+    allowed_origins: Option<Vec<String>>,
+    max_body: Option<String>,
+    max_concurrent: Option<u32>,
+    request_timeout: Option<String>,
+    failed_auth: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -554,6 +645,9 @@ impl Config {
                 config.audit.max_size = Some(units::parse_size(&t).map_err(|m| value_error("audit.max_size", m))?);
             }
         }
+        if let Some(h) = raw.http {
+            config.http = parse_http(h)?;
+        }
         if let Some(u) = raw.undo {
             if let Some(enabled) = u.enabled {
                 config.undo.enabled = enabled;
@@ -639,6 +733,24 @@ mod tests {
         assert_eq!(c.policy.mode(Capability::WriteFiles), Mode::Allow);
         assert_eq!(c.paths.readonly, vec!["docs/**"]);
         assert_eq!(c.limits.max_read, 1 << 20);
+    }
+
+    #[test]
+    fn http_section_parses_and_checks_its_values() {
+        let c = Config::from_toml_str(
+            "[http]\nallowed_hosts = [\"mcp.example.com\"]\nallowed_origins = [\"https://app.example.com:443\"]\n\
+             max_body = \"1MiB\"\nmax_concurrent = 8\nrequest_timeout = \"5s\"\nfailed_auth = 3",
+        )
+        .unwrap();
+        assert_eq!(c.http.allowed_hosts, ["mcp.example.com"]);
+        assert_eq!(c.http.max_body, 1 << 20);
+        assert_eq!((c.http.max_concurrent, c.http.failed_auth), (8, 3));
+        assert_eq!(c.http.request_timeout, Duration::from_secs(5));
+        assert_eq!(Config::default().http.allowed_hosts, ["localhost", "127.0.0.1", "::1"]);
+        assert!(err("[http]\nallowed_origins = [\"app.example.com\"]").contains("http.allowed_origins"));
+        assert!(err("[http]\nmax_body = \"0\"").contains("http.max_body"));
+        assert!(err("[http]\nmax_concurrent = 0").contains("http.max_concurrent"));
+        assert!(err("[http]\nallowed_host = []").contains("allowed_host"));
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub mod units;
 
 pub use capability::{Capability, Mode, Policy, Principal, UnknownCapability};
 pub use config::{
-    AuditConfig, AuditSync, Config, ConfigError, InjectionMode, Limits, OnFull, PathRules, RateLimitConfig,
+    AuditConfig, AuditSync, Config, ConfigError, HttpConfig, InjectionMode, Limits, OnFull, PathRules, RateLimitConfig,
     ShellSettings, TokenConfig, UndoConfig, validate_glob,
 };
 pub use refusal::Refusal;

@@ -224,6 +224,35 @@ pub const SECTIONS: &[Section] = &[
         doc: "Resource limits.",
         keys: &[key("max_read", D("\"10MiB\""), "The largest file a read returns.")],
     },
+    Section {
+        name: "http",
+        doc: "The streamable HTTP transport (`mcpsec serve --http ADDR`); stdio ignores it.",
+        keys: &[
+            key(
+                "allowed_hosts",
+                D("[\"localhost\", \"127.0.0.1\", \"::1\"]"),
+                "`Host` header values accepted (a name, or name:port); any other is refused with 403 (DNS rebinding).",
+            ),
+            key(
+                "allowed_origins",
+                D("[]"),
+                "`Origin` values accepted (`scheme://host:port`, `:*` for any port); a request with any other \
+                 `Origin` is refused with 403. Requests without one (non-browser clients) pass.",
+            ),
+            key("max_body", D("\"16MiB\""), "The largest request body; a larger one is refused with 413."),
+            key("max_concurrent", D("64"), "Requests handled at once; more are refused with 503 and `Retry-After`."),
+            key(
+                "request_timeout",
+                D("\"30s\""),
+                "How long a client may take to send a request and the server to start its answer; then 408.",
+            ),
+            key(
+                "failed_auth",
+                D("10"),
+                "Failed authentications allowed per client address per `rate_limit.window`; then 429.",
+            ),
+        ],
+    },
 ];
 
 /// The commented default configuration that `mcpsec init` writes.

@@ -64,18 +64,47 @@ struct Inner {
     injection: mcpsec_core::InjectionMode,
     /// What `tools/list` returns: the tools whose capability is not denied.
     listed: Vec<Tool>,
+    inflight: InFlight,
 }
 
 /// The mcpsec MCP server. Cheap to clone.
 #[derive(Clone)]
 pub struct McpsecServer {
     inner: Arc<Inner>,
+    /// The principal of the call being handled, when it is not the
+    /// server's own: the user an HTTP request authenticated as.
+    acting: Option<Principal>,
+    /// Every call must carry an authenticated user (HTTP): one without is
+    /// refused rather than made as the server's principal.
+    per_request: bool,
+}
+
+/// The user an HTTP request authenticated as, put into the request's
+/// extensions by the transport (and only by it) for the pipeline to act as.
+#[derive(Debug, Clone)]
+pub(crate) struct Authenticated(pub(crate) Principal);
+
+/// Counts the calls under way, so that a shutdown can let them finish.
+#[derive(Default)]
+struct InFlight {
+    count: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+struct CallGuard<'a>(&'a InFlight);
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 impl std::fmt::Debug for McpsecServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("McpsecServer")
-            .field("principal", &self.inner.principal)
+            .field("principal", self.principal())
             .field("tools", &self.inner.listed.len())
             .finish_non_exhaustive()
     }
@@ -143,7 +172,34 @@ impl McpsecServer {
                 injection: options.injection,
                 tools,
                 listed,
+                inflight: InFlight::default(),
             }),
+            acting: None,
+            per_request: false,
+        }
+    }
+
+    /// This server for HTTP: every call acts as the user its request
+    /// authenticated as, and a call without one is refused.
+    pub(crate) fn per_request_principals(mut self) -> Self {
+        self.per_request = true;
+        self
+    }
+
+    /// On whose behalf the current call is made.
+    fn principal(&self) -> &Principal {
+        self.acting.as_ref().unwrap_or(&self.inner.principal)
+    }
+
+    /// Resolves once no call is under way (at once if none is).
+    pub async fn idle(&self) {
+        let inflight = &self.inner.inflight;
+        loop {
+            let notified = inflight.idle.notified();
+            if inflight.count.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
         }
     }
 
@@ -166,7 +222,10 @@ impl McpsecServer {
                 injection: options.injection,
                 tools: HashMap::new(),
                 listed: Vec::new(),
+                inflight: InFlight::default(),
             }),
+            acting: None,
+            per_request: false,
         }
     }
 
@@ -207,7 +266,7 @@ impl McpsecServer {
             None => None,
         };
         // Rate limits come before any other work.
-        match inner.limiter.check(inner.principal.name(), &request.name) {
+        match inner.limiter.check(self.principal().name(), &request.name) {
             Ok(0) => {}
             Ok(suppressed) => self.record_suppressed(suppressed).await?,
             Err(refused) => {
@@ -218,7 +277,7 @@ impl McpsecServer {
                     refused.limit,
                     self.limit_for(&refused.limit),
                     inner.limits.window,
-                    inner.principal.name(),
+                    self.principal().name(),
                     if refused.limit == "all tools" { "all tools together" } else { "this tool" },
                 );
                 if refused.record {
@@ -266,7 +325,7 @@ impl McpsecServer {
         let call = Call {
             capability,
             tool: name,
-            user: inner.principal.name(),
+            user: self.principal().name(),
             token: token.as_ref(),
             path_hint,
             now: SystemTime::now(),
@@ -275,7 +334,7 @@ impl McpsecServer {
             Decision::Allow(accepted) => accepted,
             Decision::Confirm => {
                 let pending =
-                    confirm::Pending { tool: name, capability, user: inner.principal.name(), args: &args, path_hint };
+                    confirm::Pending { tool: name, capability, user: self.principal().name(), args: &args, path_hint };
                 let outcome = match &inner.confirmer {
                     Some(c) => {
                         c.confirm(&pending, context, request.request_state.as_deref(), request.input_responses.as_ref())
@@ -425,10 +484,10 @@ impl McpsecServer {
                 Err(e) => Err(ErrorData::internal_error(audit_refusal(&e), None)),
             }
         };
-        if let Err(refused) = inner.limiter.check(inner.principal.name(), &name) {
+        if let Err(refused) = inner.limiter.check(self.principal().name(), &name) {
             let message = format!(
                 "refused: rate limit for user `{}`; retry in {:.1}s",
-                inner.principal.name(),
+                self.principal().name(),
                 refused.retry_after.as_secs_f64().max(0.001)
             );
             return refuse(record(Outcome::RateLimited, Some(message.clone())), message).await;
@@ -642,7 +701,7 @@ impl McpsecServer {
     fn base(&self, event: EventKind, tool: Option<&str>, outcome: Outcome) -> Record {
         let mut r = Record::new(event);
         r.tool = tool.map(str::to_owned);
-        r.user = Some(self.inner.principal.name().to_owned());
+        r.user = Some(self.principal().name().to_owned());
         r.session = Some(self.inner.session.clone());
         r.outcome = Some(outcome);
         r
@@ -852,6 +911,23 @@ impl ServerHandler for McpsecServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        self.pipeline(request, &context).await
+        let inflight = &self.inner.inflight;
+        inflight.count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let _guard = CallGuard(inflight);
+        let user = context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Authenticated>())
+            .map(|a| a.0.clone());
+        match (user, self.per_request) {
+            (Some(user), _) => {
+                let acting = McpsecServer { acting: Some(user), ..self.clone() };
+                acting.pipeline(request, &context).await
+            }
+            (None, false) => self.pipeline(request, &context).await,
+            // The transport authenticates every request before it gets
+            // here; a call without a user is a bug, and is not served.
+            (None, true) => Err(ErrorData::internal_error("refused: the request carries no authenticated user", None)),
+        }
     }
 }

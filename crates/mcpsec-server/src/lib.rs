@@ -3,10 +3,11 @@
 //! This crate provides [`McpsecServer`], an rmcp [`ServerHandler`](rmcp::ServerHandler)
 //! that offers the built-in filesystem tools ([`tools`]) through one guard
 //! pipeline, and [`serve_stdio`], which runs it over stdin/stdout with a
-//! transport that answers malformed lines instead of dropping them.
-//! [`serve_proxy_stdio`] runs it as a gateway instead: the tools of another
-//! MCP server ([`proxy`]), pinned, mapped to capabilities and sanitised,
-//! through the same pipeline.
+//! transport that answers malformed lines instead of dropping them, and
+//! [`serve_http`], which serves it as MCP streamable HTTP behind bearer-key
+//! authentication ([`http`]). [`serve_proxy_stdio`] runs it as a gateway
+//! instead: the tools of another MCP server ([`proxy`]), pinned, mapped to
+//! capabilities and sanitised, through the same pipeline.
 //!
 //! # Guarantee
 //!
@@ -30,14 +31,18 @@
 mod confirm;
 mod edit;
 mod handler;
+pub mod http;
 pub mod proxy;
 pub mod ratelimit;
 pub mod shell;
+mod tls;
 pub mod tools;
 pub mod transport;
 pub mod undo;
 
 pub use handler::{McpsecServer, ServerOptions};
+pub use http::{HttpOptions, serve_http};
+pub use tls::TlsFiles;
 
 use rmcp::ServiceExt;
 
@@ -162,7 +167,7 @@ where
 /// Resolves with the name of the first SIGTERM, SIGINT or SIGHUP received
 /// after the call (the handlers are installed when it is called); never,
 /// if none could be installed.
-fn stop_signal() -> impl std::future::Future<Output = &'static str> {
+pub(crate) fn stop_signal() -> impl std::future::Future<Output = &'static str> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut streams: Vec<(&'static str, tokio::signal::unix::Signal)> =
         [("SIGTERM", SignalKind::terminate()), ("SIGINT", SignalKind::interrupt()), ("SIGHUP", SignalKind::hangup())]

@@ -280,6 +280,9 @@ pub(crate) fn undo_cost(
                 rates[v][d].push(s.pipeline_tool("write_file", &args, depth, warmup, measure)?.0);
                 s.close()?;
                 let _ = std::fs::remove_dir_all(&state);
+                // The removed trash (thousands of entries) is written back in
+                // the background: let it finish before the next run measures.
+                let _ = Command::new("sync").status();
             }
         }
     }

@@ -1,0 +1,423 @@
+//! MCP streamable HTTP at `/mcp`, behind bearer-key authentication.
+//!
+//! rmcp's streamable HTTP service (both protocol generations, sessions for
+//! the legacy one) sits behind one gate that every request passes, in this
+//! order:
+//!
+//! 1. refuse new work while the server stops (503);
+//! 2. a global limit of requests handled at once (503 with `Retry-After`);
+//! 3. a limit of failed authentications per client address (429);
+//! 4. authentication: `Authorization: Bearer mcpsu_…` of a known user, or
+//!    401 with `WWW-Authenticate: Bearer` and an `auth_failure` audit
+//!    record; the answer is the same for a missing, malformed, unknown or
+//!    removed key, so it tells nothing about which users exist;
+//! 5. a session belongs to the user who opened it: another user presenting
+//!    its id gets 404, as for a session that does not exist (sessions never
+//!    stand in for authentication: every request is authenticated);
+//! 6. a time limit for receiving the request and starting the answer (408).
+//!
+//! rmcp then checks `Host` and `Origin` against the allowlists (403: DNS
+//! rebinding and cross-origin browser requests) and the body size (413),
+//! and the pipeline acts as the authenticated user (put into the request's
+//! extensions by the gate, read back by `call_tool`).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use mcpsec_audit::{AuditLog, EventKind, Outcome, Record};
+use mcpsec_caps::Users;
+use mcpsec_core::{HttpConfig, Principal};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use secrecy::SecretString;
+
+use crate::handler::Authenticated;
+use crate::{McpsecServer, ServeError, ServerOptions};
+
+/// What the HTTP transport needs besides the server's options.
+#[derive(Debug)]
+pub struct HttpOptions {
+    /// The address to listen on (port 0: any free port).
+    pub addr: SocketAddr,
+    /// Who may call, by bearer key.
+    pub users: Arc<Users>,
+    /// `[http]`.
+    pub config: HttpConfig,
+    /// The window of the failed-authentication limit (`rate_limit.window`).
+    pub auth_window: Duration,
+    /// How long calls under way may take to finish once a stop is asked for.
+    pub shutdown_grace: Duration,
+    /// Serve HTTPS with this certificate and key (`None`: plain HTTP).
+    pub tls: Option<crate::TlsFiles>,
+}
+
+/// The path MCP is served at.
+pub const MCP_PATH: &str = "/mcp";
+
+/// Serves MCP streamable HTTP until SIGTERM, SIGINT or SIGHUP. Then it stops
+/// taking requests, lets the calls under way finish (for at most
+/// [`HttpOptions::shutdown_grace`]), closes the sessions and writes the
+/// server-stop record last. The start and stop are audit records; if the
+/// start cannot be recorded the server does not start. The address served
+/// is logged at `info` ("listening on http://ADDR/mcp").
+pub async fn serve_http(options: ServerOptions, http: HttpOptions) -> Result<(), ServeError> {
+    let mut signalled = std::pin::pin!(crate::stop_signal());
+    let listener = tokio::net::TcpListener::bind(http.addr)
+        .await
+        .map_err(|e| ServeError(format!("cannot listen on {}: {e}", http.addr)))?;
+    let local = listener.local_addr().map_err(|e| ServeError(format!("cannot listen on {}: {e}", http.addr)))?;
+    let acceptor = http.tls.as_ref().map(crate::tls::acceptor).transpose().map_err(ServeError)?;
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    let audit = options.audit.clone();
+    let session = options.session.clone();
+    let lifecycle = |event| {
+        let mut r = Record::new(event);
+        r.user = Some(options.principal.name().to_owned());
+        r.session = Some(options.session.clone());
+        r.details = Some(serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "transport": "http",
+            "address": local.to_string(),
+            "tls": acceptor.is_some(),
+            "roots": options.sandbox.roots().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        }));
+        r
+    };
+    let start = lifecycle(EventKind::ServerStart);
+    let mut stop = lifecycle(EventKind::ServerStop);
+    audit.append(start).await.map_err(|e| ServeError(format!("cannot record the server start: {e}")))?;
+
+    let server = McpsecServer::new(options).per_request_principals();
+    let mut config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(http.config.allowed_hosts.clone())
+        .with_max_request_body_bytes(usize::try_from(http.config.max_body).unwrap_or(usize::MAX));
+    // An empty list refuses every request that carries an Origin (rmcp's
+    // default would let any through).
+    config = if http.config.allowed_origins.is_empty() {
+        config.enforce_origin_validation()
+    } else {
+        config.with_allowed_origins(http.config.allowed_origins.clone())
+    };
+    let cancel = config.cancellation_token.clone();
+    let sessions = Arc::new(LocalSessionManager::default());
+    let factory = server.clone();
+    let service = StreamableHttpService::new(move || Ok(factory.clone()), sessions.clone(), config);
+    let gate = Gate {
+        users: http.users,
+        audit: audit.clone(),
+        session,
+        permits: Arc::new(tokio::sync::Semaphore::new(http.config.max_concurrent as usize)),
+        failures: Arc::new(FailedAuth::new(http.config.failed_auth, http.auth_window)),
+        timeout: http.config.request_timeout,
+        stopping: Arc::new(AtomicBool::new(false)),
+        owners: Arc::new(Mutex::new(HashMap::new())),
+        sessions,
+    };
+    let stopping = gate.stopping.clone();
+    let app = axum::Router::new()
+        .route_service(MCP_PATH, service)
+        .fallback(|| async { plain(StatusCode::NOT_FOUND, "not found: MCP is served at /mcp") })
+        .layer(axum::middleware::from_fn_with_state(gate, guard));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let make = app.into_make_service_with_connect_info::<SocketAddr>();
+    let stopped = async move {
+        let _ = stop_rx.await;
+    };
+    let mut serving = match acceptor {
+        None => {
+            use axum::serve::ListenerExt;
+            // An answer is written in several small pieces (headers, event-stream chunks): without
+            // TCP_NODELAY, Nagle's algorithm and the client's delayed ACK add ~40 ms to each request.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!("cannot set TCP_NODELAY: {e}");
+                }
+            });
+            tokio::spawn(axum::serve(listener, make).with_graceful_shutdown(stopped).into_future())
+        }
+        Some(acceptor) => {
+            use axum::serve::ListenerExt;
+            let tls = crate::tls::TlsListener::new(listener, acceptor, http.config.request_timeout)
+                .map_err(|e| ServeError(format!("cannot listen on {}: {e}", http.addr)))?;
+            // `tap_io` gives the connection's address to `ConnectInfo`.
+            tokio::spawn(axum::serve(tls.tap_io(|_| {}), make).with_graceful_shutdown(stopped).into_future())
+        }
+    };
+    tracing::info!("listening on {scheme}://{local}{MCP_PATH}");
+    let failed = tokio::select! {
+        name = &mut signalled => {
+            tracing::info!("stopping on {name}");
+            stop.reason = Some(format!("stopped by {name}"));
+            None
+        }
+        r = &mut serving => Some(match r {
+            Ok(Ok(())) => ServeError("the HTTP server stopped unexpectedly".into()),
+            Ok(Err(e)) => ServeError(format!("the HTTP server failed: {e}")),
+            Err(e) => ServeError(format!("the HTTP server crashed: {e}")),
+        }),
+    };
+    // No new work; the calls under way finish (bounded) and are recorded.
+    stopping.store(true, Ordering::SeqCst);
+    let _ = stop_tx.send(());
+    if tokio::time::timeout(http.shutdown_grace, server.idle()).await.is_err() {
+        tracing::warn!("calls still under way after {:?}; stopping anyway", http.shutdown_grace);
+        stop.details.get_or_insert_with(|| serde_json::json!({}))["unfinished_calls"] = true.into();
+    }
+    cancel.cancel();
+    if failed.is_none() && tokio::time::timeout(Duration::from_secs(5), &mut serving).await.is_err() {
+        serving.abort();
+    }
+    server.flush_rate_limit_records().await;
+    if let Some(e) = &failed {
+        stop.reason = Some(e.to_string());
+    }
+    let stopped = audit.append(stop).await.map_err(|e| ServeError(format!("cannot record the server stop: {e}")));
+    audit.close();
+    match failed {
+        Some(e) => Err(e),
+        None => stopped.map(|_| ()),
+    }
+}
+
+/// Everything the gate in front of `/mcp` needs.
+#[derive(Clone)]
+struct Gate {
+    users: Arc<Users>,
+    audit: Arc<AuditLog>,
+    session: String,
+    permits: Arc<tokio::sync::Semaphore>,
+    failures: Arc<FailedAuth>,
+    timeout: Duration,
+    stopping: Arc<AtomicBool>,
+    /// Which user opened each MCP session.
+    owners: Arc<Mutex<HashMap<String, String>>>,
+    sessions: Arc<LocalSessionManager>,
+}
+
+const SESSION_HEADER: &str = "mcp-session-id";
+
+async fn guard(
+    State(gate): State<Gate>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if gate.stopping.load(Ordering::SeqCst) {
+        return retry_later(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping; try again when it is back", 5);
+    }
+    let Ok(_permit) = gate.permits.clone().try_acquire_owned() else {
+        return retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many requests at once; retry shortly (the operator can raise [http] max_concurrent)",
+            1,
+        );
+    };
+    let ip = peer.ip();
+    if let Some(wait) = gate.failures.blocked(ip) {
+        return retry_later(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed authentications from this address; wait before retrying",
+            wait.as_secs().max(1),
+        );
+    }
+    let user = match bearer(request.headers()) {
+        None => None,
+        Some(key) => {
+            let users = gate.users.clone();
+            // SQLite behind a mutex: off the async threads.
+            match tokio::task::spawn_blocking(move || users.authenticate(&key)).await {
+                Ok(Ok(user)) => user,
+                Ok(Err(e)) => {
+                    tracing::error!("cannot check a bearer key: {e}");
+                    return plain(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the server cannot check keys right now (its database failed); the operator can run \
+                         `mcpsec doctor`",
+                    );
+                }
+                Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, "the key check failed"),
+            }
+        }
+    };
+    let Some(user) = user else {
+        let had_key = request.headers().contains_key(header::AUTHORIZATION);
+        let target = format!("{} {}", request.method(), request.uri().path());
+        return unauthorized(&gate, ip, had_key, &target).await;
+    };
+    let session_id = request.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    if let Some(id) = &session_id {
+        let owners = gate.owners.lock().unwrap_or_else(|p| p.into_inner());
+        if owners.get(id).is_some_and(|owner| owner != &user) {
+            // As for a session that does not exist: its owner is not revealed.
+            return plain(StatusCode::NOT_FOUND, "session not found; start a new one");
+        }
+    }
+    let closing = request.method() == axum::http::Method::DELETE;
+    request.extensions_mut().insert(Authenticated(Principal::new(user.clone())));
+    let response = match tokio::time::timeout(gate.timeout, next.run(request)).await {
+        Ok(r) => r,
+        Err(_) => {
+            return plain(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request took too long to arrive or to be answered ([http] request_timeout)",
+            );
+        }
+    };
+    if let Some(id) = response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
+        gate.own(id, &user).await;
+    }
+    if closing
+        && response.status().is_success()
+        && let Some(id) = session_id
+    {
+        gate.owners.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+    response
+}
+
+impl Gate {
+    /// Notes that `user` owns session `id` (the first to be told it does),
+    /// forgetting sessions that rmcp has closed once the table grows.
+    async fn own(&self, id: &str, user: &str) {
+        let too_many = {
+            let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+            owners.entry(id.to_owned()).or_insert_with(|| user.to_owned());
+            owners.len() > 256
+        };
+        if too_many {
+            let live: std::collections::HashSet<String> =
+                self.sessions.sessions.read().await.keys().map(|k| k.to_string()).collect();
+            let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+            owners.retain(|id, _| live.contains(id));
+        }
+    }
+}
+
+/// The bearer key of a request, if it has an `Authorization: Bearer` header.
+fn bearer(headers: &HeaderMap) -> Option<SecretString> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| SecretString::from(key.trim().to_owned()))
+}
+
+/// 401, after recording the failure (without the key) and counting it
+/// against the client's address.
+async fn unauthorized(gate: &Gate, ip: IpAddr, had_key: bool, target: &str) -> Response {
+    gate.failures.failed(ip);
+    let mut r = Record::new(EventKind::AuthFailure);
+    r.session = Some(gate.session.clone());
+    r.outcome = Some(Outcome::Denied);
+    r.reason = Some(if had_key { "invalid bearer key" } else { "no bearer key" }.to_owned());
+    r.details = Some(serde_json::json!({
+        "transport": "http",
+        "client": ip.to_string(),
+        "request": mcpsec_audit::redact::redact_and_truncate(target, 100),
+    }));
+    if let Err(e) = gate.audit.append(r).await {
+        tracing::error!("cannot record an authentication failure: {e}");
+    }
+    let mut response = plain(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized: this server needs `Authorization: Bearer <key>` with the key of a user; \
+         an operator can create one with `mcpsec users add NAME`",
+    );
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"mcpsec\""));
+    response
+}
+
+fn plain(status: StatusCode, message: &'static str) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{message}\n")).into_response()
+}
+
+fn retry_later(status: StatusCode, message: &'static str, secs: u64) -> Response {
+    let mut r = plain(status, message);
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    r
+}
+
+/// Failed authentications per client address in fixed windows. The table
+/// is bounded: when it is full of live entries, a new address is refused
+/// (fail closed) until a window ends.
+struct FailedAuth {
+    limit: u32,
+    window: Duration,
+    seen: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+/// The most addresses tracked at once.
+const MAX_TRACKED: usize = 100_000;
+
+impl FailedAuth {
+    fn new(limit: u32, window: Duration) -> FailedAuth {
+        FailedAuth { limit, window, seen: Mutex::new(HashMap::new()) }
+    }
+
+    /// How long `ip` must wait, if it has used up its failures.
+    fn blocked(&self, ip: IpAddr) -> Option<Duration> {
+        let now = Instant::now();
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        match seen.get(&ip) {
+            Some((start, n)) if *n >= self.limit && now.duration_since(*start) < self.window => {
+                Some(self.window.saturating_sub(now.duration_since(*start)))
+            }
+            None if seen.len() >= MAX_TRACKED => Some(self.window),
+            _ => None,
+        }
+    }
+
+    fn failed(&self, ip: IpAddr) {
+        let now = Instant::now();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= MAX_TRACKED {
+            let window = self.window;
+            seen.retain(|_, (start, _)| now.duration_since(*start) < window);
+        }
+        if seen.len() >= MAX_TRACKED && !seen.contains_key(&ip) {
+            return;
+        }
+        let entry = seen.entry(ip).or_insert((now, 0));
+        if now.duration_since(entry.0) >= self.window {
+            *entry = (now, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn failed_authentications_are_limited_per_address_and_forgotten_after_the_window() {
+        let f = FailedAuth::new(2, Duration::from_millis(200));
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        assert!(f.blocked(a).is_none());
+        f.failed(a);
+        assert!(f.blocked(a).is_none());
+        f.failed(a);
+        assert!(f.blocked(a).is_some());
+        assert!(f.blocked(b).is_none(), "another address is not affected");
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(f.blocked(a).is_none());
+    }
+
+    #[test]
+    fn only_a_bearer_authorization_yields_a_key() {
+        use secrecy::ExposeSecret;
+        let mut h = HeaderMap::new();
+        assert!(bearer(&h).is_none());
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic YWxhZGRpbjpvcGVuc2VzYW1l"));
+        assert!(bearer(&h).is_none());
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer mcpsu_abc"));
+        assert_eq!(bearer(&h).unwrap().expose_secret(), "mcpsu_abc");
+    }
+}

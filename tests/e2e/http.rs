@@ -1,0 +1,342 @@
+//! The streamable HTTP transport: authentication on every request, the
+//! user as the principal, DNS-rebinding and size defences, shutdown.
+
+use mcpsec_e2e::{BOTH, Env, Protocol, initialize_body, raw_post, text};
+use serde_json::json;
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+#[tokio::test]
+async fn every_request_needs_the_key_of_a_known_user() {
+    let env = Env::new();
+    let alice = env.add_user("alice");
+    let server = env.serve_http(&[]).await;
+    let wrong = format!("mcpsu_{}", "A".repeat(43));
+    let no_key: &[(&str, &str)] = &[];
+    for (headers, why) in [
+        (no_key, "no Authorization header"),
+        (&[("authorization", "Bearer ")][..], "an empty key"),
+        (&[("authorization", format!("Bearer {wrong}").as_str())][..], "a wrong key"),
+        (&[("authorization", format!("Basic {alice}").as_str())][..], "the right key under another scheme"),
+    ] {
+        let (status, h, body) = raw_post(&server.url, headers, initialize_body()).await;
+        assert_eq!(status, 401, "{why}: {body}");
+        assert_eq!(header(&h, "www-authenticate"), Some("Bearer realm=\"mcpsec\""), "{why}");
+        assert!(body.contains("mcpsec users add"), "the refusal says what to do: {body}");
+        assert!(!body.contains("alice"), "nothing about which users exist: {body}");
+    }
+    // Every method, not only POST.
+    let http = reqwest::Client::new();
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let r = http.request(method.clone(), &server.url).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{method}");
+    }
+    // An MCP client with a wrong key cannot even connect.
+    assert!(server.connect(&wrong, Protocol::Legacy).await.is_err());
+    let records = env.audit_records();
+    let failures: Vec<_> = records.iter().filter(|r| r["event"] == "auth_failure").collect();
+    assert!(failures.len() >= 7, "every failure is audited: {failures:?}");
+    let log = std::fs::read_to_string(env.audit_log()).unwrap();
+    assert!(!log.contains(&alice[6..]) && !log.contains(&wrong[6..]), "no key in the audit log");
+    assert!(!server.stderr.lock().unwrap().contains(&alice[6..]), "no key in the server's log");
+}
+
+#[tokio::test]
+async fn an_authenticated_client_works_over_both_protocol_generations_as_its_user() {
+    let env = Env::new();
+    let alice = env.add_user("alice");
+    let server = env.serve_http(&[]).await;
+    for protocol in BOTH {
+        let c = server.connect(&alice, protocol).await.unwrap();
+        assert!(c.tools().await.iter().any(|t| t.name == "read_text_file"), "{protocol:?}");
+        assert_eq!(c.ok("read_text_file", json!({"path": "hello.txt"})).await.trim(), "hello world");
+        c.close().await;
+    }
+    let calls: Vec<_> = env.audit_records().into_iter().filter(|r| r["event"] == "tool_call").collect();
+    assert_eq!(calls.len(), 2);
+    assert!(calls.iter().all(|r| r["user"] == "alice"), "the user is the principal: {calls:?}");
+    assert_eq!(server.stop().await, 0);
+}
+
+#[tokio::test]
+async fn a_removed_user_is_refused_at_once() {
+    let env = Env::new();
+    let alice = env.add_user("alice");
+    let server = env.serve_http(&[]).await;
+    let c = server.connect(&alice, Protocol::Legacy).await.unwrap();
+    c.ok("read_text_file", json!({"path": "hello.txt"})).await;
+    let (code, _, err) = env.cli(&["users", "remove", "alice"]);
+    assert_eq!(code, 0, "{err}");
+    // The open session does not outlive the key: the next request is refused.
+    let refused = c.try_call("read_text_file", json!({"path": "hello.txt"})).await;
+    assert!(refused.is_err(), "a removed user's session still works: {refused:?}");
+    let (status, _, _) =
+        raw_post(&server.url, &[("authorization", &format!("Bearer {alice}"))], initialize_body()).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn a_token_granted_to_alice_is_refused_for_bob() {
+    let env = Env::new();
+    let alice = env.add_user("alice");
+    let bob = env.add_user("bob");
+    let config = env.config("[policy]\ndelete_files = \"token\"\n");
+    env.write("ws/a.txt", "a");
+    let token = env.grant(&["delete_files", "--user", "alice"]);
+    let server = env.serve_http(&["--config", config.to_str().unwrap()]).await;
+    let as_bob = server.connect(&bob, Protocol::Legacy).await.unwrap();
+    let refused = as_bob.err("delete_file", json!({"path": "a.txt", "capability_token": token})).await;
+    assert!(refused.contains("mcpsec grant delete_files"), "{refused}");
+    assert!(env.exists("ws/a.txt"));
+    let as_alice = server.connect(&alice, Protocol::Modern).await.unwrap();
+    as_alice.ok("delete_file", json!({"path": "a.txt", "capability_token": token})).await;
+    assert!(!env.exists("ws/a.txt"));
+    let deletes: Vec<_> = env
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["tool"] == "delete_file" && r["outcome"] != "pending")
+        .map(|r| (r["user"].as_str().unwrap().to_owned(), r["outcome"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(deletes, [("bob".into(), "denied".into()), ("alice".into(), "ok".into())]);
+}
+
+#[tokio::test]
+async fn a_session_belongs_to_the_user_who_opened_it() {
+    let env = Env::new();
+    let alice = env.add_user("alice");
+    let bob = env.add_user("bob");
+    let server = env.serve_http(&[]).await;
+    let (status, h, _) =
+        raw_post(&server.url, &[("authorization", &format!("Bearer {alice}"))], initialize_body()).await;
+    assert_eq!(status, 200);
+    let session = header(&h, "mcp-session-id").expect("a session id").to_owned();
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}).to_string();
+    let auth = format!("Bearer {bob}");
+    let headers = [("authorization", auth.as_str()), ("mcp-session-id", session.as_str())];
+    let (status, _, body) = raw_post(&server.url, &headers, list).await;
+    assert_eq!(status, 404, "bob may not use alice's session: {body}");
+    assert!(!body.contains("alice"), "{body}");
+}
+
+#[tokio::test]
+async fn dns_rebinding_and_cross_origin_requests_are_refused() {
+    let env = Env::new();
+    let alice = env.add_user("alice");
+    let server = env.serve_http(&[]).await;
+    let auth = format!("Bearer {alice}");
+    for (name, value) in [("host", "evil.example"), ("origin", "http://evil.example"), ("origin", "null")] {
+        let (status, _, body) =
+            raw_post(&server.url, &[("authorization", &auth), (name, value)], initialize_body()).await;
+        assert_eq!(status, 403, "{name}: {value}: {body}");
+    }
+    // An allowed origin passes.
+    let env = Env::new();
+    let alice = env.add_user("alice");
+    let config = env.config("[http]\nallowed_origins = [\"http://app.example:*\"]\n");
+    let server = env.serve_http(&["--config", config.to_str().unwrap()]).await;
+    let auth = format!("Bearer {alice}");
+    let (status, _, body) =
+        raw_post(&server.url, &[("authorization", &auth), ("origin", "http://app.example:3000")], initialize_body())
+            .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_refused() {
+    let env = Env::new();
+    let alice = env.add_user("alice");
+    let config = env.config("[http]\nmax_body = \"4KiB\"\n");
+    let server = env.serve_http(&["--config", config.to_str().unwrap()]).await;
+    let auth = format!("Bearer {alice}");
+    let big = json!({"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"pad": "x".repeat(8192)}}).to_string();
+    let (status, _, body) = raw_post(&server.url, &[("authorization", &auth)], big).await;
+    assert_eq!(status, 413, "{body}");
+    // The server is still up.
+    let (status, _, _) = raw_post(&server.url, &[("authorization", &auth)], initialize_body()).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn guessing_keys_is_cut_short_per_client_address() {
+    let env = Env::new();
+    let alice = env.add_user("alice");
+    let config = env.config("[http]\nfailed_auth = 3\n");
+    let server = env.serve_http(&["--config", config.to_str().unwrap()]).await;
+    for _ in 0..3 {
+        let (status, _, _) = raw_post(&server.url, &[("authorization", "Bearer mcpsu_guess")], initialize_body()).await;
+        assert_eq!(status, 401);
+    }
+    let (status, h, _) = raw_post(&server.url, &[("authorization", "Bearer mcpsu_guess")], initialize_body()).await;
+    assert_eq!(status, 429);
+    assert!(header(&h, "retry-after").is_some());
+    // Even the right key waits: the address is blocked, not the key.
+    let (status, _, _) =
+        raw_post(&server.url, &[("authorization", &format!("Bearer {alice}"))], initialize_body()).await;
+    assert_eq!(status, 429);
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_call_finish_and_records_the_stop_last() {
+    let env = Env::new();
+    let alice = env.add_user("alice");
+    let server = env.serve_http(&["--config", env.config(mcpsec_e2e::ALLOW_ALL).to_str().unwrap()]).await;
+    let c = server.connect(&alice, Protocol::Legacy).await.unwrap();
+    let r = c.call("write_file", json!({"path": "w.txt", "content": "kept"})).await;
+    assert_eq!(r.is_error, Some(false), "{}", text(&r));
+    assert_eq!(server.stop().await, 0);
+    let records = env.audit_records();
+    let last = records.last().unwrap();
+    assert_eq!(last["event"], "server_stop", "{last}");
+    assert_eq!(last["reason"], "stopped by SIGTERM");
+    assert_eq!(last["details"]["transport"], "http");
+    let (code, _, err) = env.cli(&["audit", "verify"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(env.read("ws/w.txt"), "kept");
+}
+
+#[tokio::test]
+async fn serving_a_network_address_without_tls_needs_danger_plaintext() {
+    let env = Env::new();
+    let out = env.command(&["--http", "0.0.0.0:0"]).output().await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("without TLS") && err.contains("--danger-plaintext"), "{err}");
+    let out = env.command(&["--http", "127.0.0.1:0", "--user", "x"]).output().await.unwrap();
+    assert_eq!(out.status.code(), Some(2), "--user means nothing over HTTP");
+    let out = env.command(&["--http", "nowhere"]).output().await.unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn users_are_added_listed_and_removed_without_showing_keys() {
+    let env = Env::new();
+    let (code, out, err) = env.cli(&["users", "add", "alice", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["name"], "alice");
+    let key = v["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("mcpsu_") && v["created_at"].is_string(), "{v}");
+    let (code, _, err) = env.cli(&["users", "add", "alice"]);
+    assert_eq!(code, 2, "a taken name: {err}");
+    assert!(err.contains("exists already"), "{err}");
+    let (code, _, err) = env.cli(&["users", "add", "no/slash"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, out, _) = env.cli(&["users", "list", "--json"]);
+    assert_eq!(code, 0);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["name"], "alice");
+    let (_, table, _) = env.cli(&["users", "list"]);
+    assert!(table.contains("alice") && !table.contains(&key[6..]) && !out.contains(&key[6..]));
+    let (code, _, err) = env.cli(&["users", "remove", "bob"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = env.cli(&["users", "remove", "alice"]);
+    assert_eq!(code, 0, "{err}");
+    let events: Vec<_> = env.audit_records().into_iter().map(|r| r["event"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(events, ["user_add", "user_remove"]);
+    let log = std::fs::read_to_string(env.audit_log()).unwrap();
+    assert!(!log.contains(&key[6..]));
+}
+
+#[tokio::test]
+async fn a_call_under_way_at_sigterm_finishes_and_is_recorded_before_the_stop() {
+    let env = Env::new();
+    let alice = env.add_user("alice");
+    let config = env.config("[policy]\nexecute_shell = \"allow\"\n[shell]\nallow = [\"sleep\"]\ntimeout = \"10s\"\n");
+    let server = env.serve_http(&["--config", config.to_str().unwrap()]).await;
+    let c = server.connect(&alice, Protocol::Legacy).await.unwrap();
+    let peer = c.peer();
+    let call = tokio::spawn(async move {
+        let mut params = rmcp::model::CallToolRequestParams::new("execute_command");
+        params.arguments = json!({"command": "sleep", "args": ["1"]}).as_object().cloned();
+        peer.call_tool(params).await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(server.stop().await, 0);
+    let r = call.await.unwrap().expect("the call under way is answered");
+    assert_eq!(r.is_error, Some(false), "{}", text(&r));
+    let records = env.audit_records();
+    let events: Vec<_> = records.iter().map(|r| (r["event"].as_str().unwrap(), r["outcome"].as_str())).collect();
+    let n = events.len();
+    assert_eq!(events[n - 1].0, "server_stop", "{events:?}");
+    assert_eq!(events[n - 2], ("tool_call", Some("ok")), "the call's result is recorded before the stop: {events:?}");
+}
+
+/// One request over TLS to `port`, trusting `connector`'s roots; what came back within 3 s.
+async fn https_request(connector: &tokio_rustls::TlsConnector, port: u16, auth: Option<&str>, body: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let auth = auth.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), tls.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn https_with_a_generated_certificate_authenticates_every_request() {
+    use std::sync::Arc;
+    use tokio_rustls::rustls;
+    let env = Env::new();
+    let alice = env.add_user("alice");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    env.write("tls/cert.pem", &cert.cert.pem());
+    env.write("tls/key.pem", &cert.signing_key.serialize_pem());
+    let key_path = env.path().join("tls/key.pem");
+    std::fs::set_permissions(&key_path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let cert_path = env.path().join("tls/cert.pem");
+    let server =
+        env.serve_http(&["--tls-cert", cert_path.to_str().unwrap(), "--tls-key", key_path.to_str().unwrap()]).await;
+    assert!(server.url.starts_with("https://127.0.0.1:"), "{}", server.url);
+    let port: u16 = server.url.rsplit(':').next().unwrap().trim_end_matches("/mcp").parse().unwrap();
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let answer = https_request(&connector, port, None, &initialize_body()).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let answer = https_request(&connector, port, Some(&alice), &initialize_body()).await;
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("\"mcpsec\""), "{answer}");
+
+    // Plain HTTP to the HTTPS port gets no HTTP answer.
+    let plain = reqwest::Client::new()
+        .post(server.url.replace("https://", "http://"))
+        .header("authorization", format!("Bearer {alice}"))
+        .body(initialize_body())
+        .send()
+        .await;
+    assert!(plain.is_err(), "plain HTTP was answered on the TLS port: {plain:?}");
+    let records = env.audit_records();
+    assert_eq!(records.iter().find(|r| r["event"] == "server_start").unwrap()["details"]["tls"], true);
+
+    // A world-readable key is refused before anything is served.
+    std::fs::set_permissions(&key_path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let out = env
+        .command(&[
+            "--http",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}
