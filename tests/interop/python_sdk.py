@@ -1,4 +1,4 @@
-"""Interop: the official MCP Python SDK (pinned in requirements.txt) against `mcpsec serve` over stdio.
+"""Interop: the official MCP Python SDK (pinned in requirements.txt) against `mcpsec serve` over stdio and HTTP.
 
 Usage: python_sdk.py /path/to/mcpsec
 
@@ -8,7 +8,9 @@ Runs the same scripted session on both protocol generations: the SDK's default
 tools with their annotations, reads a file, has an escape refused, a delete
 refused for want of a token, the same delete granted with a token minted by
 `mcpsec grant`, and a write confirmed and one declined through the client's
-elicitation callback. Prints one line per check and a closing
+elicitation callback. Then, over streamable HTTP (`serve --http`, a user's
+key): a request without a key refused, the tools, a read, an escape, a token
+refusal and a delete with a token granted to that user. Prints one line per check and a closing
 `N passed, M failed`; exits 1 when anything failed.
 """
 
@@ -20,8 +22,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import httpx2
 import mcp
 from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
 
 SECRET = "TOP-SECRET-OUTSIDE-CONTENT"
 RESULTS: list[tuple[bool, str]] = []
@@ -138,6 +142,94 @@ async def session(ws: Workspace, mode: str) -> None:
         )
 
 
+class HttpServer:
+    """`mcpsec serve --http 127.0.0.1:0` on the workspace, with a user `alice`."""
+
+    def __init__(self, ws: Workspace):
+        self.ws = ws
+        out = subprocess.run(
+            [ws.mcpsec, "users", "add", "alice"],
+            env={**os.environ, **ws.env},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        self.key = out.stdout.strip()
+        self.proc = subprocess.Popen(
+            [ws.mcpsec, "serve", "--root", str(ws.dir / "ws"), "--http", "127.0.0.1:0"],
+            env={**os.environ, **ws.env, "RUST_LOG": "warn,mcpsec_server::http=info"},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=str(ws.dir),
+        )
+        self.url = ""
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            if "listening on " in line:
+                self.url = line.split("listening on ", 1)[1].strip()
+                break
+        if not self.url:
+            raise RuntimeError("mcpsec serve --http exited before listening")
+
+    def transport(self, key: str | None):
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return streamable_http_client(self.url, http_client=httpx2.AsyncClient(headers=headers, timeout=30))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+async def http_session(ws: Workspace, server: HttpServer, mode: str) -> None:
+    """The same checks over streamable HTTP with a user's key (confirmations are not part of it)."""
+    tag = f"[http {mode}]"
+    served = True
+    try:
+        async with Client(server.transport(None), mode=mode) as client:
+            await client.list_tools()
+    except Exception:  # the SDK raises when the server refuses it
+        served = False
+    check(not served, f"{tag} the SDK without a key gets no session", "it was served")
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
+    }
+    async with httpx2.AsyncClient(timeout=30) as raw:
+        resp = await raw.post(server.url, json=initialize, headers={"accept": "application/json, text/event-stream"})
+    check(
+        resp.status_code == 401 and "Bearer" in resp.headers.get("www-authenticate", ""),
+        f"{tag} a request without a key is 401 with WWW-Authenticate",
+        f"{resp.status_code} {dict(resp.headers)}",
+    )
+    async with Client(server.transport(server.key), mode=mode) as client:
+        expected = "2025-11-25" if mode == "legacy" else "2026-07-28"
+        check(client.protocol_version == expected, f"{tag} negotiated protocol {client.protocol_version}", expected)
+        tools = (await client.list_tools()).tools
+        read = next((t for t in tools if t.name == "read_text_file"), None)
+        check(
+            read is not None and read.annotations is not None and read.annotations.read_only_hint is True,
+            f"{tag} tools/list with annotations ({len(tools)} tools)",
+            repr(read),
+        )
+        r = await client.call_tool("read_text_file", {"path": "hello.txt"})
+        check(not r.is_error and "hello from the workspace" in text_of(r), f"{tag} read_text_file reads", text_of(r))
+        r = await client.call_tool("read_text_file", {"path": "../outside/secret.txt"})
+        body = text_of(r)
+        check(r.is_error and SECRET not in body and "outside" in body, f"{tag} an escape is refused", body)
+        victim = ws.dir / "ws" / f"http-victim-{mode}.txt"
+        victim.write_text("delete me")
+        r = await client.call_tool("delete_file", {"path": victim.name})
+        check(r.is_error and victim.exists(), f"{tag} delete without a token is refused", text_of(r))
+        token = ws.grant("delete_files", "--ttl", "60", "--path", victim.name, "--uses", "1", "--user", "alice")
+        r = await client.call_tool("delete_file", {"path": victim.name, "capability_token": token})
+        check(not r.is_error and not victim.exists(), f"{tag} delete with a token granted to the user", text_of(r))
+
+
 async def main() -> int:
     if len(sys.argv) != 2:
         print(__doc__, file=sys.stderr)
@@ -150,6 +242,19 @@ async def main() -> int:
             await session(ws, mode)
         except Exception as e:  # a crashed session is a failed check, not a traceback
             check(False, f"[{mode}] session", f"{type(e).__name__}: {e}")
+    server = None
+    try:
+        server = HttpServer(ws)
+        for mode in ("auto", "legacy"):
+            try:
+                await http_session(ws, server, mode)
+            except Exception as e:
+                check(False, f"[http {mode}] session", f"{type(e).__name__}: {e}")
+    except Exception as e:
+        check(False, "[http] server", f"{type(e).__name__}: {e}")
+    finally:
+        if server is not None:
+            server.stop()
     passed = sum(1 for ok, _ in RESULTS if ok)
     failed = len(RESULTS) - passed
     print(f"python-sdk: {passed} passed, {failed} failed", flush=True)

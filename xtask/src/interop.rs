@@ -3,9 +3,10 @@
 //! Installs, into `target/interop/` (once; later runs reuse it), the official
 //! MCP Python SDK (a venv, `pip install -r tests/interop/requirements.txt`)
 //! and the MCP Inspector (`npm install`, pinned below), then runs the scripted
-//! sessions in `tests/interop/` against `mcpsec serve` over stdio. (mcpsec has
-//! no HTTP transport yet, so stdio is all there is to test.) Needs python3
-//! (3.10 or later) and npm, and the registries on first use.
+//! sessions in `tests/interop/` against `mcpsec serve`: the Python SDK over
+//! stdio and over streamable HTTP (`serve --http`, a user's key), the
+//! Inspector CLI over stdio. Needs python3 (3.10 or later) and npm, and the
+//! registries on first use.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
