@@ -10,7 +10,8 @@ refused for want of a token, the same delete granted with a token minted by
 `mcpsec grant`, and a write confirmed and one declined through the client's
 elicitation callback. Then, over streamable HTTP (`serve --http`, a user's
 key): a request without a key refused, the tools, a read, an escape, a token
-refusal and a delete with a token granted to that user. Prints one line per check and a closing
+refusal, a delete with a token granted to that user, and a write confirmed and
+one declined through the elicitation callback. Prints one line per check and a closing
 `N passed, M failed`; exits 1 when anything failed.
 """
 
@@ -184,7 +185,7 @@ class HttpServer:
 
 
 async def http_session(ws: Workspace, server: HttpServer, mode: str) -> None:
-    """The same checks over streamable HTTP with a user's key (confirmations are not part of it)."""
+    """The same checks over streamable HTTP with a user's key, and a confirmation accepted and one declined."""
     tag = f"[http {mode}]"
     served = True
     try:
@@ -228,6 +229,13 @@ async def http_session(ws: Workspace, server: HttpServer, mode: str) -> None:
         token = ws.grant("delete_files", "--ttl", "60", "--path", victim.name, "--uses", "1", "--user", "alice")
         r = await client.call_tool("delete_file", {"path": victim.name, "capability_token": token})
         check(not r.is_error and not victim.exists(), f"{tag} delete with a token granted to the user", text_of(r))
+    for action in ("accept", "decline"):
+        async with Client(server.transport(server.key), mode=mode, elicitation_callback=human(action)) as client:
+            target = ws.dir / "ws" / f"http-{action}-{mode}.txt"
+            r = await client.call_tool("write_file", {"path": target.name, "content": "yes"})
+            done = not r.is_error and target.exists()
+            verb = "accepted" if action == "accept" else "declined"
+            check(done == (action == "accept"), f"{tag} write {verb} by the human (elicitation)", text_of(r))
 
 
 async def main() -> int:
