@@ -154,7 +154,7 @@ impl Undo {
     pub(crate) fn delete(&self, sb: &Sandbox, tool: &str, path: &str, recursive: bool) -> Result<(), ToolError> {
         let (slot, seq) = self.begin(path)?;
         match self.with_room(path, |room| sb.remove_keeping(path, recursive, &slot, room)) {
-            Ok(at) => self.finish(&slot, seq, tool, Action::Delete, at, None, None),
+            Ok(at) => self.finish(&slot, seq, tool, Action::Delete, at, None),
             Err(e) => {
                 slot.abandon(&self.trash);
                 Err(e)
@@ -170,7 +170,7 @@ impl Undo {
             Ok(written) => match written.kept {
                 Some(at) => {
                     let left = sha256_hex(contents);
-                    self.finish(&slot, seq, tool, Action::Overwrite, at, Some(left), None).map(|()| false)
+                    self.finish(&slot, seq, tool, Action::Overwrite, at, Some(left)).map(|()| false)
                 }
                 None => {
                     slot.abandon(&self.trash);
@@ -193,26 +193,30 @@ impl Undo {
             slot.abandon(&self.trash);
             return Err(e.into());
         }
-        let dest = sb.locate_resolved(to).map(|(r, p)| r.join(p).display().to_string()).ok();
-        let manifest = Manifest {
-            v: MANIFEST_VERSION,
-            seq,
-            time: now_secs(),
-            tool: tool.to_owned(),
-            user: Some(self.user.clone()),
-            action: Action::Move,
-            root,
-            path: rel,
-            kept: None,
-            left_sha256: None,
-            moved_to: dest,
-        };
+        let mut manifest = self.manifest(seq, tool, Action::Move, root, rel);
+        manifest.moved_to = sb.locate_resolved(to).map(|(r, p)| r.join(p).display().to_string()).ok();
         let committed = slot.commit(&manifest);
         set_kept(details(&manifest, committed.err()));
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// An entry's manifest, without what was kept.
+    fn manifest(&self, seq: u64, tool: &str, action: Action, root: std::path::PathBuf, path: String) -> Manifest {
+        Manifest {
+            v: MANIFEST_VERSION,
+            seq,
+            time: now_secs(),
+            tool: tool.to_owned(),
+            user: Some(self.user.clone()),
+            action,
+            root,
+            path,
+            kept: None,
+            left_sha256: None,
+            moved_to: None,
+        }
+    }
+
     fn finish(
         &self,
         slot: &Slot,
@@ -221,21 +225,10 @@ impl Undo {
         action: Action,
         at: KeptAt,
         left_sha256: Option<String>,
-        moved_to: Option<String>,
     ) -> Result<(), ToolError> {
-        let manifest = Manifest {
-            v: MANIFEST_VERSION,
-            seq,
-            time: now_secs(),
-            tool: tool.to_owned(),
-            user: Some(self.user.clone()),
-            action,
-            root: at.root,
-            path: at.path,
-            kept: Some(at.kept),
-            left_sha256,
-            moved_to,
-        };
+        let mut manifest = self.manifest(seq, tool, action, at.root, at.path);
+        manifest.kept = Some(at.kept);
+        manifest.left_sha256 = left_sha256;
         // The change is made and what it removed is in the trash; a
         // manifest that cannot be written leaves an incomplete entry, which
         // the result record and `mcpsec trash list` report.
