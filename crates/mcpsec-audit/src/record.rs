@@ -313,16 +313,7 @@ fn memmem(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Lower-case hex of 32 bytes.
-pub fn hex(bytes: &[u8; 32]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(64);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
-}
+pub use mcpsec_core::units::hex;
 
 /// Parses 64 lower-case hex digits.
 pub fn unhex(text: &[u8]) -> Option<[u8; 32]> {

@@ -308,16 +308,5 @@ fn check_trash(dir: &Path) -> Finding {
     }
     let (mut total, mut files) = (0, 0);
     walk(dir, &mut total, &mut files);
-    info("trash", format!("{}: {files} file(s), {}", dir.display(), human_size(total)), None)
-}
-
-fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+    info("trash", format!("{}: {files} file(s), {}", dir.display(), mcpsec_core::units::format_size(total)), None)
 }

@@ -61,15 +61,6 @@ fn open_trash(state: &Path) -> Result<Trash> {
     Trash::open(state).with_context(|| format!("opening the trash in {}", state.display()))
 }
 
-fn human_size(n: u64) -> String {
-    match n {
-        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
-        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
-        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
-        n => format!("{n} B"),
-    }
-}
-
 fn time_text(secs: u64) -> String {
     mcpsec_core::time::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
 }
@@ -107,7 +98,7 @@ pub fn trash(ctx: &Ctx<'_>, command: TrashCommand) -> Result<()> {
                             &time_text(m.time)[..19],
                             m.tool,
                             action_text(m.action),
-                            human_size(m.size()),
+                            mcpsec_core::units::format_size(m.size()),
                         )?;
                     }
                     Listed::Incomplete { seq, problem, time } => writeln!(
@@ -125,8 +116,8 @@ pub fn trash(ctx: &Ctx<'_>, command: TrashCommand) -> Result<()> {
                 out,
                 "{} entries, {} (max_size {})",
                 entries.len(),
-                human_size(total),
-                human_size(ctx.config.undo.max_size)
+                mcpsec_core::units::format_size(total),
+                mcpsec_core::units::format_size(ctx.config.undo.max_size)
             )?;
             Ok(())
         }
@@ -150,8 +141,8 @@ pub fn trash(ctx: &Ctx<'_>, command: TrashCommand) -> Result<()> {
             eprintln!(
                 "purged {} entries ({}); {} left",
                 purged.entries,
-                human_size(purged.bytes),
-                human_size(purged.left)
+                mcpsec_core::units::format_size(purged.bytes),
+                mcpsec_core::units::format_size(purged.left)
             );
             Ok(())
         }
@@ -244,17 +235,8 @@ fn find_entry(ctx: &Ctx<'_>, trash: &Trash, seq: u64) -> Result<Manifest> {
         "nothing to undo for {seq}: {what}, and the trash holds no entry for it. Only delete_file, write_file over an \
          existing file, edit_file and move_file keep what they change, while undo is on; entries go after \
          [undo] retention ({}) or when restored. See `mcpsec trash list`",
-        humantime(ctx.config.undo.retention)
+        mcpsec_core::units::format_duration(ctx.config.undo.retention)
     ))
-}
-
-fn humantime(d: std::time::Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
-        s if s % 3600 == 0 => format!("{}h", s / 3600),
-        s => format!("{s}s"),
-    }
 }
 
 /// The plan of an undo, as shown by `--dry-run` and done otherwise.
@@ -283,9 +265,11 @@ pub fn undo(ctx: &Ctx<'_>, args: UndoArgs) -> Result<()> {
             .kept
             .as_ref()
             .map(|k| match k.entries.first().map(|e| e.kind.as_str()) {
-                Some("dir") => format!("the directory ({} entries, {})", k.entries.len(), human_size(k.size)),
+                Some("dir") => {
+                    format!("the directory ({} entries, {})", k.entries.len(), mcpsec_core::units::format_size(k.size))
+                }
                 Some("symlink") => "the symlink".to_owned(),
-                _ => format!("the file ({})", human_size(k.size)),
+                _ => format!("the file ({})", mcpsec_core::units::format_size(k.size)),
             })
             .unwrap_or_default();
         match m.action {

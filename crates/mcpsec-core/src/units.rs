@@ -52,6 +52,30 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     n.checked_mul(factor).ok_or_else(bad)
 }
 
+/// Formats a duration the way `parse_duration` reads it, in its largest
+/// whole unit (`7d`, `12h`, `90s`).
+pub fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => format!("{}ms", d.as_millis()),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// Lower-case hex of `bytes` (digests, nonces).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
 /// Formats a byte count the way people read it (`4.00 KiB`).
 pub fn format_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -99,5 +123,9 @@ mod tests {
         assert_eq!(format_size(10), "10 B");
         assert_eq!(format_size(4096), "4.00 KiB");
         assert_eq!(format_size(3 << 20), "3.00 MiB");
+        for text in ["7d", "12h", "5m", "90s", "250ms"] {
+            assert_eq!(format_duration(parse_duration(text).unwrap()), text);
+        }
+        assert_eq!(hex(&[0, 0x0f, 0xa5, 0xff]), "000fa5ff");
     }
 }

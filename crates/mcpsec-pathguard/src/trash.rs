@@ -34,6 +34,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{GuardError, io_error};
 use crate::resolve::{Kind, Last, lossy};
 use crate::sandbox::{MAX_ENTRIES, Sandbox, temp_name};
+use mcpsec_core::units::hex;
 
 /// The name of a kept object inside its entry.
 const DATA: &str = "data";
@@ -551,16 +552,6 @@ fn seal(dir: &Dir, name: &OsStr, depth: usize) {
     } else if meta.is_file() && meta.nlink() == 1 {
         let _ = dir.set_permissions(name, Permissions::from_mode(0o600));
     }
-}
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 /// SHA-256 of `bytes`, in hex.

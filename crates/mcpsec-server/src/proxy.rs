@@ -41,6 +41,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::tools::ToolError;
+use mcpsec_core::units::hex;
 
 /// The first restart waits this long; each further one twice as long.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -571,10 +572,6 @@ fn sorted(v: &Value) -> Value {
 /// Compact JSON with sorted keys.
 fn canonical(v: &Value) -> String {
     serde_json::to_string(&sorted(v)).unwrap_or_default()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Every string in `v` sanitised (schemas carry descriptions too).
