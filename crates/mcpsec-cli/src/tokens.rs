@@ -108,10 +108,16 @@ pub(crate) fn record(event: EventKind) -> Record {
 }
 
 pub(crate) fn audit(state: &State, r: Record) -> Result<()> {
-    let log = AuditLog::open(&state.audit_path, crate::audit_options(&state.config))?;
+    append_record(&state.audit_path, &state.config, r).map(|_| ())
+}
+
+/// Appends one record of this CLI run to the log (synced as the config
+/// says); its seq.
+pub(crate) fn append_record(audit_path: &Path, config: &Config, r: Record) -> Result<u64> {
+    let log = AuditLog::open(audit_path, crate::audit_options(config))?;
     let result = log.append(r).wait();
     log.close();
-    result.map(|_| ()).context("recording in the audit log")
+    Ok(result.context("recording in the audit log")?.seq)
 }
 
 /// Reads a passphrase: from stdin with `--passphrase-stdin`, else from the

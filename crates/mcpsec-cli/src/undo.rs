@@ -137,7 +137,7 @@ pub fn trash(ctx: &Ctx<'_>, command: TrashCommand) -> Result<()> {
             r.details = Some(json!({
                 "older_than_s": age.as_secs(), "entries": purged.entries, "bytes": purged.bytes, "left_bytes": purged.left
             }));
-            audit_once(ctx, r)?;
+            crate::tokens::append_record(ctx.audit_path, ctx.config, r)?;
             eprintln!(
                 "purged {} entries ({}); {} left",
                 purged.entries,
@@ -176,19 +176,11 @@ fn listed_json(e: &Listed) -> serde_json::Value {
     }
 }
 
+/// A record of this CLI run for `tool`.
 fn record(event: EventKind, tool: Option<&str>) -> Record {
-    let mut r = Record::new(event);
+    let mut r = crate::tokens::record(event);
     r.tool = tool.map(str::to_owned);
-    r.user = Some(crate::os_user());
-    r.session = Some(format!("cli-{}", std::process::id()));
     r
-}
-
-fn audit_once(ctx: &Ctx<'_>, r: Record) -> Result<u64> {
-    let log = AuditLog::open(ctx.audit_path, crate::audit_options(ctx.config))?;
-    let result = log.append(r).wait();
-    log.close();
-    Ok(result.context("recording in the audit log")?.seq)
 }
 
 /// The audit records of the call whose intent is `seq`: (intent, result).
