@@ -403,7 +403,7 @@ impl Slot {
 
     /// Writes the manifest (0600, atomically): the entry is complete.
     pub fn commit(&self, manifest: &Manifest) -> io::Result<()> {
-        let text = serde_json::to_vec_pretty(manifest).map_err(io::Error::other)?;
+        let text = serde_json::to_vec(manifest).map_err(io::Error::other)?;
         let tmp = format!("{MANIFEST}.tmp");
         let mut f = self.dir.open_with(
             &tmp,
@@ -428,7 +428,7 @@ impl Slot {
 
     /// Removes an entry that ended up holding nothing (the call failed
     /// before anything was kept).
-    pub fn abandon(self, trash: &Trash) {
+    pub fn abandon(&self, trash: &Trash) {
         if self.dir.symlink_metadata(DATA).is_err() {
             let _ = trash.remove(self.seq);
         }
@@ -644,8 +644,8 @@ fn move_object(from: &Dir, name: &OsStr, to: &Dir, to_name: &OsStr) -> io::Resul
 pub struct Written {
     /// Whether the file was created (nothing was kept then).
     pub created: bool,
-    /// The entry's manifest fields, when something was kept.
-    pub kept: Option<KeptAt>,
+    /// What was kept and the entry that holds it (to commit its manifest).
+    pub kept: Option<(KeptAt, Slot)>,
 }
 
 /// Where a kept object came from, and what it was.
@@ -751,19 +751,36 @@ impl Sandbox {
     /// was displaced is kept; the old file is then described and moved into
     /// the trash. If it cannot be kept (larger than `limit` bytes, not a
     /// regular file, an I/O failure), it is swapped back: nothing changes.
-    pub fn write_keeping(&self, input: &str, contents: &[u8], slot: &Slot, limit: u64) -> Result<Written, GuardError> {
-        // A file created by someone else between the look and the rename
-        // is kept like any other: look again (a few times at most).
-        let mut attempts = 0;
-        loop {
-            match self.write_keeping_once(input, contents, slot, limit) {
-                Err(GuardError::Changed { .. }) if attempts < 3 => attempts += 1,
-                other => return other,
+    ///
+    /// The trash entry (`trash`, `seq`) is made only when there is something
+    /// to keep: a write that creates a file costs the trash nothing.
+    pub fn write_keeping(
+        &self,
+        input: &str,
+        contents: &[u8],
+        trash: &Trash,
+        seq: u64,
+        limit: u64,
+    ) -> Result<Written, GuardError> {
+        // A file created by someone else between the look and the rename is
+        // kept like any other: look again (a few times at most).
+        for _ in 0..3 {
+            if let Some(written) = self.write_keeping_once(input, contents, trash, seq, limit)? {
+                return Ok(written);
             }
         }
+        Err(GuardError::Changed { path: input.to_owned() })
     }
 
-    fn write_keeping_once(&self, input: &str, contents: &[u8], slot: &Slot, limit: u64) -> Result<Written, GuardError> {
+    /// One attempt; `None` when a file appeared at a missing path meanwhile.
+    fn write_keeping_once(
+        &self,
+        input: &str,
+        contents: &[u8],
+        trash: &Trash,
+        seq: u64,
+        limit: u64,
+    ) -> Result<Option<Written>, GuardError> {
         let r = self.resolve(input, Last::FollowMaybeMissing)?;
         self.rules.check_write(&r.rel(), input)?;
         let name = self.mutable_name(&r, input, "overwrite")?;
@@ -772,17 +789,15 @@ impl Sandbox {
             Kind::Missing => {
                 // Nothing to keep; but never replace what appeared meanwhile.
                 let tmp = self.write_temp(&r.dir, name, input, contents, None)?;
-                return match rustix::fs::renameat_with(&*r.dir, &tmp, &*r.dir, name, rustix::fs::RenameFlags::NOREPLACE)
-                {
-                    Ok(()) => Ok(Written { created: true, kept: None }),
-                    Err(e) => {
-                        let _ = r.dir.remove_file(&tmp);
-                        Err(if e == rustix::io::Errno::EXIST {
-                            GuardError::Changed { path: input.to_owned() }
-                        } else {
-                            io_error("writing", input, e.into())
-                        })
-                    }
+                let placed =
+                    rustix::fs::renameat_with(&*r.dir, &tmp, &*r.dir, name, rustix::fs::RenameFlags::NOREPLACE);
+                if placed.is_err() {
+                    let _ = r.dir.remove_file(&tmp);
+                }
+                return match placed {
+                    Ok(()) => Ok(Some(Written { created: true, kept: None })),
+                    Err(rustix::io::Errno::EXIST) => Ok(None),
+                    Err(e) => Err(io_error("writing", input, e.into())),
                 };
             }
             Kind::File => {}
@@ -794,10 +809,18 @@ impl Sandbox {
             return Err(too_big(input, meta.len(), limit));
         }
         let mode = meta.permissions().mode() & 0o7777;
-        let tmp = self.write_temp(&r.dir, name, input, contents, Some(mode))?;
+        let slot = trash.begin(seq).map_err(|e| not_kept(input, &e.to_string()))?;
+        let tmp = match self.write_temp(&r.dir, name, input, contents, Some(mode)) {
+            Ok(tmp) => tmp,
+            Err(e) => {
+                slot.abandon(trash);
+                return Err(e);
+            }
+        };
         let exchange = || rustix::fs::renameat_with(&*r.dir, &tmp, &*r.dir, name, rustix::fs::RenameFlags::EXCHANGE);
         if let Err(e) = exchange() {
             let _ = r.dir.remove_file(&tmp);
+            slot.abandon(trash);
             return Err(if e == rustix::io::Errno::NOENT {
                 GuardError::Changed { path: input.to_owned() }
             } else {
@@ -809,6 +832,7 @@ impl Sandbox {
             match exchange() {
                 Ok(()) => {
                     let _ = r.dir.remove_file(&tmp);
+                    slot.abandon(trash);
                     err
                 }
                 Err(_) => not_kept(
@@ -830,7 +854,7 @@ impl Sandbox {
         }
         seal(&slot.dir, OsStr::new(DATA), 0);
         let at = KeptAt { root: self.roots[r.root].host.clone(), path: rel_string, kept };
-        Ok(Written { created: false, kept: Some(at) })
+        Ok(Some(Written { created: false, kept: Some((at, slot)) }))
     }
 
     /// Where `input` resolves to (not following a final symlink), as a root

@@ -141,8 +141,13 @@ impl Undo {
         total
     }
 
+    /// The seq of the intent record of the call being executed.
+    fn intent() -> Result<u64, ToolError> {
+        current_seq().ok_or_else(|| ToolError::Failed("internal error: no intent record for undo".into()))
+    }
+
     fn begin(&self, path: &str) -> Result<(Slot, u64), ToolError> {
-        let seq = current_seq().ok_or_else(|| ToolError::Failed("internal error: no intent record for undo".into()))?;
+        let seq = Self::intent()?;
         let slot = self
             .trash
             .begin(seq)
@@ -165,22 +170,14 @@ impl Undo {
     /// `write_file` / `edit_file`, keeping the file it replaces. Returns
     /// whether the file was created.
     pub(crate) fn write(&self, sb: &Sandbox, tool: &str, path: &str, contents: &[u8]) -> Result<bool, ToolError> {
-        let (slot, seq) = self.begin(path)?;
-        match self.with_room(path, |room| sb.write_keeping(path, contents, &slot, room)) {
-            Ok(written) => match written.kept {
-                Some(at) => {
-                    let left = sha256_hex(contents);
-                    self.finish(&slot, seq, tool, Action::Overwrite, at, Some(left)).map(|()| false)
-                }
-                None => {
-                    slot.abandon(&self.trash);
-                    Ok(written.created)
-                }
-            },
-            Err(e) => {
-                slot.abandon(&self.trash);
-                Err(e)
+        let seq = Self::intent()?;
+        let written = self.with_room(path, |room| sb.write_keeping(path, contents, &self.trash, seq, room))?;
+        match written.kept {
+            Some((at, slot)) => {
+                let left = sha256_hex(contents);
+                self.finish(&slot, seq, tool, Action::Overwrite, at, Some(left)).map(|()| false)
             }
+            None => Ok(written.created),
         }
     }
 

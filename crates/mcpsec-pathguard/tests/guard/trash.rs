@@ -22,9 +22,8 @@ fn a_file_with_other_hard_links_keeps_their_mode() {
     fs::hard_link(fx.root.join("f"), fx.root.join("g")).unwrap();
     let sb = sandbox(std::slice::from_ref(&fx.root), Rules::none(), 1 << 20);
     let t = trash(&fx);
-    let slot = t.begin(1).unwrap();
-    let w = sb.write_keeping("f", b"new", &slot, u64::MAX).unwrap();
-    assert_eq!(w.kept.unwrap().kept.entries[0].mode, 0o644);
+    let w = sb.write_keeping("f", b"new", &t, 1, u64::MAX).unwrap();
+    assert_eq!(w.kept.unwrap().0.kept.entries[0].mode, 0o644);
     assert_eq!(fs::read_to_string(fx.root.join("f")).unwrap(), "new");
     // `g` still names the old file, and its mode was not sealed to 0600.
     assert_eq!(fs::read_to_string(fx.root.join("g")).unwrap(), "old");
@@ -67,7 +66,7 @@ fn keeping_obeys_the_guard_and_never_leaves_the_root() {
     let t = trash(&fx);
     let slot = t.begin(3).unwrap();
     for (path, refused) in [("../ws-evil/secret", true), (".git/HEAD", true), ("out/x", true)] {
-        let e = sb.write_keeping(path, b"x", &slot, u64::MAX).unwrap_err();
+        let e = sb.write_keeping(path, b"x", &t, 30, u64::MAX).unwrap_err();
         assert_eq!(e.is_refusal(), refused, "{path}: {e}");
         assert!(!e.to_string().contains(SENTINEL));
         let e = sb.remove_keeping(path, true, &slot, u64::MAX).unwrap_err();
@@ -144,7 +143,7 @@ fn a_tree_that_cannot_be_kept_is_left_exactly_as_it_was() {
         let e = sb.remove_keeping(path, false, &slot, 4096).unwrap_err();
         assert!(matches!(e, GuardError::TooBigToKeep { size: 5000, room: 4096, .. }), "{path}: {e}");
         assert_eq!(fs::read(fx.root.join("big")).unwrap().len(), 5000);
-        let e = sb.write_keeping(path, b"new", &slot, 4096).unwrap_err();
+        let e = sb.write_keeping(path, b"new", &t, 40, 4096).unwrap_err();
         assert!(matches!(e, GuardError::TooBigToKeep { .. }), "{path}: {e}");
         assert_eq!(fs::read(fx.root.join("big")).unwrap().len(), 5000);
     }
@@ -171,4 +170,23 @@ fn a_restore_is_not_redirected_by_a_symlink_planted_since() {
     assert!(matches!(e, GuardError::Redirected { .. }), "{e}");
     assert!(!fx.root.join("hooks/pre-commit").exists());
     assert!(slot.has_data(), "the entry still holds it");
+}
+
+/// A write that creates a file makes no trash entry, and a refused one
+/// leaves none behind.
+#[test]
+fn only_a_write_that_replaces_something_makes_an_entry() {
+    let fx = Fx::bare();
+    let sb = sandbox(std::slice::from_ref(&fx.root), Rules::none(), 1 << 20);
+    let t = trash(&fx);
+    let w = sb.write_keeping("new.txt", b"fresh", &t, 1, u64::MAX).unwrap();
+    assert!(w.created && w.kept.is_none());
+    assert!(t.list().unwrap().is_empty(), "no entry for a create");
+    fs::write(fx.root.join("big"), vec![b'x'; 100]).unwrap();
+    let e = sb.write_keeping("big", b"small", &t, 2, 10).unwrap_err();
+    assert!(matches!(e, GuardError::TooBigToKeep { .. }), "{e}");
+    assert!(t.list().unwrap().is_empty(), "no entry for a refusal");
+    let w = sb.write_keeping("new.txt", b"second", &t, 3, u64::MAX).unwrap();
+    let (at, slot) = w.kept.unwrap();
+    assert_eq!((slot.seq(), at.kept.size), (3, 5));
 }
