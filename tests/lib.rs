@@ -462,6 +462,21 @@ impl Client {
     }
 }
 
+/// Calls `probe` until `done` holds for what it returns, every 50 ms for 5 s
+/// at most, and returns the last answer (for what a server does in the
+/// background; the caller asserts on it).
+pub fn poll<T>(mut probe: impl FnMut() -> T, done: impl Fn(&T) -> bool) -> T {
+    let mut answer = probe();
+    for _ in 0..100 {
+        if done(&answer) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        answer = probe();
+    }
+    answer
+}
+
 /// All text content of a result, joined.
 pub fn text(r: &CallToolResult) -> String {
     r.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect::<Vec<_>>().join("\n")

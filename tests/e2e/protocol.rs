@@ -39,13 +39,13 @@ async fn unknown_tool_is_a_protocol_error() {
     }
 }
 
-/// Drives the binary with raw lines: every reply must be JSON-RPC, and the
-/// server must keep serving after each malformed line.
-#[test]
-fn malformed_lines_get_errors_and_the_server_keeps_serving() {
-    let env = Env::new();
-    let mut child = Command::new(mcpsec_bin())
-        .args(["serve", "--root"])
+/// `mcpsec serve` on `env`'s root with `extra` arguments, its stdin and
+/// stdout piped for raw JSON-RPC lines.
+fn raw_server(env: &Env, extra: &[&std::ffi::OsStr]) -> std::process::Child {
+    Command::new(mcpsec_bin())
+        .arg("serve")
+        .args(extra)
+        .arg("--root")
         .arg(env.root())
         .env("MCPSEC_STATE_DIR", env.path().join("state"))
         .env("XDG_CONFIG_HOME", env.path().join("no-config"))
@@ -53,7 +53,15 @@ fn malformed_lines_get_errors_and_the_server_keeps_serving() {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Drives the binary with raw lines: every reply must be JSON-RPC, and the
+/// server must keep serving after each malformed line.
+#[test]
+fn malformed_lines_get_errors_and_the_server_keeps_serving() {
+    let env = Env::new();
+    let mut child = raw_server(&env, &[]);
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut send = |line: &str| {
@@ -117,18 +125,7 @@ fn malformed_lines_get_errors_and_the_server_keeps_serving() {
 fn large_pipelined_requests_are_never_torn() {
     let env = Env::new();
     let cfg = env.config("[policy]\nwrite_files = \"allow\"\n[undo]\nenabled = false\n");
-    let mut child = Command::new(mcpsec_bin())
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .arg("--root")
-        .arg(env.root())
-        .env("MCPSEC_STATE_DIR", env.path().join("state"))
-        .env("XDG_CONFIG_HOME", env.path().join("no-config"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = raw_server(&env, &["--config".as_ref(), cfg.as_os_str()]);
     let mut stdin = child.stdin.take().unwrap();
     let stdout = BufReader::new(child.stdout.take().unwrap());
     let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#;

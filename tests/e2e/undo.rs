@@ -2,9 +2,9 @@
 //! they remove; `mcpsec undo`, `mcpsec trash list / purge` in a "terminal".
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use mcpsec_e2e::{ALLOW_ALL, Env, Protocol, path};
+use mcpsec_e2e::{ALLOW_ALL, Env, Protocol, path, poll};
 use serde_json::{Value, json};
 use sha2::Digest;
 
@@ -25,6 +25,13 @@ fn last_undo(env: &Env, tool: &str) -> (u64, Value) {
         .find(|r| r["tool"] == tool && r["outcome"] == "ok" && r["event"] == "tool_call")
         .expect("an ok record");
     (r["seq"].as_u64().unwrap(), r["details"]["undo"].clone())
+}
+
+/// The kept object and the manifest of the trash entry that a result
+/// record's `undo` details name.
+fn entry_files(trash: &Path, details: &Value) -> (PathBuf, PathBuf) {
+    let seq = details["trash"].as_u64().expect("a trash entry");
+    (trash.join(seq.to_string()), trash.join(format!("{seq}.json")))
 }
 
 /// Every entry below `dir`: (path, kind, mode, content or link target).
@@ -75,9 +82,9 @@ async fn delete_overwrite_and_edit_are_undone_byte_identical_with_their_modes() 
     let (del_seq, d) = last_undo(&env, "delete_file");
     assert_eq!((d["action"].as_str(), d["mode"].as_str()), (Some("delete"), Some("0640")), "{d}");
     assert_eq!(d["sha256"].as_str(), Some(sha256(&binary).as_str()));
-    let kept = env.state().join("trash").join(d["trash"].as_u64().unwrap().to_string());
-    assert_eq!(mode(&kept.join("data")), 0o600);
-    assert_eq!(mode(&kept.join("manifest.json")), 0o600);
+    let (data, manifest) = entry_files(&env.state().join("trash"), &d);
+    assert_eq!(mode(&data), 0o600);
+    assert_eq!(mode(&manifest), 0o600);
     assert_eq!(mode(&env.state().join("trash")), 0o700);
 
     // Overwrite and edit.
@@ -218,18 +225,18 @@ async fn a_tampered_trash_entry_is_not_restored() {
     let trash = env.state().join("trash");
     // Review finding: forge the data and the entry's own hash and size, but
     // not the entry-wide hash, which the audit record also holds.
-    let entry = trash.join(c3["trash"].to_string());
-    std::fs::write(entry.join("data"), "evil\n").unwrap();
-    let manifest = std::fs::read_to_string(entry.join("manifest.json")).unwrap();
+    let (data, manifest_path) = entry_files(&trash, &c3);
+    std::fs::write(data, "evil\n").unwrap();
+    let manifest = std::fs::read_to_string(&manifest_path).unwrap();
     let mut m: Value = serde_json::from_str(&manifest).unwrap();
     m["kept"]["entries"][0]["sha256"] = json!(sha256(b"evil\n"));
     m["kept"]["entries"][0]["size"] = json!(5);
     m["kept"]["size"] = json!(5);
-    std::fs::write(entry.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+    std::fs::write(manifest_path, serde_json::to_vec(&m).unwrap()).unwrap();
     // Redirect an entry to another path.
-    let entry = trash.join(d["trash"].to_string());
-    let manifest = std::fs::read_to_string(entry.join("manifest.json")).unwrap();
-    std::fs::write(entry.join("manifest.json"), manifest.replace("\"d.txt\"", "\"evil.txt\"")).unwrap();
+    let (_, manifest_path) = entry_files(&trash, &d);
+    let manifest = std::fs::read_to_string(&manifest_path).unwrap();
+    std::fs::write(manifest_path, manifest.replace("\"d.txt\"", "\"evil.txt\"")).unwrap();
     for d in [&c3, &d] {
         let (code, _, err) = undo(&env, &[&d["trash"].to_string()]);
         assert_eq!(code, 1, "{err}");
@@ -237,14 +244,14 @@ async fn a_tampered_trash_entry_is_not_restored() {
     }
     assert!(!env.exists("ws/evil.txt") && !env.exists("ws/c.txt") && !env.exists("ws/d.txt"));
     // Content swapped in the trash.
-    std::fs::write(trash.join(a["trash"].to_string()).join("data"), "evil\n").unwrap();
+    std::fs::write(entry_files(&trash, &a).0, "evil\n").unwrap();
     // Content and manifest forged together: the audit log still knows.
-    let entry = trash.join(b["trash"].to_string());
-    std::fs::write(entry.join("data"), "evil\n").unwrap();
-    let manifest = std::fs::read_to_string(entry.join("manifest.json")).unwrap();
+    let (data, manifest_path) = entry_files(&trash, &b);
+    std::fs::write(data, "evil\n").unwrap();
+    let manifest = std::fs::read_to_string(&manifest_path).unwrap();
     let old = b["sha256"].as_str().unwrap();
     let forged = manifest.replace(old, &sha256(b"evil\n")).replace("\"size\": 14", "\"size\": 5");
-    std::fs::write(entry.join("manifest.json"), forged).unwrap();
+    std::fs::write(manifest_path, forged).unwrap();
     for d in [a, b] {
         let (code, _, err) = undo(&env, &[&d["trash"].to_string()]);
         assert_eq!(code, 1, "{err}");
@@ -288,14 +295,7 @@ async fn retention_purges_the_oldest_first_and_a_full_trash_behaves_as_configure
         }
         serde_json::from_str::<Vec<Value>>(&out).unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect()
     };
-    let mut left = listed(&env);
-    for _ in 0..100 {
-        if left.len() <= 2 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        left = listed(&env);
-    }
+    let left = poll(|| listed(&env), |l| l.len() <= 2);
     assert_eq!(left, seqs[2..].to_vec(), "the two oldest go first");
     c.close().await;
 
@@ -317,14 +317,7 @@ async fn retention_purges_the_oldest_first_and_a_full_trash_behaves_as_configure
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let cfg = env.config(&format!("{ALLOW_ALL}[undo]\nretention = \"1s\"\n"));
     let c = env.start(Protocol::Modern, &["--config", cfg.to_str().unwrap()]).await;
-    let mut left = listed(&env);
-    for _ in 0..100 {
-        if left.is_empty() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        left = listed(&env);
-    }
+    let left = poll(|| listed(&env), Vec::is_empty);
     assert!(left.is_empty(), "{left:?}");
     c.close().await;
 }
@@ -508,4 +501,50 @@ async fn concurrent_creates_of_one_file_all_succeed_and_keep_what_they_replace()
     // Fifteen overwrites kept what they replaced.
     let kept = env.audit_records().iter().filter(|r| r["details"]["undo"]["action"] == "overwrite").count();
     assert_eq!(kept, 15);
+}
+
+/// A crash between keeping an object and writing its manifest leaves an
+/// incomplete entry: it is listed as such, never restored, and a purge
+/// keeps it through its grace minute (a server may still be filling it).
+#[tokio::test]
+async fn an_incomplete_entry_is_listed_never_restored_and_kept_through_its_grace() {
+    let env = Env::new();
+    env.write("ws/a.txt", "precious\n");
+    let cfg = env.config(ALLOW_ALL);
+    let c = env.start(Protocol::Modern, &["--config", cfg.to_str().unwrap()]).await;
+    c.ok("delete_file", path("a.txt")).await;
+    let (_, d) = last_undo(&env, "delete_file");
+    c.close().await;
+    let seq = d["trash"].as_u64().unwrap();
+    let (data, manifest) = entry_files(&env.state().join("trash"), &d);
+    // The crash: the object is in the trash, its manifest never written.
+    std::fs::remove_file(&manifest).unwrap();
+
+    let (code, out, err) = env.cli(&["trash", "list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let listed: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed.len(), 1, "{out}");
+    assert_eq!((listed[0]["seq"].as_u64(), listed[0]["complete"].as_bool()), (Some(seq), Some(false)), "{out}");
+    assert!(listed[0]["problem"].as_str().is_some_and(|p| p.contains(&format!("{seq}.json"))), "{out}");
+    let (code, out, err) = env.cli(&["trash", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("incomplete") && out.contains(&data.display().to_string()), "{out}");
+
+    for args in
+        [vec![seq.to_string()], vec![seq.to_string(), "--force".into()], vec!["--dry-run".into(), seq.to_string()]]
+    {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, _, err) = undo(&env, &args);
+        assert_ne!(code, 0, "{args:?}: {err}");
+        assert!(err.contains(&format!("trash entry {seq} is incomplete")), "{args:?}: {err}");
+    }
+    assert!(!env.exists("ws/a.txt"));
+
+    // Purging everything, or everything older than a second, keeps it.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    for args in [&["trash", "purge"][..], &["trash", "purge", "--older-than", "1s"]] {
+        let (code, _, err) = env.cli(args);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(std::fs::read_to_string(&data).unwrap(), "precious\n", "{args:?}");
+    }
 }

@@ -83,6 +83,15 @@ def human(action: str):
     return answer
 
 
+async def read_and_escape(client, tag):
+    """A read inside the root works; an escape is refused without leaking."""
+    r = await client.call_tool("read_text_file", {"path": "hello.txt"})
+    check(not r.is_error and "hello from the workspace" in text_of(r), f"{tag} read_text_file reads", text_of(r))
+    r = await client.call_tool("read_text_file", {"path": "../outside/secret.txt"})
+    body = text_of(r)
+    check(r.is_error and SECRET not in body and "outside" in body, f"{tag} an escape is refused", body)
+
+
 async def session(ws: Workspace, mode: str) -> None:
     tag = f"[{mode}]"
     async with Client(ws.params(), mode=mode, elicitation_callback=human("accept")) as client:
@@ -105,12 +114,7 @@ async def session(ws: Workspace, mode: str) -> None:
             repr(delete and delete.annotations),
         )
 
-        r = await client.call_tool("read_text_file", {"path": "hello.txt"})
-        check(not r.is_error and "hello from the workspace" in text_of(r), f"{tag} read_text_file reads", text_of(r))
-
-        r = await client.call_tool("read_text_file", {"path": "../outside/secret.txt"})
-        body = text_of(r)
-        check(r.is_error and SECRET not in body and "outside" in body, f"{tag} an escape is refused", body)
+        await read_and_escape(client, tag)
 
         victim = ws.dir / "ws" / f"victim-{mode}.txt"
         victim.write_text("delete me")
@@ -217,11 +221,7 @@ async def http_session(ws: Workspace, server: HttpServer, mode: str) -> None:
             f"{tag} tools/list with annotations ({len(tools)} tools)",
             repr(read),
         )
-        r = await client.call_tool("read_text_file", {"path": "hello.txt"})
-        check(not r.is_error and "hello from the workspace" in text_of(r), f"{tag} read_text_file reads", text_of(r))
-        r = await client.call_tool("read_text_file", {"path": "../outside/secret.txt"})
-        body = text_of(r)
-        check(r.is_error and SECRET not in body and "outside" in body, f"{tag} an escape is refused", body)
+        await read_and_escape(client, tag)
         victim = ws.dir / "ws" / f"http-victim-{mode}.txt"
         victim.write_text("delete me")
         r = await client.call_tool("delete_file", {"path": victim.name})

@@ -39,6 +39,7 @@ cargo xtask bench [options]
   --audit-records N  records in the generated log for audit verify/grep (default 1000000)
   --serve-only       skip the audit, token-check, scanner and grant-latency benchmarks
                      (the serve rows and the undo cost on overwrites still run)
+  --undo-only        run only the undo cost on overwrites (mcpsec, undo on and off)
   --json             print the results as JSON instead of a table
 
 mcpsec rows: `mcpsec` runs the defaults ([audit] sync = \"always\"), `mcpsec/changes`
@@ -66,6 +67,8 @@ struct Options {
     /// Records in the generated audit log (0: skip the audit, token and
     /// grant benchmarks).
     audit_records: u64,
+    /// Only the undo cost (no serve rows, no other goals).
+    undo_only: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
@@ -78,6 +81,7 @@ fn parse(args: &[String]) -> Result<Options> {
         build: true,
         json: false,
         audit_records: 1_000_000,
+        undo_only: false,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -101,6 +105,11 @@ fn parse(args: &[String]) -> Result<Options> {
                 o.audit_records = value("--audit-records")?.parse().context("--audit-records")?;
             }
             "--serve-only" => o.audit_records = 0,
+            "--undo-only" => {
+                o.undo_only = true;
+                o.audit_records = 0;
+                o.only = Some(vec![peers::MCPSEC.to_owned()]);
+            }
             "--json" => o.json = true,
             "-h" | "--help" => {
                 eprint!("{USAGE}");
@@ -252,7 +261,9 @@ pub fn run(args: &[String]) -> Result<()> {
     }
 
     let scratch = Scratch::create()?;
-    measure_all(&opts, &scratch, &mut entries);
+    if !opts.undo_only {
+        measure_all(&opts, &scratch, &mut entries);
+    }
 
     // Audit, token and grant figures, with the default-config mcpsec.
     let mut extra = Vec::new();
@@ -295,7 +306,11 @@ pub fn run(args: &[String]) -> Result<()> {
         );
         println!("{v:#}");
     } else {
-        print_table(&opts, &entries, load);
+        if opts.undo_only {
+            println!("1-minute load average when the bench started: {}", fmt_opt(load, 2));
+        } else {
+            print_table(&opts, &entries, load);
+        }
         if !extra.is_empty() {
             println!();
             println!("other mcpsec goals");

@@ -460,7 +460,7 @@ fn plan(ctx: &Ctx<'_>, trash: &Trash, manifest: Manifest, force: bool, unverifie
         return Ok(Plan { manifest, current: None, replaces: false, forced });
     }
     let kept = manifest.kept.as_ref().ok_or_else(|| anyhow!("trash entry {seq} keeps nothing"))?;
-    let slot = trash.slot(seq)?;
+    let slot = trash.slot(seq);
     let now = slot.describe().with_context(|| format!("reading trash entry {seq}"))?;
     if !now.same_content(kept) {
         eprintln!(
@@ -510,17 +510,9 @@ fn restore(trash: &Trash, plan: &Plan, intent_seq: u64) -> Result<Option<(u64, S
         return Ok(None);
     }
     let kept = m.kept.as_ref().ok_or_else(|| anyhow!("trash entry {} keeps nothing", m.seq))?;
-    let slot = trash.slot(m.seq)?;
+    let slot = trash.slot(m.seq);
     let replace = if plan.replaces { Some(trash.begin(intent_seq)?) } else { None };
-    let replaced = match sandbox.restore(target_text, &m.path, &slot, kept, replace.as_ref()) {
-        Ok(r) => r,
-        Err(e) => {
-            if let Some(r) = replace {
-                r.abandon(trash);
-            }
-            return Err(e.into());
-        }
-    };
+    let replaced = sandbox.restore(target_text, &m.path, &slot, kept, replace.as_ref())?;
     let mut kept_as = None;
     if let (Some(r), Some(replaced)) = (&replace, replaced) {
         kept_as = Some((r.seq(), replaced.sha256.clone()));

@@ -6,10 +6,17 @@
 //! ```text
 //! trash/            0700
 //!   .lock           flock: undo and purge of an entry exclude each other
-//!   <seq>/          0700, one entry a call, named by its intent record's seq
-//!     data          what was removed: a file (0600), a symlink, or a whole tree
-//!     manifest.json 0600, written last: where it came from, modes, hashes
+//!   <seq>           what one call removed, named by its intent record's seq:
+//!                   a file (0600), a symlink, or a whole tree (0700); absent
+//!                   for a move, which removes nothing
+//!   <seq>.json      0600, the entry's manifest, written last: where it came
+//!                   from, modes, hashes. Without it the entry is incomplete
 //! ```
+//!
+//! An entry is two names in one directory, not a directory of its own: on
+//! the hot path (an overwrite) keeping then costs a rename and one small new
+//! file, no new directory (each is an inode and a block that every later
+//! journal commit, and so every call's `fdatasync`, would carry).
 //!
 //! Keeping does not copy when a rename will do: a deleted file or tree is
 //! *renamed* into its entry, and an overwritten file is swapped out with
@@ -36,12 +43,10 @@ use crate::resolve::{Kind, Last, lossy};
 use crate::sandbox::{MAX_ENTRIES, Sandbox, temp_name};
 use mcpsec_core::units::hex;
 
-/// The name of a kept object inside its entry.
-const DATA: &str = "data";
-/// The name of an entry's manifest.
-const MANIFEST: &str = "manifest.json";
-/// The manifest format's version.
-pub const MANIFEST_VERSION: u32 = 1;
+/// The manifest format's version (1 was the layout with a directory an
+/// entry, `<seq>/data` and `<seq>/manifest.json`; such entries list as
+/// incomplete).
+pub const MANIFEST_VERSION: u32 = 2;
 
 /// The trash directory, opened once.
 #[derive(Debug)]
@@ -50,11 +55,14 @@ pub struct Trash {
     host: PathBuf,
 }
 
-/// One entry being filled by a call (see [`Trash::begin`]).
+/// One entry of the trash, by name: the kept object `<seq>` and its
+/// manifest `<seq>.json` (see [`Trash::begin`], [`Trash::slot`]).
 #[derive(Debug)]
-pub struct Slot {
-    dir: Dir,
+pub struct Slot<'t> {
+    dir: &'t Dir,
     seq: u64,
+    name: String,
+    manifest: String,
 }
 
 /// What one entry kept, as recorded in its manifest and the audit log.
@@ -196,7 +204,8 @@ pub enum Listed {
         seq: u64,
         /// Why it is incomplete.
         problem: String,
-        /// When the entry directory was last changed (seconds since the epoch).
+        /// When its kept object (else its manifest) last changed: its
+        /// ctime, which moving it into the trash set (seconds since the epoch).
         time: u64,
     },
 }
@@ -283,89 +292,88 @@ impl Trash {
         Ok(TrashLock { _file: file })
     }
 
-    /// Starts the entry of the call whose intent record is `seq`.
-    pub fn begin(&self, seq: u64) -> io::Result<Slot> {
-        let name = seq.to_string();
-        let mut b = DirBuilder::new();
-        b.mode(0o700);
-        self.dir.create_dir_with(&name, &b).map_err(|e| {
-            if e.kind() == io::ErrorKind::AlreadyExists {
-                other(format!("trash entry {seq} exists already (was the audit log reset?)"))
-            } else {
-                e
+    /// Starts the entry of the call whose intent record is `seq`: refuses
+    /// when an entry of that name exists (a seq is never reused, unless the
+    /// audit log was reset). Creates nothing: the keeping operation puts
+    /// the object at `<seq>` (never replacing anything) and
+    /// [`Slot::commit`] the manifest beside it.
+    pub fn begin(&self, seq: u64) -> io::Result<Slot<'_>> {
+        let slot = self.slot(seq);
+        for name in [&slot.manifest, &slot.name] {
+            match self.dir.symlink_metadata(name) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+                Ok(_) => return Err(other(format!("trash entry {seq} exists already (was the audit log reset?)"))),
             }
-        })?;
-        Ok(Slot { dir: self.dir.open_dir_nofollow(&name)?, seq })
+        }
+        Ok(slot)
     }
 
-    /// Opens the existing entry `seq`.
-    pub fn slot(&self, seq: u64) -> io::Result<Slot> {
-        Ok(Slot { dir: self.dir.open_dir_nofollow(seq.to_string())?, seq })
+    /// The entry `seq` (which may or may not exist).
+    pub fn slot(&self, seq: u64) -> Slot<'_> {
+        Slot { dir: &self.dir, seq, name: seq.to_string(), manifest: format!("{seq}.json") }
     }
 
     /// The manifest of entry `seq`, `None` when there is no such entry.
     pub fn manifest(&self, seq: u64) -> io::Result<Option<Manifest>> {
-        match self.dir.symlink_metadata(seq.to_string()) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+        let slot = self.slot(seq);
+        if !slot.exists()? {
+            return Ok(None);
         }
-        let m = self.slot(seq)?.manifest()?;
-        if m.seq != seq {
-            return Err(other(format!("entry {seq}'s manifest names entry {}", m.seq)));
-        }
-        Ok(Some(m))
+        slot.complete().map(Some).map_err(|e| other(format!("trash entry {seq} is incomplete: {e}")))
     }
 
     /// Every entry, oldest (lowest seq) first.
     pub fn list(&self) -> io::Result<Vec<Listed>> {
-        let mut out = Vec::new();
+        let mut seqs = std::collections::BTreeSet::new();
         for entry in self.dir.entries()? {
-            let entry = entry?;
-            let Some(seq) = entry.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) else { continue };
-            let listed = match self.slot(seq).and_then(|s| s.manifest()) {
-                Ok(m) if m.seq == seq => Listed::Entry(m),
-                Ok(m) => Listed::Incomplete { seq, problem: format!("its manifest names seq {}", m.seq), time: m.time },
-                Err(e) => {
-                    let time = entry
-                        .metadata()
-                        .ok()
-                        .and_then(|m| m.modified().ok())
-                        .and_then(|t| t.into_std().duration_since(UNIX_EPOCH).ok())
-                        .map_or(0, |d| d.as_secs());
-                    Listed::Incomplete { seq, problem: e.to_string(), time }
-                }
-            };
-            out.push(listed);
+            let name = entry?.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let digits = name.strip_suffix(".json").unwrap_or(name);
+            if let Ok(seq) = digits.parse::<u64>()
+                && digits == seq.to_string()
+            {
+                seqs.insert(seq);
+            }
         }
-        out.sort_by_key(Listed::seq);
+        let mut out = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            let slot = self.slot(seq);
+            out.push(match slot.complete() {
+                Ok(m) => Listed::Entry(m),
+                Err(e) => Listed::Incomplete { seq, problem: e.to_string(), time: slot.changed() },
+            });
+        }
         Ok(out)
     }
 
     /// Removes entry `seq` with everything in it. Returns whether it existed.
-    /// The entry is first renamed out of the way (`.gone-<seq>`), so that it
-    /// vanishes at once: a crash mid-removal never leaves a half entry that
-    /// looks restorable.
+    /// The manifest goes first, so that a crash mid-removal never leaves a
+    /// half entry that looks restorable; the kept object is then renamed
+    /// out of the way (`.gone-<seq>`) and removed.
     pub fn remove(&self, seq: u64) -> io::Result<bool> {
+        let slot = self.slot(seq);
+        let mut existed = match self.dir.remove_file(&slot.manifest) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
+        };
         let gone = format!(".gone-{seq}");
-        match self.dir.rename(seq.to_string(), &self.dir, &gone) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        match self.dir.rename(&slot.name, &self.dir, &gone) {
+            Ok(()) => existed = true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(existed),
             Err(e) => return Err(e),
         }
         self.remove_gone(&gone)?;
-        Ok(true)
+        Ok(existed)
     }
 
     fn remove_gone(&self, name: &str) -> io::Result<()> {
-        // Kept directories may have lost their write or search bits.
-        let _ = make_removable(&self.dir, OsStr::new(name));
-        match self.dir.remove_dir_all(name) {
+        match remove_object(&self.dir, OsStr::new(name)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
     }
-
     /// Finishes removals that a crash interrupted.
     pub fn clean_up(&self) -> io::Result<()> {
         for entry in self.dir.entries()? {
@@ -395,54 +403,89 @@ fn make_removable(parent: &Dir, name: &OsStr) -> io::Result<()> {
     Ok(())
 }
 
-impl Slot {
+impl Slot<'_> {
     /// The entry's seq.
     pub fn seq(&self) -> u64 {
         self.seq
     }
 
-    /// Writes the manifest (0600, atomically): the entry is complete.
+    /// Whether anything of the entry is there (kept object or manifest).
+    fn exists(&self) -> io::Result<bool> {
+        for name in [&self.manifest, &self.name] {
+            match self.dir.symlink_metadata(name) {
+                Ok(_) => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
+    }
+
+    /// When the kept object (else the manifest) last changed, for an
+    /// incomplete entry's age.
+    fn changed(&self) -> u64 {
+        use cap_std::fs::MetadataExt;
+        let meta = self.dir.symlink_metadata(&self.name).or_else(|_| self.dir.symlink_metadata(&self.manifest));
+        meta.map_or(0, |m| u64::try_from(m.ctime()).unwrap_or(0))
+    }
+
+    /// Writes the manifest (0600, a new file): the entry is complete. A
+    /// crash while writing leaves a manifest that does not parse, and the
+    /// entry is listed as incomplete.
     pub fn commit(&self, manifest: &Manifest) -> io::Result<()> {
         let text = serde_json::to_vec(manifest).map_err(io::Error::other)?;
-        let tmp = format!("{MANIFEST}.tmp");
         let mut f = self.dir.open_with(
-            &tmp,
-            OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).follow(FollowSymlinks::No),
+            &self.manifest,
+            OpenOptions::new().write(true).create_new(true).mode(0o600).follow(FollowSymlinks::No),
         )?;
-        f.write_all(&text)?;
-        drop(f);
-        self.dir.rename(&tmp, &self.dir, MANIFEST)
+        f.write_all(&text)
     }
 
     /// Reads the manifest.
     pub fn manifest(&self) -> io::Result<Manifest> {
-        let mut f = self.dir.open_with(MANIFEST, OpenOptions::new().read(true).follow(FollowSymlinks::No))?;
+        let mut f = self
+            .dir
+            .open_with(&self.manifest, OpenOptions::new().read(true).follow(FollowSymlinks::No))
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => other(format!("its manifest {} is missing", self.manifest)),
+                _ => other(format!("{}: {e}", self.manifest)),
+            })?;
         let mut text = Vec::new();
         Read::by_ref(&mut f).take(64 << 20).read_to_end(&mut text)?;
-        let m: Manifest = serde_json::from_slice(&text).map_err(|e| other(format!("manifest.json: {e}")))?;
+        let m: Manifest = serde_json::from_slice(&text).map_err(|e| other(format!("{}: {e}", self.manifest)))?;
         if m.v != MANIFEST_VERSION {
-            return Err(other(format!("manifest.json: version {} is not {MANIFEST_VERSION}", m.v)));
+            return Err(other(format!("{}: version {} is not {MANIFEST_VERSION}", self.manifest, m.v)));
         }
         Ok(m)
     }
 
-    /// Removes an entry that ended up holding nothing (the call failed
-    /// before anything was kept).
-    pub fn abandon(&self, trash: &Trash) {
-        if self.dir.symlink_metadata(DATA).is_err() {
-            let _ = trash.remove(self.seq);
+    /// The manifest of a complete entry: one that names this entry and,
+    /// unless it is a move's, has its kept object beside it.
+    fn complete(&self) -> io::Result<Manifest> {
+        let m = self.manifest()?;
+        if m.seq != self.seq {
+            return Err(other(format!("its manifest names seq {}", m.seq)));
         }
+        if m.action != Action::Move && !self.has_data() {
+            return Err(other("its manifest is there but what it kept is missing"));
+        }
+        Ok(m)
     }
 
     /// Whether the entry holds kept data.
     pub fn has_data(&self) -> bool {
-        self.dir.symlink_metadata(DATA).is_ok()
+        self.dir.symlink_metadata(&self.name).is_ok()
     }
 
     /// Describes the kept object as it is now (for checking it against its
     /// manifest before a restore).
     pub fn describe(&self) -> io::Result<Kept> {
-        describe(&self.dir, OsStr::new(DATA))
+        describe(self.dir, self.data())
+    }
+
+    /// The kept object's name in the trash directory.
+    fn data(&self) -> &OsStr {
+        OsStr::new(&self.name)
     }
 }
 
@@ -639,13 +682,26 @@ fn move_object(from: &Dir, name: &OsStr, to: &Dir, to_name: &OsStr) -> io::Resul
     }
 }
 
+/// The last step of keeping: describes the object staged at `name` in
+/// `dir` (hashes; at most `limit` bytes), moves it into `slot` and seals it.
+/// On an error the object is still at `name`, for the caller to put back.
+fn keep(dir: &Dir, name: &OsStr, slot: &Slot<'_>, input: &str, limit: u64) -> Result<Kept, GuardError> {
+    let kept = describe(dir, name).map_err(|e| not_kept(input, &e.to_string()))?;
+    if kept.size > limit {
+        return Err(too_big(input, kept.size, limit));
+    }
+    move_object(dir, name, slot.dir, slot.data()).map_err(|e| not_kept(input, &e.to_string()))?;
+    seal(slot.dir, slot.data(), 0);
+    Ok(kept)
+}
+
 /// What [`Sandbox::write_keeping`] did.
 #[derive(Debug)]
-pub struct Written {
+pub struct Written<'t> {
     /// Whether the file was created (nothing was kept then).
     pub created: bool,
     /// What was kept and the entry that holds it (to commit its manifest).
-    pub kept: Option<(KeptAt, Slot)>,
+    pub kept: Option<(KeptAt, Slot<'t>)>,
 }
 
 /// Where a kept object came from, and what it was.
@@ -733,15 +789,7 @@ impl Sandbox {
                 return Err(unstage(e));
             }
         }
-        let kept = match describe(&r.dir, &staged) {
-            Ok(k) if k.size > limit => return Err(unstage(too_big(input, k.size, limit))),
-            Ok(k) => k,
-            Err(e) => return Err(unstage(not_kept(input, &e.to_string()))),
-        };
-        if let Err(e) = move_object(&r.dir, &staged, &slot.dir, OsStr::new(DATA)) {
-            return Err(unstage(not_kept(input, &e.to_string())));
-        }
-        seal(&slot.dir, OsStr::new(DATA), 0);
+        let kept = keep(&r.dir, &staged, slot, input, limit).map_err(unstage)?;
         Ok(KeptAt { root: self.roots[r.root].host.clone(), path: rel_string, kept })
     }
 
@@ -754,14 +802,14 @@ impl Sandbox {
     ///
     /// The trash entry (`trash`, `seq`) is made only when there is something
     /// to keep: a write that creates a file costs the trash nothing.
-    pub fn write_keeping(
+    pub fn write_keeping<'t>(
         &self,
         input: &str,
         contents: &[u8],
-        trash: &Trash,
+        trash: &'t Trash,
         seq: u64,
         limit: u64,
-    ) -> Result<Written, GuardError> {
+    ) -> Result<Written<'t>, GuardError> {
         // A file created by someone else between the look and the rename is
         // kept like any other: look again (a few times at most).
         for _ in 0..3 {
@@ -773,14 +821,14 @@ impl Sandbox {
     }
 
     /// One attempt; `None` when a file appeared at a missing path meanwhile.
-    fn write_keeping_once(
+    fn write_keeping_once<'t>(
         &self,
         input: &str,
         contents: &[u8],
-        trash: &Trash,
+        trash: &'t Trash,
         seq: u64,
         limit: u64,
-    ) -> Result<Option<Written>, GuardError> {
+    ) -> Result<Option<Written<'t>>, GuardError> {
         let r = self.resolve(input, Last::FollowMaybeMissing)?;
         self.rules.check_write(&r.rel(), input)?;
         let name = self.mutable_name(&r, input, "overwrite")?;
@@ -810,17 +858,10 @@ impl Sandbox {
         }
         let mode = meta.permissions().mode() & 0o7777;
         let slot = trash.begin(seq).map_err(|e| not_kept(input, &e.to_string()))?;
-        let tmp = match self.write_temp(&r.dir, name, input, contents, Some(mode)) {
-            Ok(tmp) => tmp,
-            Err(e) => {
-                slot.abandon(trash);
-                return Err(e);
-            }
-        };
+        let tmp = self.write_temp(&r.dir, name, input, contents, Some(mode))?;
         let exchange = || rustix::fs::renameat_with(&*r.dir, &tmp, &*r.dir, name, rustix::fs::RenameFlags::EXCHANGE);
         if let Err(e) = exchange() {
             let _ = r.dir.remove_file(&tmp);
-            slot.abandon(trash);
             return Err(if e == rustix::io::Errno::NOENT {
                 GuardError::Changed { path: input.to_owned() }
             } else {
@@ -832,7 +873,6 @@ impl Sandbox {
             match exchange() {
                 Ok(()) => {
                     let _ = r.dir.remove_file(&tmp);
-                    slot.abandon(trash);
                     err
                 }
                 Err(_) => not_kept(
@@ -844,15 +884,7 @@ impl Sandbox {
         if !same_kind(&r.dir, &tmp, Kind::File) {
             return Err(swap_back(GuardError::Changed { path: input.to_owned() }));
         }
-        let kept = match describe(&r.dir, &tmp) {
-            Ok(k) if k.size > limit => return Err(swap_back(too_big(input, k.size, limit))),
-            Ok(k) => k,
-            Err(e) => return Err(swap_back(not_kept(input, &e.to_string()))),
-        };
-        if let Err(e) = move_object(&r.dir, &tmp, &slot.dir, OsStr::new(DATA)) {
-            return Err(swap_back(not_kept(input, &e.to_string())));
-        }
-        seal(&slot.dir, OsStr::new(DATA), 0);
+        let kept = keep(&r.dir, &tmp, &slot, input, limit).map_err(swap_back)?;
         let at = KeptAt { root: self.roots[r.root].host.clone(), path: rel_string, kept };
         Ok(Some(Written { created: false, kept: Some((at, slot)) }))
     }
@@ -894,7 +926,7 @@ impl Sandbox {
         let name = self.mutable_name(&r, input, "restore")?;
         let tmp = temp_name(name);
         // Bring the kept object next to its destination first.
-        move_object(&slot.dir, OsStr::new(DATA), &r.dir, &tmp).map_err(|e| io_error("restoring", input, e))?;
+        move_object(slot.dir, slot.data(), &r.dir, &tmp).map_err(|e| io_error("restoring", input, e))?;
         let placed = (|| {
             set_modes(&r.dir, &tmp, kept).map_err(|e| io_error("restoring", input, e))?;
             match (r.kind, replace) {
@@ -908,10 +940,10 @@ impl Sandbox {
                         .map_err(|e| io_error("restoring", input, e.into()))?;
                     // `tmp` now names what was there: keep it.
                     let kept_now = describe(&r.dir, &tmp)
-                        .and_then(|k| move_object(&r.dir, &tmp, &replace.dir, OsStr::new(DATA)).map(|()| k));
+                        .and_then(|k| move_object(&r.dir, &tmp, replace.dir, replace.data()).map(|()| k));
                     match kept_now {
                         Ok(k) => {
-                            seal(&replace.dir, OsStr::new(DATA), 0);
+                            seal(replace.dir, replace.data(), 0);
                             Ok(Some(k))
                         }
                         Err(e) => {
@@ -932,8 +964,7 @@ impl Sandbox {
         })();
         if placed.is_err() && r.dir.symlink_metadata(&tmp).is_ok() {
             // Leave the trash as it was.
-            let _ =
-                move_object(&r.dir, &tmp, &slot.dir, OsStr::new(DATA)).map(|()| seal(&slot.dir, OsStr::new(DATA), 0));
+            let _ = move_object(&r.dir, &tmp, slot.dir, slot.data()).map(|()| seal(slot.dir, slot.data(), 0));
         }
         placed
     }

@@ -146,7 +146,7 @@ impl Undo {
         current_seq().ok_or_else(|| ToolError::Failed("internal error: no intent record for undo".into()))
     }
 
-    fn begin(&self, path: &str) -> Result<(Slot, u64), ToolError> {
+    fn begin(&self, path: &str) -> Result<(Slot<'_>, u64), ToolError> {
         let seq = Self::intent()?;
         let slot = self
             .trash
@@ -158,13 +158,8 @@ impl Undo {
     /// `delete_file`, keeping what it deletes.
     pub(crate) fn delete(&self, sb: &Sandbox, tool: &str, path: &str, recursive: bool) -> Result<(), ToolError> {
         let (slot, seq) = self.begin(path)?;
-        match self.with_room(path, |room| sb.remove_keeping(path, recursive, &slot, room)) {
-            Ok(at) => self.finish(&slot, seq, tool, Action::Delete, at, None),
-            Err(e) => {
-                slot.abandon(&self.trash);
-                Err(e)
-            }
-        }
+        let at = self.with_room(path, |room| sb.remove_keeping(path, recursive, &slot, room))?;
+        self.finish(&slot, seq, tool, Action::Delete, at, None)
     }
 
     /// `write_file` / `edit_file`, keeping the file it replaces. Returns
@@ -186,10 +181,7 @@ impl Undo {
     pub(crate) fn moved(&self, sb: &Sandbox, tool: &str, from: &str, to: &str) -> Result<(), ToolError> {
         let (root, rel) = sb.locate_resolved(from)?;
         let (slot, seq) = self.begin(from)?;
-        if let Err(e) = sb.rename(from, to) {
-            slot.abandon(&self.trash);
-            return Err(e.into());
-        }
+        sb.rename(from, to)?;
         let mut manifest = self.manifest(seq, tool, Action::Move, root, rel);
         manifest.moved_to = sb.locate_resolved(to).map(|(r, p)| r.join(p).display().to_string()).ok();
         let committed = slot.commit(&manifest);

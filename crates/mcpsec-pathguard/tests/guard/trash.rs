@@ -52,7 +52,6 @@ fn what_cannot_be_kept_is_not_removed() {
     assert!(matches!(e, GuardError::DirectoryNotEmpty { .. }), "{e}");
     assert!(fx.root.join("fifo").exists() && fx.root.join("full/inner").is_dir());
     assert!(!slot.has_data());
-    slot.abandon(&t);
     assert!(t.list().unwrap().is_empty());
 }
 
@@ -82,11 +81,87 @@ fn keeping_obeys_the_guard_and_never_leaves_the_root() {
 #[test]
 fn an_entry_is_never_reused() {
     let fx = Fx::bare();
+    fs::write(fx.root.join("a"), "a").unwrap();
+    fs::write(fx.root.join("b"), "b").unwrap();
+    let sb = sandbox(std::slice::from_ref(&fx.root), Rules::none(), 1 << 20);
     let t = trash(&fx);
-    let _slot = t.begin(7).unwrap();
+    // Kept data alone (no manifest yet) holds the name...
+    let slot = t.begin(7).unwrap();
+    sb.remove_keeping("a", false, &slot, u64::MAX).unwrap();
     let e = t.begin(7).unwrap_err();
     assert!(e.to_string().contains("exists already"), "{e}");
+    // ...and so does a manifest alone (a move's entry).
+    let e = sb.write_keeping("b", b"new", &t, 7, u64::MAX).unwrap_err();
+    assert!(e.to_string().contains("exists already"), "{e}");
+    assert_eq!(fs::read_to_string(fx.root.join("b")).unwrap(), "b", "a refused keep changes nothing");
+    fs::write(fx.base.join("state/trash/8.json"), "{}").unwrap();
+    assert!(t.begin(8).unwrap_err().to_string().contains("exists already"));
     assert_eq!(fs::metadata(fx.base.join("state/trash")).unwrap().mode() & 0o777, 0o700);
+}
+
+/// A crash between keeping an object and writing its manifest, a manifest
+/// cut short, damage, or an entry of the earlier layout: each is listed as
+/// incomplete (never as an entry that could be restored), with its age.
+#[test]
+fn entries_without_a_sound_manifest_are_listed_as_incomplete() {
+    use mcpsec_pathguard::trash::Listed;
+    let fx = Fx::bare();
+    for n in ["a", "b", "c"] {
+        fs::write(fx.root.join(n), n).unwrap();
+    }
+    let sb = sandbox(std::slice::from_ref(&fx.root), Rules::none(), 1 << 20);
+    let t = trash(&fx);
+    let dir = fx.base.join("state/trash");
+    // 1: kept, no manifest (a crash mid-keep).
+    sb.remove_keeping("a", false, &t.begin(1).unwrap(), u64::MAX).unwrap();
+    // 2: a manifest cut short.
+    let kept = sb.remove_keeping("b", false, &t.begin(2).unwrap(), u64::MAX).unwrap();
+    fs::write(dir.join("2.json"), "{\"v\":2,\"seq\":2,\"ti").unwrap();
+    // 3: a complete manifest whose kept object is gone.
+    let slot = t.begin(3).unwrap();
+    let at = sb.remove_keeping("c", false, &slot, u64::MAX).unwrap();
+    slot.commit(&manifest(3, &at)).unwrap();
+    fs::remove_file(dir.join("3")).unwrap();
+    // 4: the earlier layout, a directory an entry.
+    fs::create_dir_all(dir.join("4")).unwrap();
+    fs::write(dir.join("4/manifest.json"), "{\"v\":1}").unwrap();
+    // Names that are not entries are ignored.
+    fs::write(dir.join("007"), "x").unwrap();
+    fs::write(dir.join("notes.json"), "x").unwrap();
+    let listed = t.list().unwrap();
+    let seqs: Vec<u64> = listed.iter().map(Listed::seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    for l in &listed {
+        let Listed::Incomplete { problem, time, .. } = l else { panic!("listed as complete: {l:?}") };
+        assert!(*time > 0, "{l:?}");
+        assert!(!problem.is_empty());
+        assert!(t.manifest(l.seq()).is_err(), "entry {} must not be restorable", l.seq());
+    }
+    assert!(t.manifest(9).unwrap().is_none());
+    // Removing an incomplete entry removes every part of it.
+    for seq in 1..=4 {
+        assert!(t.remove(seq).unwrap(), "{seq}");
+    }
+    assert!(t.list().unwrap().is_empty());
+    assert!(!t.remove(1).unwrap());
+    drop(kept);
+}
+
+fn manifest(seq: u64, at: &mcpsec_pathguard::trash::KeptAt) -> mcpsec_pathguard::trash::Manifest {
+    use mcpsec_pathguard::trash::{Action, MANIFEST_VERSION, Manifest, now_secs};
+    Manifest {
+        v: MANIFEST_VERSION,
+        seq,
+        time: now_secs(),
+        tool: "delete_file".into(),
+        user: None,
+        action: Action::Delete,
+        root: at.root.clone(),
+        path: at.path.clone(),
+        kept: Some(at.kept.clone()),
+        left_sha256: None,
+        moved_to: None,
+    }
 }
 
 fn modes(dir: &std::path::Path) -> Vec<(String, u32)> {
