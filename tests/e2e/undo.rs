@@ -443,6 +443,12 @@ async fn across_filesystems_what_is_removed_is_copied_and_comes_back() {
     env.write("ws/tree/sub/b.txt", "b\n");
     std::fs::set_permissions(env.root().join("tree/sub/b.txt"), PermissionsExt::from_mode(0o604)).unwrap();
     env.write("ws/over.txt", "before\n");
+    // Times come back too (a copy would otherwise stamp them with now).
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    let timed = ["tree/a.txt", "tree/sub/b.txt", "tree/sub", "over.txt"];
+    for p in timed {
+        std::fs::File::open(env.root().join(p)).unwrap().set_modified(old).unwrap();
+    }
     let before = snapshot(&env.root().join("tree"));
     let mut cmd = env.command(&["--config", cfg.to_str().unwrap()]);
     cmd.env("MCPSEC_STATE_DIR", state.path());
@@ -473,6 +479,9 @@ async fn across_filesystems_what_is_removed_is_copied_and_comes_back() {
     }
     assert_eq!(snapshot(&env.root().join("tree")), before);
     assert_eq!(env.read("ws/over.txt"), "before\n");
+    for p in timed {
+        assert_eq!(std::fs::symlink_metadata(env.root().join(p)).unwrap().modified().unwrap(), old, "{p}");
+    }
 }
 
 /// Concurrent writes that create the same new file: one creates it, the

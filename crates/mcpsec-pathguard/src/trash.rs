@@ -32,7 +32,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
+use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt, SystemTimeSpec};
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, DirBuilder, DirBuilderExt, OpenOptions, OpenOptionsExt, Permissions, PermissionsExt};
 use serde::{Deserialize, Serialize};
@@ -609,7 +609,8 @@ fn is_exdev(e: &io::Error) -> bool {
 /// Copies the object `name` of `from` to `to_name` in `to` (which must not
 /// exist), recursively, without following symlinks, with the same modes
 /// (each file and directory is created private and given its mode once its
-/// content is in). On failure, removes what it created.
+/// content is in) and the same access and modification times (best effort).
+/// On failure, removes what it created.
 fn copy_tree(from: &Dir, name: &OsStr, to: &Dir, to_name: &OsStr) -> io::Result<()> {
     let copied = copy_into(from, name, to, to_name, 0);
     if let Err(e) = &copied
@@ -625,6 +626,22 @@ fn copy_into(from: &Dir, name: &OsStr, to: &Dir, to_name: &OsStr, depth: usize) 
         return Err(other("too deep to copy"));
     }
     let meta = from.symlink_metadata(name)?;
+    copy_object(from, name, &meta, to, to_name, depth)?;
+    // Times last: filling a directory changes its modification time. A
+    // filesystem that cannot keep them loses nothing of the content.
+    let spec = |t: io::Result<cap_std::time::SystemTime>| t.ok().map(SystemTimeSpec::Absolute);
+    let _ = to.set_symlink_times(to_name, spec(meta.accessed()), spec(meta.modified()));
+    Ok(())
+}
+
+fn copy_object(
+    from: &Dir,
+    name: &OsStr,
+    meta: &cap_std::fs::Metadata,
+    to: &Dir,
+    to_name: &OsStr,
+    depth: usize,
+) -> io::Result<()> {
     let ft = meta.file_type();
     if ft.is_symlink() {
         let target = from.read_link_contents(name)?;
