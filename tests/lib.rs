@@ -590,10 +590,31 @@ impl Env {
     /// Starts `mcpsec serve --http 127.0.0.1:0` with `extra` arguments and
     /// waits until it listens.
     pub async fn serve_http(&self, extra: &[&str]) -> HttpServer {
-        use tokio::io::AsyncBufReadExt;
         let mut args = vec!["--http", "127.0.0.1:0"];
         args.extend_from_slice(extra);
-        let mut cmd = self.command(&args);
+        HttpServer::spawn(self.command(&args)).await
+    }
+
+    /// Starts `mcpsec proxy --name NAME --http 127.0.0.1:0 EXTRA… -- UPSTREAM…`
+    /// and waits until it listens.
+    pub async fn proxy_http(&self, name: &str, extra: &[&str], upstream: &[&str]) -> HttpServer {
+        HttpServer::spawn(self.proxy_http_command(name, extra, upstream)).await
+    }
+
+    /// The command line of [`Env::proxy_http`], to add to before spawning it
+    /// with [`HttpServer::spawn`].
+    pub fn proxy_http_command(&self, name: &str, extra: &[&str], upstream: &[&str]) -> tokio::process::Command {
+        let mut args = vec!["--http", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        self.proxy_command(name, &args, upstream)
+    }
+}
+
+impl HttpServer {
+    /// Spawns `cmd` (an `mcpsec serve --http` or `proxy --http` command line)
+    /// and waits until it listens.
+    pub async fn spawn(mut cmd: tokio::process::Command) -> HttpServer {
+        use tokio::io::AsyncBufReadExt;
         cmd.env("RUST_LOG", "warn,mcpsec_server::http=info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -622,9 +643,7 @@ impl Env {
         });
         HttpServer { child, url, stderr }
     }
-}
 
-impl HttpServer {
     /// The server process's id.
     pub fn pid(&self) -> u32 {
         self.child.id().unwrap()

@@ -158,11 +158,39 @@ impl std::fmt::Debug for Upstream {
 }
 
 /// Our client side of the upstream session: forwards list-changed
-/// notifications to the downstream client and marks the tools for a re-pin.
+/// notifications to the downstream clients and marks the tools for a re-pin.
 #[derive(Clone)]
 struct UpstreamClient {
     stale: Arc<AtomicBool>,
-    downstream: Arc<OnceLock<Peer<RoleServer>>>,
+    downstream: Arc<Downstream>,
+}
+
+/// The most downstream sessions told about list changes at once; beyond,
+/// the oldest is forgotten (it still sees the change on its next listing).
+const MAX_DOWNSTREAM: usize = 1024;
+
+/// The downstream clients' sessions (one on stdio, one per MCP session over
+/// HTTP, all sharing the one upstream), for the notifications the upstream
+/// sends.
+#[derive(Default)]
+struct Downstream(Mutex<Vec<Peer<RoleServer>>>);
+
+impl Downstream {
+    fn add(&self, peer: Peer<RoleServer>) {
+        let mut peers = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        peers.retain(|p| !p.is_transport_closed());
+        if peers.len() >= MAX_DOWNSTREAM {
+            peers.remove(0);
+        }
+        peers.push(peer);
+    }
+
+    /// The sessions still open.
+    fn live(&self) -> Vec<Peer<RoleServer>> {
+        let mut peers = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        peers.retain(|p| !p.is_transport_closed());
+        peers.clone()
+    }
 }
 
 impl rmcp::ClientHandler for UpstreamClient {
@@ -176,19 +204,19 @@ impl rmcp::ClientHandler for UpstreamClient {
         if self.stale.swap(true, Ordering::SeqCst) {
             return;
         }
-        if let Some(peer) = self.downstream.get() {
+        for peer in self.downstream.live() {
             let _ = peer.notify_tool_list_changed().await;
         }
     }
 
     async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
-        if let Some(peer) = self.downstream.get() {
+        for peer in self.downstream.live() {
             let _ = peer.notify_resource_list_changed().await;
         }
     }
 
     async fn on_prompt_list_changed(&self, _context: NotificationContext<RoleClient>) {
-        if let Some(peer) = self.downstream.get() {
+        for peer in self.downstream.live() {
             let _ = peer.notify_prompt_list_changed().await;
         }
     }
@@ -203,7 +231,7 @@ impl Upstream {
             pins: options.pins,
             conn: tokio::sync::Mutex::new(Conn { running: None, failures: 0, not_before: None }),
             catalog: Mutex::new(Catalog::default()),
-            client: UpstreamClient { stale: Arc::new(AtomicBool::new(true)), downstream: Arc::new(OnceLock::new()) },
+            client: UpstreamClient { stale: Arc::new(AtomicBool::new(true)), downstream: Arc::default() },
             offers: OnceLock::new(),
         }
     }
@@ -222,9 +250,10 @@ impl Upstream {
             .unwrap_or_default()
     }
 
-    /// Where list-changed notifications are forwarded.
-    pub(crate) fn set_downstream(&self, peer: Peer<RoleServer>) {
-        let _ = self.client.downstream.set(peer);
+    /// Adds a downstream session that list-changed notifications are
+    /// forwarded to (every session sharing this upstream is told).
+    pub(crate) fn add_downstream(&self, peer: Peer<RoleServer>) {
+        self.client.downstream.add(peer);
     }
 
     fn catalog(&self) -> std::sync::MutexGuard<'_, Catalog> {
