@@ -267,6 +267,26 @@ impl Env {
         text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 
+    /// Runs `mcpsec ARGS` on a pseudo-terminal (util-linux `script`), typing
+    /// `input`; None when `script` is not installed.
+    pub fn on_a_terminal(&self, args: &str, input: &str) -> Option<(i32, String)> {
+        use std::io::Write;
+        let cmd = format!("{} {args}", mcpsec_bin().display());
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .current_dir(self.path())
+            .env("MCPSEC_STATE_DIR", self.state())
+            .env("XDG_CONFIG_HOME", self.path().join("cfg"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .ok()?;
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        Some((out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).replace('\r', "")))
+    }
+
     /// Runs `mcpsec ARGS` (e.g. `audit verify`) with this env's state
     /// directory and no config; returns (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {

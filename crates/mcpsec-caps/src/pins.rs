@@ -10,6 +10,9 @@
 //!   is a new tool when the upstream holds new tools (`hold_new_tools`),
 //!   until a human runs `mcpsec pins approve NAME TOOL` (after `mcpsec pins
 //!   diff NAME TOOL`: the approved and the pending definitions are both kept).
+//!   [`Pins::approve`] takes the hash of the definition the human reviewed
+//!   and approves only that one, so an upstream that changes its tool again
+//!   between the review and the approval gains nothing.
 //!
 //! The pins live in `mcpsec.db` (table `pins`, migration 2), so an approval
 //! in a terminal reaches a running proxy at once (it re-checks on every
@@ -176,24 +179,42 @@ impl Pins {
         rows.collect::<Result<_, _>>().map_err(|e| self.store.err(e))
     }
 
-    /// Approves the pending definition of a tool; returns the pin as it was
-    /// before, or `None` if nothing was pending.
-    pub fn approve(&self, upstream: &str, tool: &str, now_ms: i64) -> Result<Option<Pin>, StoreError> {
-        let before = self.get(upstream, tool)?;
-        let Some(pin) = before.filter(|p| p.pending_hash.is_some()) else { return Ok(None) };
+    /// Approves the pending definition of a tool if it is the one whose
+    /// hash is `hash` (the one a human reviewed), in one conditional update:
+    /// a definition the upstream sent since is never approved unseen.
+    pub fn approve(&self, upstream: &str, tool: &str, hash: &str, now_ms: i64) -> Result<Approval, StoreError> {
         let conn = self.store.conn();
         let n = conn
             .execute(
                 "UPDATE pins SET hash = pending_hash, definition = pending_definition, approved_ms = ?4,
                  pending_hash = NULL, pending_definition = NULL, pending_since_ms = NULL
                  WHERE upstream = ?1 AND tool = ?2 AND pending_hash = ?3",
-                params![upstream, tool, pin.pending_hash, now_ms],
+                params![upstream, tool, hash, now_ms],
             )
             .map_err(|e| self.store.err(e))?;
-        // Another definition arrived between the read and the update: the
-        // human approved what they saw, not that one.
-        Ok((n == 1).then_some(pin))
+        drop(conn);
+        let pin = self.get(upstream, tool)?;
+        Ok(match pin {
+            Some(pin) if n == 1 => Approval::Approved(pin),
+            Some(Pin { pending_hash: Some(pending), .. }) => Approval::Differs { pending },
+            _ => Approval::NothingPending,
+        })
     }
+}
+
+/// What [`Pins::approve`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Approval {
+    /// The reviewed definition is approved; the pin as it is now.
+    Approved(Pin),
+    /// Nothing was pending (no such pin, or approved already).
+    NothingPending,
+    /// The pending definition is not the one named (it changed since it was
+    /// reviewed); nothing was approved. Its hash.
+    Differs {
+        /// The hash of what is pending now.
+        pending: String,
+    },
 }
 
 fn row_to_pin(r: &rusqlite::Row<'_>) -> rusqlite::Result<Pin> {
@@ -238,11 +259,15 @@ mod tests {
         assert_eq!(p.check("fs", "rm", "h9", "{9}", true, false, 5).unwrap(), PinStatus::New);
         assert_eq!(p.check("fs", "mk", "h8", "{8}", false, false, 5).unwrap(), PinStatus::PinnedNow);
         // Approval.
-        assert!(p.approve("fs", "nothing", 6).unwrap().is_none());
-        assert!(p.approve("fs", "mk", 6).unwrap().is_none(), "nothing pending");
-        assert_eq!(p.approve("fs", "read", 6).unwrap().unwrap().pending_hash.as_deref(), Some("h2"));
+        assert_eq!(p.approve("fs", "nothing", "h1", 6).unwrap(), Approval::NothingPending);
+        assert_eq!(p.approve("fs", "mk", "h8", 6).unwrap(), Approval::NothingPending, "nothing pending");
+        // Only the definition reviewed: another hash approves nothing.
+        assert_eq!(p.approve("fs", "read", "h1", 6).unwrap(), Approval::Differs { pending: "h2".into() });
+        assert!(p.get("fs", "read").unwrap().unwrap().is_held());
+        let Approval::Approved(pin) = p.approve("fs", "read", "h2", 6).unwrap() else { panic!("not approved") };
+        assert_eq!((pin.hash.as_deref(), pin.pending_hash), (Some("h2"), None));
         assert_eq!(p.check("fs", "read", "h2", "{2}", true, false, 7).unwrap(), PinStatus::Approved);
-        assert!(p.approve("fs", "rm", 8).unwrap().is_some());
+        assert!(matches!(p.approve("fs", "rm", "h9", 8).unwrap(), Approval::Approved(_)));
         assert_eq!(p.check("fs", "rm", "h9", "{9}", true, false, 9).unwrap(), PinStatus::Approved);
         // Reverting to the approved definition clears what was pending.
         assert_eq!(p.check("fs", "read", "h3", "{3}", true, false, 10).unwrap(), PinStatus::Changed);

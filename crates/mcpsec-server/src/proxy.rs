@@ -481,7 +481,8 @@ impl Upstream {
             let message = format!(
                 "refused: the tool `{name}` of the upstream `{up}` is withheld: {}. A changed description or schema \
                  can carry instructions for the model, so mcpsec offers it only once a human has looked. Run \
-                 `mcpsec pins diff {up} {name}` to see it, then `mcpsec pins approve {up} {name}` to allow it",
+                 `mcpsec pins diff {up} {name}` to see it, then the `mcpsec pins approve {up} {name} --hash …` \
+                 it prints to allow exactly that definition",
                 withheld_reason(entry.status)
             );
             return Lookup::Withheld { qualified, message };
