@@ -622,3 +622,35 @@ async fn approve_on_a_terminal_shows_the_definition_and_asks() {
     c.ok("echo", json!({ "text": "now" })).await;
     c.close().await;
 }
+
+#[tokio::test]
+async fn with_unmapped_deny_only_the_tools_the_config_maps_are_offered() {
+    let env = Env::new();
+    let config = env.config(
+        "[proxy.fx]\nunmapped = \"deny\"\n[proxy.fx.tools]\necho = \"read_files\"\n\"rem*\" = \"delete_files\"\n",
+    );
+    let config = config.display().to_string();
+    for protocol in BOTH {
+        let c = start_fixture(&env, protocol, &["--config", &config]).await;
+        let mut listed = names(&c.tools().await);
+        listed.sort();
+        assert_eq!(listed, ["echo", "remove"], "annotations offer nothing");
+        // Read-only by its annotations, but unmapped: refused, saying how to map it.
+        let refused = c.err("evil", json!({})).await;
+        assert!(refused.contains("unmapped = \"deny\"") && refused.contains("[proxy.fx.tools]"), "{refused}");
+        c.ok("echo", json!({ "text": "mapped" })).await;
+        let refused = c.err("remove", json!({ "what": "x" })).await;
+        assert!(refused.contains("mcpsec grant delete_files"), "{refused}");
+        c.close().await;
+    }
+    let records = env.audit_records();
+    assert!(records.iter().any(|r| r["tool"] == "fx/evil" && r["outcome"] == "denied"), "the refusal is audited");
+    let (code, out, err) = env.cli(&["pins", "list", "fx", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let pinned: Vec<String> = serde_json::from_str::<Vec<Value>>(&out)
+        .unwrap()
+        .iter()
+        .map(|p| p["tool"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(pinned, ["echo", "remove"], "unmapped tools are not even pinned");
+}

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use mcpsec_caps::Authorizer;
 use mcpsec_caps::pins::{PinStatus, Pins};
 use mcpsec_core::Capability;
-use mcpsec_core::proxy::{ProxySettings, capability_from_hints};
+use mcpsec_core::proxy::{ProxySettings, Unmapped, capability_from_hints};
 use mcpsec_core::scan::sanitize;
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation, JsonObject, Tool,
@@ -107,7 +107,8 @@ pub(crate) enum Lookup {
 
 /// One upstream tool as last evaluated.
 struct Entry {
-    capability: Capability,
+    /// `None`: the config maps it to nothing and `unmapped = "deny"`.
+    capability: Option<Capability>,
     status: PinStatus,
     /// What `tools/list` shows (sanitised, with the token argument if gated).
     listed: Tool,
@@ -401,6 +402,18 @@ impl Upstream {
                 );
                 continue;
             }
+            let Some(capability) = self.capability(tool) else {
+                // Not pinned either: it is never offered while unmapped.
+                entries.insert(
+                    tool.name.to_string(),
+                    Entry {
+                        capability: None,
+                        status: PinStatus::New,
+                        listed: Tool::new(tool.name.clone(), "", Arc::new(JsonObject::new())),
+                    },
+                );
+                continue;
+            };
             let definition = definition(tool);
             let hash = hex(&Sha256::digest(canonical(&definition).as_bytes()));
             let pretty = serde_json::to_string_pretty(&sorted(&definition)).unwrap_or_default();
@@ -413,12 +426,11 @@ impl Upstream {
             } else if !status.is_offered() {
                 tracing::warn!(upstream = %self.name, tool = %tool.name, "withheld: {}", withheld_reason(status));
             }
-            let capability = self.capability(tool);
             let mut listed = sanitized(tool);
             if authorizer.takes_token(capability) {
                 crate::handler::add_token_argument(&mut listed);
             }
-            entries.insert(tool.name.to_string(), Entry { capability, status, listed });
+            entries.insert(tool.name.to_string(), Entry { capability: Some(capability), status, listed });
         }
         catalog.entries = entries;
         catalog.version = Some(self.pins.data_version().map_err(store_failed)?);
@@ -426,11 +438,17 @@ impl Upstream {
     }
 
     /// The capability of an upstream tool: the config's mapping, else its
-    /// (untrusted) annotations.
-    fn capability(&self, tool: &Tool) -> Capability {
-        self.settings.capability_for(&tool.name).unwrap_or_else(|| {
-            let hints = tool.annotations.as_ref();
-            capability_from_hints(hints.and_then(|a| a.read_only_hint), hints.and_then(|a| a.destructive_hint))
+    /// (untrusted) annotations, or none with `unmapped = "deny"`.
+    fn capability(&self, tool: &Tool) -> Option<Capability> {
+        self.settings.capability_for(&tool.name).or_else(|| match self.settings.unmapped {
+            Unmapped::Deny => None,
+            Unmapped::Annotations => {
+                let hints = tool.annotations.as_ref();
+                Some(capability_from_hints(
+                    hints.and_then(|a| a.read_only_hint),
+                    hints.and_then(|a| a.destructive_hint),
+                ))
+            }
         })
     }
 
@@ -456,7 +474,7 @@ impl Upstream {
         let order = catalog.raw.iter().flatten();
         Ok(order
             .filter_map(|t| catalog.entries.get(t.name.as_ref()))
-            .filter(|e| e.status.is_offered() && authorizer.is_offered(e.capability))
+            .filter(|e| e.offered(authorizer))
             .map(|e| e.listed.clone())
             .collect())
     }
@@ -465,7 +483,7 @@ impl Upstream {
     pub(crate) fn listed(&self, name: &str, authorizer: &Authorizer) -> Option<Tool> {
         let catalog = self.catalog();
         let e = catalog.entries.get(name)?;
-        (e.status.is_offered() && authorizer.is_offered(e.capability)).then(|| e.listed.clone())
+        e.offered(authorizer).then(|| e.listed.clone())
     }
 
     /// Finds a tool for a call, with its pin re-checked.
@@ -476,6 +494,15 @@ impl Upstream {
         }
         let catalog = self.catalog();
         let Some(entry) = catalog.entries.get(name) else { return Lookup::Unknown };
+        let Some(capability) = entry.capability else {
+            let up = &self.name;
+            let message = format!(
+                "refused: the tool `{name}` of the upstream `{up}` is not offered: no pattern under [proxy.{up}.tools] \
+                 maps it to a capability, and [proxy.{up}] unmapped = \"deny\". The operator can map it (e.g. \
+                 `\"{name}\" = \"read_files\"` under [proxy.{up}.tools]) and restart the gateway"
+            );
+            return Lookup::Withheld { qualified, message };
+        };
         if !entry.status.is_offered() {
             let up = &self.name;
             let message = format!(
@@ -487,7 +514,7 @@ impl Upstream {
             );
             return Lookup::Withheld { qualified, message };
         }
-        Lookup::Offered(UpstreamTool { tool: name.to_owned(), qualified, capability: entry.capability })
+        Lookup::Offered(UpstreamTool { tool: name.to_owned(), qualified, capability })
     }
 
     /// Forwards one call (the capability token already removed).
@@ -564,6 +591,14 @@ impl Upstream {
         if let Some(running) = running {
             let _ = running.cancel().await;
         }
+    }
+}
+
+impl Entry {
+    /// Whether `tools/list` shows it and a call may go ahead: pinned,
+    /// mapped, and of a capability the policy does not deny.
+    fn offered(&self, authorizer: &Authorizer) -> bool {
+        self.status.is_offered() && self.capability.is_some_and(|c| authorizer.is_offered(c))
     }
 }
 
