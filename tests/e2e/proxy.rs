@@ -654,3 +654,92 @@ async fn with_unmapped_deny_only_the_tools_the_config_maps_are_offered() {
         .collect();
     assert_eq!(pinned, ["echo", "remove"], "unmapped tools are not even pinned");
 }
+
+fn withheld_records(env: &Env) -> Vec<Value> {
+    env.audit_records().into_iter().filter(|r| r["event"] == "upstream_withheld").collect()
+}
+
+#[tokio::test]
+async fn an_upstream_listing_too_many_tools_or_pages_offers_none() {
+    let env = Env::new();
+    // At start-up: the gateway does not start, and says why.
+    set_fixture(&env, json!({ "extra_tools": 1001 }));
+    let upstream = fixture(&env);
+    let mut cmd = env.proxy_command(FX, &[], &strs(&upstream));
+    cmd.env("FIXTURE_STATE", env.path().join("fixture.json")).stdin(std::process::Stdio::null());
+    let out = cmd.output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("more than 1000 tools") && stderr.contains("offers none"), "{stderr}");
+    let withheld = withheld_records(&env);
+    assert_eq!(withheld.len(), 1, "{withheld:?}");
+    assert_eq!((withheld[0]["tool"].as_str(), withheld[0]["outcome"].as_str()), (Some(FX), Some("denied")));
+    assert!(env.cli(&["pins", "list", "--json"]).1.trim() == "[]", "nothing was pinned");
+
+    // While running: a listing that grows too long (or never ends) withdraws everything.
+    set_fixture(&env, json!({}));
+    let c = start_fixture(&env, Protocol::Legacy, &[]).await;
+    c.ok("echo", json!({ "text": "fine" })).await;
+    for state in [json!({ "extra_tools": 1001 }), json!({ "endless_pages": true })] {
+        set_fixture(&env, state.clone());
+        let listed = c.peer().list_tools(None).await;
+        let e = listed.expect_err("the listing is refused").to_string();
+        assert!(e.contains("more than 1000 tools"), "{state}: {e}");
+        let refused = c.err("echo", json!({ "text": "x" })).await;
+        assert!(refused.contains("offers none"), "{state}: {refused}");
+    }
+    set_fixture(&env, json!({}));
+    assert!(names(&c.tools().await).contains(&"echo".to_owned()), "back once the listing is sane");
+    c.ok("echo", json!({ "text": "again" })).await;
+    c.close().await;
+    let records = env.audit_records();
+    assert!(records.iter().any(|r| r["tool"] == "fx/echo" && r["outcome"] == "error"), "the refused call is audited");
+    let (code, _, err) = env.cli(&["audit", "verify"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[tokio::test]
+async fn a_tool_definition_too_large_is_withheld_and_not_pinned() {
+    let env = Env::new();
+    set_fixture(&env, json!({ "huge_description": 70_000 }));
+    let c = start_fixture(&env, Protocol::Legacy, &[]).await;
+    for _ in 0..3 {
+        let listed = names(&c.tools().await);
+        assert!(!listed.contains(&"huge".to_owned()) && listed.contains(&"echo".to_owned()), "{listed:?}");
+    }
+    let refused = c.err("huge", json!({})).await;
+    assert!(refused.contains("larger than the 65536 bytes"), "{refused}");
+    c.close().await;
+    let withheld = withheld_records(&env);
+    assert_eq!(withheld.len(), 1, "recorded once per run, however often it is listed: {withheld:?}");
+    assert_eq!(withheld[0]["tool"], "fx/huge");
+    assert!(withheld[0]["reason"].as_str().unwrap().contains("70"), "{}", withheld[0]);
+    let (_, out, _) = env.cli(&["pins", "list", FX, "--json"]);
+    assert!(!out.contains("\"huge\""), "not pinned: {out}");
+    assert!(env.audit_records().iter().any(|r| r["tool"] == "fx/huge" && r["outcome"] == "denied"));
+}
+
+#[tokio::test]
+async fn tools_waiting_for_approval_are_bounded() {
+    let env = Env::new();
+    let c = start_fixture(&env, Protocol::Legacy, &[]).await;
+    c.ok("echo", json!({ "text": "first run pins" })).await;
+    // 150 new tools: 100 wait for approval, the rest are withheld unrecorded.
+    set_fixture(&env, json!({ "extra_tools": 150 }));
+    let listed = names(&c.tools().await);
+    assert!(!listed.iter().any(|n| n.starts_with("extra_")), "none is offered");
+    let (code, out, err) = env.cli(&["pins", "list", FX, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let pins: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(pins.iter().filter(|p| p["held"] == true).count(), 100, "the bound");
+    let refused = c.err("extra_149", json!({})).await;
+    assert!(refused.contains("wait for approval already") && refused.contains("mcpsec pins list fx"), "{refused}");
+    // Approving one makes room for one more.
+    approve(&env, "extra_0");
+    c.tools().await;
+    let refused = c.err("extra_100", json!({})).await;
+    assert!(refused.contains("new since the first run"), "now it waits like the others: {refused}");
+    c.close().await;
+    let withheld = withheld_records(&env);
+    assert!(withheld.iter().any(|r| r["tool"] == "fx/extra_149"), "{withheld:?}");
+}

@@ -63,7 +63,19 @@ pub enum PinStatus {
     Changed,
     /// A tool not seen before, held for approval: withhold it.
     New,
+    /// A changed or new tool that would wait for approval, but the upstream
+    /// has [`MAX_PENDING`] waiting already (or [`MAX_PINS`] pins): not
+    /// recorded, withheld.
+    Overflow,
 }
+
+/// The most tools of one upstream waiting for approval at once: an
+/// upstream that invents tools (or rewrites them) cannot grow the store
+/// without bound.
+pub const MAX_PENDING: u32 = 100;
+
+/// The most pins one upstream may have (approved or waiting).
+pub const MAX_PINS: u32 = 5000;
 
 impl PinStatus {
     /// Whether the tool may be offered and called.
@@ -112,6 +124,22 @@ impl Pins {
             .query_row(params![upstream, tool], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()
             .map_err(err)?;
+        // A new row, or a first pending definition, counts against the bounds.
+        let adds_pending = match &row {
+            Some((Some(approved), pending)) => approved != hash && pending.is_none(),
+            Some((None, pending)) => pending.is_none(),
+            None => !first_run && hold_new,
+        };
+        if row.is_none() || adds_pending {
+            let (pins, pending): (u32, u32) = conn
+                .prepare_cached("SELECT COUNT(*), COUNT(pending_hash) FROM pins WHERE upstream = ?1")
+                .map_err(err)?
+                .query_row(params![upstream], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(err)?;
+            if (row.is_none() && pins >= MAX_PINS) || (adds_pending && pending >= MAX_PENDING) {
+                return Ok(PinStatus::Overflow);
+            }
+        }
         match row {
             Some((Some(approved), _)) if approved == hash => {
                 // Back to the approved definition: nothing is pending any more.
@@ -284,5 +312,27 @@ mod tests {
         assert_eq!(p.check("a", "t", "h1", "{}", true, true, 1).unwrap(), PinStatus::PinnedNow);
         assert_eq!(p.check("b", "t", "h2", "{}", true, true, 1).unwrap(), PinStatus::PinnedNow);
         assert_eq!(p.check("a", "t", "h2", "{}", true, false, 1).unwrap(), PinStatus::Changed);
+    }
+
+    #[test]
+    fn waiting_tools_are_bounded_per_upstream() {
+        let (_d, p) = pins();
+        assert_eq!(p.check("fs", "first", "h", "{}", true, true, 1).unwrap(), PinStatus::PinnedNow);
+        for i in 0..MAX_PENDING {
+            assert_eq!(p.check("fs", &format!("t{i}"), "h", "{}", true, false, 2).unwrap(), PinStatus::New);
+        }
+        let v = p.data_version().unwrap();
+        assert_eq!(p.check("fs", "one-too-many", "h", "{}", true, false, 3).unwrap(), PinStatus::Overflow);
+        assert_eq!(p.check("fs", "first", "h2", "{}", true, false, 3).unwrap(), PinStatus::Overflow, "a change too");
+        assert!(p.get("fs", "one-too-many").unwrap().is_none(), "not recorded");
+        assert_eq!(p.data_version().unwrap(), v);
+        // What waits already is still checked, and changes in place.
+        assert_eq!(p.check("fs", "t0", "h3", "{3}", true, false, 4).unwrap(), PinStatus::New);
+        assert_eq!(p.check("fs", "first", "h", "{}", true, false, 4).unwrap(), PinStatus::Approved);
+        // Another upstream has its own room.
+        assert_eq!(p.check("other", "x", "h", "{}", true, false, 5).unwrap(), PinStatus::New);
+        // Approving makes room.
+        assert!(matches!(p.approve("fs", "t1", "h", 6).unwrap(), Approval::Approved(_)));
+        assert_eq!(p.check("fs", "one-too-many", "h", "{}", true, false, 7).unwrap(), PinStatus::New);
     }
 }

@@ -239,7 +239,8 @@ impl McpsecServer {
     /// A gateway: no built-in tool, the tools of `upstream` through the
     /// same pipeline.
     pub(crate) fn gateway(options: crate::proxy::GatewayOptions) -> Self {
-        let upstream = Arc::new(crate::proxy::Upstream::new(options.upstream));
+        let audit = Some((options.audit.clone(), options.session.clone()));
+        let upstream = Arc::new(crate::proxy::Upstream::new(options.upstream, audit));
         let confirmer = options.authorizer.tokens().cloned().map(Confirmer::new);
         McpsecServer {
             inner: Arc::new(Inner {
