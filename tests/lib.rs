@@ -267,6 +267,26 @@ impl Env {
         text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 
+    /// Runs `mcpsec ARGS` on a pseudo-terminal (util-linux `script`), typing
+    /// `input`; None when `script` is not installed.
+    pub fn on_a_terminal(&self, args: &str, input: &str) -> Option<(i32, String)> {
+        use std::io::Write;
+        let cmd = format!("{} {args}", mcpsec_bin().display());
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .current_dir(self.path())
+            .env("MCPSEC_STATE_DIR", self.state())
+            .env("XDG_CONFIG_HOME", self.path().join("cfg"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .ok()?;
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        Some((out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).replace('\r', "")))
+    }
+
     /// Runs `mcpsec ARGS` (e.g. `audit verify`) with this env's state
     /// directory and no config; returns (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
@@ -590,10 +610,31 @@ impl Env {
     /// Starts `mcpsec serve --http 127.0.0.1:0` with `extra` arguments and
     /// waits until it listens.
     pub async fn serve_http(&self, extra: &[&str]) -> HttpServer {
-        use tokio::io::AsyncBufReadExt;
         let mut args = vec!["--http", "127.0.0.1:0"];
         args.extend_from_slice(extra);
-        let mut cmd = self.command(&args);
+        HttpServer::spawn(self.command(&args)).await
+    }
+
+    /// Starts `mcpsec proxy --name NAME --http 127.0.0.1:0 EXTRA… -- UPSTREAM…`
+    /// and waits until it listens.
+    pub async fn proxy_http(&self, name: &str, extra: &[&str], upstream: &[&str]) -> HttpServer {
+        HttpServer::spawn(self.proxy_http_command(name, extra, upstream)).await
+    }
+
+    /// The command line of [`Env::proxy_http`], to add to before spawning it
+    /// with [`HttpServer::spawn`].
+    pub fn proxy_http_command(&self, name: &str, extra: &[&str], upstream: &[&str]) -> tokio::process::Command {
+        let mut args = vec!["--http", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        self.proxy_command(name, &args, upstream)
+    }
+}
+
+impl HttpServer {
+    /// Spawns `cmd` (an `mcpsec serve --http` or `proxy --http` command line)
+    /// and waits until it listens.
+    pub async fn spawn(mut cmd: tokio::process::Command) -> HttpServer {
+        use tokio::io::AsyncBufReadExt;
         cmd.env("RUST_LOG", "warn,mcpsec_server::http=info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -622,9 +663,7 @@ impl Env {
         });
         HttpServer { child, url, stderr }
     }
-}
 
-impl HttpServer {
     /// The server process's id.
     pub fn pid(&self) -> u32 {
         self.child.id().unwrap()

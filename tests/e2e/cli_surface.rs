@@ -214,30 +214,10 @@ fn man_pages_for_every_subcommand() {
     }
 }
 
-/// Runs `mcpsec ARGS` on a pseudo-terminal (util-linux `script`), typing
-/// `input`; None when `script` is not installed.
-fn on_a_terminal(env: &Env, args: &str, input: &str) -> Option<(i32, String)> {
-    use std::io::Write;
-    let cmd = format!("{} {args}", mcpsec_bin().display());
-    let mut child = Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .current_dir(env.path())
-        .env("MCPSEC_STATE_DIR", env.state())
-        .env("XDG_CONFIG_HOME", env.path().join("cfg"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .ok()?;
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    Some((out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).replace('\r', "")))
-}
-
 #[test]
 fn init_on_a_terminal_offers_the_grant_passphrase() {
     let env = Env::new();
-    let Some((code, screen)) = on_a_terminal(&env, "init", "y\ncorrect horse\ncorrect horse\n") else {
+    let Some((code, screen)) = env.on_a_terminal("init", "y\ncorrect horse\ncorrect horse\n") else {
         eprintln!("util-linux `script` is not installed: the terminal flow was not tested");
         return;
     };
@@ -262,7 +242,7 @@ fn init_on_a_terminal_offers_the_grant_passphrase() {
 
     // Declined: no passphrase, and the warning says how to set one later.
     let env = Env::new();
-    let (code, screen) = on_a_terminal(&env, "init", "n\n").unwrap();
+    let (code, screen) = env.on_a_terminal("init", "n\n").unwrap();
     assert_eq!(code, 0, "{screen}");
     assert!(screen.contains("no grant passphrase is set") && screen.contains("init --passphrase"), "{screen}");
 }

@@ -57,6 +57,10 @@ pub enum EventKind {
     UserAdd,
     /// A user of the HTTP transport was removed (`mcpsec users remove`).
     UserRemove,
+    /// The gateway withheld what an upstream server offered because it
+    /// exceeded a bound (too many tools, a definition too large, too many
+    /// tools waiting for approval).
+    UpstreamWithheld,
 }
 
 impl EventKind {
@@ -76,6 +80,7 @@ impl EventKind {
             EventKind::PinApprove => "pin_approve",
             EventKind::UserAdd => "user_add",
             EventKind::UserRemove => "user_remove",
+            EventKind::UpstreamWithheld => "upstream_withheld",
         }
     }
 }

@@ -5,7 +5,8 @@
 //! [`Decision`] for one call, and [`Tokens`], which grants and checks
 //! capability tokens kept in a [`TokenStore`](store::TokenStore) (SQLite,
 //! `mcpsec.db`), keyed by `secret.key` ([`key::ServerKey`]). [`pins`] keeps
-//! the approved definitions of upstream tools for `mcpsec proxy`.
+//! the approved definitions of upstream tools for `mcpsec proxy` (approved only
+//! by hash, waiting ones bounded per upstream).
 //!
 //! # Guarantee
 //!

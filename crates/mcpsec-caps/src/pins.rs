@@ -10,6 +10,9 @@
 //!   is a new tool when the upstream holds new tools (`hold_new_tools`),
 //!   until a human runs `mcpsec pins approve NAME TOOL` (after `mcpsec pins
 //!   diff NAME TOOL`: the approved and the pending definitions are both kept).
+//!   [`Pins::approve`] takes the hash of the definition the human reviewed
+//!   and approves only that one, so an upstream that changes its tool again
+//!   between the review and the approval gains nothing.
 //!
 //! The pins live in `mcpsec.db` (table `pins`, migration 2), so an approval
 //! in a terminal reaches a running proxy at once (it re-checks on every
@@ -60,7 +63,19 @@ pub enum PinStatus {
     Changed,
     /// A tool not seen before, held for approval: withhold it.
     New,
+    /// A changed or new tool that would wait for approval, but the upstream
+    /// has [`MAX_PENDING`] waiting already (or [`MAX_PINS`] pins): not
+    /// recorded, withheld.
+    Overflow,
 }
+
+/// The most tools of one upstream waiting for approval at once: an
+/// upstream that invents tools (or rewrites them) cannot grow the store
+/// without bound.
+pub const MAX_PENDING: u32 = 100;
+
+/// The most pins one upstream may have (approved or waiting).
+pub const MAX_PINS: u32 = 5000;
 
 impl PinStatus {
     /// Whether the tool may be offered and called.
@@ -109,6 +124,22 @@ impl Pins {
             .query_row(params![upstream, tool], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()
             .map_err(err)?;
+        // A new row, or a first pending definition, counts against the bounds.
+        let adds_pending = match &row {
+            Some((Some(approved), pending)) => approved != hash && pending.is_none(),
+            Some((None, pending)) => pending.is_none(),
+            None => !first_run && hold_new,
+        };
+        if row.is_none() || adds_pending {
+            let (pins, pending): (u32, u32) = conn
+                .prepare_cached("SELECT COUNT(*), COUNT(pending_hash) FROM pins WHERE upstream = ?1")
+                .map_err(err)?
+                .query_row(params![upstream], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(err)?;
+            if (row.is_none() && pins >= MAX_PINS) || (adds_pending && pending >= MAX_PENDING) {
+                return Ok(PinStatus::Overflow);
+            }
+        }
         match row {
             Some((Some(approved), _)) if approved == hash => {
                 // Back to the approved definition: nothing is pending any more.
@@ -176,24 +207,42 @@ impl Pins {
         rows.collect::<Result<_, _>>().map_err(|e| self.store.err(e))
     }
 
-    /// Approves the pending definition of a tool; returns the pin as it was
-    /// before, or `None` if nothing was pending.
-    pub fn approve(&self, upstream: &str, tool: &str, now_ms: i64) -> Result<Option<Pin>, StoreError> {
-        let before = self.get(upstream, tool)?;
-        let Some(pin) = before.filter(|p| p.pending_hash.is_some()) else { return Ok(None) };
+    /// Approves the pending definition of a tool if it is the one whose
+    /// hash is `hash` (the one a human reviewed), in one conditional update:
+    /// a definition the upstream sent since is never approved unseen.
+    pub fn approve(&self, upstream: &str, tool: &str, hash: &str, now_ms: i64) -> Result<Approval, StoreError> {
         let conn = self.store.conn();
         let n = conn
             .execute(
                 "UPDATE pins SET hash = pending_hash, definition = pending_definition, approved_ms = ?4,
                  pending_hash = NULL, pending_definition = NULL, pending_since_ms = NULL
                  WHERE upstream = ?1 AND tool = ?2 AND pending_hash = ?3",
-                params![upstream, tool, pin.pending_hash, now_ms],
+                params![upstream, tool, hash, now_ms],
             )
             .map_err(|e| self.store.err(e))?;
-        // Another definition arrived between the read and the update: the
-        // human approved what they saw, not that one.
-        Ok((n == 1).then_some(pin))
+        drop(conn);
+        let pin = self.get(upstream, tool)?;
+        Ok(match pin {
+            Some(pin) if n == 1 => Approval::Approved(pin),
+            Some(Pin { pending_hash: Some(pending), .. }) => Approval::Differs { pending },
+            _ => Approval::NothingPending,
+        })
     }
+}
+
+/// What [`Pins::approve`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Approval {
+    /// The reviewed definition is approved; the pin as it is now.
+    Approved(Pin),
+    /// Nothing was pending (no such pin, or approved already).
+    NothingPending,
+    /// The pending definition is not the one named (it changed since it was
+    /// reviewed); nothing was approved. Its hash.
+    Differs {
+        /// The hash of what is pending now.
+        pending: String,
+    },
 }
 
 fn row_to_pin(r: &rusqlite::Row<'_>) -> rusqlite::Result<Pin> {
@@ -238,11 +287,15 @@ mod tests {
         assert_eq!(p.check("fs", "rm", "h9", "{9}", true, false, 5).unwrap(), PinStatus::New);
         assert_eq!(p.check("fs", "mk", "h8", "{8}", false, false, 5).unwrap(), PinStatus::PinnedNow);
         // Approval.
-        assert!(p.approve("fs", "nothing", 6).unwrap().is_none());
-        assert!(p.approve("fs", "mk", 6).unwrap().is_none(), "nothing pending");
-        assert_eq!(p.approve("fs", "read", 6).unwrap().unwrap().pending_hash.as_deref(), Some("h2"));
+        assert_eq!(p.approve("fs", "nothing", "h1", 6).unwrap(), Approval::NothingPending);
+        assert_eq!(p.approve("fs", "mk", "h8", 6).unwrap(), Approval::NothingPending, "nothing pending");
+        // Only the definition reviewed: another hash approves nothing.
+        assert_eq!(p.approve("fs", "read", "h1", 6).unwrap(), Approval::Differs { pending: "h2".into() });
+        assert!(p.get("fs", "read").unwrap().unwrap().is_held());
+        let Approval::Approved(pin) = p.approve("fs", "read", "h2", 6).unwrap() else { panic!("not approved") };
+        assert_eq!((pin.hash.as_deref(), pin.pending_hash), (Some("h2"), None));
         assert_eq!(p.check("fs", "read", "h2", "{2}", true, false, 7).unwrap(), PinStatus::Approved);
-        assert!(p.approve("fs", "rm", 8).unwrap().is_some());
+        assert!(matches!(p.approve("fs", "rm", "h9", 8).unwrap(), Approval::Approved(_)));
         assert_eq!(p.check("fs", "rm", "h9", "{9}", true, false, 9).unwrap(), PinStatus::Approved);
         // Reverting to the approved definition clears what was pending.
         assert_eq!(p.check("fs", "read", "h3", "{3}", true, false, 10).unwrap(), PinStatus::Changed);
@@ -259,5 +312,27 @@ mod tests {
         assert_eq!(p.check("a", "t", "h1", "{}", true, true, 1).unwrap(), PinStatus::PinnedNow);
         assert_eq!(p.check("b", "t", "h2", "{}", true, true, 1).unwrap(), PinStatus::PinnedNow);
         assert_eq!(p.check("a", "t", "h2", "{}", true, false, 1).unwrap(), PinStatus::Changed);
+    }
+
+    #[test]
+    fn waiting_tools_are_bounded_per_upstream() {
+        let (_d, p) = pins();
+        assert_eq!(p.check("fs", "first", "h", "{}", true, true, 1).unwrap(), PinStatus::PinnedNow);
+        for i in 0..MAX_PENDING {
+            assert_eq!(p.check("fs", &format!("t{i}"), "h", "{}", true, false, 2).unwrap(), PinStatus::New);
+        }
+        let v = p.data_version().unwrap();
+        assert_eq!(p.check("fs", "one-too-many", "h", "{}", true, false, 3).unwrap(), PinStatus::Overflow);
+        assert_eq!(p.check("fs", "first", "h2", "{}", true, false, 3).unwrap(), PinStatus::Overflow, "a change too");
+        assert!(p.get("fs", "one-too-many").unwrap().is_none(), "not recorded");
+        assert_eq!(p.data_version().unwrap(), v);
+        // What waits already is still checked, and changes in place.
+        assert_eq!(p.check("fs", "t0", "h3", "{3}", true, false, 4).unwrap(), PinStatus::New);
+        assert_eq!(p.check("fs", "first", "h", "{}", true, false, 4).unwrap(), PinStatus::Approved);
+        // Another upstream has its own room.
+        assert_eq!(p.check("other", "x", "h", "{}", true, false, 5).unwrap(), PinStatus::New);
+        // Approving makes room.
+        assert!(matches!(p.approve("fs", "t1", "h", 6).unwrap(), Approval::Approved(_)));
+        assert_eq!(p.check("fs", "one-too-many", "h", "{}", true, false, 7).unwrap(), PinStatus::New);
     }
 }

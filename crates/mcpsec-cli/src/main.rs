@@ -92,6 +92,13 @@ struct ServeArgs {
     /// The principal every call is made for [default: the OS user] (stdio only).
     #[arg(long, value_name = "NAME", conflicts_with = "http")]
     user: Option<String>,
+    #[command(flatten)]
+    http: HttpArgs,
+}
+
+/// `--http` and its TLS options, the same for `serve` and `proxy`.
+#[derive(Debug, Args)]
+pub(crate) struct HttpArgs {
     /// Serve MCP streamable HTTP at http://ADDR/mcp instead of stdio (e.g. 127.0.0.1:8787);
     /// every request needs the key of a user (`mcpsec users add`).
     #[arg(long, value_name = "ADDR")]
@@ -352,22 +359,54 @@ pub(crate) fn os_user() -> String {
         .unwrap_or_else(|| format!("uid-{}", rustix::process::getuid().as_raw()))
 }
 
+/// What `--http` asks for, checked before anything is opened.
+pub(crate) struct HttpFront {
+    addr: std::net::SocketAddr,
+    tls: Option<mcpsec_server::TlsFiles>,
+}
+
+impl HttpArgs {
+    /// The address and TLS files, if `--http` was given: a non-loopback
+    /// address needs TLS or `--danger-plaintext`.
+    pub(crate) fn front(&self) -> Result<Option<HttpFront>> {
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(tls_files(cert, key)?),
+            _ => None,
+        };
+        let Some(addr) =
+            self.http.as_deref().map(|a| http_address(a, self.danger_plaintext || tls.is_some())).transpose()?
+        else {
+            return Ok(None);
+        };
+        if tls.is_none() && !addr.ip().is_loopback() {
+            tracing::warn!("--danger-plaintext: serving {addr} without TLS; bearer keys cross the network in clear");
+        }
+        Ok(Some(HttpFront { addr, tls }))
+    }
+}
+
+impl HttpFront {
+    /// The HTTP transport's options: the users, `[http]`, the failed-auth window.
+    pub(crate) fn options(self, config: &Config, users: Arc<mcpsec_caps::Users>) -> Result<mcpsec_server::HttpOptions> {
+        if users.list()?.is_empty() {
+            tracing::warn!("no users yet: every request will be refused until one is added (`mcpsec users add NAME`)");
+        }
+        Ok(mcpsec_server::HttpOptions {
+            addr: self.addr,
+            users,
+            config: config.http.clone(),
+            auth_window: config.rate_limit.window,
+            shutdown_grace: Duration::from_secs(30),
+            tls: self.tls,
+        })
+    }
+}
+
 fn serve(global: &Global, args: ServeArgs) -> Result<()> {
     // Compile the redaction rules while the state is being opened, rather
     // than on the first record (a few ms of the start-up budget).
     std::thread::spawn(mcpsec_audit::redact::warm_up);
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(tls_files(cert, key)?),
-        _ => None,
-    };
-    let http_addr =
-        args.http.as_deref().map(|a| http_address(a, args.danger_plaintext || tls.is_some())).transpose()?;
-    if let Some(a) = http_addr
-        && tls.is_none()
-        && !a.ip().is_loopback()
-    {
-        tracing::warn!("--danger-plaintext: serving {a} without TLS; bearer keys cross the network in clear");
-    }
+    let http_front = args.http.front()?;
     let (config, config_file) = load_config(global)?;
     let base = config_file.as_deref().and_then(Path::parent).unwrap_or(Path::new("."));
     let mut roots: Vec<PathBuf> = config.roots.iter().map(|r| base.join(r)).collect();
@@ -398,7 +437,7 @@ fn serve(global: &Global, args: ServeArgs) -> Result<()> {
         config = ?config_file,
         audit = %log_path.display(),
         "mcpsec serving on {}",
-        if http_addr.is_some() { "HTTP" } else { "stdio" }
+        if http_front.is_some() { "HTTP" } else { "stdio" }
     );
     let undo = if config.undo.enabled {
         Some(
@@ -441,22 +480,10 @@ fn serve(global: &Global, args: ServeArgs) -> Result<()> {
     };
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
-    match http_addr {
+    match http_front {
         None => runtime.block_on(mcpsec_server::serve_stdio(options))?,
-        Some(addr) => {
-            if users.list()?.is_empty() {
-                tracing::warn!(
-                    "no users yet: every request will be refused until one is added (`mcpsec users add NAME`)"
-                );
-            }
-            let http = mcpsec_server::HttpOptions {
-                addr,
-                users,
-                config: config.http.clone(),
-                auth_window: config.rate_limit.window,
-                shutdown_grace: Duration::from_secs(30),
-                tls,
-            };
+        Some(front) => {
+            let http = front.options(&config, users)?;
             runtime.block_on(mcpsec_server::serve_http(options, http))?;
         }
     }

@@ -2,12 +2,13 @@
 
 #![allow(clippy::print_stdout)]
 
+use std::io::{BufRead, IsTerminal};
 use std::sync::Arc;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use mcpsec_audit::{EventKind, Outcome};
-use mcpsec_caps::pins::{Pin, Pins};
+use mcpsec_caps::pins::{Approval, Pin, Pins};
 use mcpsec_caps::unix_ms;
 use mcpsec_core::time::rfc3339;
 
@@ -19,7 +20,7 @@ pub enum PinsCommand {
     List(ListArgs),
     /// Show how a withheld tool differs from the approved definition.
     Diff(ToolArgs),
-    /// Approve a withheld tool's new definition (a running proxy offers it at once).
+    /// Approve a withheld tool's definition, the one reviewed (a running proxy offers it at once).
     Approve(ApproveArgs),
 }
 
@@ -44,6 +45,10 @@ pub struct ToolArgs {
 pub struct ApproveArgs {
     #[command(flatten)]
     which: ToolArgs,
+    /// Approve only the definition with this hash, as `mcpsec pins diff` prints it (needed when stdin
+    /// is not a terminal; on a terminal the pending definition is shown and confirmed instead)
+    #[arg(long, value_name = "HASH")]
+    hash: Option<String>,
     /// Read the grant passphrase from standard input (for scripts)
     #[arg(long)]
     passphrase_stdin: bool,
@@ -122,11 +127,24 @@ fn find(pins: &Pins, args: &ToolArgs) -> Result<Pin> {
 
 fn diff(pins: &Pins, args: &ToolArgs) -> Result<()> {
     let pin = find(pins, args)?;
-    let old = pin.definition.clone().unwrap_or_default();
-    let Some(new) = pin.pending_definition.clone() else {
+    let (Some(_), Some(hash)) = (&pin.pending_definition, &pin.pending_hash) else {
+        let old = pin.definition.clone().unwrap_or_default();
         println!("{}/{}: approved; nothing is pending. The approved definition:\n{old}", pin.upstream, pin.tool);
         return Ok(());
     };
+    show(&pin);
+    println!(
+        "\napprove exactly this definition with `mcpsec pins approve {} {} --hash {hash}`",
+        pin.upstream, pin.tool
+    );
+    Ok(())
+}
+
+/// Prints how the pending definition differs from the approved one, with
+/// the pending one's hash (the one `approve --hash` takes).
+fn show(pin: &Pin) {
+    let old = pin.definition.clone().unwrap_or_default();
+    let new = pin.pending_definition.clone().unwrap_or_default();
     // Shown escaped: the definition comes from the upstream and may carry
     // terminal escapes or invisible characters meant to hide in this very view.
     let escape = |s: &str| {
@@ -153,39 +171,87 @@ fn diff(pins: &Pins, args: &ToolArgs) -> Result<()> {
         };
         println!("{sign}{}", escape(change.value().trim_end_matches('\n')));
     }
-    println!("\napprove it with `mcpsec pins approve {} {}`", pin.upstream, pin.tool);
+    println!("pending sha256:{}", pin.pending_hash.as_deref().unwrap_or_default());
+}
+
+/// Approves the definition a human reviewed, never another: the one named
+/// by `--hash`, or (on a terminal, without it) the one shown and confirmed
+/// here. Without a terminal and without `--hash`, nothing was reviewed, and
+/// nothing is approved.
+fn approve(global: &Global, pins: &Pins, args: &ApproveArgs) -> Result<()> {
+    let pin = find(pins, &args.which)?;
+    let Some(pending) = pin.pending_hash.clone() else {
+        eprintln!("mcpsec: {}/{} is approved already; nothing is pending", pin.upstream, pin.tool);
+        return Err(Failed.into());
+    };
+    let (name, tool) = (&pin.upstream, &pin.tool);
+    let state = crate::token_state(global)?;
+    let reviewed = match &args.hash {
+        Some(h) => h.trim().to_ascii_lowercase(),
+        None if std::io::stdin().is_terminal() && !args.passphrase_stdin => {
+            show(&pin);
+            eprint!("approve exactly this definition of {name}/{tool}? [y/N] ");
+            let mut answer = String::new();
+            std::io::stdin().lock().read_line(&mut answer)?;
+            if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                eprintln!("mcpsec: not approved");
+                return Err(Failed.into());
+            }
+            pending.clone()
+        }
+        None => {
+            return Err(usage(format!(
+                "which definition? Without a terminal to show it on, mcpsec approves only the definition named by \
+                 its hash: review it with `mcpsec pins diff {name} {tool}`, then run the `mcpsec pins approve {name} \
+                 {tool} --hash HASH` it prints"
+            )));
+        }
+    };
+    if reviewed != pending {
+        return refuse_changed(&state, &pin, &reviewed, &pending);
+    }
+    // Approving a tool lets a model use it: the same human check as a grant.
+    crate::tokens::require_passphrase(&state, args.passphrase_stdin, "pins approve")?;
+    let approved = match pins.approve(name, tool, &reviewed, unix_ms(std::time::SystemTime::now()))? {
+        Approval::Approved(pin) => pin,
+        Approval::Differs { pending } => return refuse_changed(&state, &pin, &reviewed, &pending),
+        Approval::NothingPending => {
+            eprintln!("mcpsec: {name}/{tool} is approved already; nothing is pending");
+            return Err(Failed.into());
+        }
+    };
+    let mut r = crate::tokens::record(EventKind::PinApprove);
+    r.tool = Some(format!("{name}/{tool}"));
+    r.outcome = Some(Outcome::Ok);
+    r.details = Some(serde_json::json!({
+        "upstream": name,
+        "tool": tool,
+        "previous_hash": pin.hash,
+        "approved_hash": approved.hash,
+    }));
+    crate::tokens::audit(&state, r)?;
+    eprintln!("approved {name}/{tool}: a running `mcpsec proxy --name {name}` offers it from its next call");
     Ok(())
 }
 
-fn approve(global: &Global, pins: &Pins, args: &ApproveArgs) -> Result<()> {
-    let pin = find(pins, &args.which)?;
-    if pin.pending_hash.is_none() {
-        eprintln!("mcpsec: {}/{} is approved already; nothing is pending", pin.upstream, pin.tool);
-        return Err(Failed.into());
-    }
-    // Approving a tool lets a model use it: the same human check as a grant.
-    let state = crate::token_state(global)?;
-    crate::tokens::require_passphrase(&state, args.passphrase_stdin, "pins approve")?;
-    let Some(before) = pins.approve(&pin.upstream, &pin.tool, unix_ms(std::time::SystemTime::now()))? else {
-        eprintln!(
-            "mcpsec: the pending definition of {}/{} changed while approving; review it again with `mcpsec pins diff`",
-            pin.upstream, pin.tool
-        );
-        return Err(Failed.into());
-    };
+/// The pending definition is not the one reviewed: refused, audited.
+fn refuse_changed(state: &crate::tokens::State, pin: &Pin, reviewed: &str, pending: &str) -> Result<()> {
+    let (name, tool) = (&pin.upstream, &pin.tool);
     let mut r = crate::tokens::record(EventKind::PinApprove);
-    r.tool = Some(format!("{}/{}", before.upstream, before.tool));
-    r.outcome = Some(Outcome::Ok);
+    r.tool = Some(format!("{name}/{tool}"));
+    r.outcome = Some(Outcome::Denied);
+    r.reason = Some("the pending definition is not the one reviewed".into());
     r.details = Some(serde_json::json!({
-        "upstream": before.upstream,
-        "tool": before.tool,
-        "previous_hash": before.hash,
-        "approved_hash": before.pending_hash,
+        "upstream": name,
+        "tool": tool,
+        "reviewed_hash": mcpsec_audit::redact::redact_and_truncate(reviewed, 80),
+        "pending_hash": pending,
     }));
-    crate::tokens::audit(&state, r)?;
+    crate::tokens::audit(state, r)?;
     eprintln!(
-        "approved {}/{}: a running `mcpsec proxy --name {}` offers it from its next call",
-        pin.upstream, pin.tool, pin.upstream
+        "mcpsec: not approved: the pending definition of {name}/{tool} (sha256:{pending}) is not the one reviewed \
+         (sha256:{reviewed}); the upstream may have changed it since. Review it again with `mcpsec pins diff {name} \
+         {tool}`"
     );
-    Ok(())
+    Err(Failed.into())
 }

@@ -15,12 +15,11 @@ pub struct ProxyArgs {
     /// `[proxy.NAME]` in the config [default: the command's file name]
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
-    /// The principal every call is made for [default: the OS user].
-    #[arg(long, value_name = "NAME")]
+    /// The principal every call is made for [default: the OS user] (stdio only).
+    #[arg(long, value_name = "NAME", conflicts_with = "http")]
     user: Option<String>,
-    /// Serve streamable HTTP on ADDR instead of stdio (not available in this version).
-    #[arg(long, value_name = "ADDR")]
-    http: Option<String>,
+    #[command(flatten)]
+    http: crate::HttpArgs,
     /// The upstream MCP server's command line, after `--`
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<OsString>,
@@ -28,9 +27,7 @@ pub struct ProxyArgs {
 
 pub fn run(global: &Global, args: ProxyArgs) -> Result<()> {
     std::thread::spawn(mcpsec_audit::redact::warm_up);
-    if args.http.is_some() {
-        return Err(usage("--http is not available in this version of mcpsec; run it on stdio"));
-    }
+    let http_front = args.http.front()?;
     let (config, config_file) = crate::load_config(global)?;
     let name = match args.name {
         Some(n) => n,
@@ -56,14 +53,14 @@ pub fn run(global: &Global, args: ProxyArgs) -> Result<()> {
         upstream = %name,
         config = ?config_file,
         audit = %log_path.display(),
-        "mcpsec gateway serving on stdio"
+        "mcpsec gateway serving on {}",
+        if http_front.is_some() { "HTTP" } else { "stdio" }
     );
+    let tokens = crate::tokens::open_tokens(&state)?;
+    let users = Arc::new(tokens.users());
     let options = mcpsec_server::proxy::GatewayOptions {
-        authorizer: mcpsec_caps::Authorizer::new(
-            config.policy.clone(),
-            Some(Arc::new(crate::tokens::open_tokens(&state)?)),
-        )
-        .with_failed_check_limit(config.rate_limit.failed_token_checks, config.rate_limit.window),
+        authorizer: mcpsec_caps::Authorizer::new(config.policy.clone(), Some(Arc::new(tokens)))
+            .with_failed_check_limit(config.rate_limit.failed_token_checks, config.rate_limit.window),
         injection: config.injection,
         limits: mcpsec_server::ratelimit::Limits {
             calls: config.rate_limit.calls,
@@ -77,6 +74,12 @@ pub fn run(global: &Global, args: ProxyArgs) -> Result<()> {
     };
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
-    runtime.block_on(mcpsec_server::serve_proxy_stdio(options))?;
+    match http_front {
+        None => runtime.block_on(mcpsec_server::serve_proxy_stdio(options))?,
+        Some(front) => {
+            let http = front.options(&config, users)?;
+            runtime.block_on(mcpsec_server::serve_proxy_http(options, http))?;
+        }
+    }
     Ok(())
 }

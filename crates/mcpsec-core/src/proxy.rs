@@ -4,6 +4,7 @@
 //! [proxy.fs]
 //! call_timeout   = "60s"      # a call the upstream does not answer in time is a tool error
 //! hold_new_tools = true       # a tool that appears after the first run waits for `mcpsec pins approve`
+//! unmapped       = "deny"     # a tool no glob below matches is withheld (default: "annotations")
 //!
 //! [proxy.fs.tools]            # tool-name glob → capability; config always beats annotations
 //! "delete_*"       = "delete_files"
@@ -12,7 +13,8 @@
 //!
 //! Without a mapping, a tool's capability comes from its annotations
 //! ([`capability_from_hints`]); upstream annotations are untrusted, so the
-//! absence of a hint never makes a tool read-only.
+//! absence of a hint never makes a tool read-only. With `unmapped = "deny"`
+//! they are not consulted at all: only the tools the config maps are offered.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -36,11 +38,28 @@ pub struct ProxySettings {
     pub hold_new_tools: bool,
     /// Tool-name globs and the capability each one maps to, as written.
     pub tools: Vec<(String, Capability)>,
+    /// What becomes of a tool that no glob of `tools` matches.
+    pub unmapped: Unmapped,
+}
+
+/// `[proxy.NAME] unmapped`: what becomes of a tool the config does not map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Unmapped {
+    /// Its capability comes from its annotations ([`capability_from_hints`]).
+    #[default]
+    Annotations,
+    /// It is withheld from `tools/list` and refused on call (deny by default).
+    Deny,
 }
 
 impl Default for ProxySettings {
     fn default() -> Self {
-        ProxySettings { call_timeout: DEFAULT_CALL_TIMEOUT, hold_new_tools: true, tools: Vec::new() }
+        ProxySettings {
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+            hold_new_tools: true,
+            tools: Vec::new(),
+            unmapped: Unmapped::Annotations,
+        }
     }
 }
 
@@ -100,6 +119,7 @@ fn tool_glob_matches(pattern: &str, tool: &str) -> bool {
 pub(crate) struct RawProxy {
     call_timeout: Option<String>,
     hold_new_tools: Option<bool>,
+    unmapped: Option<String>,
     tools: Option<BTreeMap<String, String>>,
 }
 
@@ -119,6 +139,16 @@ pub(crate) fn parse(raw: BTreeMap<String, RawProxy>) -> Result<BTreeMap<String, 
         }
         if let Some(h) = section.hold_new_tools {
             settings.hold_new_tools = h;
+        }
+        if let Some(u) = section.unmapped {
+            settings.unmapped = match u.as_str() {
+                "annotations" => Unmapped::Annotations,
+                "deny" => Unmapped::Deny,
+                _ => {
+                    let key = format!("proxy.{name}.unmapped");
+                    return Err(value_error(&key, format!("`{u}` is not one of \"annotations\", \"deny\"")));
+                }
+            };
         }
         for (pattern, capability) in section.tools.unwrap_or_default() {
             let key = format!("proxy.{name}.tools.\"{pattern}\"");
@@ -153,6 +183,9 @@ mod tests {
         assert_eq!(fs.capability_for("delete_file"), Some(Capability::DeleteFiles), "the most powerful match wins");
         assert_eq!(fs.capability_for("read_text_file"), Some(Capability::ReadFiles));
         assert!(!c.proxy["other"].hold_new_tools);
+        assert_eq!((fs.unmapped, c.proxy["other"].unmapped), (Unmapped::Annotations, Unmapped::Annotations));
+        let deny = Config::from_toml_str("[proxy.fs]\nunmapped = \"deny\"\n").unwrap();
+        assert_eq!(deny.proxy["fs"].unmapped, Unmapped::Deny);
         assert_eq!(c.proxy["other"].call_timeout, DEFAULT_CALL_TIMEOUT);
         assert_eq!(c.proxy["other"].capability_for("x"), None);
         assert_eq!(ProxySettings::default().capability_for("anything"), None);
@@ -166,6 +199,7 @@ mod tests {
         assert!(err("[proxy.fs.tools]\n\"[\" = \"read_files\"\n").contains("not a valid glob"));
         assert!(err("[proxy.\"a/b\"]\n").contains("not a valid upstream name"));
         assert!(err("[proxy.fs]\nhold_new_tools = \"yes\"\n").contains("hold_new_tools"));
+        assert!(err("[proxy.fs]\nunmapped = \"allow\"\n").contains("proxy.fs.unmapped"));
     }
 
     #[test]

@@ -212,6 +212,12 @@ pub const SECTIONS: &[Section] = &[
                 "A tool that appears after the first run is withheld until `mcpsec pins approve NAME TOOL`.",
             ),
             key(
+                "unmapped",
+                D("\"annotations\""),
+                "A tool no glob of `tools` matches: annotations (its capability from its annotations, below) | deny \
+                 (withheld from tools/list and refused on call: only the tools the config maps are offered).",
+            ),
+            key(
                 "tools",
                 E("{ \"delete_*\" = \"delete_files\" }"),
                 "Tool-name globs mapped to capabilities; they beat the upstream's annotations (the most powerful \

@@ -191,6 +191,39 @@ impl McpsecServer {
         self.acting.as_ref().unwrap_or(&self.inner.principal)
     }
 
+    /// The server's own principal (the user in its start and stop records).
+    pub(crate) fn own_principal(&self) -> &Principal {
+        &self.inner.principal
+    }
+
+    /// Where every call is recorded.
+    pub(crate) fn audit(&self) -> &Arc<AuditLog> {
+        &self.inner.audit
+    }
+
+    /// This server's session id.
+    pub(crate) fn session(&self) -> &str {
+        &self.inner.session
+    }
+
+    /// This server acting for the request in `context`: as the user an HTTP
+    /// request authenticated as, else (stdio) as the server's principal. A
+    /// request without a user on a server that needs one (HTTP) is refused.
+    fn acting_for(&self, context: &RequestContext<RoleServer>) -> Result<McpsecServer, ErrorData> {
+        let user = context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Authenticated>())
+            .map(|a| a.0.clone());
+        match (user, self.per_request) {
+            (Some(user), _) => Ok(McpsecServer { acting: Some(user), ..self.clone() }),
+            (None, false) => Ok(self.clone()),
+            // The transport authenticates every request before it gets
+            // here; a request without a user is a bug, and is not served.
+            (None, true) => Err(ErrorData::internal_error("refused: the request carries no authenticated user", None)),
+        }
+    }
+
     /// Resolves once no call is under way (at once if none is).
     pub async fn idle(&self) {
         let inflight = &self.inner.inflight;
@@ -206,7 +239,8 @@ impl McpsecServer {
     /// A gateway: no built-in tool, the tools of `upstream` through the
     /// same pipeline.
     pub(crate) fn gateway(options: crate::proxy::GatewayOptions) -> Self {
-        let upstream = Arc::new(crate::proxy::Upstream::new(options.upstream));
+        let audit = Some((options.audit.clone(), options.session.clone()));
+        let upstream = Arc::new(crate::proxy::Upstream::new(options.upstream, audit));
         let confirmer = options.authorizer.tokens().cloned().map(Confirmer::new);
         McpsecServer {
             inner: Arc::new(Inner {
@@ -837,58 +871,62 @@ impl ServerHandler for McpsecServer {
     async fn list_resources(
         &self,
         request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ListResourcesResult, ErrorData> {
         let cursor = request.and_then(|r| r.cursor);
-        self.passthrough("resources/list", serde_json::Map::new(), |p| async move {
-            p.list_resources(Some(PaginatedRequestParams::default().with_cursor(cursor))).await
-        })
-        .await
+        self.acting_for(&context)?
+            .passthrough("resources/list", serde_json::Map::new(), |p| async move {
+                p.list_resources(Some(PaginatedRequestParams::default().with_cursor(cursor))).await
+            })
+            .await
     }
 
     async fn list_resource_templates(
         &self,
         request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ListResourceTemplatesResult, ErrorData> {
         let cursor = request.and_then(|r| r.cursor);
-        self.passthrough("resources/templates/list", serde_json::Map::new(), |p| async move {
-            p.list_resource_templates(Some(PaginatedRequestParams::default().with_cursor(cursor))).await
-        })
-        .await
+        self.acting_for(&context)?
+            .passthrough("resources/templates/list", serde_json::Map::new(), |p| async move {
+                p.list_resource_templates(Some(PaginatedRequestParams::default().with_cursor(cursor))).await
+            })
+            .await
     }
 
     async fn read_resource(
         &self,
         request: rmcp::model::ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ReadResourceResponse, ErrorData> {
         let mut args = serde_json::Map::new();
         args.insert("uri".into(), request.uri.clone().into());
         let uri = request.uri;
-        self.passthrough("resources/read", args, |p| async move {
-            p.read_resource(rmcp::model::ReadResourceRequestParams::new(uri)).await
-        })
-        .await
-        .map(Into::into)
+        self.acting_for(&context)?
+            .passthrough("resources/read", args, |p| async move {
+                p.read_resource(rmcp::model::ReadResourceRequestParams::new(uri)).await
+            })
+            .await
+            .map(Into::into)
     }
 
     async fn list_prompts(
         &self,
         request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ListPromptsResult, ErrorData> {
         let cursor = request.and_then(|r| r.cursor);
-        self.passthrough("prompts/list", serde_json::Map::new(), |p| async move {
-            p.list_prompts(Some(PaginatedRequestParams::default().with_cursor(cursor))).await
-        })
-        .await
+        self.acting_for(&context)?
+            .passthrough("prompts/list", serde_json::Map::new(), |p| async move {
+                p.list_prompts(Some(PaginatedRequestParams::default().with_cursor(cursor))).await
+            })
+            .await
     }
 
     async fn get_prompt(
         &self,
         request: rmcp::model::GetPromptRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::GetPromptResponse, ErrorData> {
         let mut args = serde_json::Map::new();
         args.insert("name".into(), request.name.clone().into());
@@ -897,12 +935,15 @@ impl ServerHandler for McpsecServer {
         }
         let mut params = rmcp::model::GetPromptRequestParams::new(request.name);
         params.arguments = request.arguments;
-        self.passthrough("prompts/get", args, |p| async move { p.get_prompt(params).await }).await.map(Into::into)
+        self.acting_for(&context)?
+            .passthrough("prompts/get", args, |p| async move { p.get_prompt(params).await })
+            .await
+            .map(Into::into)
     }
 
     async fn on_initialized(&self, context: rmcp::service::NotificationContext<RoleServer>) {
         if let Some(up) = &self.inner.upstream {
-            up.set_downstream(context.peer);
+            up.add_downstream(context.peer);
         }
     }
 
@@ -914,20 +955,6 @@ impl ServerHandler for McpsecServer {
         let inflight = &self.inner.inflight;
         inflight.count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let _guard = CallGuard(inflight);
-        let user = context
-            .extensions
-            .get::<axum::http::request::Parts>()
-            .and_then(|parts| parts.extensions.get::<Authenticated>())
-            .map(|a| a.0.clone());
-        match (user, self.per_request) {
-            (Some(user), _) => {
-                let acting = McpsecServer { acting: Some(user), ..self.clone() };
-                acting.pipeline(request, &context).await
-            }
-            (None, false) => self.pipeline(request, &context).await,
-            // The transport authenticates every request before it gets
-            // here; a call without a user is a bug, and is not served.
-            (None, true) => Err(ErrorData::internal_error("refused: the request carries no authenticated user", None)),
-        }
+        self.acting_for(&context)?.pipeline(request, &context).await
     }
 }

@@ -68,6 +68,21 @@ pub const MCP_PATH: &str = "/mcp";
 /// start cannot be recorded the server does not start. The address served
 /// is logged at `info` ("listening on http://ADDR/mcp").
 pub async fn serve_http(options: ServerOptions, http: HttpOptions) -> Result<(), ServeError> {
+    let roots: Vec<String> = options.sandbox.roots().map(|p| p.display().to_string()).collect();
+    serve(McpsecServer::new(options), serde_json::json!({ "roots": roots }), http).await
+}
+
+/// Serves `server` (built-in tools, or a gateway's upstream) as
+/// [`serve_http`] describes; `details` go into its start and stop records
+/// besides the version, transport and address. A gateway's upstream is
+/// started (and asked for its tools) after the start record and before the
+/// first request; if it cannot be, the server does not start. It is stopped
+/// once the calls under way have finished.
+pub(crate) async fn serve(
+    server: McpsecServer,
+    details: serde_json::Value,
+    http: HttpOptions,
+) -> Result<(), ServeError> {
     let mut signalled = std::pin::pin!(crate::stop_signal());
     let listener = tokio::net::TcpListener::bind(http.addr)
         .await
@@ -75,26 +90,38 @@ pub async fn serve_http(options: ServerOptions, http: HttpOptions) -> Result<(),
     let local = listener.local_addr().map_err(|e| ServeError(format!("cannot listen on {}: {e}", http.addr)))?;
     let acceptor = http.tls.as_ref().map(crate::tls::acceptor).transpose().map_err(ServeError)?;
     let scheme = if acceptor.is_some() { "https" } else { "http" };
-    let audit = options.audit.clone();
-    let session = options.session.clone();
+    let audit = server.audit().clone();
+    let session = server.session().to_owned();
     let lifecycle = |event| {
         let mut r = Record::new(event);
-        r.user = Some(options.principal.name().to_owned());
-        r.session = Some(options.session.clone());
-        r.details = Some(serde_json::json!({
+        r.user = Some(server.own_principal().name().to_owned());
+        r.session = Some(session.clone());
+        let mut d = serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
             "transport": "http",
             "address": local.to_string(),
             "tls": acceptor.is_some(),
-            "roots": options.sandbox.roots().map(|p| p.display().to_string()).collect::<Vec<_>>(),
-        }));
+        });
+        if let (Some(d), serde_json::Value::Object(extra)) = (d.as_object_mut(), &details) {
+            d.extend(extra.clone());
+        }
+        r.details = Some(d);
         r
     };
     let start = lifecycle(EventKind::ServerStart);
     let mut stop = lifecycle(EventKind::ServerStop);
     audit.append(start).await.map_err(|e| ServeError(format!("cannot record the server start: {e}")))?;
+    let upstream = server.upstream().cloned();
+    if let Some(up) = &upstream
+        && let Err(e) = up.connect(server.authorizer()).await
+    {
+        stop.reason = Some(format!("failed to start: {e}"));
+        let _ = audit.append(stop).await;
+        audit.close();
+        return Err(ServeError(e));
+    }
 
-    let server = McpsecServer::new(options).per_request_principals();
+    let server = server.per_request_principals();
     let mut config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(http.config.allowed_hosts.clone())
         .with_max_request_body_bytes(usize::try_from(http.config.max_body).unwrap_or(usize::MAX));
@@ -171,6 +198,9 @@ pub async fn serve_http(options: ServerOptions, http: HttpOptions) -> Result<(),
         stop.details.get_or_insert_with(|| serde_json::json!({}))["unfinished_calls"] = true.into();
     }
     cancel.cancel();
+    if let Some(up) = &upstream {
+        up.stop().await;
+    }
     if failed.is_none() && tokio::time::timeout(Duration::from_secs(5), &mut serving).await.is_err() {
         serving.abort();
     }

@@ -5,9 +5,10 @@
 //! pipeline, and [`serve_stdio`], which runs it over stdin/stdout with a
 //! transport that answers malformed lines instead of dropping them, and
 //! [`serve_http`], which serves it as MCP streamable HTTP behind bearer-key
-//! authentication ([`http`]). [`serve_proxy_stdio`] runs it as a gateway
-//! instead: the tools of another MCP server ([`proxy`]), pinned, mapped to
-//! capabilities and sanitised, through the same pipeline.
+//! authentication ([`http`]). [`serve_proxy_stdio`] and
+//! [`serve_proxy_http`] run it as a gateway instead: the tools of another MCP
+//! server ([`proxy`]), pinned, mapped to capabilities and sanitised, through
+//! the same pipeline, behind the same transports.
 //!
 //! # Guarantee
 //!
@@ -89,6 +90,21 @@ pub async fn serve_proxy_stdio(options: proxy::GatewayOptions) -> Result<(), Ser
     .await;
     upstream.stop().await;
     served
+}
+
+/// Serves a gateway (as [`serve_proxy_stdio`]) over MCP streamable HTTP,
+/// behind the same front end as [`serve_http`]: users and their keys, TLS,
+/// the `[http]` limits, graceful shutdown. One upstream server is shared by
+/// every HTTP session (its tool pins, its restarts, its list-changed
+/// notifications, which every open session is told about); each call acts as
+/// the user its request authenticated as.
+pub async fn serve_proxy_http(options: proxy::GatewayOptions, http: HttpOptions) -> Result<(), ServeError> {
+    let server = McpsecServer::gateway(options);
+    let Some(upstream) = server.upstream() else {
+        return Err(ServeError("a gateway without an upstream".into()));
+    };
+    let details = serde_json::json!({ "upstream": upstream.name(), "program": upstream.program() });
+    http::serve(server, details, http).await
 }
 
 /// Records the start, serves the server `make` builds on stdin/stdout until

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use mcpsec_caps::Authorizer;
 use mcpsec_caps::pins::{PinStatus, Pins};
 use mcpsec_core::Capability;
-use mcpsec_core::proxy::{ProxySettings, capability_from_hints};
+use mcpsec_core::proxy::{ProxySettings, Unmapped, capability_from_hints};
 use mcpsec_core::scan::sanitize;
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation, JsonObject, Tool,
@@ -47,6 +47,15 @@ use mcpsec_core::units::hex;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// The longest wait before a restart.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The most tools one listing of the upstream may hold (all pages): beyond,
+/// none is offered (fail closed; a partial listing would be arbitrary).
+pub const MAX_TOOLS: usize = 1000;
+/// The most pages one listing may take.
+const MAX_PAGES: usize = 100;
+/// The largest definition of one tool (canonical JSON: name, description,
+/// schemas, annotations): a larger one is withheld and not pinned.
+pub const MAX_DEFINITION: usize = 64 * 1024;
 
 /// How to reach one upstream server.
 #[derive(Debug)]
@@ -107,10 +116,23 @@ pub(crate) enum Lookup {
 
 /// One upstream tool as last evaluated.
 struct Entry {
-    capability: Capability,
-    status: PinStatus,
+    /// `None`: the config maps it to nothing and `unmapped = "deny"`.
+    capability: Option<Capability>,
+    /// Why it is withheld, if it is.
+    held: Option<Held>,
     /// What `tools/list` shows (sanitised, with the token argument if gated).
     listed: Tool,
+}
+
+/// Why a tool is withheld.
+#[derive(Clone, Copy)]
+enum Held {
+    /// Its pin: changed, new, or no room to wait for approval.
+    Pin(PinStatus),
+    /// No glob maps it and `unmapped = "deny"`.
+    Unmapped,
+    /// Its definition is larger than [`MAX_DEFINITION`].
+    TooLarge,
 }
 
 #[derive(Default)]
@@ -142,6 +164,11 @@ pub(crate) struct Upstream {
     /// Whether the upstream offers resources and prompts (from its first
     /// handshake; they are passed through read-only).
     offers: OnceLock<Offers>,
+    /// Where what was withheld for exceeding a bound is recorded, and the
+    /// gateway's session.
+    audit: Option<(Arc<mcpsec_audit::AuditLog>, String)>,
+    /// What was recorded so already (once per run).
+    reported: Mutex<std::collections::HashSet<String>>,
 }
 
 /// What besides tools the upstream said it offers.
@@ -158,11 +185,39 @@ impl std::fmt::Debug for Upstream {
 }
 
 /// Our client side of the upstream session: forwards list-changed
-/// notifications to the downstream client and marks the tools for a re-pin.
+/// notifications to the downstream clients and marks the tools for a re-pin.
 #[derive(Clone)]
 struct UpstreamClient {
     stale: Arc<AtomicBool>,
-    downstream: Arc<OnceLock<Peer<RoleServer>>>,
+    downstream: Arc<Downstream>,
+}
+
+/// The most downstream sessions told about list changes at once; beyond,
+/// the oldest is forgotten (it still sees the change on its next listing).
+const MAX_DOWNSTREAM: usize = 1024;
+
+/// The downstream clients' sessions (one on stdio, one per MCP session over
+/// HTTP, all sharing the one upstream), for the notifications the upstream
+/// sends.
+#[derive(Default)]
+struct Downstream(Mutex<Vec<Peer<RoleServer>>>);
+
+impl Downstream {
+    fn add(&self, peer: Peer<RoleServer>) {
+        let mut peers = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        peers.retain(|p| !p.is_transport_closed());
+        if peers.len() >= MAX_DOWNSTREAM {
+            peers.remove(0);
+        }
+        peers.push(peer);
+    }
+
+    /// The sessions still open.
+    fn live(&self) -> Vec<Peer<RoleServer>> {
+        let mut peers = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        peers.retain(|p| !p.is_transport_closed());
+        peers.clone()
+    }
 }
 
 impl rmcp::ClientHandler for UpstreamClient {
@@ -176,26 +231,26 @@ impl rmcp::ClientHandler for UpstreamClient {
         if self.stale.swap(true, Ordering::SeqCst) {
             return;
         }
-        if let Some(peer) = self.downstream.get() {
+        for peer in self.downstream.live() {
             let _ = peer.notify_tool_list_changed().await;
         }
     }
 
     async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
-        if let Some(peer) = self.downstream.get() {
+        for peer in self.downstream.live() {
             let _ = peer.notify_resource_list_changed().await;
         }
     }
 
     async fn on_prompt_list_changed(&self, _context: NotificationContext<RoleClient>) {
-        if let Some(peer) = self.downstream.get() {
+        for peer in self.downstream.live() {
             let _ = peer.notify_prompt_list_changed().await;
         }
     }
 }
 
 impl Upstream {
-    pub(crate) fn new(options: UpstreamOptions) -> Upstream {
+    pub(crate) fn new(options: UpstreamOptions, audit: Option<(Arc<mcpsec_audit::AuditLog>, String)>) -> Upstream {
         Upstream {
             name: options.name,
             command: options.command,
@@ -203,8 +258,10 @@ impl Upstream {
             pins: options.pins,
             conn: tokio::sync::Mutex::new(Conn { running: None, failures: 0, not_before: None }),
             catalog: Mutex::new(Catalog::default()),
-            client: UpstreamClient { stale: Arc::new(AtomicBool::new(true)), downstream: Arc::new(OnceLock::new()) },
+            client: UpstreamClient { stale: Arc::new(AtomicBool::new(true)), downstream: Arc::default() },
             offers: OnceLock::new(),
+            audit,
+            reported: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -222,9 +279,10 @@ impl Upstream {
             .unwrap_or_default()
     }
 
-    /// Where list-changed notifications are forwarded.
-    pub(crate) fn set_downstream(&self, peer: Peer<RoleServer>) {
-        let _ = self.client.downstream.set(peer);
+    /// Adds a downstream session that list-changed notifications are
+    /// forwarded to (every session sharing this upstream is told).
+    pub(crate) fn add_downstream(&self, peer: Peer<RoleServer>) {
+        self.client.downstream.add(peer);
     }
 
     fn catalog(&self) -> std::sync::MutexGuard<'_, Catalog> {
@@ -316,15 +374,30 @@ impl Upstream {
     async fn fetch(&self, authorizer: &Authorizer) -> Result<(), String> {
         let peer = self.peer().await?;
         self.client.stale.store(false, Ordering::SeqCst);
-        let tools = match tokio::time::timeout(self.settings.call_timeout, peer.list_all_tools()).await {
+        let tools = match tokio::time::timeout(self.settings.call_timeout, list_bounded(&peer)).await {
             Ok(Ok(tools)) => tools,
-            Ok(Err(e)) => {
+            Ok(Err(Listing::Failed(e))) => {
                 self.client.stale.store(true, Ordering::SeqCst);
                 return Err(format!(
                     "the upstream `{}` failed to list its tools: {}",
                     self.name,
                     upstream_text(&e.to_string())
                 ));
+            }
+            Ok(Err(Listing::TooLong)) => {
+                // Fail closed: nothing is offered until it lists fewer.
+                self.client.stale.store(true, Ordering::SeqCst);
+                let mut catalog = self.catalog();
+                (catalog.raw, catalog.version) = (None, None);
+                catalog.entries.clear();
+                drop(catalog);
+                let message = format!(
+                    "the upstream `{}` lists more than {MAX_TOOLS} tools (or {MAX_PAGES} pages); mcpsec offers none \
+                     of them",
+                    self.name
+                );
+                self.report(None, message.clone());
+                return Err(message);
             }
             Err(_) => {
                 self.client.stale.store(true, Ordering::SeqCst);
@@ -372,8 +445,26 @@ impl Upstream {
                 );
                 continue;
             }
+            let placeholder = || Tool::new(tool.name.clone(), "", Arc::new(JsonObject::new()));
+            let Some(capability) = self.capability(tool) else {
+                // Not pinned either: it is never offered while unmapped.
+                let entry = Entry { capability: None, held: Some(Held::Unmapped), listed: placeholder() };
+                entries.insert(tool.name.to_string(), entry);
+                continue;
+            };
             let definition = definition(tool);
-            let hash = hex(&Sha256::digest(canonical(&definition).as_bytes()));
+            let canonical = canonical(&definition);
+            if canonical.len() > MAX_DEFINITION {
+                let size = canonical.len();
+                self.report(
+                    Some(&tool.name),
+                    format!("withheld: its definition is {size} bytes, more than the {MAX_DEFINITION} mcpsec accepts"),
+                );
+                let entry = Entry { capability: Some(capability), held: Some(Held::TooLarge), listed: placeholder() };
+                entries.insert(tool.name.to_string(), entry);
+                continue;
+            }
+            let hash = hex(&Sha256::digest(canonical.as_bytes()));
             let pretty = serde_json::to_string_pretty(&sorted(&definition)).unwrap_or_default();
             let status = self
                 .pins
@@ -381,15 +472,17 @@ impl Upstream {
                 .map_err(store_failed)?;
             if status == PinStatus::PinnedNow {
                 tracing::info!(upstream = %self.name, tool = %tool.name, "pinned the tool's definition");
+            } else if status == PinStatus::Overflow {
+                self.report(Some(&tool.name), format!("withheld: {}", self.withheld_reason(status)));
             } else if !status.is_offered() {
-                tracing::warn!(upstream = %self.name, tool = %tool.name, "withheld: {}", withheld_reason(status));
+                tracing::warn!(upstream = %self.name, tool = %tool.name, "withheld: {}", self.withheld_reason(status));
             }
-            let capability = self.capability(tool);
             let mut listed = sanitized(tool);
             if authorizer.takes_token(capability) {
                 crate::handler::add_token_argument(&mut listed);
             }
-            entries.insert(tool.name.to_string(), Entry { capability, status, listed });
+            let held = (!status.is_offered()).then_some(Held::Pin(status));
+            entries.insert(tool.name.to_string(), Entry { capability: Some(capability), held, listed });
         }
         catalog.entries = entries;
         catalog.version = Some(self.pins.data_version().map_err(store_failed)?);
@@ -397,11 +490,17 @@ impl Upstream {
     }
 
     /// The capability of an upstream tool: the config's mapping, else its
-    /// (untrusted) annotations.
-    fn capability(&self, tool: &Tool) -> Capability {
-        self.settings.capability_for(&tool.name).unwrap_or_else(|| {
-            let hints = tool.annotations.as_ref();
-            capability_from_hints(hints.and_then(|a| a.read_only_hint), hints.and_then(|a| a.destructive_hint))
+    /// (untrusted) annotations, or none with `unmapped = "deny"`.
+    fn capability(&self, tool: &Tool) -> Option<Capability> {
+        self.settings.capability_for(&tool.name).or_else(|| match self.settings.unmapped {
+            Unmapped::Deny => None,
+            Unmapped::Annotations => {
+                let hints = tool.annotations.as_ref();
+                Some(capability_from_hints(
+                    hints.and_then(|a| a.read_only_hint),
+                    hints.and_then(|a| a.destructive_hint),
+                ))
+            }
         })
     }
 
@@ -427,7 +526,7 @@ impl Upstream {
         let order = catalog.raw.iter().flatten();
         Ok(order
             .filter_map(|t| catalog.entries.get(t.name.as_ref()))
-            .filter(|e| e.status.is_offered() && authorizer.is_offered(e.capability))
+            .filter(|e| e.offered(authorizer))
             .map(|e| e.listed.clone())
             .collect())
     }
@@ -436,7 +535,7 @@ impl Upstream {
     pub(crate) fn listed(&self, name: &str, authorizer: &Authorizer) -> Option<Tool> {
         let catalog = self.catalog();
         let e = catalog.entries.get(name)?;
-        (e.status.is_offered() && authorizer.is_offered(e.capability)).then(|| e.listed.clone())
+        e.offered(authorizer).then(|| e.listed.clone())
     }
 
     /// Finds a tool for a call, with its pin re-checked.
@@ -447,17 +546,34 @@ impl Upstream {
         }
         let catalog = self.catalog();
         let Some(entry) = catalog.entries.get(name) else { return Lookup::Unknown };
-        if !entry.status.is_offered() {
-            let up = &self.name;
-            let message = format!(
+        let up = &self.name;
+        let message = match (entry.held, entry.capability) {
+            (None, Some(capability)) => {
+                return Lookup::Offered(UpstreamTool { tool: name.to_owned(), qualified, capability });
+            }
+            (Some(Held::Unmapped), _) | (None, None) => format!(
+                "refused: the tool `{name}` of the upstream `{up}` is not offered: no pattern under [proxy.{up}.tools] \
+                 maps it to a capability, and [proxy.{up}] unmapped = \"deny\". The operator can map it (e.g. \
+                 `\"{name}\" = \"read_files\"` under [proxy.{up}.tools]) and restart the gateway"
+            ),
+            (Some(Held::TooLarge), _) => format!(
+                "refused: the tool `{name}` of the upstream `{up}` is withheld: its definition is larger than the \
+                 {MAX_DEFINITION} bytes mcpsec accepts (a description that long is more likely to carry instructions \
+                 than to describe a tool)"
+            ),
+            (Some(Held::Pin(PinStatus::Overflow)), _) => format!(
+                "refused: the tool `{name}` of the upstream `{up}` is withheld: {}",
+                self.withheld_reason(PinStatus::Overflow)
+            ),
+            (Some(Held::Pin(status)), _) => format!(
                 "refused: the tool `{name}` of the upstream `{up}` is withheld: {}. A changed description or schema \
                  can carry instructions for the model, so mcpsec offers it only once a human has looked. Run \
-                 `mcpsec pins diff {up} {name}` to see it, then `mcpsec pins approve {up} {name}` to allow it",
-                withheld_reason(entry.status)
-            );
-            return Lookup::Withheld { qualified, message };
-        }
-        Lookup::Offered(UpstreamTool { tool: name.to_owned(), qualified, capability: entry.capability })
+                 `mcpsec pins diff {up} {name}` to see it, then the `mcpsec pins approve {up} {name} --hash …` \
+                 it prints to allow exactly that definition",
+                self.withheld_reason(status)
+            ),
+        };
+        Lookup::Withheld { qualified, message }
     }
 
     /// Forwards one call (the capability token already removed).
@@ -528,6 +644,54 @@ impl Upstream {
         serde_json::from_value(v).map_err(|e| format!("the upstream's answer to {what}: {e}"))
     }
 
+    fn withheld_reason(&self, status: PinStatus) -> String {
+        match status {
+            PinStatus::Changed => "its definition changed since a human approved it".into(),
+            PinStatus::New => {
+                "it is new since the first run and no human has approved it ([proxy] hold_new_tools)".into()
+            }
+            PinStatus::Overflow => format!(
+                "{} tools of the upstream wait for approval already, the most mcpsec keeps (or it has {} pins); \
+                 review them with `mcpsec pins list {}` and approve what you trust",
+                mcpsec_caps::pins::MAX_PENDING,
+                mcpsec_caps::pins::MAX_PINS,
+                self.name
+            ),
+            PinStatus::Approved | PinStatus::PinnedNow => "it is approved".into(),
+        }
+    }
+
+    /// Records (once per gateway run and message) that something the
+    /// upstream offered was withheld for exceeding a bound: an
+    /// `upstream_withheld` audit record and a warning.
+    fn report(&self, tool: Option<&str>, message: String) {
+        let key = format!("{}\u{0}{message}", tool.unwrap_or_default());
+        {
+            let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
+            // Bounded too: a listing has at most MAX_TOOLS tools.
+            if reported.len() > 4 * MAX_TOOLS {
+                reported.clear();
+            }
+            if !reported.insert(key) {
+                return;
+            }
+        }
+        let qualified = match tool {
+            Some(t) => format!("{}/{t}", self.name),
+            None => self.name.clone(),
+        };
+        tracing::warn!(upstream = %self.name, tool = %qualified, "{message}");
+        let Some((audit, session)) = &self.audit else { return };
+        let mut r = mcpsec_audit::Record::new(mcpsec_audit::EventKind::UpstreamWithheld);
+        r.session = Some(session.clone());
+        r.tool = Some(qualified);
+        r.outcome = Some(mcpsec_audit::Outcome::Denied);
+        r.reason = Some(message);
+        if let Err(e) = audit.append_nowait(r) {
+            tracing::error!("cannot record what the upstream `{}` was refused: {e}", self.name);
+        }
+    }
+
     /// Stops the upstream (at shutdown).
     pub(crate) async fn stop(&self) {
         let running = self.conn.lock().await.running.take();
@@ -537,12 +701,41 @@ impl Upstream {
     }
 }
 
-fn withheld_reason(status: PinStatus) -> &'static str {
-    match status {
-        PinStatus::Changed => "its definition changed since a human approved it",
-        PinStatus::New => "it is new since the first run and no human has approved it ([proxy] hold_new_tools)",
-        PinStatus::Approved | PinStatus::PinnedNow => "it is approved",
+impl Entry {
+    /// Whether `tools/list` shows it and a call may go ahead: pinned,
+    /// mapped, and of a capability the policy does not deny.
+    fn offered(&self, authorizer: &Authorizer) -> bool {
+        self.held.is_none() && self.capability.is_some_and(|c| authorizer.is_offered(c))
     }
+}
+
+/// Why a listing was not taken.
+enum Listing {
+    /// The upstream failed to answer.
+    Failed(ServiceError),
+    /// More than [`MAX_TOOLS`] tools, or [`MAX_PAGES`] pages.
+    TooLong,
+}
+
+/// Every page of the upstream's tools, at most [`MAX_TOOLS`] tools in at
+/// most [`MAX_PAGES`] pages (each page is one message, which rmcp's stdio
+/// transport caps at 16 MiB).
+async fn list_bounded(peer: &Peer<RoleClient>) -> Result<Vec<Tool>, Listing> {
+    let mut tools = Vec::new();
+    let mut cursor = None;
+    for _ in 0..MAX_PAGES {
+        let params = rmcp::model::PaginatedRequestParams::default().with_cursor(cursor);
+        let page = peer.list_tools(Some(params)).await.map_err(Listing::Failed)?;
+        if tools.len() + page.tools.len() > MAX_TOOLS {
+            return Err(Listing::TooLong);
+        }
+        tools.extend(page.tools);
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(tools),
+        }
+    }
+    Err(Listing::TooLong)
 }
 
 /// What is pinned of a tool: everything the model is shown of it.
