@@ -583,7 +583,8 @@ async fn an_approval_is_bound_to_the_definition_reviewed() {
     // What the human reviews next is what gets approved.
     let (diff, hash) = review(&env, "echo");
     assert!(diff.contains("evil.example") && hash != reviewed, "{diff}");
-    let (code, _, err) = env.cli(&["pins", "approve", FX, "echo", "--hash", &hash]);
+    // As `pins diff` labels it (`pending sha256:…`) works too.
+    let (code, _, err) = env.cli(&["pins", "approve", FX, "echo", "--hash", &format!("sha256:{hash}")]);
     assert_eq!(code, 0, "{err}");
     assert!(c.ok("echo", json!({ "text": "now" })).await.contains("now"));
     c.close().await;

@@ -187,7 +187,11 @@ fn approve(global: &Global, pins: &Pins, args: &ApproveArgs) -> Result<()> {
     let (name, tool) = (&pin.upstream, &pin.tool);
     let state = crate::token_state(global)?;
     let reviewed = match &args.hash {
-        Some(h) => h.trim().to_ascii_lowercase(),
+        // As `pins diff` prints it, with or without its `sha256:` label.
+        Some(h) => {
+            let h = h.trim().to_ascii_lowercase();
+            h.strip_prefix("sha256:").map_or(h.clone(), str::to_owned)
+        }
         None if std::io::stdin().is_terminal() && !args.passphrase_stdin => {
             show(&pin);
             eprint!("approve exactly this definition of {name}/{tool}? [y/N] ");
