@@ -162,7 +162,13 @@ async fn no_secret_reaches_the_log_or_the_server_logs() {
     // The trash keeps overwritten files verbatim (the user's data, as on
     // disk, for undo); everything else the state holds is checked.
     let trash = env.state().join("trash");
-    let kept_data = |p: &Path| p.starts_with(&trash) && p.file_name().is_some_and(|n| n == "data");
+    // A kept object is `trash/<seq>` (or below it, for a tree); manifests
+    // (`<seq>.json`) are checked.
+    let kept_data = |p: &Path| {
+        p.strip_prefix(&trash).ok().and_then(|rel| rel.components().next()).is_some_and(|first| {
+            first.as_os_str().to_str().is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+    };
     for entry in walk(&env.state()).into_iter().filter(|p| !kept_data(p)).chain([stderr_path]) {
         let bytes = std::fs::read(&entry).unwrap();
         let content = String::from_utf8_lossy(&bytes);
