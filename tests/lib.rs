@@ -328,11 +328,17 @@ pub struct ClientSide {
     info: ClientConfig,
     human: Human,
     asked: Arc<AtomicUsize>,
+    /// `notifications/tools/list_changed` received.
+    changed: Arc<AtomicUsize>,
 }
 
 impl rmcp::ClientHandler for ClientSide {
     fn get_info(&self) -> ClientConfig {
         self.info.clone()
+    }
+
+    async fn on_tool_list_changed(&self, _context: rmcp::service::NotificationContext<RoleClient>) {
+        self.changed.fetch_add(1, Ordering::SeqCst);
     }
 
     async fn create_elicitation(
@@ -356,6 +362,7 @@ impl rmcp::ClientHandler for ClientSide {
 pub struct Client {
     service: RunningService<RoleClient, ClientSide>,
     asked: Arc<AtomicUsize>,
+    changed: Arc<AtomicUsize>,
     /// The protocol generation in use.
     pub protocol: Protocol,
     pid: Option<u32>,
@@ -384,7 +391,8 @@ impl Client {
             _ => serde_json::from_value(json!({ "elicitation": { "form": {} } })).unwrap(),
         };
         let asked = Arc::new(AtomicUsize::new(0));
-        let mut info = ClientSide { info: config, human, asked: asked.clone() };
+        let changed = Arc::new(AtomicUsize::new(0));
+        let mut info = ClientSide { info: config, human, asked: asked.clone(), changed: changed.clone() };
         let service = match protocol {
             Protocol::Legacy => {
                 info.info.protocol_version = ProtocolVersion::V_2025_11_25;
@@ -400,7 +408,12 @@ impl Client {
                 .unwrap()
             }
         };
-        Client { service, asked, protocol, pid }
+        Client { service, asked, changed, protocol, pid }
+    }
+
+    /// How many `notifications/tools/list_changed` this client has received.
+    pub fn list_changes(&self) -> usize {
+        self.changed.load(Ordering::SeqCst)
     }
 
     /// How many times the server asked this client's human to confirm.
@@ -687,7 +700,8 @@ impl HttpServer {
             _ => serde_json::from_value(json!({ "elicitation": { "form": {} } })).unwrap(),
         };
         let asked = Arc::new(AtomicUsize::new(0));
-        let mut info = ClientSide { info: config, human, asked: asked.clone() };
+        let changed = Arc::new(AtomicUsize::new(0));
+        let mut info = ClientSide { info: config, human, asked: asked.clone(), changed: changed.clone() };
         let service = match protocol {
             Protocol::Legacy => {
                 info.info.protocol_version = ProtocolVersion::V_2025_11_25;
@@ -703,7 +717,7 @@ impl HttpServer {
                 .map_err(|e| e.to_string())?
             }
         };
-        Ok(Client { service, asked, protocol, pid: None })
+        Ok(Client { service, asked, changed, protocol, pid: None })
     }
 
     /// Sends SIGTERM and waits (at most 20 s) for the server to exit; its exit code.

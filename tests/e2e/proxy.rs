@@ -494,6 +494,7 @@ async fn http_sessions_share_one_upstream_its_pins_and_its_restarts() {
     let server = fixture_http(&env, &[]).await;
     let a = server.connect(&alice, Protocol::Legacy).await.unwrap();
     let b = server.connect(&bob, Protocol::Modern).await.unwrap();
+    let b2 = server.connect(&bob, Protocol::Legacy).await.unwrap();
     for c in [&a, &b] {
         let refused = c.err("echo", json!({ "text": "x" })).await;
         assert!(refused.contains("mcpsec pins approve fx echo"), "{refused}");
@@ -518,6 +519,17 @@ async fn http_sessions_share_one_upstream_its_pins_and_its_restarts() {
     }
     let held = answer.expect("the gateway re-listed after the upstream's list change");
     assert!(text(&held).contains("mcpsec pins approve fx late"), "{}", text(&held));
+    // Every session of the 2025-11-25 protocol was told that the list
+    // changed (the 2026-07-28 protocol has no channel for it outside a
+    // request: its sessions see the change on their next listing).
+    for _ in 0..100 {
+        if a.list_changes() > 0 && b2.list_changes() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(a.list_changes() > 0 && b2.list_changes() > 0, "{} {}", a.list_changes(), b2.list_changes());
+    b2.close().await;
     a.close().await;
     b.close().await;
     assert_eq!(server.stop().await, 0);
