@@ -131,6 +131,20 @@ async fn dns_rebinding_and_cross_origin_requests_are_refused() {
             raw_post(&server.url, &[("authorization", &auth), (name, value)], initialize_body()).await;
         assert_eq!(status, 403, "{name}: {value}: {body}");
     }
+    // The server's own loopback origin is same-origin and passes (the
+    // conformance suite's dns-rebinding-protection scenario sends it); the
+    // same port under another name, or another port, does not.
+    let own = server.url.trim_end_matches("/mcp").to_owned();
+    let port = own.rsplit(':').next().unwrap();
+    let (status, _, body) =
+        raw_post(&server.url, &[("authorization", &auth), ("origin", &own)], initialize_body()).await;
+    assert_eq!(status, 200, "{own}: {body}");
+    let other_port = format!("http://127.0.0.1:{}", port.parse::<u16>().unwrap().wrapping_add(1));
+    for origin in [format!("http://evil.example:{port}"), format!("http://localhost:{port}"), other_port] {
+        let (status, _, body) =
+            raw_post(&server.url, &[("authorization", &auth), ("origin", &origin)], initialize_body()).await;
+        assert_eq!(status, 403, "{origin}: {body}");
+    }
     // An allowed origin passes.
     let env = Env::new();
     let alice = env.add_user("alice");

@@ -237,7 +237,8 @@ pub const SECTIONS: &[Section] = &[
                 "allowed_origins",
                 D("[]"),
                 "`Origin` values accepted (`scheme://host:port`, `:*` for any port); a request with any other \
-                 `Origin` is refused with 403. Requests without one (non-browser clients) pass.",
+                 `Origin` is refused with 403. Requests without one (non-browser clients) pass, and so do \
+                 those from the server's own loopback origin (`http://127.0.0.1:PORT` as bound).",
             ),
             key("max_body", D("\"16MiB\""), "The largest request body; a larger one is refused with 413."),
             key("max_concurrent", D("64"), "Requests handled at once; more are refused with 503 and `Retry-After`."),

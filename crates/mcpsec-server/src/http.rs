@@ -17,7 +17,8 @@
 //! 6. a time limit for receiving the request and starting the answer (408).
 //!
 //! rmcp then checks `Host` and `Origin` against the allowlists (403: DNS
-//! rebinding and cross-origin browser requests) and the body size (413),
+//! rebinding and cross-origin browser requests; the server's own loopback
+//! origin, `http://127.0.0.1:PORT` as bound, is same-origin and passes) and the body size (413),
 //! and the pipeline acts as the authenticated user (put into the request's
 //! extensions by the gate, read back by `call_tool`).
 
@@ -98,13 +99,17 @@ pub async fn serve_http(options: ServerOptions, http: HttpOptions) -> Result<(),
     let mut config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(http.config.allowed_hosts.clone())
         .with_max_request_body_bytes(usize::try_from(http.config.max_body).unwrap_or(usize::MAX));
-    // An empty list refuses every request that carries an Origin (rmcp's
-    // default would let any through).
-    config = if http.config.allowed_origins.is_empty() {
-        config.enforce_origin_validation()
-    } else {
-        config.with_allowed_origins(http.config.allowed_origins.clone())
-    };
+    // Besides the configured origins, the server's own when it listens on a
+    // loopback address: that origin is the literal address and port this
+    // process holds, so no other program can serve a page from it (a DNS
+    // rebinding page has its own name in its origin). An empty list refuses
+    // every request that carries an Origin (rmcp's default would let any
+    // through).
+    let mut origins = http.config.allowed_origins.clone();
+    if local.ip().is_loopback() {
+        origins.push(format!("{scheme}://{local}"));
+    }
+    config = if origins.is_empty() { config.enforce_origin_validation() } else { config.with_allowed_origins(origins) };
     let cancel = config.cancellation_token.clone();
     let sessions = Arc::new(LocalSessionManager::default());
     let factory = server.clone();
