@@ -8,6 +8,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, Result, bail};
 
 mod bench;
+mod conformance;
 mod docs;
 mod interop;
 
@@ -20,6 +21,7 @@ tasks:
   docs    regenerate docs/configuration.md from mcpsec-core's config reference
   man     man pages, one per subcommand, into target/man (or `cargo xtask man DIR`)
   interop the official Python SDK and the MCP Inspector CLI against mcpsec (installs into target/interop)
+  conformance  the official MCP conformance suite against `mcpsec serve --http` (installs into target/conformance)
   help    this text
 ";
 
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
         Some("docs") => docs::run(),
         Some("man") => man(args.get(1).map(String::as_str)),
         Some("interop") => interop::run_all(),
+        Some("conformance") => conformance::run(),
         Some("help") | None => {
             eprint!("{HELP}");
             Ok(())
