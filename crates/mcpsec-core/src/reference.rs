@@ -252,6 +252,24 @@ pub const SECTIONS: &[Section] = &[
                 D("10"),
                 "Failed authentications allowed per client address per `rate_limit.window`; then 429.",
             ),
+            key(
+                "max_connections",
+                D("512"),
+                "Connections open at once; more are closed as soon as they are accepted. A connection serves one \
+                 request at a time (HTTP/1.1).",
+            ),
+            key(
+                "header_timeout",
+                D("\"10s\""),
+                "How long a connection may take to send a request's headers, or stay idle between requests; then \
+                 it is closed (slow clients, slowloris).",
+            ),
+            key(
+                "max_sessions",
+                D("32"),
+                "MCP sessions (protocol 2025-11-25 and earlier) one user may hold open; a further one is refused \
+                 with 429 until one is closed.",
+            ),
         ],
     },
 ];

@@ -14,7 +14,14 @@
 //! 5. a session belongs to the user who opened it: another user presenting
 //!    its id gets 404, as for a session that does not exist (sessions never
 //!    stand in for authentication: every request is authenticated);
-//! 6. a time limit for receiving the request and starting the answer (408).
+//! 6. a time limit for receiving the request and starting the answer (408);
+//! 7. a user may hold at most `[http] max_sessions` sessions: one more is
+//!    closed as soon as rmcp opens it, and the client gets 429.
+//!
+//! Below the gate, the accept loop bounds the connections themselves: at
+//! most `[http] max_connections` open, and one that does not send a request
+//! head within `[http] header_timeout` (slowloris, or idle between
+//! requests) is closed.
 //!
 //! rmcp then checks `Host` and `Origin` against the allowlists (403: DNS
 //! rebinding and cross-origin browser requests; the server's own loopback
@@ -35,6 +42,7 @@ use axum::response::{IntoResponse, Response};
 use mcpsec_audit::{AuditLog, EventKind, Outcome, Record};
 use mcpsec_caps::Users;
 use mcpsec_core::{HttpConfig, Principal};
+use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use secrecy::SecretString;
@@ -123,6 +131,7 @@ pub async fn serve_http(options: ServerOptions, http: HttpOptions) -> Result<(),
         timeout: http.config.request_timeout,
         stopping: Arc::new(AtomicBool::new(false)),
         owners: Arc::new(Mutex::new(HashMap::new())),
+        max_sessions: http.config.max_sessions as usize,
         sessions,
     };
     let stopping = gate.stopping.clone();
@@ -131,9 +140,9 @@ pub async fn serve_http(options: ServerOptions, http: HttpOptions) -> Result<(),
         .fallback(|| async { plain(StatusCode::NOT_FOUND, "not found: MCP is served at /mcp") })
         .layer(axum::middleware::from_fn_with_state(gate, guard));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let make = app.into_make_service_with_connect_info::<SocketAddr>();
-    let stopped = async move {
-        let _ = stop_rx.await;
+    let limits = ConnectionLimits {
+        max_connections: http.config.max_connections as usize,
+        header_timeout: http.config.header_timeout,
     };
     let mut serving = match acceptor {
         None => {
@@ -145,14 +154,12 @@ pub async fn serve_http(options: ServerOptions, http: HttpOptions) -> Result<(),
                     tracing::debug!("cannot set TCP_NODELAY: {e}");
                 }
             });
-            tokio::spawn(axum::serve(listener, make).with_graceful_shutdown(stopped).into_future())
+            tokio::spawn(serve_connections(listener, app, limits, stop_rx))
         }
         Some(acceptor) => {
-            use axum::serve::ListenerExt;
             let tls = crate::tls::TlsListener::new(listener, acceptor, http.config.request_timeout)
                 .map_err(|e| ServeError(format!("cannot listen on {}: {e}", http.addr)))?;
-            // `tap_io` gives the connection's address to `ConnectInfo`.
-            tokio::spawn(axum::serve(tls.tap_io(|_| {}), make).with_graceful_shutdown(stopped).into_future())
+            tokio::spawn(serve_connections(tls, app, limits, stop_rx))
         }
     };
     tracing::info!("listening on {scheme}://{local}{MCP_PATH}");
@@ -163,8 +170,7 @@ pub async fn serve_http(options: ServerOptions, http: HttpOptions) -> Result<(),
             None
         }
         r = &mut serving => Some(match r {
-            Ok(Ok(())) => ServeError("the HTTP server stopped unexpectedly".into()),
-            Ok(Err(e)) => ServeError(format!("the HTTP server failed: {e}")),
+            Ok(()) => ServeError("the HTTP server stopped unexpectedly".into()),
             Err(e) => ServeError(format!("the HTTP server crashed: {e}")),
         }),
     };
@@ -191,6 +197,74 @@ pub async fn serve_http(options: ServerOptions, http: HttpOptions) -> Result<(),
     }
 }
 
+/// What bounds the connections themselves (as opposed to requests).
+#[derive(Debug, Clone, Copy)]
+struct ConnectionLimits {
+    max_connections: usize,
+    header_timeout: Duration,
+}
+
+/// Accepts connections and serves HTTP/1.1 on each until `stop` fires; then
+/// asks every connection to close once its request under way is answered,
+/// and returns when all have closed.
+///
+/// Instead of `axum::serve`, for two bounds it does not have: at most
+/// `max_connections` open at once (a connection over the cap is closed as
+/// soon as it is accepted), and hyper's header read timeout, which closes a
+/// connection that does not send a complete request head within
+/// `header_timeout` of being opened or of its last answer (a slowloris
+/// client, or one that holds an idle connection). HTTP/1.1 serves one
+/// request at a time per connection, so a connection never holds more than
+/// one of the global `max_concurrent` permits.
+async fn serve_connections<L>(
+    mut listener: L,
+    app: axum::Router,
+    limits: ConnectionLimits,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
+    let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(());
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    loop {
+        let (io, peer) = tokio::select! {
+            c = listener.accept() => c,
+            _ = &mut stop => break,
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            tracing::debug!("{} connections open; closing the one from {peer}", limits.max_connections);
+            continue;
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            tower_service::Service::call(&mut app.clone(), request)
+        });
+        let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+        let mut closing = closing_rx.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                r = connection.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!("connection from {peer} ended: {e}");
+                    }
+                    return;
+                }
+                _ = closing.changed() => connection.as_mut().graceful_shutdown(),
+            }
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    let _ = closing_tx.send(());
+    // Every connection holds a permit until it has closed.
+    let _ = open.acquire_many(u32::try_from(limits.max_connections).unwrap_or(u32::MAX)).await;
+}
+
 /// Everything the gate in front of `/mcp` needs.
 #[derive(Clone)]
 struct Gate {
@@ -203,6 +277,8 @@ struct Gate {
     stopping: Arc<AtomicBool>,
     /// Which user opened each MCP session.
     owners: Arc<Mutex<HashMap<String, String>>>,
+    /// Sessions one user may hold open (`[http] max_sessions`).
+    max_sessions: usize,
     sessions: Arc<LocalSessionManager>,
 }
 
@@ -275,8 +351,21 @@ async fn guard(
             );
         }
     };
-    if let Some(id) = response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
-        gate.own(id, &user).await;
+    if session_id.is_none()
+        && let Some(id) = response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok())
+        && !gate.open_session(id, &user).await
+    {
+        // Over the user's cap: the session rmcp just opened is closed again.
+        let id: rmcp::transport::common::server_side_http::SessionId = id.into();
+        if let Err(e) = gate.sessions.close_session(&id).await {
+            tracing::warn!("cannot close a session over the cap: {e}");
+        }
+        return retry_later(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many open sessions for this user: close one (DELETE /mcp with its Mcp-Session-Id) or let one \
+             expire (the operator can raise [http] max_sessions)",
+            5,
+        );
     }
     if closing
         && response.status().is_success()
@@ -288,20 +377,19 @@ async fn guard(
 }
 
 impl Gate {
-    /// Notes that `user` owns session `id` (the first to be told it does),
-    /// forgetting sessions that rmcp has closed once the table grows.
-    async fn own(&self, id: &str, user: &str) {
-        let too_many = {
-            let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
-            owners.entry(id.to_owned()).or_insert_with(|| user.to_owned());
-            owners.len() > 256
-        };
-        if too_many {
-            let live: std::collections::HashSet<String> =
-                self.sessions.sessions.read().await.keys().map(|k| k.to_string()).collect();
-            let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
-            owners.retain(|id, _| live.contains(id));
+    /// Notes that `user` owns the new session `id`, unless that would give
+    /// them more than `max_sessions` open sessions (`false`). Sessions that
+    /// rmcp has closed (or expired) are forgotten first.
+    async fn open_session(&self, id: &str, user: &str) -> bool {
+        let live: std::collections::HashSet<String> =
+            self.sessions.sessions.read().await.keys().map(|k| k.to_string()).collect();
+        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        owners.retain(|id, _| live.contains(id));
+        if owners.values().filter(|owner| *owner == user).count() >= self.max_sessions {
+            return false;
         }
+        owners.insert(id.to_owned(), user.to_owned());
+        true
     }
 }
 
