@@ -439,8 +439,13 @@ fn serve(global: &Global, args: ServeArgs) -> Result<()> {
         audit,
         session,
     };
-    let runtime =
-        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    // Over stdio one client sends one stream of messages: one thread serves it. Over HTTP many clients
+    // do: a worker thread per CPU (one thread capped the HTTP load run at one core's worth of calls).
+    let runtime = match http_addr {
+        None => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        Some(_) => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+    }
+    .context("starting the async runtime")?;
     match http_addr {
         None => runtime.block_on(mcpsec_server::serve_stdio(options))?,
         Some(addr) => {
