@@ -130,11 +130,13 @@ pub async fn serve_http(options: ServerOptions, http: HttpOptions) -> Result<(),
         failures: Arc::new(FailedAuth::new(http.config.failed_auth, http.auth_window)),
         timeout: http.config.request_timeout,
         stopping: Arc::new(AtomicBool::new(false)),
+        answering: Arc::new(Answering::default()),
         owners: Arc::new(Mutex::new(HashMap::new())),
         max_sessions: http.config.max_sessions as usize,
         sessions,
     };
     let stopping = gate.stopping.clone();
+    let answering = gate.answering.clone();
     let app = axum::Router::new()
         .route_service(MCP_PATH, service)
         .fallback(|| async { plain(StatusCode::NOT_FOUND, "not found: MCP is served at /mcp") })
@@ -177,7 +179,13 @@ pub async fn serve_http(options: ServerOptions, http: HttpOptions) -> Result<(),
     // No new work; the calls under way finish (bounded) and are recorded.
     stopping.store(true, Ordering::SeqCst);
     let _ = stop_tx.send(());
-    if tokio::time::timeout(http.shutdown_grace, server.idle()).await.is_err() {
+    // Then their answers reach the clients (a POST's event stream ends after
+    // its answer) before the sessions, and their streams, are closed.
+    let finished = async {
+        server.idle().await;
+        answering.none().await;
+    };
+    if tokio::time::timeout(http.shutdown_grace, finished).await.is_err() {
         tracing::warn!("calls still under way after {:?}; stopping anyway", http.shutdown_grace);
         stop.details.get_or_insert_with(|| serde_json::json!({}))["unfinished_calls"] = true.into();
     }
@@ -275,6 +283,8 @@ struct Gate {
     failures: Arc<FailedAuth>,
     timeout: Duration,
     stopping: Arc<AtomicBool>,
+    /// POST answers still being sent.
+    answering: Arc<Answering>,
     /// Which user opened each MCP session.
     owners: Arc<Mutex<HashMap<String, String>>>,
     /// Sessions one user may hold open (`[http] max_sessions`).
@@ -341,6 +351,7 @@ async fn guard(
         }
     }
     let closing = request.method() == axum::http::Method::DELETE;
+    let posted = request.method() == axum::http::Method::POST;
     request.extensions_mut().insert(Authenticated(Principal::new(user.clone())));
     let response = match tokio::time::timeout(gate.timeout, next.run(request)).await {
         Ok(r) => r,
@@ -373,7 +384,75 @@ async fn guard(
     {
         gate.owners.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
     }
+    if posted {
+        return Answering::track(&gate.answering, response);
+    }
     response
+}
+
+/// How many POST answers are still being sent: a shutdown waits for them
+/// before it closes the sessions, or a call that finished just before
+/// could lose its answer.
+#[derive(Default)]
+struct Answering {
+    count: std::sync::atomic::AtomicUsize,
+    done: tokio::sync::Notify,
+}
+
+impl Answering {
+    /// `response`, counted until its body has been sent (or dropped).
+    fn track(this: &Arc<Answering>, response: Response) -> Response {
+        this.count.fetch_add(1, Ordering::SeqCst);
+        let guard = AnswerGuard(this.clone());
+        response.map(|inner| axum::body::Body::new(TrackedBody { inner, _guard: guard }))
+    }
+
+    /// Returns once no answer is being sent.
+    async fn none(&self) {
+        loop {
+            let notified = self.done.notified();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+struct AnswerGuard(Arc<Answering>);
+
+impl Drop for AnswerGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.done.notify_waiters();
+        }
+    }
+}
+
+/// A response body that holds an [`AnswerGuard`] until it is dropped.
+struct TrackedBody {
+    inner: axum::body::Body,
+    _guard: AnswerGuard,
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 impl Gate {
