@@ -131,6 +131,20 @@ async fn dns_rebinding_and_cross_origin_requests_are_refused() {
             raw_post(&server.url, &[("authorization", &auth), (name, value)], initialize_body()).await;
         assert_eq!(status, 403, "{name}: {value}: {body}");
     }
+    // The server's own loopback origin is same-origin and passes (the
+    // conformance suite's dns-rebinding-protection scenario sends it); the
+    // same port under another name, or another port, does not.
+    let own = server.url.trim_end_matches("/mcp").to_owned();
+    let port = own.rsplit(':').next().unwrap();
+    let (status, _, body) =
+        raw_post(&server.url, &[("authorization", &auth), ("origin", &own)], initialize_body()).await;
+    assert_eq!(status, 200, "{own}: {body}");
+    let other_port = format!("http://127.0.0.1:{}", port.parse::<u16>().unwrap().wrapping_add(1));
+    for origin in [format!("http://evil.example:{port}"), format!("http://localhost:{port}"), other_port] {
+        let (status, _, body) =
+            raw_post(&server.url, &[("authorization", &auth), ("origin", &origin)], initialize_body()).await;
+        assert_eq!(status, 403, "{origin}: {body}");
+    }
     // An allowed origin passes.
     let env = Env::new();
     let alice = env.add_user("alice");
@@ -339,4 +353,111 @@ async fn https_with_a_generated_certificate_authenticates_every_request() {
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Reads from `stream` until the server closes it (or resets it): whatever
+/// it sent first. Bounded by `within`, so that a server that never closes
+/// fails the test instead of hanging it.
+async fn closed_by_server(stream: &mut tokio::net::TcpStream, within: std::time::Duration) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(within, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the server kept the connection open: {}", String::from_utf8_lossy(&got));
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+fn host_port(url: &str) -> String {
+    url.trim_start_matches("http://").trim_end_matches("/mcp").to_owned()
+}
+
+#[tokio::test]
+async fn slow_clients_are_disconnected_and_the_connection_cap_holds_against_a_flood() {
+    use tokio::io::AsyncWriteExt;
+    let env = Env::new();
+    let alice = env.add_user("alice");
+    let config = env.config("[http]\nmax_connections = 2\nheader_timeout = \"1s\"\n");
+    let server = env.serve_http(&["--config", config.to_str().unwrap()]).await;
+    let addr = host_port(&server.url);
+    // Two slowloris clients take every connection: one sends half a request
+    // head and stops, the other sends nothing at all.
+    let mut half = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    half.write_all(format!("POST /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {alice}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // A third connection is over the cap: closed without an answer, whatever it sends.
+    let mut tries = 0;
+    let mut third = loop {
+        tries += 1;
+        assert!(tries <= 10, "no connection over the cap was closed unanswered");
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let _ = s.write_all(b"GET /mcp HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        let answer = closed_by_server(&mut s, std::time::Duration::from_secs(30)).await;
+        assert!(!answer.contains("HTTP/1.1 2"), "a connection over the cap was served: {answer}");
+        // The first two may not have been accepted yet when this one was.
+        if answer.is_empty() {
+            break s;
+        }
+    };
+    let _ = third.shutdown().await;
+    // Neither slow client holds its connection for ever (header_timeout).
+    for (stream, what) in [(&mut half, "half a request head"), (&mut silent, "nothing")] {
+        let answer = closed_by_server(stream, std::time::Duration::from_secs(30)).await;
+        assert!(!answer.contains("HTTP/1.1 2"), "a client that sent {what} was served: {answer}");
+    }
+    // Their slots are free again: a real client is served.
+    let auth = format!("Bearer {alice}");
+    let (status, _, body) = raw_post(&server.url, &[("authorization", &auth)], initialize_body()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!server.stderr.lock().unwrap().contains(&alice[6..]), "no key in the server's log");
+    assert_eq!(server.stop().await, 0);
+}
+
+#[tokio::test]
+async fn a_user_holds_at_most_max_sessions_sessions() {
+    let env = Env::new();
+    let alice = env.add_user("alice");
+    let bob = env.add_user("bob");
+    let config = env.config("[http]\nmax_sessions = 2\n");
+    let server = env.serve_http(&["--config", config.to_str().unwrap()]).await;
+    let (as_alice, as_bob) = (format!("Bearer {alice}"), format!("Bearer {bob}"));
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        let (status, h, body) = raw_post(&server.url, &[("authorization", &as_alice)], initialize_body()).await;
+        assert_eq!(status, 200, "{body}");
+        sessions.push(header(&h, "mcp-session-id").expect("a session id").to_owned());
+    }
+    let (status, h, body) = raw_post(&server.url, &[("authorization", &as_alice)], initialize_body()).await;
+    assert_eq!(status, 429, "a third session: {body}");
+    assert!(header(&h, "mcp-session-id").is_none(), "no session id with the refusal: {h:?}");
+    assert!(body.contains("max_sessions"), "the refusal says what to do: {body}");
+    // The cap is per user: bob is not affected.
+    let (status, _, body) = raw_post(&server.url, &[("authorization", &as_bob)], initialize_body()).await;
+    assert_eq!(status, 200, "bob: {body}");
+    // The stateless protocol generation opens no session and is not refused.
+    let modern = server.connect(&alice, Protocol::Modern).await.expect("a 2026-07-28 client");
+    assert_eq!(modern.ok("read_text_file", json!({"path": "hello.txt"})).await.trim(), "hello world");
+    // Closing one lets alice open another.
+    let r = reqwest::Client::new()
+        .delete(&server.url)
+        .header("authorization", &as_alice)
+        .header("mcp-session-id", &sessions[0])
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "DELETE: {}", r.status());
+    let (status, _, body) = raw_post(&server.url, &[("authorization", &as_alice)], initialize_body()).await;
+    assert_eq!(status, 200, "after closing one: {body}");
+    // The refused session did not count: alice is at her cap again.
+    let (status, _, _) = raw_post(&server.url, &[("authorization", &as_alice)], initialize_body()).await;
+    assert_eq!(status, 429);
 }

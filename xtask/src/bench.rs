@@ -5,8 +5,9 @@
 //! response; `read_text_file` calls per second on a 4 KiB file with 1 and
 //! with 16 requests in flight (a raw pipelining JSON-RPC client over stdio);
 //! and peak resident memory (`VmHWM`). Beside it: audit verify and grep, a
-//! token check, the scanner, grant latency, and the cost of undo on
-//! overwrites. See BENCHMARKS.md for the method and the latest figures.
+//! token check, the scanner, grant latency, the cost of undo on
+//! overwrites, and the HTTP load run (`bench/http.rs`: N clients of
+//! `serve --http`). See BENCHMARKS.md for the method and the latest figures.
 
 // The task exists to print a report.
 #![allow(clippy::print_stdout)]
@@ -15,6 +16,7 @@
 
 mod client;
 mod extra;
+mod http;
 mod peers;
 
 use std::path::{Path, PathBuf};
@@ -34,7 +36,8 @@ cargo xtask bench [options]
   --runs N           throughput runs per server and depth; median kept (default 5)
   --startup-runs N   spawns timed per server for startup; median kept (default 10)
   --only A,B         bench only these servers (mcpsec, mcpsec/changes, mcpsec/token,
-                     rust-mcp-filesystem, node-reference, mcpsec/proxy)
+                     rust-mcp-filesystem, node-reference, mcpsec/proxy, http)
+  --clients N        concurrent clients of the HTTP load run (`http`; default 64)
   --no-build         use the existing target/release/mcpsec instead of building it
   --audit-records N  records in the generated log for audit verify/grep (default 1000000)
   --serve-only       skip the audit, token-check, scanner and grant-latency benchmarks
@@ -62,6 +65,8 @@ struct Options {
     runs: usize,
     startup_runs: usize,
     only: Option<Vec<String>>,
+    /// Clients of the HTTP load run.
+    clients: usize,
     build: bool,
     json: bool,
     /// Records in the generated audit log (0: skip the audit, token and
@@ -78,6 +83,7 @@ fn parse(args: &[String]) -> Result<Options> {
         runs: 5,
         startup_runs: 10,
         only: None,
+        clients: 64,
         build: true,
         json: false,
         audit_records: 1_000_000,
@@ -94,12 +100,13 @@ fn parse(args: &[String]) -> Result<Options> {
             "--only" => {
                 let names: Vec<String> = value("--only")?.split(',').map(|s| s.trim().to_owned()).collect();
                 for n in &names {
-                    if !peers::ALL.contains(&n.as_str()) {
+                    if !peers::ALL.contains(&n.as_str()) && n != "http" {
                         bail!("unknown server `{n}` in --only\n\n{USAGE}");
                     }
                 }
                 o.only = Some(names);
             }
+            "--clients" => o.clients = count(&value("--clients")?, "--clients")?,
             "--no-build" => o.build = false,
             "--audit-records" => {
                 o.audit_records = value("--audit-records")?.parse().context("--audit-records")?;
@@ -256,7 +263,7 @@ pub fn run(args: &[String]) -> Result<()> {
             Entry { name, server, figures: Figures::default() }
         })
         .collect();
-    if entries.iter().all(|e| e.server.is_err()) {
+    if !entries.is_empty() && entries.iter().all(|e| e.server.is_err()) {
         bail!("no server could be prepared; nothing to bench");
     }
 
@@ -275,6 +282,14 @@ pub fn run(args: &[String]) -> Result<()> {
         match extra::undo_cost(mcpsec, &scratch.root, &scratch.dir, opts.runs, warmup, measure) {
             Ok(figures) => extra.extend(figures),
             Err(e) => eprintln!("bench: undo cost failed: {e:#}"),
+        }
+    }
+    if opts.only.as_ref().is_none_or(|o| o.iter().any(|n| n == "http")) {
+        let warmup = Duration::from_secs_f64(opts.warmup);
+        let measure = Duration::from_secs_f64(opts.seconds);
+        match http::bench(mcpsec, &workspace, opts.build, &scratch, opts.clients, warmup, measure) {
+            Ok(figures) => extra.extend(figures),
+            Err(e) => eprintln!("bench: HTTP load run failed: {e:#}"),
         }
     }
     if let (Some(mcpsec), true) = (mcpsec, opts.audit_records > 0) {
@@ -306,8 +321,8 @@ pub fn run(args: &[String]) -> Result<()> {
         );
         println!("{v:#}");
     } else {
-        if opts.undo_only {
-            println!("1-minute load average when the bench started: {}", fmt_opt(load, 2));
+        if opts.undo_only || entries.is_empty() {
+            println!("load average (1 min) before the run: {}", fmt_opt(load, 2));
         } else {
             print_table(&opts, &entries, load);
         }

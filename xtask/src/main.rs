@@ -8,6 +8,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, Result, bail};
 
 mod bench;
+mod conformance;
 mod docs;
 mod interop;
 
@@ -20,6 +21,7 @@ tasks:
   docs    regenerate docs/configuration.md from mcpsec-core's config reference
   man     man pages, one per subcommand, into target/man (or `cargo xtask man DIR`)
   interop the official Python SDK and the MCP Inspector CLI against mcpsec (installs into target/interop)
+  conformance  the official MCP conformance suite against `mcpsec serve --http` (installs into target/conformance)
   help    this text
 ";
 
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
         Some("docs") => docs::run(),
         Some("man") => man(args.get(1).map(String::as_str)),
         Some("interop") => interop::run_all(),
+        Some("conformance") => conformance::run(),
         Some("help") | None => {
             eprint!("{HELP}");
             Ok(())
@@ -99,35 +102,42 @@ fn ci() -> Result<()> {
 }
 
 /// Installs the npm packages the end-to-end tests run behind `mcpsec proxy`
-/// (`tests/fixtures/npm`, pinned by its lock file) into `target/test-deps`
-/// with `npm ci`, unless the installed tree is from the same lock file.
+/// (`tests/fixtures/npm`, pinned by its lock file) into `target/test-deps`.
 /// (The test harness does the same on demand, so `cargo test` alone works.)
 fn install_test_deps() -> Result<()> {
+    npm_ci("tests/fixtures/npm", "target/test-deps").map(|_| ())
+}
+
+/// Installs the npm packages pinned by `SOURCE/package.json` and
+/// `SOURCE/package-lock.json` (paths relative to the workspace) into `DEST`
+/// with `npm ci`, unless the installed tree is from the same lock file.
+/// Returns `DEST`, absolute.
+pub(crate) fn npm_ci(source: &str, dest: &str) -> Result<std::path::PathBuf> {
     let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("no workspace")?;
-    let source = workspace.join("tests/fixtures/npm");
-    let deps = workspace.join("target/test-deps");
-    let lock =
-        std::fs::read(source.join("package-lock.json")).context("reading tests/fixtures/npm/package-lock.json")?;
+    let source = workspace.join(source);
+    let deps = workspace.join(dest);
+    let lock = std::fs::read(source.join("package-lock.json"))
+        .with_context(|| format!("reading {}", source.join("package-lock.json").display()))?;
     if std::fs::read(deps.join("package-lock.json")).ok().as_ref() == Some(&lock) && deps.join("node_modules").is_dir()
     {
-        return Ok(());
+        return Ok(deps);
     }
-    let tmp = workspace.join(format!("target/test-deps.tmp-{}", std::process::id()));
+    let tmp = std::path::PathBuf::from(format!("{}.tmp-{}", deps.display(), std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     for f in ["package.json", "package-lock.json"] {
         std::fs::copy(source.join(f), tmp.join(f)).with_context(|| format!("copying {f}"))?;
     }
-    eprintln!("$ npm ci (tests/fixtures/npm → {})", deps.display());
+    eprintln!("$ npm ci ({} → {})", source.display(), deps.display());
     let status = Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
         .current_dir(&tmp)
         .status()
-        .context("running npm (Node.js 20 or later is needed for the gateway tests)")?;
+        .context("running npm (Node.js 20 or later is needed)")?;
     if !status.success() {
-        bail!("`npm ci` for the test dependencies failed ({status})");
+        bail!("`npm ci` in {} failed ({status})", tmp.display());
     }
     let _ = std::fs::remove_dir_all(&deps);
     std::fs::rename(&tmp, &deps).with_context(|| format!("moving {} into place", tmp.display()))?;
-    Ok(())
+    Ok(deps)
 }

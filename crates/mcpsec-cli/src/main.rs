@@ -478,8 +478,7 @@ fn serve(global: &Global, args: ServeArgs) -> Result<()> {
         audit,
         session,
     };
-    let runtime =
-        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    let runtime = runtime(http_front.is_some())?;
     match http_front {
         None => runtime.block_on(mcpsec_server::serve_stdio(options))?,
         Some(front) => {
@@ -488,6 +487,15 @@ fn serve(global: &Global, args: ServeArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The async runtime of `serve` and `proxy`: one thread for stdio (one
+/// client, one stream of messages), a worker per CPU for HTTP (many clients;
+/// one thread held the HTTP load run to one core's worth of calls).
+fn runtime(http: bool) -> Result<tokio::runtime::Runtime> {
+    let mut builder =
+        if http { tokio::runtime::Builder::new_multi_thread() } else { tokio::runtime::Builder::new_current_thread() };
+    builder.enable_all().build().context("starting the async runtime")
 }
 
 /// Reads `--tls-cert` and `--tls-key` (the key into a secret buffer).

@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use mcpsec_core::Principal;
 
@@ -72,8 +72,7 @@ pub fn run(global: &Global, args: ProxyArgs) -> Result<()> {
         session,
         upstream: mcpsec_server::proxy::UpstreamOptions { name, command: args.command, settings, pins },
     };
-    let runtime =
-        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    let runtime = crate::runtime(http_front.is_some())?;
     match http_front {
         None => runtime.block_on(mcpsec_server::serve_proxy_stdio(options))?,
         Some(front) => {

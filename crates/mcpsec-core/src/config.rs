@@ -66,6 +66,13 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
     /// Failed authentications allowed per client address per `rate_limit.window`.
     pub failed_auth: u32,
+    /// Connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: u32,
+    /// How long a connection may take to send a request's headers, and stay
+    /// idle between requests; then it is closed (slow clients, slowloris).
+    pub header_timeout: Duration,
+    /// MCP sessions (2025-11-25 and earlier) one user may hold open at once.
+    pub max_sessions: u32,
 }
 
 /// The default `http.allowed_hosts`: the loopback names.
@@ -80,6 +87,9 @@ impl Default for HttpConfig {
             max_concurrent: 64,
             request_timeout: Duration::from_secs(30),
             failed_auth: 10,
+            max_connections: 512,
+            header_timeout: Duration::from_secs(10),
+            max_sessions: 32,
         }
     }
 }
@@ -350,6 +360,19 @@ fn parse_http(h: RawHttp) -> Result<HttpConfig, ConfigError> {
     if let Some(n) = h.failed_auth {
         c.failed_auth = if n == 0 { return Err(value_error("http.failed_auth", "must be at least 1")) } else { n };
     }
+    if let Some(n) = h.max_connections {
+        c.max_connections =
+            if n == 0 { return Err(value_error("http.max_connections", "must be at least 1")) } else { n };
+    }
+    if let Some(t) = h.header_timeout {
+        c.header_timeout = units::parse_duration(&t).map_err(|m| value_error("http.header_timeout", m))?;
+        if c.header_timeout.is_zero() {
+            return Err(value_error("http.header_timeout", "must be longer than 0"));
+        }
+    }
+    if let Some(n) = h.max_sessions {
+        c.max_sessions = if n == 0 { return Err(value_error("http.max_sessions", "must be at least 1")) } else { n };
+    }
     Ok(c)
 }
 
@@ -385,6 +408,9 @@ struct RawHttp {
     max_concurrent: Option<u32>,
     request_timeout: Option<String>,
     failed_auth: Option<u32>,
+    max_connections: Option<u32>,
+    header_timeout: Option<String>,
+    max_sessions: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -739,13 +765,19 @@ mod tests {
     fn http_section_parses_and_checks_its_values() {
         let c = Config::from_toml_str(
             "[http]\nallowed_hosts = [\"mcp.example.com\"]\nallowed_origins = [\"https://app.example.com:443\"]\n\
-             max_body = \"1MiB\"\nmax_concurrent = 8\nrequest_timeout = \"5s\"\nfailed_auth = 3",
+             max_body = \"1MiB\"\nmax_concurrent = 8\nrequest_timeout = \"5s\"\nfailed_auth = 3\n\
+             max_connections = 100\nheader_timeout = \"2s\"\nmax_sessions = 4",
         )
         .unwrap();
         assert_eq!(c.http.allowed_hosts, ["mcp.example.com"]);
         assert_eq!(c.http.max_body, 1 << 20);
         assert_eq!((c.http.max_concurrent, c.http.failed_auth), (8, 3));
         assert_eq!(c.http.request_timeout, Duration::from_secs(5));
+        assert_eq!((c.http.max_connections, c.http.max_sessions), (100, 4));
+        assert_eq!(c.http.header_timeout, Duration::from_secs(2));
+        assert!(err("[http]\nmax_connections = 0").contains("http.max_connections"));
+        assert!(err("[http]\nheader_timeout = \"0s\"").contains("http.header_timeout"));
+        assert!(err("[http]\nmax_sessions = 0").contains("http.max_sessions"));
         assert_eq!(Config::default().http.allowed_hosts, ["localhost", "127.0.0.1", "::1"]);
         assert!(err("[http]\nallowed_origins = [\"app.example.com\"]").contains("http.allowed_origins"));
         assert!(err("[http]\nmax_body = \"0\"").contains("http.max_body"));

@@ -243,7 +243,8 @@ pub const SECTIONS: &[Section] = &[
                 "allowed_origins",
                 D("[]"),
                 "`Origin` values accepted (`scheme://host:port`, `:*` for any port); a request with any other \
-                 `Origin` is refused with 403. Requests without one (non-browser clients) pass.",
+                 `Origin` is refused with 403. Requests without one (non-browser clients) pass, and so do \
+                 those from the server's own loopback origin (`http://127.0.0.1:PORT` as bound).",
             ),
             key("max_body", D("\"16MiB\""), "The largest request body; a larger one is refused with 413."),
             key("max_concurrent", D("64"), "Requests handled at once; more are refused with 503 and `Retry-After`."),
@@ -256,6 +257,24 @@ pub const SECTIONS: &[Section] = &[
                 "failed_auth",
                 D("10"),
                 "Failed authentications allowed per client address per `rate_limit.window`; then 429.",
+            ),
+            key(
+                "max_connections",
+                D("512"),
+                "Connections open at once; more are closed as soon as they are accepted. A connection serves one \
+                 request at a time (HTTP/1.1).",
+            ),
+            key(
+                "header_timeout",
+                D("\"10s\""),
+                "How long a connection may take to send a request's headers, or stay idle between requests; then \
+                 it is closed (slow clients, slowloris).",
+            ),
+            key(
+                "max_sessions",
+                D("32"),
+                "MCP sessions (protocol 2025-11-25 and earlier) one user may hold open; a further one is refused \
+                 with 429 until one is closed.",
             ),
         ],
     },

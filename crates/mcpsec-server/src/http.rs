@@ -14,10 +14,18 @@
 //! 5. a session belongs to the user who opened it: another user presenting
 //!    its id gets 404, as for a session that does not exist (sessions never
 //!    stand in for authentication: every request is authenticated);
-//! 6. a time limit for receiving the request and starting the answer (408).
+//! 6. a time limit for receiving the request and starting the answer (408);
+//! 7. a user may hold at most `[http] max_sessions` sessions: one more is
+//!    closed as soon as rmcp opens it, and the client gets 429.
+//!
+//! Below the gate, the accept loop bounds the connections themselves: at
+//! most `[http] max_connections` open, and one that does not send a request
+//! head within `[http] header_timeout` (slowloris, or idle between
+//! requests) is closed.
 //!
 //! rmcp then checks `Host` and `Origin` against the allowlists (403: DNS
-//! rebinding and cross-origin browser requests) and the body size (413),
+//! rebinding and cross-origin browser requests; the server's own loopback
+//! origin, `http://127.0.0.1:PORT` as bound, is same-origin and passes) and the body size (413),
 //! and the pipeline acts as the authenticated user (put into the request's
 //! extensions by the gate, read back by `call_tool`).
 
@@ -34,6 +42,7 @@ use axum::response::{IntoResponse, Response};
 use mcpsec_audit::{AuditLog, EventKind, Outcome, Record};
 use mcpsec_caps::Users;
 use mcpsec_core::{HttpConfig, Principal};
+use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use secrecy::SecretString;
@@ -125,13 +134,17 @@ pub(crate) async fn serve(
     let mut config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(http.config.allowed_hosts.clone())
         .with_max_request_body_bytes(usize::try_from(http.config.max_body).unwrap_or(usize::MAX));
-    // An empty list refuses every request that carries an Origin (rmcp's
-    // default would let any through).
-    config = if http.config.allowed_origins.is_empty() {
-        config.enforce_origin_validation()
-    } else {
-        config.with_allowed_origins(http.config.allowed_origins.clone())
-    };
+    // Besides the configured origins, the server's own when it listens on a
+    // loopback address: that origin is the literal address and port this
+    // process holds, so no other program can serve a page from it (a DNS
+    // rebinding page has its own name in its origin). An empty list refuses
+    // every request that carries an Origin (rmcp's default would let any
+    // through).
+    let mut origins = http.config.allowed_origins.clone();
+    if local.ip().is_loopback() {
+        origins.push(format!("{scheme}://{local}"));
+    }
+    config = if origins.is_empty() { config.enforce_origin_validation() } else { config.with_allowed_origins(origins) };
     let cancel = config.cancellation_token.clone();
     let sessions = Arc::new(LocalSessionManager::default());
     let factory = server.clone();
@@ -144,18 +157,21 @@ pub(crate) async fn serve(
         failures: Arc::new(FailedAuth::new(http.config.failed_auth, http.auth_window)),
         timeout: http.config.request_timeout,
         stopping: Arc::new(AtomicBool::new(false)),
+        answering: Arc::new(Answering::default()),
         owners: Arc::new(Mutex::new(HashMap::new())),
+        max_sessions: http.config.max_sessions as usize,
         sessions,
     };
     let stopping = gate.stopping.clone();
+    let answering = gate.answering.clone();
     let app = axum::Router::new()
         .route_service(MCP_PATH, service)
         .fallback(|| async { plain(StatusCode::NOT_FOUND, "not found: MCP is served at /mcp") })
         .layer(axum::middleware::from_fn_with_state(gate, guard));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let make = app.into_make_service_with_connect_info::<SocketAddr>();
-    let stopped = async move {
-        let _ = stop_rx.await;
+    let limits = ConnectionLimits {
+        max_connections: http.config.max_connections as usize,
+        header_timeout: http.config.header_timeout,
     };
     let mut serving = match acceptor {
         None => {
@@ -167,14 +183,12 @@ pub(crate) async fn serve(
                     tracing::debug!("cannot set TCP_NODELAY: {e}");
                 }
             });
-            tokio::spawn(axum::serve(listener, make).with_graceful_shutdown(stopped).into_future())
+            tokio::spawn(serve_connections(listener, app, limits, stop_rx))
         }
         Some(acceptor) => {
-            use axum::serve::ListenerExt;
             let tls = crate::tls::TlsListener::new(listener, acceptor, http.config.request_timeout)
                 .map_err(|e| ServeError(format!("cannot listen on {}: {e}", http.addr)))?;
-            // `tap_io` gives the connection's address to `ConnectInfo`.
-            tokio::spawn(axum::serve(tls.tap_io(|_| {}), make).with_graceful_shutdown(stopped).into_future())
+            tokio::spawn(serve_connections(tls, app, limits, stop_rx))
         }
     };
     tracing::info!("listening on {scheme}://{local}{MCP_PATH}");
@@ -185,15 +199,20 @@ pub(crate) async fn serve(
             None
         }
         r = &mut serving => Some(match r {
-            Ok(Ok(())) => ServeError("the HTTP server stopped unexpectedly".into()),
-            Ok(Err(e)) => ServeError(format!("the HTTP server failed: {e}")),
+            Ok(()) => ServeError("the HTTP server stopped unexpectedly".into()),
             Err(e) => ServeError(format!("the HTTP server crashed: {e}")),
         }),
     };
     // No new work; the calls under way finish (bounded) and are recorded.
     stopping.store(true, Ordering::SeqCst);
     let _ = stop_tx.send(());
-    if tokio::time::timeout(http.shutdown_grace, server.idle()).await.is_err() {
+    // Then their answers reach the clients (a POST's event stream ends after
+    // its answer) before the sessions, and their streams, are closed.
+    let finished = async {
+        server.idle().await;
+        answering.none().await;
+    };
+    if tokio::time::timeout(http.shutdown_grace, finished).await.is_err() {
         tracing::warn!("calls still under way after {:?}; stopping anyway", http.shutdown_grace);
         stop.details.get_or_insert_with(|| serde_json::json!({}))["unfinished_calls"] = true.into();
     }
@@ -216,6 +235,74 @@ pub(crate) async fn serve(
     }
 }
 
+/// What bounds the connections themselves (as opposed to requests).
+#[derive(Debug, Clone, Copy)]
+struct ConnectionLimits {
+    max_connections: usize,
+    header_timeout: Duration,
+}
+
+/// Accepts connections and serves HTTP/1.1 on each until `stop` fires; then
+/// asks every connection to close once its request under way is answered,
+/// and returns when all have closed.
+///
+/// Instead of `axum::serve`, for two bounds it does not have: at most
+/// `max_connections` open at once (a connection over the cap is closed as
+/// soon as it is accepted), and hyper's header read timeout, which closes a
+/// connection that does not send a complete request head within
+/// `header_timeout` of being opened or of its last answer (a slowloris
+/// client, or one that holds an idle connection). HTTP/1.1 serves one
+/// request at a time per connection, so a connection never holds more than
+/// one of the global `max_concurrent` permits.
+async fn serve_connections<L>(
+    mut listener: L,
+    app: axum::Router,
+    limits: ConnectionLimits,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
+    let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(());
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    loop {
+        let (io, peer) = tokio::select! {
+            c = listener.accept() => c,
+            _ = &mut stop => break,
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            tracing::debug!("{} connections open; closing the one from {peer}", limits.max_connections);
+            continue;
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            tower_service::Service::call(&mut app.clone(), request)
+        });
+        let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+        let mut closing = closing_rx.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                r = connection.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!("connection from {peer} ended: {e}");
+                    }
+                    return;
+                }
+                _ = closing.changed() => connection.as_mut().graceful_shutdown(),
+            }
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    let _ = closing_tx.send(());
+    // Every connection holds a permit until it has closed.
+    let _ = open.acquire_many(u32::try_from(limits.max_connections).unwrap_or(u32::MAX)).await;
+}
+
 /// Everything the gate in front of `/mcp` needs.
 #[derive(Clone)]
 struct Gate {
@@ -226,8 +313,12 @@ struct Gate {
     failures: Arc<FailedAuth>,
     timeout: Duration,
     stopping: Arc<AtomicBool>,
+    /// POST answers still being sent.
+    answering: Arc<Answering>,
     /// Which user opened each MCP session.
     owners: Arc<Mutex<HashMap<String, String>>>,
+    /// Sessions one user may hold open (`[http] max_sessions`).
+    max_sessions: usize,
     sessions: Arc<LocalSessionManager>,
 }
 
@@ -290,6 +381,7 @@ async fn guard(
         }
     }
     let closing = request.method() == axum::http::Method::DELETE;
+    let posted = request.method() == axum::http::Method::POST;
     request.extensions_mut().insert(Authenticated(Principal::new(user.clone())));
     let response = match tokio::time::timeout(gate.timeout, next.run(request)).await {
         Ok(r) => r,
@@ -300,8 +392,21 @@ async fn guard(
             );
         }
     };
-    if let Some(id) = response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
-        gate.own(id, &user).await;
+    if session_id.is_none()
+        && let Some(id) = response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok())
+        && !gate.open_session(id, &user).await
+    {
+        // Over the user's cap: the session rmcp just opened is closed again.
+        let id: rmcp::transport::common::server_side_http::SessionId = id.into();
+        if let Err(e) = gate.sessions.close_session(&id).await {
+            tracing::warn!("cannot close a session over the cap: {e}");
+        }
+        return retry_later(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many open sessions for this user: close one (DELETE /mcp with its Mcp-Session-Id) or let one \
+             expire (the operator can raise [http] max_sessions)",
+            5,
+        );
     }
     if closing
         && response.status().is_success()
@@ -309,24 +414,91 @@ async fn guard(
     {
         gate.owners.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
     }
+    if posted {
+        return Answering::track(&gate.answering, response);
+    }
     response
 }
 
-impl Gate {
-    /// Notes that `user` owns session `id` (the first to be told it does),
-    /// forgetting sessions that rmcp has closed once the table grows.
-    async fn own(&self, id: &str, user: &str) {
-        let too_many = {
-            let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
-            owners.entry(id.to_owned()).or_insert_with(|| user.to_owned());
-            owners.len() > 256
-        };
-        if too_many {
-            let live: std::collections::HashSet<String> =
-                self.sessions.sessions.read().await.keys().map(|k| k.to_string()).collect();
-            let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
-            owners.retain(|id, _| live.contains(id));
+/// How many POST answers are still being sent: a shutdown waits for them
+/// before it closes the sessions, or a call that finished just before
+/// could lose its answer.
+#[derive(Default)]
+struct Answering {
+    count: std::sync::atomic::AtomicUsize,
+    done: tokio::sync::Notify,
+}
+
+impl Answering {
+    /// `response`, counted until its body has been sent (or dropped).
+    fn track(this: &Arc<Answering>, response: Response) -> Response {
+        this.count.fetch_add(1, Ordering::SeqCst);
+        let guard = AnswerGuard(this.clone());
+        response.map(|inner| axum::body::Body::new(TrackedBody { inner, _guard: guard }))
+    }
+
+    /// Returns once no answer is being sent.
+    async fn none(&self) {
+        loop {
+            let notified = self.done.notified();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
         }
+    }
+}
+
+struct AnswerGuard(Arc<Answering>);
+
+impl Drop for AnswerGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.done.notify_waiters();
+        }
+    }
+}
+
+/// A response body that holds an [`AnswerGuard`] until it is dropped.
+struct TrackedBody {
+    inner: axum::body::Body,
+    _guard: AnswerGuard,
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Gate {
+    /// Notes that `user` owns the new session `id`, unless that would give
+    /// them more than `max_sessions` open sessions (`false`). Sessions that
+    /// rmcp has closed (or expired) are forgotten first.
+    async fn open_session(&self, id: &str, user: &str) -> bool {
+        let live: std::collections::HashSet<String> =
+            self.sessions.sessions.read().await.keys().map(|k| k.to_string()).collect();
+        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        owners.retain(|id, _| live.contains(id));
+        if owners.values().filter(|owner| *owner == user).count() >= self.max_sessions {
+            return false;
+        }
+        owners.insert(id.to_owned(), user.to_owned());
+        true
     }
 }
 

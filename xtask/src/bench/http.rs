@@ -1,0 +1,335 @@
+//! The HTTP load run: N concurrent clients making authenticated
+//! `read_text_file` calls to `mcpsec serve --http` (the release build, the
+//! default durable audit), for calls/s, p50 and p99 latency and the
+//! server's peak RSS.
+//!
+//! The client is deliberately lean, so that on a small machine it leaves
+//! the CPU to the server: one OS thread per client, one keep-alive
+//! HTTP/1.1 connection and one MCP session (protocol 2025-11-25) each,
+//! blocking reads and writes with `TCP_NODELAY`, a hand-written request and
+//! a minimal response parser (status line, headers, a `Content-Length` or
+//! chunked body). No async runtime, no HTTP library: xtask stays quick to
+//! build and the client costs a few syscalls per call.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use super::peers::Server;
+
+/// What the HTTP load run measured.
+#[derive(Debug)]
+pub(crate) struct HttpFigures {
+    pub(crate) clients: usize,
+    pub(crate) calls_per_s: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) peak_rss: u64,
+    /// Calls during the measured window.
+    pub(crate) calls: usize,
+}
+
+/// The goals of issue 7 at 64 clients.
+pub(crate) const GOAL_CALLS_PER_S: f64 = 20_000.0;
+pub(crate) const GOAL_P99_MS: f64 = 20.0;
+pub(crate) const GOAL_RSS_MIB: f64 = 64.0;
+
+/// Serves `root` over HTTP with `mcpsec` (its default config plus a rate
+/// limit the run never reaches), and drives it with `clients` clients.
+fn run(
+    mcpsec: &Server,
+    scratch: &super::Scratch,
+    clients: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> Result<HttpFigures> {
+    let (root, fixture, content) = (&scratch.root, &scratch.fixture, &scratch.content);
+    let state = scratch.dir.join("http-state");
+    std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    // Room for every client: a request in flight and a session each.
+    let config = format!(
+        "[rate_limit]\ncalls = 1000000000\n\n[http]\nmax_concurrent = {n}\nmax_sessions = {n}\n",
+        n = clients.max(64)
+    );
+    let file = state.join("http.toml");
+    #[allow(clippy::disallowed_methods)] // the bench's own scratch directory
+    std::fs::write(&file, config).with_context(|| format!("writing {}", file.display()))?;
+    let mut cmd = mcpsec.command(root, &state);
+    cmd.env("MCPSEC_CONFIG", &file);
+    let envs: Vec<_> = cmd.get_envs().filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))).collect();
+    let out = Command::new(mcpsec.program())
+        .args(["users", "add", "bench"])
+        .envs(envs)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .context("running mcpsec users add")?;
+    if !out.status.success() {
+        bail!("`mcpsec users add bench` failed ({})", out.status);
+    }
+    let key: Arc<str> = String::from_utf8(out.stdout).context("the key is not UTF-8")?.trim().into();
+
+    let log = scratch.dir.join("logs").join("mcpsec-http.stderr");
+    let mut child = cmd
+        .args(["--http", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn,mcpsec_server::http=info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting mcpsec serve --http")?;
+    let mut lines = BufReader::new(child.stderr.take().context("no stderr")?).lines();
+    let mut addr = None;
+    for line in lines.by_ref() {
+        let line = line?;
+        if let Some((_, url)) = line.split_once("listening on http://") {
+            addr = url.trim().trim_end_matches("/mcp").parse::<SocketAddr>().ok();
+            break;
+        }
+    }
+    let drain = std::thread::spawn(move || {
+        let mut out = std::fs::File::create(&log).ok();
+        for line in lines.map_while(Result::ok) {
+            if let Some(f) = out.as_mut() {
+                let _ = writeln!(f, "{line}");
+            }
+        }
+    });
+    let result = match addr {
+        None => Err(anyhow::anyhow!("mcpsec serve --http exited before listening")),
+        Some(addr) => load(addr, &key, fixture, content, clients, warmup, measure).and_then(|mut f| {
+            f.peak_rss = super::client::peak_rss(child.id())?;
+            Ok(f)
+        }),
+    };
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    let _ = drain.join();
+    result
+}
+
+fn load(
+    addr: SocketAddr,
+    key: &Arc<str>,
+    fixture: &str,
+    content: &str,
+    clients: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> Result<HttpFigures> {
+    // Every client connects and opens its session before the clock starts.
+    let ready = Arc::new(std::sync::Barrier::new(clients + 1));
+    let start = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let probe = &content[..64];
+    let threads: Vec<_> = (0..clients)
+        .map(|i| {
+            let (key, ready, start) = (key.clone(), ready.clone(), start.clone());
+            let (fixture, probe) = (fixture.to_owned(), probe.to_owned());
+            std::thread::Builder::new()
+                .name(format!("http-client-{i}"))
+                .stack_size(256 * 1024)
+                .spawn(move || -> Result<Vec<u32>> {
+                    let opened = Client::open(addr, &key);
+                    ready.wait();
+                    let mut client = opened?;
+                    let start = *start.wait();
+                    let (from, until) = (start + warmup, start + warmup + measure);
+                    let mut latencies = Vec::with_capacity(1 << 16);
+                    let mut id = 10u64;
+                    loop {
+                        let sent = Instant::now();
+                        if sent >= until {
+                            break;
+                        }
+                        id += 1;
+                        let body = client.read_text_file(id, &fixture)?;
+                        if !body.contains(&probe) {
+                            bail!("unexpected answer: {}", body.chars().take(300).collect::<String>());
+                        }
+                        if sent >= from {
+                            latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+                        }
+                    }
+                    Ok(latencies)
+                })
+                .context("spawning a client thread")
+        })
+        .collect::<Result<_>>()?;
+    ready.wait();
+    let _ = start.set(Instant::now());
+    let mut all = Vec::new();
+    let mut first_error = None;
+    for t in threads {
+        match t.join() {
+            Ok(Ok(l)) => all.extend(l),
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(_) => {
+                first_error.get_or_insert(anyhow::anyhow!("a client thread panicked"));
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e.context("an HTTP client failed"));
+    }
+    if all.is_empty() {
+        bail!("no call completed in the measured window");
+    }
+    all.sort_unstable();
+    let pct = |p: f64| f64::from(all[((all.len() - 1) as f64 * p).round() as usize]) / 1000.0;
+    Ok(HttpFigures {
+        clients,
+        calls_per_s: all.len() as f64 / measure.as_secs_f64(),
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        peak_rss: 0,
+        calls: all.len(),
+    })
+}
+
+/// One keep-alive connection with one MCP session.
+struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    /// The request head every call shares (ends before `Content-Length`).
+    head: String,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    fn open(addr: SocketAddr, key: &str) -> Result<Client> {
+        let stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let writer = stream.try_clone()?;
+        let base = format!(
+            "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+             Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+        );
+        let mut c = Client { reader: BufReader::with_capacity(64 * 1024, stream), writer, head: base, buf: Vec::new() };
+        let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"mcpsec-bench","version":"1"}}}"#;
+        let (status, session) = c.post(init)?;
+        if status != 200 {
+            bail!("initialize: HTTP {status}: {}", String::from_utf8_lossy(&c.buf));
+        }
+        let session = session.context("initialize: no mcp-session-id")?;
+        c.head.push_str(&format!("Mcp-Session-Id: {session}\r\nMcp-Protocol-Version: 2025-11-25\r\n"));
+        let (status, _) = c.post(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)?;
+        if status != 202 {
+            bail!("notifications/initialized: HTTP {status}");
+        }
+        Ok(c)
+    }
+
+    fn read_text_file(&mut self, id: u64, path: &str) -> Result<&str> {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"read_text_file","arguments":{{"path":"{path}"}}}}}}"#
+        );
+        let (status, _) = self.post(&body)?;
+        if status != 200 {
+            bail!("tools/call: HTTP {status}: {}", String::from_utf8_lossy(&self.buf));
+        }
+        std::str::from_utf8(&self.buf).context("the answer is not UTF-8")
+    }
+
+    /// Sends one POST and reads its whole answer into `self.buf`: the status
+    /// and the session id, if the answer names one.
+    fn post(&mut self, body: &str) -> Result<(u16, Option<String>)> {
+        let request = format!("{}Content-Length: {}\r\n\r\n{body}", self.head, body.len());
+        self.writer.write_all(request.as_bytes()).context("sending a request")?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line).context("reading the status line")?;
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("bad status line `{}`", line.trim_end()))?;
+        let (mut length, mut chunked, mut session) = (None, false, None);
+        loop {
+            line.clear();
+            if self.reader.read_line(&mut line)? == 0 {
+                bail!("the connection closed in the headers");
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            let Some((name, value)) = l.split_once(':') else { continue };
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("content-length") {
+                length = Some(value.parse::<usize>().context("bad Content-Length")?);
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = value.eq_ignore_ascii_case("chunked");
+            } else if name.eq_ignore_ascii_case("mcp-session-id") {
+                session = Some(value.to_owned());
+            }
+        }
+        self.buf.clear();
+        if chunked {
+            loop {
+                line.clear();
+                self.reader.read_line(&mut line)?;
+                let size = usize::from_str_radix(line.trim_end().split(';').next().unwrap_or(""), 16)
+                    .with_context(|| format!("bad chunk size `{}`", line.trim_end()))?;
+                if size == 0 {
+                    // Trailers (none expected), then the empty line.
+                    loop {
+                        line.clear();
+                        if self.reader.read_line(&mut line)? == 0 || line.trim_end().is_empty() {
+                            break;
+                        }
+                    }
+                    break;
+                }
+                let at = self.buf.len();
+                self.buf.resize(at + size, 0);
+                self.reader.read_exact(&mut self.buf[at..])?;
+                let mut crlf = [0u8; 2];
+                self.reader.read_exact(&mut crlf)?;
+            }
+        } else if let Some(n) = length {
+            self.buf.resize(n, 0);
+            self.reader.read_exact(&mut self.buf)?;
+        }
+        Ok((status, session))
+    }
+}
+
+/// The HTTP load run as the bench reports it: calls/s, p50, p99 and peak
+/// RSS against the goals. Uses the mcpsec row's binary if there is one,
+/// else prepares (builds) it.
+pub(crate) fn bench(
+    mcpsec: Option<&Server>,
+    workspace: &Path,
+    build: bool,
+    scratch: &super::Scratch,
+    clients: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> Result<Vec<super::extra::Figure>> {
+    let prepared;
+    let mcpsec = match mcpsec {
+        Some(m) => m,
+        None => {
+            prepared = super::peers::prepare(super::peers::MCPSEC, workspace, build).map_err(anyhow::Error::msg)?;
+            &prepared
+        }
+    };
+    let f = run(mcpsec, scratch, clients, warmup, measure)?;
+    eprintln!("bench: http: {} calls in {measure:.1?} with {} clients", f.calls, f.clients);
+    let detail = format!("{} clients, keep-alive, [audit] sync = \"always\"", f.clients);
+    let figure = |what: &str, value: f64, unit: &'static str, goal: f64, at_least: bool, detail: String| {
+        super::extra::Figure { what: format!("http {what}"), value, unit, goal, at_least, detail }
+    };
+    Ok(vec![
+        figure("read_text_file calls/s", f.calls_per_s, " /s", GOAL_CALLS_PER_S, true, detail.clone()),
+        figure("p99 latency", f.p99_ms, " ms", GOAL_P99_MS, false, format!("p50 {:.2} ms; {detail}", f.p50_ms)),
+        figure("server peak RSS", f.peak_rss as f64 / (1024.0 * 1024.0), " MiB", GOAL_RSS_MIB, false, detail),
+    ])
+}
