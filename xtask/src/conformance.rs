@@ -15,9 +15,8 @@
 //! adds the user's key to the requests it makes to the server (the key is
 //! passed in the environment, never on a command line).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -42,47 +41,19 @@ pub fn run() -> Result<()> {
     let no_config = scratch.join("no-config");
     let env = [("MCPSEC_STATE_DIR", state.as_path()), ("XDG_CONFIG_HOME", no_config.as_path())];
 
-    let out = Command::new(&mcpsec)
-        .args(["users", "add", "conformance"])
-        .envs(env)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .context("running mcpsec users add")?;
-    if !out.status.success() {
-        bail!("`mcpsec users add conformance` failed ({})", out.status);
-    }
-    let key = String::from_utf8(out.stdout).context("the key is not UTF-8")?.trim().to_owned();
+    let key = crate::add_user(&mcpsec, "conformance", env)?;
 
-    let mut server = Command::new(&mcpsec)
-        .arg("serve")
-        .arg("--root")
-        .arg(&ws)
-        .args(["--http", "127.0.0.1:0"])
-        .envs(env)
-        .env("RUST_LOG", "warn,mcpsec_server::http=info")
-        .current_dir(&scratch)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting mcpsec serve --http")?;
-    let mut lines = BufReader::new(server.stderr.take().context("no stderr")?).lines();
-    let mut url = None;
-    for line in lines.by_ref() {
-        let line = line?;
-        if let Some((_, u)) = line.split_once("listening on ") {
-            url = Some(u.trim().to_owned());
-            break;
-        }
-        eprintln!("mcpsec: {line}");
-    }
-    // Keep draining (and showing) the server's log while the suite runs.
-    let drain = std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            eprintln!("mcpsec: {line}");
-        }
-    });
+    // The server's log is shown while the suite runs.
+    let (mut server, url, drain) = crate::spawn_http_server(
+        Command::new(&mcpsec)
+            .arg("serve")
+            .arg("--root")
+            .arg(&ws)
+            .args(["--http", "127.0.0.1:0"])
+            .envs(env)
+            .current_dir(&scratch),
+        |line| eprintln!("mcpsec: {line}"),
+    )?;
     let result = match url {
         None => Err(anyhow::anyhow!("mcpsec serve --http exited before listening")),
         Some(url) => run_suite(&root, &suite, &scratch, &url, &key),

@@ -3,7 +3,11 @@
 //! Needs nothing but cargo and rustc for `ci`; the benchmark installs its
 //! peers (npm, cargo install) into `target/bench-peers` on first use.
 
-use std::process::{Command, ExitCode};
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::thread::JoinHandle;
 
 use anyhow::{Context, Result, bail};
 
@@ -140,4 +144,58 @@ pub(crate) fn npm_ci(source: &str, dest: &str) -> Result<std::path::PathBuf> {
     let _ = std::fs::remove_dir_all(&deps);
     std::fs::rename(&tmp, &deps).with_context(|| format!("moving {} into place", tmp.display()))?;
     Ok(deps)
+}
+
+/// `mcpsec users add NAME` with `envs` (the state directory's); returns the
+/// key it prints once.
+pub(crate) fn add_user<K, V>(mcpsec: &Path, name: &str, envs: impl IntoIterator<Item = (K, V)>) -> Result<String>
+where
+    K: AsRef<OsStr>,
+    V: AsRef<OsStr>,
+{
+    let out = Command::new(mcpsec)
+        .args(["users", "add", name])
+        .envs(envs)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .context("running mcpsec users add")?;
+    if !out.status.success() {
+        bail!("`mcpsec users add {name}` failed ({})", out.status);
+    }
+    Ok(String::from_utf8(out.stdout).context("the key is not UTF-8")?.trim().to_owned())
+}
+
+/// Starts `cmd` (an `mcpsec serve --http 127.0.0.1:0 …`, its stderr
+/// piped), reads its log until it says where it listens, and hands every
+/// other log line to `sink`, on a thread of its own once it listens.
+/// Returns the child, the URL it serves (`None` if it exited first) and the
+/// draining thread (it ends when the server does).
+pub(crate) fn spawn_http_server(
+    cmd: &mut Command,
+    mut sink: impl FnMut(&str) + Send + 'static,
+) -> Result<(Child, Option<String>, JoinHandle<()>)> {
+    let mut child = cmd
+        .env("RUST_LOG", "warn,mcpsec_server::http=info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting mcpsec serve --http")?;
+    let mut lines = BufReader::new(child.stderr.take().context("no stderr")?).lines();
+    let mut url = None;
+    for line in lines.by_ref() {
+        let line = line?;
+        if let Some((_, u)) = line.split_once("listening on ") {
+            url = Some(u.trim().to_owned());
+            break;
+        }
+        sink(&line);
+    }
+    let drain = std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            sink(&line);
+        }
+    });
+    Ok((child, url, drain))
 }

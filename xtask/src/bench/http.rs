@@ -14,7 +14,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -62,44 +62,16 @@ fn run(
     let mut cmd = mcpsec.command(root, &state);
     cmd.env("MCPSEC_CONFIG", &file);
     let envs: Vec<_> = cmd.get_envs().filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))).collect();
-    let out = Command::new(mcpsec.program())
-        .args(["users", "add", "bench"])
-        .envs(envs)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .context("running mcpsec users add")?;
-    if !out.status.success() {
-        bail!("`mcpsec users add bench` failed ({})", out.status);
-    }
-    let key: Arc<str> = String::from_utf8(out.stdout).context("the key is not UTF-8")?.trim().into();
+    let key: Arc<str> = crate::add_user(mcpsec.program(), "bench", envs)?.into();
 
     let log = scratch.dir.join("logs").join("mcpsec-http.stderr");
-    let mut child = cmd
-        .args(["--http", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn,mcpsec_server::http=info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting mcpsec serve --http")?;
-    let mut lines = BufReader::new(child.stderr.take().context("no stderr")?).lines();
-    let mut addr = None;
-    for line in lines.by_ref() {
-        let line = line?;
-        if let Some((_, url)) = line.split_once("listening on http://") {
-            addr = url.trim().trim_end_matches("/mcp").parse::<SocketAddr>().ok();
-            break;
+    let mut out = std::fs::File::create(&log).ok();
+    let (mut child, url, drain) = crate::spawn_http_server(cmd.args(["--http", "127.0.0.1:0"]), move |line| {
+        if let Some(f) = out.as_mut() {
+            let _ = writeln!(f, "{line}");
         }
-    }
-    let drain = std::thread::spawn(move || {
-        let mut out = std::fs::File::create(&log).ok();
-        for line in lines.map_while(Result::ok) {
-            if let Some(f) = out.as_mut() {
-                let _ = writeln!(f, "{line}");
-            }
-        }
-    });
+    })?;
+    let addr = url.and_then(|u| u.trim_start_matches("http://").trim_end_matches("/mcp").parse::<SocketAddr>().ok());
     let result = match addr {
         None => Err(anyhow::anyhow!("mcpsec serve --http exited before listening")),
         Some(addr) => load(addr, &key, fixture, content, clients, warmup, measure).and_then(|mut f| {
