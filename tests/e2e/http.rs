@@ -2,7 +2,7 @@
 //! user as the principal, DNS-rebinding and size defences, shutdown.
 
 use mcpsec_e2e::{BOTH, Env, Protocol, initialize_body, raw_post, text};
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
@@ -118,6 +118,16 @@ async fn a_session_belongs_to_the_user_who_opened_it() {
     let (status, _, body) = raw_post(&server.url, &headers, list).await;
     assert_eq!(status, 404, "bob may not use alice's session: {body}");
     assert!(!body.contains("alice"), "{body}");
+    // Audited, as bob, without the session id.
+    let refused = refused_sessions(&env);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!((refused[0]["user"].as_str(), refused[0]["outcome"].as_str()), (Some("bob"), Some("denied")));
+    assert!(!refused[0].to_string().contains(&session), "{}", refused[0]);
+}
+
+/// The `session_refused` records of the audit log.
+fn refused_sessions(env: &Env) -> Vec<Value> {
+    env.audit_records().into_iter().filter(|r| r["event"] == "session_refused").collect()
 }
 
 #[tokio::test]
@@ -460,4 +470,10 @@ async fn a_user_holds_at_most_max_sessions_sessions() {
     // The refused session did not count: alice is at her cap again.
     let (status, _, _) = raw_post(&server.url, &[("authorization", &as_alice)], initialize_body()).await;
     assert_eq!(status, 429);
+    // Each refusal is audited as alice's.
+    let refused: Vec<(String, String)> = refused_sessions(&env)
+        .iter()
+        .map(|r| (r["user"].as_str().unwrap().to_owned(), r["outcome"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(refused, vec![("alice".to_owned(), "rate_limited".to_owned()); 2]);
 }

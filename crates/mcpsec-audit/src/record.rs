@@ -61,6 +61,10 @@ pub enum EventKind {
     /// exceeded a bound (too many tools, a definition too large, too many
     /// tools waiting for approval).
     UpstreamWithheld,
+    /// An authenticated HTTP request was refused over a session: another
+    /// user's session (404), or one session more than `[http] max_sessions`
+    /// (429).
+    SessionRefused,
 }
 
 impl EventKind {
@@ -81,6 +85,7 @@ impl EventKind {
             EventKind::UserAdd => "user_add",
             EventKind::UserRemove => "user_remove",
             EventKind::UpstreamWithheld => "upstream_withheld",
+            EventKind::SessionRefused => "session_refused",
         }
     }
 }

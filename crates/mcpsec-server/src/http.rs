@@ -373,12 +373,14 @@ async fn guard(
         return unauthorized(&gate, ip, had_key, &target).await;
     };
     let session_id = request.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    if let Some(id) = &session_id {
+    let foreign = session_id.as_ref().is_some_and(|id| {
         let owners = gate.owners.lock().unwrap_or_else(|p| p.into_inner());
-        if owners.get(id).is_some_and(|owner| owner != &user) {
-            // As for a session that does not exist: its owner is not revealed.
-            return plain(StatusCode::NOT_FOUND, "session not found; start a new one");
-        }
+        owners.get(id).is_some_and(|owner| owner != &user)
+    });
+    if foreign {
+        refused_session(&gate, &user, ip, Outcome::Denied, "another user's session").await;
+        // As for a session that does not exist: its owner is not revealed.
+        return plain(StatusCode::NOT_FOUND, "session not found; start a new one");
     }
     let closing = request.method() == axum::http::Method::DELETE;
     let posted = request.method() == axum::http::Method::POST;
@@ -401,6 +403,7 @@ async fn guard(
         if let Err(e) = gate.sessions.close_session(&id).await {
             tracing::warn!("cannot close a session over the cap: {e}");
         }
+        refused_session(&gate, &user, ip, Outcome::RateLimited, "more open sessions than [http] max_sessions").await;
         return retry_later(
             StatusCode::TOO_MANY_REQUESTS,
             "too many open sessions for this user: close one (DELETE /mcp with its Mcp-Session-Id) or let one \
@@ -507,6 +510,20 @@ fn bearer(headers: &HeaderMap) -> Option<SecretString> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, key) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| SecretString::from(key.trim().to_owned()))
+}
+
+/// Records a refused request of an authenticated user over a session
+/// (never the session id: it is another user's, or was closed at once).
+async fn refused_session(gate: &Gate, user: &str, ip: IpAddr, outcome: Outcome, reason: &str) {
+    let mut r = Record::new(EventKind::SessionRefused);
+    r.user = Some(user.to_owned());
+    r.session = Some(gate.session.clone());
+    r.outcome = Some(outcome);
+    r.reason = Some(reason.to_owned());
+    r.details = Some(serde_json::json!({ "transport": "http", "client": ip.to_string() }));
+    if let Err(e) = gate.audit.append(r).await {
+        tracing::error!("cannot record a refused session: {e}");
+    }
 }
 
 /// 401, after recording the failure (without the key) and counting it
