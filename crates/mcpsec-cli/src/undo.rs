@@ -511,7 +511,7 @@ fn restore(trash: &Trash, plan: &Plan, intent_seq: u64) -> Result<Option<(u64, S
     }
     let kept = m.kept.as_ref().ok_or_else(|| anyhow!("trash entry {} keeps nothing", m.seq))?;
     let slot = trash.slot(m.seq);
-    let replace = if plan.replaces { Some(trash.begin(intent_seq)?) } else { None };
+    let replace = if plan.replaces { Some(trash.slot(intent_seq)) } else { None };
     let replaced = sandbox.restore(target_text, &m.path, &slot, kept, replace.as_ref())?;
     let mut kept_as = None;
     if let (Some(r), Some(replaced)) = (&replace, replaced) {

@@ -56,7 +56,7 @@ pub struct Trash {
 }
 
 /// One entry of the trash, by name: the kept object `<seq>` and its
-/// manifest `<seq>.json` (see [`Trash::begin`], [`Trash::slot`]).
+/// manifest `<seq>.json` (see [`Trash::slot`]).
 #[derive(Debug)]
 pub struct Slot<'t> {
     dir: &'t Dir,
@@ -292,24 +292,9 @@ impl Trash {
         Ok(TrashLock { _file: file })
     }
 
-    /// Starts the entry of the call whose intent record is `seq`: refuses
-    /// when an entry of that name exists (a seq is never reused, unless the
-    /// audit log was reset). Creates nothing: the keeping operation puts
-    /// the object at `<seq>` (never replacing anything) and
-    /// [`Slot::commit`] the manifest beside it.
-    pub fn begin(&self, seq: u64) -> io::Result<Slot<'_>> {
-        let slot = self.slot(seq);
-        for name in [&slot.manifest, &slot.name] {
-            match self.dir.symlink_metadata(name) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-                Ok(_) => return Err(other(format!("trash entry {seq} exists already (was the audit log reset?)"))),
-            }
-        }
-        Ok(slot)
-    }
-
-    /// The entry `seq` (which may or may not exist).
+    /// The entry `seq` (which may or may not exist): naming it costs
+    /// nothing. A keeping operation fills it with [`Slot::take`], which
+    /// never reuses an entry, and [`Slot::commit`] writes its manifest.
     pub fn slot(&self, seq: u64) -> Slot<'_> {
         Slot { dir: &self.dir, seq, name: seq.to_string(), manifest: format!("{seq}.json") }
     }
@@ -419,6 +404,25 @@ impl Slot<'_> {
             }
         }
         Ok(false)
+    }
+
+    /// Refuses when anything of the entry is there: a seq is never reused
+    /// (unless the audit log was reset).
+    pub fn ensure_free(&self) -> io::Result<()> {
+        if self.exists()? {
+            return Err(other(format!("trash entry {} exists already (was the audit log reset?)", self.seq)));
+        }
+        Ok(())
+    }
+
+    /// Moves the object `name` of `from` into this (free) entry, renamed or
+    /// copied across filesystems, and seals it. On an error it is still at
+    /// `name`.
+    fn take(&self, from: &Dir, name: &OsStr) -> io::Result<()> {
+        self.ensure_free()?;
+        move_object(from, name, self.dir, self.data())?;
+        seal(self.dir, self.data(), 0);
+        Ok(())
     }
 
     /// When the kept object (else the manifest) last changed, for an
@@ -707,18 +711,17 @@ fn keep(dir: &Dir, name: &OsStr, slot: &Slot<'_>, input: &str, limit: u64) -> Re
     if kept.size > limit {
         return Err(too_big(input, kept.size, limit));
     }
-    move_object(dir, name, slot.dir, slot.data()).map_err(|e| not_kept(input, &e.to_string()))?;
-    seal(slot.dir, slot.data(), 0);
+    slot.take(dir, name).map_err(|e| not_kept(input, &e.to_string()))?;
     Ok(kept)
 }
 
 /// What [`Sandbox::write_keeping`] did.
 #[derive(Debug)]
-pub struct Written<'t> {
+pub struct Written {
     /// Whether the file was created (nothing was kept then).
     pub created: bool,
-    /// What was kept and the entry that holds it (to commit its manifest).
-    pub kept: Option<(KeptAt, Slot<'t>)>,
+    /// What was kept (the slot's manifest is the caller's to commit).
+    pub kept: Option<KeptAt>,
 }
 
 /// Where a kept object came from, and what it was.
@@ -817,20 +820,18 @@ impl Sandbox {
     /// the trash. If it cannot be kept (larger than `limit` bytes, not a
     /// regular file, an I/O failure), it is swapped back: nothing changes.
     ///
-    /// The trash entry (`trash`, `seq`) is made only when there is something
-    /// to keep: a write that creates a file costs the trash nothing.
-    pub fn write_keeping<'t>(
+    /// A write that creates a file keeps nothing and leaves `slot` alone.
+    pub fn write_keeping(
         &self,
         input: &str,
         contents: &[u8],
-        trash: &'t Trash,
-        seq: u64,
+        slot: &Slot<'_>,
         limit: u64,
-    ) -> Result<Written<'t>, GuardError> {
+    ) -> Result<Written, GuardError> {
         // A file created by someone else between the look and the rename is
         // kept like any other: look again (a few times at most).
         for _ in 0..3 {
-            if let Some(written) = self.write_keeping_once(input, contents, trash, seq, limit)? {
+            if let Some(written) = self.write_keeping_once(input, contents, slot, limit)? {
                 return Ok(written);
             }
         }
@@ -838,14 +839,13 @@ impl Sandbox {
     }
 
     /// One attempt; `None` when a file appeared at a missing path meanwhile.
-    fn write_keeping_once<'t>(
+    fn write_keeping_once(
         &self,
         input: &str,
         contents: &[u8],
-        trash: &'t Trash,
-        seq: u64,
+        slot: &Slot<'_>,
         limit: u64,
-    ) -> Result<Option<Written<'t>>, GuardError> {
+    ) -> Result<Option<Written>, GuardError> {
         let r = self.resolve(input, Last::FollowMaybeMissing)?;
         self.rules.check_write(&r.rel(), input)?;
         let name = self.mutable_name(&r, input, "overwrite")?;
@@ -874,7 +874,6 @@ impl Sandbox {
             return Err(too_big(input, meta.len(), limit));
         }
         let mode = meta.permissions().mode() & 0o7777;
-        let slot = trash.begin(seq).map_err(|e| not_kept(input, &e.to_string()))?;
         let tmp = self.write_temp(&r.dir, name, input, contents, Some(mode))?;
         let exchange = || rustix::fs::renameat_with(&*r.dir, &tmp, &*r.dir, name, rustix::fs::RenameFlags::EXCHANGE);
         if let Err(e) = exchange() {
@@ -901,9 +900,9 @@ impl Sandbox {
         if !same_kind(&r.dir, &tmp, Kind::File) {
             return Err(swap_back(GuardError::Changed { path: input.to_owned() }));
         }
-        let kept = keep(&r.dir, &tmp, &slot, input, limit).map_err(swap_back)?;
+        let kept = keep(&r.dir, &tmp, slot, input, limit).map_err(swap_back)?;
         let at = KeptAt { root: self.roots[r.root].host.clone(), path: rel_string, kept };
-        Ok(Some(Written { created: false, kept: Some((at, slot)) }))
+        Ok(Some(Written { created: false, kept: Some(at) }))
     }
 
     /// Where `input` resolves to (not following a final symlink), as a root
@@ -956,13 +955,9 @@ impl Sandbox {
                     rustix::fs::renameat_with(&*r.dir, &tmp, &*r.dir, name, rustix::fs::RenameFlags::EXCHANGE)
                         .map_err(|e| io_error("restoring", input, e.into()))?;
                     // `tmp` now names what was there: keep it.
-                    let kept_now = describe(&r.dir, &tmp)
-                        .and_then(|k| move_object(&r.dir, &tmp, replace.dir, replace.data()).map(|()| k));
+                    let kept_now = describe(&r.dir, &tmp).and_then(|k| replace.take(&r.dir, &tmp).map(|()| k));
                     match kept_now {
-                        Ok(k) => {
-                            seal(replace.dir, replace.data(), 0);
-                            Ok(Some(k))
-                        }
+                        Ok(k) => Ok(Some(k)),
                         Err(e) => {
                             // Swap back, so that `tmp` is the kept object again.
                             let _ = rustix::fs::renameat_with(

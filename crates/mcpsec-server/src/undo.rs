@@ -146,18 +146,10 @@ impl Undo {
         current_seq().ok_or_else(|| ToolError::Failed("internal error: no intent record for undo".into()))
     }
 
-    fn begin(&self, path: &str) -> Result<(Slot<'_>, u64), ToolError> {
-        let seq = Self::intent()?;
-        let slot = self
-            .trash
-            .begin(seq)
-            .map_err(|e| ToolError::Guard(GuardError::NotKept { path: path.to_owned(), reason: e.to_string() }))?;
-        Ok((slot, seq))
-    }
-
     /// `delete_file`, keeping what it deletes.
     pub(crate) fn delete(&self, sb: &Sandbox, tool: &str, path: &str, recursive: bool) -> Result<(), ToolError> {
-        let (slot, seq) = self.begin(path)?;
+        let seq = Self::intent()?;
+        let slot = self.trash.slot(seq);
         let at = self.with_room(path, |room| sb.remove_keeping(path, recursive, &slot, room))?;
         self.finish(&slot, seq, tool, Action::Delete, at, None)
     }
@@ -166,9 +158,10 @@ impl Undo {
     /// whether the file was created.
     pub(crate) fn write(&self, sb: &Sandbox, tool: &str, path: &str, contents: &[u8]) -> Result<bool, ToolError> {
         let seq = Self::intent()?;
-        let written = self.with_room(path, |room| sb.write_keeping(path, contents, &self.trash, seq, room))?;
+        let slot = self.trash.slot(seq);
+        let written = self.with_room(path, |room| sb.write_keeping(path, contents, &slot, room))?;
         match written.kept {
-            Some((at, slot)) => {
+            Some(at) => {
                 let left = sha256_hex(contents);
                 self.finish(&slot, seq, tool, Action::Overwrite, at, Some(left)).map(|()| false)
             }
@@ -180,7 +173,12 @@ impl Undo {
     /// the entry lets `mcpsec undo` move it back.
     pub(crate) fn moved(&self, sb: &Sandbox, tool: &str, from: &str, to: &str) -> Result<(), ToolError> {
         let (root, rel) = sb.locate_resolved(from)?;
-        let (slot, seq) = self.begin(from)?;
+        let seq = Self::intent()?;
+        let slot = self.trash.slot(seq);
+        // A move keeps nothing but its manifest: refused up front if the
+        // entry is taken, so that it can always be moved back.
+        slot.ensure_free()
+            .map_err(|e| ToolError::Guard(GuardError::NotKept { path: from.to_owned(), reason: e.to_string() }))?;
         sb.rename(from, to)?;
         let mut manifest = self.manifest(seq, tool, Action::Move, root, rel);
         manifest.moved_to = sb.locate_resolved(to).map(|(r, p)| r.join(p).display().to_string()).ok();

@@ -22,8 +22,8 @@ fn a_file_with_other_hard_links_keeps_their_mode() {
     fs::hard_link(fx.root.join("f"), fx.root.join("g")).unwrap();
     let sb = sandbox(std::slice::from_ref(&fx.root), Rules::none(), 1 << 20);
     let t = trash(&fx);
-    let w = sb.write_keeping("f", b"new", &t, 1, u64::MAX).unwrap();
-    assert_eq!(w.kept.unwrap().0.kept.entries[0].mode, 0o644);
+    let w = sb.write_keeping("f", b"new", &t.slot(1), u64::MAX).unwrap();
+    assert_eq!(w.kept.unwrap().kept.entries[0].mode, 0o644);
     assert_eq!(fs::read_to_string(fx.root.join("f")).unwrap(), "new");
     // `g` still names the old file, and its mode was not sealed to 0600.
     assert_eq!(fs::read_to_string(fx.root.join("g")).unwrap(), "old");
@@ -44,7 +44,7 @@ fn what_cannot_be_kept_is_not_removed() {
     fs::create_dir_all(fx.root.join("full/inner")).unwrap();
     let sb = sandbox(std::slice::from_ref(&fx.root), default_rules(), 1 << 20);
     let t = trash(&fx);
-    let slot = t.begin(2).unwrap();
+    let slot = t.slot(2);
     let e = sb.remove_keeping("fifo", false, &slot, u64::MAX).unwrap_err();
     assert!(matches!(e, GuardError::NotKept { .. }), "{e}");
     assert!(e.to_string().contains("left unchanged"), "{e}");
@@ -63,9 +63,9 @@ fn keeping_obeys_the_guard_and_never_leaves_the_root() {
     fs::write(fx.root.join(".git/HEAD"), "ref").unwrap();
     let sb = sandbox(std::slice::from_ref(&fx.root), default_rules(), 1 << 20);
     let t = trash(&fx);
-    let slot = t.begin(3).unwrap();
+    let slot = t.slot(3);
     for (path, refused) in [("../ws-evil/secret", true), (".git/HEAD", true), ("out/x", true)] {
-        let e = sb.write_keeping(path, b"x", &t, 30, u64::MAX).unwrap_err();
+        let e = sb.write_keeping(path, b"x", &t.slot(30), u64::MAX).unwrap_err();
         assert_eq!(e.is_refusal(), refused, "{path}: {e}");
         assert!(!e.to_string().contains(SENTINEL));
         let e = sb.remove_keeping(path, true, &slot, u64::MAX).unwrap_err();
@@ -86,16 +86,19 @@ fn an_entry_is_never_reused() {
     let sb = sandbox(std::slice::from_ref(&fx.root), Rules::none(), 1 << 20);
     let t = trash(&fx);
     // Kept data alone (no manifest yet) holds the name...
-    let slot = t.begin(7).unwrap();
-    sb.remove_keeping("a", false, &slot, u64::MAX).unwrap();
-    let e = t.begin(7).unwrap_err();
-    assert!(e.to_string().contains("exists already"), "{e}");
-    // ...and so does a manifest alone (a move's entry).
-    let e = sb.write_keeping("b", b"new", &t, 7, u64::MAX).unwrap_err();
+    sb.remove_keeping("a", false, &t.slot(7), u64::MAX).unwrap();
+    assert!(t.slot(7).ensure_free().unwrap_err().to_string().contains("exists already"));
+    let e = sb.write_keeping("b", b"new", &t.slot(7), u64::MAX).unwrap_err();
     assert!(e.to_string().contains("exists already"), "{e}");
     assert_eq!(fs::read_to_string(fx.root.join("b")).unwrap(), "b", "a refused keep changes nothing");
+    // ...and so does a manifest alone (a move's entry).
     fs::write(fx.base.join("state/trash/8.json"), "{}").unwrap();
-    assert!(t.begin(8).unwrap_err().to_string().contains("exists already"));
+    assert!(t.slot(8).ensure_free().unwrap_err().to_string().contains("exists already"));
+    let e = sb.remove_keeping("b", false, &t.slot(8), u64::MAX).unwrap_err();
+    assert!(e.to_string().contains("exists already"), "{e}");
+    assert_eq!(fs::read_to_string(fx.root.join("b")).unwrap(), "b", "a refused keep changes nothing");
+    let names: Vec<_> = fs::read_dir(&fx.root).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 1, "no temporary or staged name is left: {names:?}");
     assert_eq!(fs::metadata(fx.base.join("state/trash")).unwrap().mode() & 0o777, 0o700);
 }
 
@@ -113,12 +116,12 @@ fn entries_without_a_sound_manifest_are_listed_as_incomplete() {
     let t = trash(&fx);
     let dir = fx.base.join("state/trash");
     // 1: kept, no manifest (a crash mid-keep).
-    sb.remove_keeping("a", false, &t.begin(1).unwrap(), u64::MAX).unwrap();
+    sb.remove_keeping("a", false, &t.slot(1), u64::MAX).unwrap();
     // 2: a manifest cut short.
-    let kept = sb.remove_keeping("b", false, &t.begin(2).unwrap(), u64::MAX).unwrap();
+    let kept = sb.remove_keeping("b", false, &t.slot(2), u64::MAX).unwrap();
     fs::write(dir.join("2.json"), "{\"v\":2,\"seq\":2,\"ti").unwrap();
     // 3: a complete manifest whose kept object is gone.
-    let slot = t.begin(3).unwrap();
+    let slot = t.slot(3);
     let at = sb.remove_keeping("c", false, &slot, u64::MAX).unwrap();
     slot.commit(&manifest(3, &at)).unwrap();
     fs::remove_file(dir.join("3")).unwrap();
@@ -206,7 +209,7 @@ fn a_tree_that_cannot_be_kept_is_left_exactly_as_it_was() {
     let before = modes(&fx.root.join("tree"));
     let sb = sandbox(std::slice::from_ref(&fx.root), Rules::none(), 1 << 20);
     let t = trash(&fx);
-    let slot = t.begin(4).unwrap();
+    let slot = t.slot(4);
     let e = sb.remove_keeping("tree", true, &slot, u64::MAX).unwrap_err();
     assert!(matches!(e, GuardError::NotKept { .. }), "{e}");
     assert_eq!(modes(&fx.root.join("tree")), before);
@@ -218,7 +221,7 @@ fn a_tree_that_cannot_be_kept_is_left_exactly_as_it_was() {
         let e = sb.remove_keeping(path, false, &slot, 4096).unwrap_err();
         assert!(matches!(e, GuardError::TooBigToKeep { size: 5000, room: 4096, .. }), "{path}: {e}");
         assert_eq!(fs::read(fx.root.join("big")).unwrap().len(), 5000);
-        let e = sb.write_keeping(path, b"new", &t, 40, 4096).unwrap_err();
+        let e = sb.write_keeping(path, b"new", &t.slot(40), 4096).unwrap_err();
         assert!(matches!(e, GuardError::TooBigToKeep { .. }), "{path}: {e}");
         assert_eq!(fs::read(fx.root.join("big")).unwrap().len(), 5000);
     }
@@ -236,7 +239,7 @@ fn a_restore_is_not_redirected_by_a_symlink_planted_since() {
     fs::write(fx.root.join("a/pre-commit"), "payload").unwrap();
     let sb = sandbox(std::slice::from_ref(&fx.root), Rules::none(), 1 << 20);
     let t = trash(&fx);
-    let slot = t.begin(5).unwrap();
+    let slot = t.slot(5);
     let kept = sb.remove_keeping("a/pre-commit", false, &slot, u64::MAX).unwrap();
     fs::remove_dir(fx.root.join("a")).unwrap();
     symlink("hooks", fx.root.join("a")).unwrap();
@@ -254,14 +257,14 @@ fn only_a_write_that_replaces_something_makes_an_entry() {
     let fx = Fx::bare();
     let sb = sandbox(std::slice::from_ref(&fx.root), Rules::none(), 1 << 20);
     let t = trash(&fx);
-    let w = sb.write_keeping("new.txt", b"fresh", &t, 1, u64::MAX).unwrap();
+    let w = sb.write_keeping("new.txt", b"fresh", &t.slot(1), u64::MAX).unwrap();
     assert!(w.created && w.kept.is_none());
     assert!(t.list().unwrap().is_empty(), "no entry for a create");
     fs::write(fx.root.join("big"), vec![b'x'; 100]).unwrap();
-    let e = sb.write_keeping("big", b"small", &t, 2, 10).unwrap_err();
+    let e = sb.write_keeping("big", b"small", &t.slot(2), 10).unwrap_err();
     assert!(matches!(e, GuardError::TooBigToKeep { .. }), "{e}");
     assert!(t.list().unwrap().is_empty(), "no entry for a refusal");
-    let w = sb.write_keeping("new.txt", b"second", &t, 3, u64::MAX).unwrap();
-    let (at, slot) = w.kept.unwrap();
-    assert_eq!((slot.seq(), at.kept.size), (3, 5));
+    let w = sb.write_keeping("new.txt", b"second", &t.slot(3), u64::MAX).unwrap();
+    assert_eq!(w.kept.unwrap().kept.size, 5);
+    assert!(t.slot(3).has_data());
 }
