@@ -293,7 +293,7 @@ impl Trash {
     }
 
     /// The entry `seq` (which may or may not exist): naming it costs
-    /// nothing. A keeping operation fills it with [`Slot::take`], which
+    /// nothing. A keeping operation fills it with `Slot::take`, which
     /// never reuses an entry, and [`Slot::commit`] writes its manifest.
     pub fn slot(&self, seq: u64) -> Slot<'_> {
         Slot { dir: &self.dir, seq, name: seq.to_string(), manifest: format!("{seq}.json") }
