@@ -563,19 +563,26 @@ async fn resources_through_the_http_gateway_are_audited_as_the_user() {
     assert_eq!(summed["user"], "alice", "{summed}");
 }
 
+/// The fixture's `echo` pinned as "Echoes.", then changed to `description`
+/// (withheld): a session on the changed upstream.
+async fn pinned_then_changed(env: &Env, description: &str) -> mcpsec_e2e::Client {
+    set_fixture(env, json!({ "echo_description": "Echoes." }));
+    let c = start_fixture(env, Protocol::Legacy, &[]).await;
+    c.ok("echo", json!({ "text": "pinned" })).await;
+    c.close().await;
+    set_fixture(env, json!({ "echo_description": description }));
+    let c = start_fixture(env, Protocol::Legacy, &[]).await;
+    c.err("echo", json!({ "text": "x" })).await;
+    c
+}
+
 /// The race `pins approve --hash` closes: the upstream changes its tool again
 /// between the human's review and the approval.
 #[tokio::test]
 async fn an_approval_is_bound_to_the_definition_reviewed() {
     let env = Env::new();
-    set_fixture(&env, json!({ "echo_description": "Echoes." }));
-    let c = start_fixture(&env, Protocol::Legacy, &[]).await;
-    c.ok("echo", json!({ "text": "pinned" })).await;
-    c.close().await;
     // A harmless-looking change, reviewed by the human...
-    set_fixture(&env, json!({ "echo_description": "Echoes, politely." }));
-    let c = start_fixture(&env, Protocol::Legacy, &[]).await;
-    c.err("echo", json!({ "text": "x" })).await;
+    let c = pinned_then_changed(&env, "Echoes, politely.").await;
     let (diff, reviewed) = review(&env, "echo");
     assert!(diff.contains("politely"), "{diff}");
     // ...then swapped by the upstream before the approval.
@@ -614,13 +621,7 @@ async fn an_approval_is_bound_to_the_definition_reviewed() {
 #[tokio::test]
 async fn approve_on_a_terminal_shows_the_definition_and_asks() {
     let env = Env::new();
-    set_fixture(&env, json!({ "echo_description": "Echoes." }));
-    let c = start_fixture(&env, Protocol::Legacy, &[]).await;
-    c.ok("echo", json!({ "text": "pinned" })).await;
-    c.close().await;
-    set_fixture(&env, json!({ "echo_description": "Echoes, \u{1b}[8mquietly\u{1b}[0m." }));
-    let c = start_fixture(&env, Protocol::Legacy, &[]).await;
-    c.err("echo", json!({ "text": "x" })).await;
+    let c = pinned_then_changed(&env, "Echoes, \u{1b}[8mquietly\u{1b}[0m.").await;
     let Some((code, screen)) = env.on_a_terminal("pins approve fx echo", "n\n") else {
         eprintln!("util-linux `script` is not installed: the terminal flow was not tested");
         return;
