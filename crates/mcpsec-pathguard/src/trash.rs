@@ -538,7 +538,8 @@ fn describe_into(
     } else if ft.is_file() {
         let mut f = open_regular(dir, name)?;
         let mut h = Sha256::new();
-        let mut buf = vec![0u8; 64 << 10];
+        // A stack buffer: no allocation per kept file.
+        let mut buf = [0u8; 16 << 10];
         let mut n_total = 0u64;
         loop {
             let n = f.read(&mut buf)?;
