@@ -1,15 +1,24 @@
 //! The HTTP load run: N concurrent clients making authenticated
 //! `read_text_file` calls to `mcpsec serve --http` (the release build, the
 //! default durable audit), for calls/s, p50 and p99 latency and the
-//! server's peak RSS.
+//! server's peak RSS. It runs once per protocol generation: 2026-07-28,
+//! where every request stands alone (its version in a header and in
+//! `_meta`, no handshake, rmcp serves it statelessly), and 2025-11-25, an
+//! `initialize` handshake and then a session per client.
+//!
+//! Before them it runs the same clients against the floor, `http_floor`
+//! (an example of mcpsec-server): the same HTTP stack answering a fixed
+//! result of the same shape, with no MCP, authentication, audit or file
+//! access. Its calls/s are what this machine, loopback TCP and this client
+//! allow at all; each mcpsec row says what share of it mcpsec reaches.
 //!
 //! The client is deliberately lean, so that on a small machine it leaves
 //! the CPU to the server: one OS thread per client, one keep-alive
-//! HTTP/1.1 connection and one MCP session (protocol 2025-11-25) each,
-//! blocking reads and writes with `TCP_NODELAY`, a hand-written request and
-//! a minimal response parser (status line, headers, a `Content-Length` or
-//! chunked body). No async runtime, no HTTP library: xtask stays quick to
-//! build and the client costs a few syscalls per call.
+//! HTTP/1.1 connection each, blocking reads and writes with `TCP_NODELAY`,
+//! a hand-written request and a minimal response parser (status line,
+//! headers, a `Content-Length` or chunked body). No async runtime, no HTTP
+//! library: xtask stays quick to build and the client costs a few syscalls
+//! per call.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -34,22 +43,29 @@ pub(crate) struct HttpFigures {
     pub(crate) calls: usize,
 }
 
+/// How many clients, for how long.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    clients: usize,
+    /// Unmeasured, from the moment every client is connected.
+    warmup: Duration,
+    measure: Duration,
+}
+
 /// The goals of issue 7 at 64 clients.
 pub(crate) const GOAL_CALLS_PER_S: f64 = 20_000.0;
 pub(crate) const GOAL_P99_MS: f64 = 20.0;
 pub(crate) const GOAL_RSS_MIB: f64 = 64.0;
 
 /// Serves `root` over HTTP with `mcpsec` (its default config plus a rate
-/// limit the run never reaches), and drives it with `clients` clients.
-fn run(
-    mcpsec: &Server,
-    scratch: &super::Scratch,
-    clients: usize,
-    warmup: Duration,
-    measure: Duration,
-) -> Result<HttpFigures> {
-    let (root, fixture, content) = (&scratch.root, &scratch.fixture, &scratch.content);
-    let state = scratch.dir.join("http-state");
+/// limit the run never reaches), and drives it with `shape.clients` clients
+/// speaking `protocol`.
+fn run(mcpsec: &Server, scratch: &super::Scratch, shape: Shape, protocol: Protocol) -> Result<HttpFigures> {
+    let (root, clients) = (&scratch.root, shape.clients);
+    let state = scratch.dir.join(match protocol {
+        Protocol::Stateless => "http-state-2026",
+        Protocol::Session => "http-state-2025",
+    });
     std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
     // Room for every client: a request in flight and a session each.
     let config = format!(
@@ -74,7 +90,7 @@ fn run(
     let addr = url.and_then(|u| u.trim_start_matches("http://").trim_end_matches("/mcp").parse::<SocketAddr>().ok());
     let result = match addr {
         None => Err(anyhow::anyhow!("mcpsec serve --http exited before listening")),
-        Some(addr) => load(addr, &key, fixture, content, clients, warmup, measure).and_then(|mut f| {
+        Some(addr) => load(addr, &key, scratch, shape, protocol).and_then(|mut f| {
             f.peak_rss = super::client::peak_rss(child.id())?;
             Ok(f)
         }),
@@ -85,28 +101,58 @@ fn run(
     result
 }
 
+/// The floor: the same load against `http_floor` (crates/mcpsec-server/
+/// examples), axum on hyper answering a fixed `read_text_file`-shaped
+/// result with no MCP, no authentication, no audit and no file access.
+fn floor(workspace: &Path, build: bool, scratch: &super::Scratch, shape: Shape) -> Result<HttpFigures> {
+    let target = workspace.join("target");
+    let bin = target.join("release").join("examples").join("http_floor");
+    if build {
+        let target_arg = target.to_string_lossy().into_owned();
+        let args =
+            ["build", "--release", "-p", "mcpsec-server", "--example", "http_floor", "--target-dir", &target_arg];
+        crate::cargo(&args, &[]).context("building the http_floor example")?;
+    }
+    if !bin.is_file() {
+        bail!("{} does not exist (run without --no-build)", bin.display());
+    }
+    let (mut child, url, drain) = crate::spawn_http_server(Command::new(&bin).arg(&scratch.fixture), |_| ())?;
+    let addr = url.and_then(|u| u.trim_start_matches("http://").trim_end_matches("/mcp").parse::<SocketAddr>().ok());
+    let result = match addr {
+        None => Err(anyhow::anyhow!("http_floor exited before listening")),
+        Some(addr) => load(addr, "", scratch, shape, Protocol::Stateless).and_then(|mut f| {
+            f.peak_rss = super::client::peak_rss(child.id())?;
+            Ok(f)
+        }),
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = drain.join();
+    result
+}
+
 fn load(
     addr: SocketAddr,
-    key: &Arc<str>,
-    fixture: &str,
-    content: &str,
-    clients: usize,
-    warmup: Duration,
-    measure: Duration,
+    key: &str,
+    scratch: &super::Scratch,
+    shape: Shape,
+    protocol: Protocol,
 ) -> Result<HttpFigures> {
+    let Shape { clients, warmup, measure } = shape;
+    let (fixture, content) = (&scratch.fixture, &scratch.content);
     // Every client connects and opens its session before the clock starts.
     let ready = Arc::new(std::sync::Barrier::new(clients + 1));
     let start = Arc::new(std::sync::OnceLock::<Instant>::new());
     let probe = &content[..64];
     let threads: Vec<_> = (0..clients)
         .map(|i| {
-            let (key, ready, start) = (key.clone(), ready.clone(), start.clone());
+            let (key, ready, start) = (key.to_owned(), ready.clone(), start.clone());
             let (fixture, probe) = (fixture.to_owned(), probe.to_owned());
             std::thread::Builder::new()
                 .name(format!("http-client-{i}"))
                 .stack_size(256 * 1024)
                 .spawn(move || -> Result<Vec<u32>> {
-                    let opened = Client::open(addr, &key);
+                    let opened = Client::open(addr, &key, protocol);
                     ready.wait();
                     let mut client = opened?;
                     let start = *start.wait();
@@ -172,10 +218,34 @@ struct Client {
     /// The request head every call shares (ends before `Content-Length`).
     head: String,
     buf: Vec<u8>,
+    /// What a request's params carry besides the call (`,"_meta":{…}` or
+    /// nothing).
+    meta: &'static str,
+}
+
+/// The `_meta` a 2026-07-28 request carries instead of a handshake.
+const STATELESS_META: &str = r#","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"mcpsec-bench","version":"1"}}"#;
+
+/// Which protocol generation the clients speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// 2026-07-28: every request stands alone (rmcp serves it statelessly).
+    Stateless,
+    /// 2025-11-25: an `initialize` handshake, then a session per client.
+    Session,
+}
+
+impl Protocol {
+    fn describe(self) -> &'static str {
+        match self {
+            Protocol::Stateless => "protocol 2026-07-28 (stateless)",
+            Protocol::Session => "protocol 2025-11-25 (a session per client)",
+        }
+    }
 }
 
 impl Client {
-    fn open(addr: SocketAddr, key: &str) -> Result<Client> {
+    fn open(addr: SocketAddr, key: &str, protocol: Protocol) -> Result<Client> {
         let stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -184,7 +254,21 @@ impl Client {
             "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
              Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
         );
-        let mut c = Client { reader: BufReader::with_capacity(64 * 1024, stream), writer, head: base, buf: Vec::new() };
+        let mut c = Client {
+            reader: BufReader::with_capacity(64 * 1024, stream),
+            writer,
+            head: base,
+            buf: Vec::new(),
+            meta: "",
+        };
+        if protocol == Protocol::Stateless {
+            // Every request names its version (header and `_meta`): no handshake, no session.
+            // The calls are all `read_text_file`, so their standard headers (SEP-2243) are too.
+            c.head
+                .push_str("Mcp-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: read_text_file\r\n");
+            c.meta = STATELESS_META;
+            return Ok(c);
+        }
         let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"mcpsec-bench","version":"1"}}}"#;
         let (status, session) = c.post(init)?;
         if status != 200 {
@@ -201,7 +285,8 @@ impl Client {
 
     fn read_text_file(&mut self, id: u64, path: &str) -> Result<&str> {
         let body = format!(
-            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"read_text_file","arguments":{{"path":"{path}"}}}}}}"#
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"read_text_file","arguments":{{"path":"{path}"}}{meta}}}}}"#,
+            meta = self.meta
         );
         let (status, _) = self.post(&body)?;
         if status != 200 {
@@ -293,15 +378,27 @@ pub(crate) fn bench(
             &prepared
         }
     };
-    let f = run(mcpsec, scratch, clients, warmup, measure)?;
-    eprintln!("bench: http: {} calls in {measure:.1?} with {} clients", f.calls, f.clients);
-    let detail = format!("{} clients, keep-alive, [audit] sync = \"always\"", f.clients);
-    let figure = |what: &str, value: f64, unit: &'static str, goal: f64, at_least: bool, detail: String| {
-        super::extra::Figure { what: format!("http {what}"), value, unit, goal, at_least, detail }
-    };
-    Ok(vec![
-        figure("read_text_file calls/s", f.calls_per_s, " /s", GOAL_CALLS_PER_S, true, detail.clone()),
-        figure("p99 latency", f.p99_ms, " ms", GOAL_P99_MS, false, format!("p50 {:.2} ms; {detail}", f.p50_ms)),
-        figure("server peak RSS", f.peak_rss as f64 / (1024.0 * 1024.0), " MiB", GOAL_RSS_MIB, false, detail),
-    ])
+    let mut figures = Vec::new();
+    let shape = Shape { clients, warmup, measure };
+    let floor = floor(workspace, build, scratch, shape)?;
+    eprintln!("bench: http floor: {} calls in {measure:.1?} with {} clients", floor.calls, floor.clients);
+    for (protocol, tag) in [(Protocol::Stateless, "2026"), (Protocol::Session, "2025")] {
+        let f = run(mcpsec, scratch, shape, protocol)?;
+        eprintln!("bench: http {tag}: {} calls in {measure:.1?} with {} clients", f.calls, f.clients);
+        let detail = format!("{} clients, keep-alive, {}, [audit] sync = \"always\"", f.clients, protocol.describe());
+        let figure = |what: &str, value: f64, unit: &'static str, goal: f64, at_least: bool, detail: String| {
+            super::extra::Figure { what: format!("http {tag} {what}"), value, unit, goal, at_least, detail }
+        };
+        let of_floor = format!(
+            "{:.0} % of the floor's {:.0} /s; {detail}",
+            100.0 * f.calls_per_s / floor.calls_per_s,
+            floor.calls_per_s
+        );
+        figures.extend([
+            figure("read_text_file calls/s", f.calls_per_s, " /s", GOAL_CALLS_PER_S, true, of_floor),
+            figure("p99 latency", f.p99_ms, " ms", GOAL_P99_MS, false, format!("p50 {:.2} ms; {detail}", f.p50_ms)),
+            figure("server peak RSS", f.peak_rss as f64 / (1024.0 * 1024.0), " MiB", GOAL_RSS_MIB, false, detail),
+        ]);
+    }
+    Ok(figures)
 }
