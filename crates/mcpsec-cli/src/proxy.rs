@@ -12,7 +12,8 @@ use crate::{Global, usage};
 #[derive(Debug, Args)]
 pub struct ProxyArgs {
     /// The upstream's name: in audit records (NAME/TOOL), tool pins and
-    /// `[proxy.NAME]` in the config [default: the command's file name]
+    /// `[proxy.NAME]` in the config [default: the package or script the
+    /// command runs through npx, uvx, pipx, node, python or deno, else its file name]
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
     /// The principal every call is made for [default: the OS user] (stdio only).
@@ -29,15 +30,7 @@ pub fn run(global: &Global, args: ProxyArgs) -> Result<()> {
     std::thread::spawn(mcpsec_audit::redact::warm_up);
     let http_front = args.http.front()?;
     let (config, config_file) = crate::load_config(global)?;
-    let name = match args.name {
-        Some(n) => n,
-        None => args
-            .command
-            .first()
-            .and_then(|p| std::path::Path::new(p).file_name())
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-    };
+    let name = args.name.unwrap_or_else(|| mcpsec_core::proxy::default_upstream_name(&args.command));
     mcpsec_core::proxy::validate_upstream_name(&name).map_err(|m| usage(format!("--name: {m}")))?;
     let settings = config.proxy.get(&name).cloned().unwrap_or_default();
     let principal = Principal::new(args.user.unwrap_or_else(crate::os_user));

@@ -101,6 +101,107 @@ pub fn validate_upstream_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// The name `mcpsec proxy` gives an upstream started as `command` when
+/// `--name` is not given: the package or script a launcher runs, else the
+/// program's file name. Two servers started through the same launcher
+/// (`npx -y @modelcontextprotocol/server-filesystem`, `npx -y
+/// @acme/server-git`) so get names of their own (`server-filesystem`,
+/// `server-git`) rather than sharing `npx`, and with it their pins, their
+/// `[proxy.NAME]` section and their name in the audit log.
+///
+/// - `npx`, `bunx`, `pnpx`, `uvx`, `pipx run`: the first argument that is not
+///   a flag (or `--package`/`-p`/`--from`'s value), without its scope
+///   (`@scope/`) or version (`@1.2`, `==1.2`, `[extra]`);
+/// - `python`, `python3`, `node`, `deno run`, `bun run`: `-m MODULE`'s
+///   module, else the script's file name without its extension;
+/// - anything else: the program's file name.
+///
+/// Only that one argument is used, never the others (which may hold
+/// secrets). Characters a name cannot hold become `-`, and it is cut to 64;
+/// if nothing is left, the program's file name is the name.
+pub fn default_upstream_name(command: &[std::ffi::OsString]) -> String {
+    let file_name = |s: &str| s.rsplit('/').next().unwrap_or(s).to_owned();
+    let Some(program) = command.first().map(|p| file_name(&p.to_string_lossy())) else {
+        return String::new();
+    };
+    let args: Vec<String> = command[1..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let launcher = program.strip_suffix(".exe").unwrap_or(&program);
+    let derived = match launcher {
+        "npx" | "bunx" | "pnpx" | "uvx" => package_argument(&args).map(|p| package_name(&p)),
+        "pipx" if args.first().is_some_and(|a| a == "run") => package_argument(&args[1..]).map(|p| package_name(&p)),
+        "deno" | "bun" if args.first().is_some_and(|a| a == "run") => script_argument(&args[1..]),
+        "bun" => script_argument(&args),
+        l if l == "node" || l == "python" || l.starts_with("python3") => script_argument(&args),
+        _ => None,
+    };
+    let clean = |n: &str| -> String {
+        let mut out: String = n
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '-' })
+            .take(64)
+            .collect();
+        while out.starts_with('.') {
+            out.remove(0);
+        }
+        out
+    };
+    match derived.map(|d| clean(&d)) {
+        Some(d) if validate_upstream_name(&d).is_ok() => d,
+        _ => clean(&program),
+    }
+}
+
+/// The package a package runner runs: `--package`/`-p`/`--from`'s value,
+/// else the first argument that is not a flag.
+fn package_argument(args: &[String]) -> Option<String> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if let Some(v) = a.strip_prefix("--package=").or_else(|| a.strip_prefix("--from=")) {
+            return Some(v.to_owned());
+        }
+        if matches!(a.as_str(), "--package" | "-p" | "--from") {
+            return it.next().cloned();
+        }
+        if a == "--" {
+            return it.next().cloned();
+        }
+        if !a.starts_with('-') {
+            return Some(a.clone());
+        }
+    }
+    None
+}
+
+/// `@scope/name@1.2` → `name`; `name==1.2`, `name[extra]`, `name>=1` → `name`.
+fn package_name(spec: &str) -> String {
+    let unscoped = match spec.strip_prefix('@') {
+        Some(rest) => rest.split_once('/').map_or(rest, |(_, name)| name),
+        None => spec,
+    };
+    let end = unscoped.find(['@', '=', '<', '>', '~', '!', '[', ';', ' ']).unwrap_or(unscoped.len());
+    unscoped[..end].rsplit('/').next().unwrap_or_default().to_owned()
+}
+
+/// `-m MODULE`'s module, else the first argument that is not a flag, as a
+/// file name without its extension.
+fn script_argument(args: &[String]) -> Option<String> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "-m" {
+            return it.next().map(|m| m.rsplit('/').next().unwrap_or(m).to_owned());
+        }
+        if !a.starts_with('-') {
+            let name = a.rsplit('/').next().unwrap_or(a);
+            let stem = match name.rsplit_once('.') {
+                Some((stem, _)) if !stem.is_empty() => stem,
+                _ => name,
+            };
+            return Some(stem.to_owned());
+        }
+    }
+    None
+}
+
 fn tool_glob(pattern: &str) -> Result<globset::GlobMatcher, String> {
     globset::GlobBuilder::new(pattern)
         .literal_separator(false)
@@ -164,6 +265,33 @@ pub(crate) fn parse(raw: BTreeMap<String, RawProxy>) -> Result<BTreeMap<String, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_names_come_from_what_a_launcher_runs() {
+        let name = |cmd: &[&str]| default_upstream_name(&cmd.iter().map(Into::into).collect::<Vec<_>>());
+        assert_eq!(name(&["npx", "-y", "@modelcontextprotocol/server-filesystem", "/srv/data"]), "server-filesystem");
+        assert_eq!(name(&["/usr/bin/npx", "--yes", "@acme/server-git@1.2.3", "--token", "s3cret"]), "server-git");
+        assert_eq!(name(&["npx", "-p", "@acme/mcp-tools", "acme-mcp"]), "mcp-tools");
+        assert_eq!(name(&["npx", "mcp-server-time@latest"]), "mcp-server-time");
+        assert_eq!(name(&["uvx", "mcp-server-fetch==0.6", "--ignore-robots-txt"]), "mcp-server-fetch");
+        assert_eq!(name(&["uvx", "--from", "git+https://example.com/x/mcp-git.git", "mcp-git"]), "mcp-git.git");
+        assert_eq!(name(&["pipx", "run", "mcp-server-sqlite[cli]"]), "mcp-server-sqlite");
+        assert_eq!(name(&["python3", "-m", "mcp_server_time", "--tz", "UTC"]), "mcp_server_time");
+        assert_eq!(name(&["node", "--no-warnings", "dist/weather.js"]), "weather");
+        assert_eq!(name(&["deno", "run", "-A", "server.ts"]), "server");
+        assert_eq!(name(&["/opt/bin/my-mcp-server", "--port", "1"]), "my-mcp-server");
+        // Nothing to go by: the launcher's own name.
+        assert_eq!(name(&["npx"]), "npx");
+        assert_eq!(name(&["node", "-e", "-"]), "node");
+        // Whatever a name cannot hold becomes `-`, and it stays valid.
+        assert_eq!(name(&["node", "my server!.js"]), "my-server-");
+        assert_eq!(name(&["python3", "-m", "../.."]), "python3");
+        let long = format!("{}.js", "a".repeat(100));
+        assert_eq!(name(&["node", &long]).len(), 64);
+        for cmd in [&["npx", "@/"][..], &["uvx", "=="], &["node", ".js"], &["node", "..."]] {
+            assert!(validate_upstream_name(&name(cmd)).is_ok(), "{cmd:?} → {}", name(cmd));
+        }
+    }
     use crate::Config;
 
     fn err(text: &str) -> String {
