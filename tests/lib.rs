@@ -196,9 +196,13 @@ impl Env {
         self.mcpsec_command(&args, extra.contains(&"--config"))
     }
 
-    /// A command line for `mcpsec proxy --name NAME EXTRA… -- UPSTREAM…`.
+    /// A command line for `mcpsec proxy --name NAME EXTRA… -- UPSTREAM…`
+    /// (without `--name` if `name` is empty).
     pub fn proxy_command(&self, name: &str, extra: &[&str], upstream: &[&str]) -> tokio::process::Command {
-        let mut args: Vec<std::ffi::OsString> = vec!["proxy".into(), "--name".into(), name.into()];
+        let mut args: Vec<std::ffi::OsString> = vec!["proxy".into()];
+        if !name.is_empty() {
+            args.extend(["--name".into(), name.into()]);
+        }
         args.extend(extra.iter().map(Into::into));
         args.push("--".into());
         args.extend(upstream.iter().map(Into::into));
@@ -758,4 +762,76 @@ pub fn initialize_body() -> String {
         "params": { "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": { "name": "raw", "version": "1" } }
     })
     .to_string()
+}
+
+/// A self-signed certificate for `localhost`, its files in an env (the key
+/// 0600, as `--tls-key` requires), and a TLS client that trusts only it.
+pub struct TestCert {
+    /// `--tls-cert`.
+    pub cert: PathBuf,
+    /// `--tls-key`.
+    pub key: PathBuf,
+    /// Connects to `localhost` trusting this certificate alone.
+    pub connector: tokio_rustls::TlsConnector,
+}
+
+impl std::fmt::Debug for TestCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestCert").field("cert", &self.cert).field("key", &self.key).finish_non_exhaustive()
+    }
+}
+
+impl Env {
+    /// Generates a [`TestCert`] under `tls/` in this env.
+    pub fn test_cert(&self) -> TestCert {
+        use tokio_rustls::rustls;
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        self.write("tls/cert.pem", &generated.cert.pem());
+        self.write("tls/key.pem", &generated.signing_key.serialize_pem());
+        let key = self.path().join("tls/key.pem");
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(generated.cert.der().clone()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        TestCert {
+            cert: self.path().join("tls/cert.pem"),
+            key,
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        }
+    }
+}
+
+impl TestCert {
+    /// `--tls-cert CERT --tls-key KEY`.
+    pub fn args(&self) -> [&str; 4] {
+        ["--tls-cert", self.cert.to_str().unwrap(), "--tls-key", self.key.to_str().unwrap()]
+    }
+
+    /// One `POST /mcp` over TLS to `url`'s port (as `localhost`), with a
+    /// bearer key if `auth` and `headers` besides: what came back within 3 s.
+    pub async fn post(&self, url: &str, auth: Option<&str>, headers: &[(&str, &str)], body: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let port: u16 = url.rsplit(':').next().unwrap().trim_end_matches("/mcp").parse().unwrap();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = self.connector.connect(name, tcp).await.unwrap();
+        let mut extra = auth.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+        for (k, v) in headers {
+            extra.push_str(&format!("{k}: {v}\r\n"));
+        }
+        let request = format!(
+            "POST /mcp HTTP/1.1\r\nHost: localhost\r\n{extra}Content-Type: application/json\r\n\
+             Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), tls.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
 }

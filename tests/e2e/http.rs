@@ -288,53 +288,16 @@ async fn a_call_under_way_at_sigterm_finishes_and_is_recorded_before_the_stop() 
     assert_eq!(events[n - 2], ("tool_call", Some("ok")), "the call's result is recorded before the stop: {events:?}");
 }
 
-/// One request over TLS to `port`, trusting `connector`'s roots; what came back within 3 s.
-async fn https_request(connector: &tokio_rustls::TlsConnector, port: u16, auth: Option<&str>, body: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = connector.connect(name, tcp).await.unwrap();
-    let auth = auth.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
-    let request = format!(
-        "POST /mcp HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\n\
-         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    tls.write_all(request.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), tls.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[tokio::test]
 async fn https_with_a_generated_certificate_authenticates_every_request() {
-    use std::sync::Arc;
-    use tokio_rustls::rustls;
     let env = Env::new();
     let alice = env.add_user("alice");
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    env.write("tls/cert.pem", &cert.cert.pem());
-    env.write("tls/key.pem", &cert.signing_key.serialize_pem());
-    let key_path = env.path().join("tls/key.pem");
-    std::fs::set_permissions(&key_path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let cert_path = env.path().join("tls/cert.pem");
-    let server =
-        env.serve_http(&["--tls-cert", cert_path.to_str().unwrap(), "--tls-key", key_path.to_str().unwrap()]).await;
+    let tls = env.test_cert();
+    let server = env.serve_http(&tls.args()).await;
     assert!(server.url.starts_with("https://127.0.0.1:"), "{}", server.url);
-    let port: u16 = server.url.rsplit(':').next().unwrap().trim_end_matches("/mcp").parse().unwrap();
-
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let answer = https_request(&connector, port, None, &initialize_body()).await;
+    let answer = tls.post(&server.url, None, &[], &initialize_body()).await;
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
-    let answer = https_request(&connector, port, Some(&alice), &initialize_body()).await;
+    let answer = tls.post(&server.url, Some(&alice), &[], &initialize_body()).await;
     assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("\"mcpsec\""), "{answer}");
 
     // Plain HTTP to the HTTPS port gets no HTTP answer.
@@ -349,19 +312,10 @@ async fn https_with_a_generated_certificate_authenticates_every_request() {
     assert_eq!(records.iter().find(|r| r["event"] == "server_start").unwrap()["details"]["tls"], true);
 
     // A world-readable key is refused before anything is served.
-    std::fs::set_permissions(&key_path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    let out = env
-        .command(&[
-            "--http",
-            "127.0.0.1:0",
-            "--tls-cert",
-            cert_path.to_str().unwrap(),
-            "--tls-key",
-            key_path.to_str().unwrap(),
-        ])
-        .output()
-        .await
-        .unwrap();
+    std::fs::set_permissions(&tls.key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let mut args = vec!["--http", "127.0.0.1:0"];
+    args.extend(tls.args());
+    let out = env.command(&args).output().await.unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
 

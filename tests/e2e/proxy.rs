@@ -302,6 +302,28 @@ async fn every_call_is_audited_with_the_upstream_name_and_the_log_verifies() {
 }
 
 #[tokio::test]
+async fn without_a_name_the_upstream_is_named_after_the_script_it_runs() {
+    let env = Env::new();
+    set_fixture(&env, json!({}));
+    // `node …/fixtures/upstream.mjs`: `upstream`, not `node`.
+    let mut cmd = env.proxy_command("", &[], &strs(&fixture_upstream()));
+    cmd.env("FIXTURE_STATE", env.path().join("fixture.json"));
+    let c = mcpsec_e2e::Client::connect(cmd, Protocol::Legacy).await;
+    c.ok("echo", json!({ "text": "one" })).await;
+    c.close().await;
+    let records = env.audit_records();
+    let start = records.iter().find(|r| r["event"] == "server_start").unwrap();
+    assert_eq!(start["details"]["upstream"], "upstream");
+    assert_eq!(start["details"]["program"], "node");
+    assert!(records.iter().any(|r| r["tool"] == "upstream/echo" && r["outcome"] == "ok"), "{records:?}");
+    let (code, out, err) = env.cli(&["pins", "list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let pins: Value = serde_json::from_str(&out).unwrap();
+    let upstreams: Vec<&str> = pins.as_array().unwrap().iter().filter_map(|p| p["upstream"].as_str()).collect();
+    assert!(!upstreams.is_empty() && upstreams.iter().all(|u| *u == "upstream"), "{out}");
+}
+
+#[tokio::test]
 async fn an_upstream_crash_mid_call_is_a_tool_error_and_the_next_call_restarts_it() {
     let env = Env::new();
     let c = start_fixture(&env, Protocol::Legacy, &[]).await;
@@ -480,6 +502,41 @@ async fn the_gateway_over_http_needs_a_key_and_acts_as_the_authenticated_user() 
 
 /// One upstream behind every HTTP session: an approval, a crash and a
 /// list change seen through one session count for all of them.
+#[tokio::test]
+async fn the_gateway_serves_https_and_calls_over_it_are_authenticated_and_audited() {
+    let env = Env::new();
+    let alice = env.add_user("alice");
+    let tls = env.test_cert();
+    let server = fixture_http(&env, &tls.args()).await;
+    assert!(server.url.starts_with("https://127.0.0.1:"), "{}", server.url);
+    // A stateless (2026-07-28) call of the upstream's `echo`, over TLS.
+    let call = json!({
+        "jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {
+            "name": "echo", "arguments": { "text": "over tls" },
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/clientInfo": { "name": "raw", "version": "1" }
+            }
+        }
+    })
+    .to_string();
+    let headers = [("Mcp-Protocol-Version", "2026-07-28"), ("Mcp-Method", "tools/call"), ("Mcp-Name", "echo")];
+    let refused = tls.post(&server.url, None, &headers, &call).await;
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    let answer = tls.post(&server.url, Some(&alice), &headers, &call).await;
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("over tls"), "{answer}");
+    assert!(answer.contains("dev.mcpsec/untrusted"), "the upstream's result is marked: {answer}");
+    assert_eq!(server.stop().await, 0);
+    let records = env.audit_records();
+    let start = records.iter().find(|r| r["event"] == "server_start").unwrap();
+    assert_eq!((&start["details"]["tls"], &start["details"]["upstream"]), (&json!(true), &json!(FX)));
+    let call = records.iter().find(|r| r["tool"] == "fx/echo").expect("the call is audited");
+    assert_eq!((&call["user"], &call["outcome"]), (&json!("alice"), &json!("ok")));
+    assert!(records.iter().any(|r| r["event"] == "auth_failure"), "the keyless request is audited");
+}
+
 #[tokio::test]
 async fn http_sessions_share_one_upstream_its_pins_and_its_restarts() {
     let env = Env::new();
