@@ -324,6 +324,42 @@ async fn without_a_name_the_upstream_is_named_after_the_script_it_runs() {
 }
 
 #[tokio::test]
+async fn arguments_outside_the_pinned_input_schema_never_reach_the_upstream() {
+    let env = Env::new();
+    set_fixture(&env, json!({ "strict_tools": true }));
+    let c = start_fixture(&env, Protocol::Legacy, &[]).await;
+    let echoed = c.ok("strict", json!({ "n": 3, "id": "abc" })).await;
+    assert!(echoed.contains("abc"), "{echoed}");
+    for (args, what) in [
+        (json!({ "n": "3" }), "/n"),
+        (json!({ "n": 11 }), "/n"),
+        (json!({ "id": "abc" }), "\"n\""),
+        (json!({ "n": 1, "id": "ABC" }), "/id"),
+        // A parameter the reviewed schema does not declare.
+        (json!({ "n": 1, "command": "rm -rf ~" }), "command"),
+    ] {
+        let e = c.err("strict", args.clone()).await;
+        assert!(e.contains("invalid arguments for `fx/strict`") && e.contains(what), "{args}: {e}");
+        assert!(e.contains("input schema"), "{e}");
+    }
+    // A pattern that backtracks for ever is cut off: refused, not hung.
+    let e = c.err("lookahead", json!({ "w": format!("{}!", "a".repeat(64)) })).await;
+    assert!(e.contains("invalid arguments for `fx/lookahead`"), "{e}");
+    // A schema that needs a remote document cannot be checked (mcpsec
+    // fetches nothing an upstream points at): the tool is not called.
+    let e = c.err("remote_ref", json!({ "x": 1 })).await;
+    assert!(e.contains("refused") && e.contains("input schema"), "{e}");
+    c.close().await;
+    let records = env.audit_records();
+    let outcomes = |tool: &str| -> Vec<String> {
+        records.iter().filter(|r| r["tool"] == tool).map(|r| r["outcome"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(outcomes("fx/strict"), ["ok", "invalid", "invalid", "invalid", "invalid", "invalid"]);
+    assert_eq!(outcomes("fx/lookahead"), ["invalid"]);
+    assert_eq!(outcomes("fx/remote_ref"), ["denied"]);
+}
+
+#[tokio::test]
 async fn an_upstream_crash_mid_call_is_a_tool_error_and_the_next_call_restarts_it() {
     let env = Env::new();
     let c = start_fixture(&env, Protocol::Legacy, &[]).await;

@@ -465,7 +465,7 @@ impl McpsecServer {
             }
             Found::Upstream(up, t) => {
                 let source = format!("upstream:{}", up.name()).into();
-                (up.call(&t.tool, args).await, Some(Untrusted { source, sanitize: true }), None)
+                (up.call(t, args).await, Some(Untrusted { source, sanitize: true }), None)
             }
         };
         if let Some(kept) = kept {
@@ -478,7 +478,7 @@ impl McpsecServer {
             },
             Err(ToolError::Guard(e)) if e.is_refusal() => Ending::Denied(e.to_string()),
             Err(ToolError::Refused(m)) => Ending::Denied(m),
-            Err(e @ ToolError::Invalid { .. }) => Ending::Invalid(e.to_string()),
+            Err(e @ (ToolError::Invalid { .. } | ToolError::Mismatch { .. })) => Ending::Invalid(e.to_string()),
             Err(e) => Ending::Error(e.to_string()),
         };
         self.finish(name, facts, ending, started).await.map(Into::into)

@@ -15,6 +15,9 @@
 //!   an approval takes effect without a restart;
 //! - its annotations never make a tool read-only unless it says so, and the
 //!   config always wins ([`mcpsec_core::proxy`]);
+//! - a call is forwarded only if its arguments match the input schema the
+//!   tool declared, as pinned (`ArgumentCheck`); a schema is never allowed to
+//!   make mcpsec read a file or fetch a URL;
 //! - what it says (descriptions, titles, schemas, results) is sanitised of
 //!   terminal escapes and invisible Unicode ([`mcpsec_core::scan::sanitize`]);
 //!   results are marked untrusted and scanned by the pipeline;
@@ -100,6 +103,8 @@ pub(crate) struct UpstreamTool {
     pub qualified: String,
     /// The capability it is mapped to.
     pub capability: Capability,
+    /// How its arguments are checked before they are forwarded.
+    pub arguments: Arc<ArgumentCheck>,
 }
 
 /// The answer to [`Upstream::lookup`].
@@ -122,6 +127,76 @@ struct Entry {
     held: Option<Held>,
     /// What `tools/list` shows (sanitised, with the token argument if gated).
     listed: Tool,
+    /// How its arguments are checked (offered tools only).
+    arguments: Option<Arc<ArgumentCheck>>,
+}
+
+/// The check of a call's arguments against the input schema the upstream
+/// declared for the tool, exactly as pinned (not the sanitised copy
+/// `tools/list` shows).
+#[derive(Debug)]
+pub(crate) enum ArgumentCheck {
+    /// The compiled schema.
+    Schema(jsonschema::Validator),
+    /// The schema cannot be used (invalid, or it refers to a document
+    /// elsewhere, which mcpsec does not fetch): the tool is not called.
+    Unusable(String),
+}
+
+/// The most schema errors a refusal lists.
+const MAX_ARGUMENT_ERRORS: usize = 3;
+
+/// How far a `pattern` with lookaround or backreferences (a backtracking
+/// engine) may search before the value is refused; patterns without them
+/// run on a linear-time engine.
+const PATTERN_BACKTRACK_LIMIT: usize = 100_000;
+
+impl ArgumentCheck {
+    /// Compiles `schema`. No reference outside it is followed: no file is
+    /// read and no URL fetched on an upstream's say-so.
+    fn new(schema: &JsonObject) -> ArgumentCheck {
+        let schema = serde_json::Value::Object(schema.clone());
+        let options = jsonschema::options().with_pattern_options(
+            jsonschema::PatternOptions::fancy_regex().backtrack_limit(PATTERN_BACKTRACK_LIMIT).size_limit(1 << 20),
+        );
+        match options.build(&schema) {
+            Ok(v) => ArgumentCheck::Schema(v),
+            Err(e) => ArgumentCheck::Unusable(upstream_text(&e.to_string())),
+        }
+    }
+
+    /// Refuses arguments that do not match the schema, saying where and why.
+    pub(crate) fn check(&self, qualified: &str, args: &JsonObject) -> Result<(), crate::tools::ToolError> {
+        let schema = match self {
+            ArgumentCheck::Schema(v) => v,
+            ArgumentCheck::Unusable(why) => {
+                return Err(crate::tools::ToolError::Refused(format!(
+                    "refused: calling `{qualified}`: mcpsec cannot check its arguments against the input schema the \
+                     upstream declared ({why}), so it does not call it. The upstream's author can fix the schema"
+                )));
+            }
+        };
+        let instance = serde_json::Value::Object(args.clone());
+        let mut errors = schema.iter_errors(&instance).peekable();
+        if errors.peek().is_none() {
+            return Ok(());
+        }
+        let found: Vec<String> = errors
+            .take(MAX_ARGUMENT_ERRORS)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                let at = if at.is_empty() { "the arguments".to_owned() } else { format!("`{at}`") };
+                format!("{at}: {}", upstream_text(&e.to_string()).chars().take(200).collect::<String>())
+            })
+            .collect();
+        Err(crate::tools::ToolError::Mismatch {
+            tool: qualified.to_owned(),
+            message: format!(
+                "they do not match the input schema the upstream declared for it (and a human pinned): {}",
+                found.join("; ")
+            ),
+        })
+    }
 }
 
 /// Why a tool is withheld.
@@ -448,7 +523,8 @@ impl Upstream {
             let placeholder = || Tool::new(tool.name.clone(), "", Arc::new(JsonObject::new()));
             let Some(capability) = self.capability(tool) else {
                 // Not pinned either: it is never offered while unmapped.
-                let entry = Entry { capability: None, held: Some(Held::Unmapped), listed: placeholder() };
+                let entry =
+                    Entry { capability: None, held: Some(Held::Unmapped), listed: placeholder(), arguments: None };
                 entries.insert(tool.name.to_string(), entry);
                 continue;
             };
@@ -460,7 +536,12 @@ impl Upstream {
                     Some(&tool.name),
                     format!("withheld: its definition is {size} bytes, more than the {MAX_DEFINITION} mcpsec accepts"),
                 );
-                let entry = Entry { capability: Some(capability), held: Some(Held::TooLarge), listed: placeholder() };
+                let entry = Entry {
+                    capability: Some(capability),
+                    held: Some(Held::TooLarge),
+                    listed: placeholder(),
+                    arguments: None,
+                };
                 entries.insert(tool.name.to_string(), entry);
                 continue;
             }
@@ -482,7 +563,8 @@ impl Upstream {
                 crate::handler::add_token_argument(&mut listed);
             }
             let held = (!status.is_offered()).then_some(Held::Pin(status));
-            entries.insert(tool.name.to_string(), Entry { capability: Some(capability), held, listed });
+            let arguments = held.is_none().then(|| Arc::new(ArgumentCheck::new(&tool.input_schema)));
+            entries.insert(tool.name.to_string(), Entry { capability: Some(capability), held, listed, arguments });
         }
         catalog.entries = entries;
         catalog.version = Some(self.pins.data_version().map_err(store_failed)?);
@@ -547,25 +629,26 @@ impl Upstream {
         let catalog = self.catalog();
         let Some(entry) = catalog.entries.get(name) else { return Lookup::Unknown };
         let up = &self.name;
-        let message = match (entry.held, entry.capability) {
-            (None, Some(capability)) => {
-                return Lookup::Offered(UpstreamTool { tool: name.to_owned(), qualified, capability });
+        let message = match (entry.held, entry.capability, &entry.arguments) {
+            (None, Some(capability), Some(arguments)) => {
+                let arguments = arguments.clone();
+                return Lookup::Offered(UpstreamTool { tool: name.to_owned(), qualified, capability, arguments });
             }
-            (Some(Held::Unmapped), _) | (None, None) => format!(
+            (Some(Held::Unmapped), ..) | (None, ..) => format!(
                 "refused: the tool `{name}` of the upstream `{up}` is not offered: no pattern under [proxy.{up}.tools] \
                  maps it to a capability, and [proxy.{up}] unmapped = \"deny\". The operator can map it (e.g. \
                  `\"{name}\" = \"read_files\"` under [proxy.{up}.tools]) and restart the gateway"
             ),
-            (Some(Held::TooLarge), _) => format!(
+            (Some(Held::TooLarge), ..) => format!(
                 "refused: the tool `{name}` of the upstream `{up}` is withheld: its definition is larger than the \
                  {MAX_DEFINITION} bytes mcpsec accepts (a description that long is more likely to carry instructions \
                  than to describe a tool)"
             ),
-            (Some(Held::Pin(PinStatus::Overflow)), _) => format!(
+            (Some(Held::Pin(PinStatus::Overflow)), ..) => format!(
                 "refused: the tool `{name}` of the upstream `{up}` is withheld: {}",
                 self.withheld_reason(PinStatus::Overflow)
             ),
-            (Some(Held::Pin(status)), _) => format!(
+            (Some(Held::Pin(status)), ..) => format!(
                 "refused: the tool `{name}` of the upstream `{up}` is withheld: {}. A changed description or schema \
                  can carry instructions for the model, so mcpsec offers it only once a human has looked. Run \
                  `mcpsec pins diff {up} {name}` to see it, then the `mcpsec pins approve {up} {name} --hash …` \
@@ -576,8 +659,11 @@ impl Upstream {
         Lookup::Withheld { qualified, message }
     }
 
-    /// Forwards one call (the capability token already removed).
-    pub(crate) async fn call(&self, tool: &str, args: JsonObject) -> Result<CallToolResult, ToolError> {
+    /// Forwards one call (the capability token already removed) if its
+    /// arguments match the tool's pinned input schema.
+    pub(crate) async fn call(&self, t: &UpstreamTool, args: JsonObject) -> Result<CallToolResult, ToolError> {
+        t.arguments.check(&t.qualified, &args)?;
+        let tool = t.tool.as_str();
         let peer = self.peer().await.map_err(|m| ToolError::Failed(format!("{m}; the call was not forwarded")))?;
         let mut params = CallToolRequestParams::new(tool.to_owned());
         params.arguments = Some(args);

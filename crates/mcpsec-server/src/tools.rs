@@ -27,6 +27,15 @@ pub enum ToolError {
         /// What is wrong.
         message: String,
     },
+    /// The arguments of an upstream's tool do not match the input schema it
+    /// declared (and a human pinned).
+    #[error("invalid arguments for `{tool}`: {message}")]
+    Mismatch {
+        /// The tool (`NAME/TOOL`).
+        tool: String,
+        /// What is wrong, and where.
+        message: String,
+    },
     /// The path guard refused or failed.
     #[error(transparent)]
     Guard(#[from] GuardError),
