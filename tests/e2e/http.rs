@@ -140,7 +140,15 @@ async fn dns_rebinding_and_cross_origin_requests_are_refused() {
         let (status, _, body) =
             raw_post(&server.url, &[("authorization", &auth), (name, value)], initialize_body()).await;
         assert_eq!(status, 403, "{name}: {value}: {body}");
+        // What was refused, why, and what the operator can change.
+        let setting = if name == "host" { "[http] allowed_hosts" } else { "[http] allowed_origins" };
+        assert!(body.contains(value) && body.contains(setting), "{name}: {body}");
     }
+    let refused: Vec<Value> = env.audit_records().into_iter().filter(|r| r["event"] == "request_refused").collect();
+    assert_eq!(refused.len(), 3, "{refused:?}");
+    assert_eq!((refused[0]["user"].as_str(), refused[0]["outcome"].as_str()), (Some("alice"), Some("denied")));
+    assert_eq!(refused[0]["details"]["host"], "evil.example");
+    assert_eq!(refused[1]["details"]["origin"], "http://evil.example");
     // The server's own loopback origin is same-origin and passes (the
     // conformance suite's dns-rebinding-protection scenario sends it); the
     // same port under another name, or another port, does not.
@@ -177,6 +185,10 @@ async fn an_oversized_body_is_refused() {
     let big = json!({"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"pad": "x".repeat(8192)}}).to_string();
     let (status, _, body) = raw_post(&server.url, &[("authorization", &auth)], big).await;
     assert_eq!(status, 413, "{body}");
+    assert!(body.contains("4096 bytes") && body.contains("[http] max_body"), "{body}");
+    let refused: Vec<Value> = env.audit_records().into_iter().filter(|r| r["event"] == "request_refused").collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["details"]["status"], 413);
     // The server is still up.
     let (status, _, _) = raw_post(&server.url, &[("authorization", &auth)], initialize_body()).await;
     assert_eq!(status, 200);

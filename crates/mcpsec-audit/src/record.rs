@@ -65,6 +65,10 @@ pub enum EventKind {
     /// user's session (404), or one session more than `[http] max_sessions`
     /// (429).
     SessionRefused,
+    /// An authenticated HTTP request was refused by the transport's checks:
+    /// a `Host` or `Origin` not allowed (403), or a body over
+    /// `[http] max_body` (413).
+    RequestRefused,
 }
 
 impl EventKind {
@@ -86,6 +90,7 @@ impl EventKind {
             EventKind::UserRemove => "user_remove",
             EventKind::UpstreamWithheld => "upstream_withheld",
             EventKind::SessionRefused => "session_refused",
+            EventKind::RequestRefused => "request_refused",
         }
     }
 }

@@ -25,7 +25,9 @@
 //!
 //! rmcp then checks `Host` and `Origin` against the allowlists (403: DNS
 //! rebinding and cross-origin browser requests; the server's own loopback
-//! origin, `http://127.0.0.1:PORT` as bound, is same-origin and passes) and the body size (413),
+//! origin, `http://127.0.0.1:PORT` as bound, is same-origin and passes) and the body size (413);
+//! the gate answers those refusals with what was refused, why and what the
+//! operator can change, and records them (`request_refused`),
 //! and the pipeline acts as the authenticated user (put into the request's
 //! extensions by the gate, read back by `call_tool`).
 
@@ -160,6 +162,7 @@ pub(crate) async fn serve(
         answering: Arc::new(Answering::default()),
         owners: Arc::new(Mutex::new(HashMap::new())),
         max_sessions: http.config.max_sessions as usize,
+        max_body: http.config.max_body,
         sessions,
     };
     let stopping = gate.stopping.clone();
@@ -319,6 +322,8 @@ struct Gate {
     owners: Arc<Mutex<HashMap<String, String>>>,
     /// Sessions one user may hold open (`[http] max_sessions`).
     max_sessions: usize,
+    /// `[http] max_body`, for the message refusing a larger body.
+    max_body: u64,
     sessions: Arc<LocalSessionManager>,
 }
 
@@ -384,6 +389,7 @@ async fn guard(
     }
     let closing = request.method() == axum::http::Method::DELETE;
     let posted = request.method() == axum::http::Method::POST;
+    let (host, origin) = (request.headers().get(header::HOST).cloned(), request.headers().get(header::ORIGIN).cloned());
     request.extensions_mut().insert(Authenticated(Principal::new(user.clone())));
     let response = match tokio::time::timeout(gate.timeout, next.run(request)).await {
         Ok(r) => r,
@@ -394,6 +400,9 @@ async fn guard(
             );
         }
     };
+    if matches!(response.status(), StatusCode::FORBIDDEN | StatusCode::PAYLOAD_TOO_LARGE) {
+        return explain_refusal(&gate, &user, ip, host, origin, response).await;
+    }
     if session_id.is_none()
         && let Some(id) = response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok())
         && !gate.open_session(id, &user).await
@@ -512,6 +521,73 @@ fn bearer(headers: &HeaderMap) -> Option<SecretString> {
     scheme.eq_ignore_ascii_case("bearer").then(|| SecretString::from(key.trim().to_owned()))
 }
 
+/// rmcp's own refusals (a `Host` or `Origin` not allowed, a body too large)
+/// say what was refused but not why or what to do: they are answered with
+/// the same status and a message that does, and recorded
+/// (`request_refused`). Any other answer with those statuses passes as is.
+async fn explain_refusal(
+    gate: &Gate,
+    user: &str,
+    ip: IpAddr,
+    host: Option<HeaderValue>,
+    origin: Option<HeaderValue>,
+    response: Response,
+) -> Response {
+    let (parts, body) = response.into_parts();
+    let Ok(text) = axum::body::to_bytes(body, 4096).await else {
+        return plain(parts.status, "the request was refused");
+    };
+    let shown = |v: Option<HeaderValue>| -> String {
+        let v = v.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).unwrap_or_default();
+        v.chars().take(200).flat_map(char::escape_default).collect()
+    };
+    let said = String::from_utf8_lossy(&text);
+    let (message, reason, details) = if parts.status == StatusCode::PAYLOAD_TOO_LARGE {
+        (
+            format!(
+                "request too large: its body is over [http] max_body ({} bytes); send a smaller request, or the \
+                 operator can raise [http] max_body",
+                gate.max_body
+            ),
+            "the body is over [http] max_body",
+            serde_json::json!({ "client": ip.to_string(), "status": 413 }),
+        )
+    } else if said.contains("Host") {
+        let host = shown(host);
+        (
+            format!(
+                "forbidden: this server does not answer to the Host `{host}` (a check against DNS rebinding: a web \
+                 page must not reach a local server under a name of its own). If it is a name this server is meant \
+                 to be reached by, the operator can add it to [http] allowed_hosts"
+            ),
+            "the Host is not in [http] allowed_hosts",
+            serde_json::json!({ "client": ip.to_string(), "status": 403, "host": host }),
+        )
+    } else if said.contains("Origin") {
+        let origin = shown(origin);
+        (
+            format!(
+                "forbidden: requests from the web origin `{origin}` are refused (a check against cross-site requests \
+                 from a browser). If it is a trusted web client, the operator can add it to [http] allowed_origins"
+            ),
+            "the Origin is not in [http] allowed_origins",
+            serde_json::json!({ "client": ip.to_string(), "status": 403, "origin": origin }),
+        )
+    } else {
+        return Response::from_parts(parts, axum::body::Body::from(text));
+    };
+    let mut r = Record::new(EventKind::RequestRefused);
+    r.user = Some(user.to_owned());
+    r.session = Some(gate.session.clone());
+    r.outcome = Some(Outcome::Denied);
+    r.reason = Some(reason.to_owned());
+    r.details = Some(details);
+    if let Err(e) = gate.audit.append(r).await {
+        tracing::error!("cannot record a refused request: {e}");
+    }
+    plain(parts.status, &message)
+}
+
 /// Records a refused request of an authenticated user over a session
 /// (never the session id: it is another user's, or was closed at once).
 async fn refused_session(gate: &Gate, user: &str, ip: IpAddr, outcome: Outcome, reason: &str) {
@@ -551,7 +627,7 @@ async fn unauthorized(gate: &Gate, ip: IpAddr, had_key: bool, target: &str) -> R
     response
 }
 
-fn plain(status: StatusCode, message: &'static str) -> Response {
+fn plain(status: StatusCode, message: &str) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{message}\n")).into_response()
 }
 
