@@ -399,6 +399,53 @@ async fn slow_clients_are_disconnected_and_the_connection_cap_holds_against_a_fl
 }
 
 #[tokio::test]
+async fn one_client_address_cannot_take_every_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = Env::new();
+    let alice = env.add_user("alice");
+    let config = env.config("[http]\nmax_connections = 8\nmax_connections_per_address = 2\n");
+    let server = env.serve_http(&["--config", config.to_str().unwrap()]).await;
+    let addr: std::net::SocketAddr = host_port(&server.url).parse().unwrap();
+    let from = |ip: &str| {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind((ip, 0).into()).unwrap();
+            socket.connect(addr).await.unwrap()
+        }
+    };
+    // 127.0.0.1 holds its two connections, idle.
+    let _held = (from("127.0.0.1").await, from("127.0.0.1").await);
+    // A third from it is closed unanswered (retried: the two may not have
+    // been accepted yet when it was).
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        assert!(tries <= 10, "no third connection from one address was closed unanswered");
+        let mut s = from("127.0.0.1").await;
+        let _ = s.write_all(b"GET /mcp HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        let answer = closed_by_server(&mut s, std::time::Duration::from_secs(30)).await;
+        assert!(!answer.contains("HTTP/1.1 2"), "a connection over the per-address cap was served: {answer}");
+        if answer.is_empty() {
+            break;
+        }
+    }
+    // Another address is served meanwhile: the cap is per address.
+    let mut other = from("127.0.0.2").await;
+    let body = initialize_body();
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {alice}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    other.write_all(request.as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    other.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200", "{}", String::from_utf8_lossy(&head));
+    assert_eq!(server.stop().await, 0);
+}
+
+#[tokio::test]
 async fn a_user_holds_at_most_max_sessions_sessions() {
     let env = Env::new();
     let alice = env.add_user("alice");

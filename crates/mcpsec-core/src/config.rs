@@ -68,6 +68,10 @@ pub struct HttpConfig {
     pub failed_auth: u32,
     /// Connections open at once; more are closed as soon as they are accepted.
     pub max_connections: u32,
+    /// Connections one client address may hold open at once (within
+    /// `max_connections`); more from it are closed as soon as they are
+    /// accepted.
+    pub max_connections_per_address: u32,
     /// How long a connection may take to send a request's headers, and stay
     /// idle between requests; then it is closed (slow clients, slowloris).
     pub header_timeout: Duration,
@@ -88,6 +92,7 @@ impl Default for HttpConfig {
             request_timeout: Duration::from_secs(30),
             failed_auth: 10,
             max_connections: 512,
+            max_connections_per_address: 128,
             header_timeout: Duration::from_secs(10),
             max_sessions: 32,
         }
@@ -364,6 +369,13 @@ fn parse_http(h: RawHttp) -> Result<HttpConfig, ConfigError> {
         c.max_connections =
             if n == 0 { return Err(value_error("http.max_connections", "must be at least 1")) } else { n };
     }
+    if let Some(n) = h.max_connections_per_address {
+        c.max_connections_per_address = if n == 0 {
+            return Err(value_error("http.max_connections_per_address", "must be at least 1"));
+        } else {
+            n
+        };
+    }
     if let Some(t) = h.header_timeout {
         c.header_timeout = units::parse_duration(&t).map_err(|m| value_error("http.header_timeout", m))?;
         if c.header_timeout.is_zero() {
@@ -409,6 +421,7 @@ struct RawHttp {
     request_timeout: Option<String>,
     failed_auth: Option<u32>,
     max_connections: Option<u32>,
+    max_connections_per_address: Option<u32>,
     header_timeout: Option<String>,
     max_sessions: Option<u32>,
 }
@@ -776,6 +789,9 @@ mod tests {
         assert_eq!((c.http.max_connections, c.http.max_sessions), (100, 4));
         assert_eq!(c.http.header_timeout, Duration::from_secs(2));
         assert!(err("[http]\nmax_connections = 0").contains("http.max_connections"));
+        assert!(err("[http]\nmax_connections_per_address = 0").contains("http.max_connections_per_address"));
+        let c = Config::from_toml_str("[http]\nmax_connections_per_address = 8").unwrap();
+        assert_eq!(c.http.max_connections_per_address, 8);
         assert!(err("[http]\nheader_timeout = \"0s\"").contains("http.header_timeout"));
         assert!(err("[http]\nmax_sessions = 0").contains("http.max_sessions"));
         assert_eq!(Config::default().http.allowed_hosts, ["localhost", "127.0.0.1", "::1"]);

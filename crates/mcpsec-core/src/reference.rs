@@ -265,6 +265,13 @@ pub const SECTIONS: &[Section] = &[
                  request at a time (HTTP/1.1).",
             ),
             key(
+                "max_connections_per_address",
+                D("128"),
+                "Connections one client address may hold open at once, within `max_connections`; more from it are \
+                 closed as soon as they are accepted, so one client cannot take every connection. Behind a reverse \
+                 proxy every connection comes from the proxy's address: raise it to `max_connections` there.",
+            ),
+            key(
                 "header_timeout",
                 D("\"10s\""),
                 "How long a connection may take to send a request's headers, or stay idle between requests; then \

@@ -19,7 +19,8 @@
 //!    closed as soon as rmcp opens it, and the client gets 429.
 //!
 //! Below the gate, the accept loop bounds the connections themselves: at
-//! most `[http] max_connections` open, and one that does not send a request
+//! most `[http] max_connections` open, at most `max_connections_per_address`
+//! of them from one client address, and one that does not send a request
 //! head within `[http] header_timeout` (slowloris, or idle between
 //! requests) is closed.
 //!
@@ -174,6 +175,7 @@ pub(crate) async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let limits = ConnectionLimits {
         max_connections: http.config.max_connections as usize,
+        per_address: http.config.max_connections_per_address as usize,
         header_timeout: http.config.header_timeout,
     };
     let mut serving = match acceptor {
@@ -242,16 +244,54 @@ pub(crate) async fn serve(
 #[derive(Debug, Clone, Copy)]
 struct ConnectionLimits {
     max_connections: usize,
+    /// Of them, from one client address.
+    per_address: usize,
     header_timeout: Duration,
+}
+
+/// Connections open per client address.
+#[derive(Default)]
+struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
+
+/// One connection's place in [`PerAddress`], given back when dropped.
+struct AddressSlot {
+    table: Arc<PerAddress>,
+    ip: IpAddr,
+}
+
+impl PerAddress {
+    /// A slot for one more connection from `ip`, unless it holds `limit`.
+    fn take(table: &Arc<PerAddress>, ip: IpAddr, limit: usize) -> Option<AddressSlot> {
+        let mut open = table.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot { table: table.clone(), ip })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Accepts connections and serves HTTP/1.1 on each until `stop` fires; then
 /// asks every connection to close once its request under way is answered,
 /// and returns when all have closed.
 ///
-/// Instead of `axum::serve`, for two bounds it does not have: at most
-/// `max_connections` open at once (a connection over the cap is closed as
-/// soon as it is accepted), and hyper's header read timeout, which closes a
+/// Instead of `axum::serve`, for bounds it does not have: at most
+/// `max_connections` open at once, and at most `per_address` of them from
+/// one client address (a connection over either cap is closed as soon as it
+/// is accepted), and hyper's header read timeout, which closes a
 /// connection that does not send a complete request head within
 /// `header_timeout` of being opened or of its last answer (a slowloris
 /// client, or one that holds an idle connection). HTTP/1.1 serves one
@@ -266,6 +306,7 @@ async fn serve_connections<L>(
     L: axum::serve::Listener<Addr = SocketAddr>,
 {
     let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let per_address = Arc::new(PerAddress::default());
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(());
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits.header_timeout);
@@ -278,6 +319,10 @@ async fn serve_connections<L>(
             tracing::debug!("{} connections open; closing the one from {peer}", limits.max_connections);
             continue;
         };
+        let Some(slot) = PerAddress::take(&per_address, peer.ip(), limits.per_address) else {
+            tracing::debug!("{} connections open from {}; closing one more", limits.per_address, peer.ip());
+            continue;
+        };
         let app = app.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
@@ -286,7 +331,7 @@ async fn serve_connections<L>(
         let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
         let mut closing = closing_rx.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, slot);
             let mut connection = std::pin::pin!(connection);
             tokio::select! {
                 r = connection.as_mut() => {

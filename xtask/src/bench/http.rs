@@ -67,10 +67,11 @@ fn run(mcpsec: &Server, scratch: &super::Scratch, shape: Shape, protocol: Protoc
         Protocol::Session => "http-state-2025",
     });
     std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
-    // Room for every client: a request in flight and a session each.
+    // Room for every client, all from 127.0.0.1: a connection, a request in flight and a session each.
     let config = format!(
-        "[rate_limit]\ncalls = 1000000000\n\n[http]\nmax_concurrent = {n}\nmax_sessions = {n}\n",
-        n = clients.max(64)
+        "[rate_limit]\ncalls = 1000000000\n\n[http]\nmax_concurrent = {n}\nmax_sessions = {n}\nmax_connections = {c}\nmax_connections_per_address = {n}\n",
+        n = clients.max(64),
+        c = clients.max(512)
     );
     let file = state.join("http.toml");
     #[allow(clippy::disallowed_methods)] // the bench's own scratch directory
