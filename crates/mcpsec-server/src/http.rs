@@ -736,6 +736,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_address_gets_its_slots_back_when_its_connections_close() {
+        let table = Arc::new(PerAddress::default());
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let first = PerAddress::take(&table, a, 2).unwrap();
+        let second = PerAddress::take(&table, a, 2).unwrap();
+        assert!(PerAddress::take(&table, a, 2).is_none(), "a third from one address");
+        let other = PerAddress::take(&table, b, 2).unwrap();
+        drop(first);
+        let again = PerAddress::take(&table, a, 2).unwrap();
+        drop((second, again, other));
+        // Nothing is left behind for addresses with no connection.
+        assert!(table.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
     fn failed_authentications_are_limited_per_address_and_forgotten_after_the_window() {
         let f = FailedAuth::new(2, Duration::from_millis(200));
         let a: IpAddr = "127.0.0.1".parse().unwrap();

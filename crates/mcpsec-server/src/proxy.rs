@@ -941,6 +941,40 @@ pub(crate) fn upstream_text(text: &str) -> String {
 mod tests {
     use super::*;
 
+    fn check(schema: Value, args: Value) -> Result<(), String> {
+        let Value::Object(schema) = schema else { panic!("a schema object") };
+        let Value::Object(args) = args else { panic!("an arguments object") };
+        ArgumentCheck::new(&schema).check("up/t", &args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn arguments_are_checked_against_local_references_and_never_fetch_others() {
+        // What zod-to-json-schema emits: draft-07, a local `$ref` into definitions.
+        let schema = serde_json::json!({
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "type": "object",
+            "definitions": { "path": { "type": "string", "minLength": 1 } },
+            "properties": { "path": { "$ref": "#/definitions/path" }, "depth": { "type": "integer" } },
+            "required": ["path"],
+            "additionalProperties": false
+        });
+        assert_eq!(check(schema.clone(), serde_json::json!({ "path": "a.txt", "depth": 2 })), Ok(()));
+        let e = check(schema.clone(), serde_json::json!({ "path": "" })).unwrap_err();
+        assert!(e.contains("invalid arguments for `up/t`") && e.contains("`/path`"), "{e}");
+        // At most three errors are listed.
+        let many = serde_json::json!({ "path": 1, "depth": "x", "a": 1, "b": 2, "c": 3 });
+        let e = check(schema, many).unwrap_err();
+        assert!(e.matches("«").count() <= MAX_ARGUMENT_ERRORS, "{e}");
+        // No schema at all (an empty object) accepts anything.
+        assert_eq!(check(serde_json::json!({}), serde_json::json!({ "x": [1, 2] })), Ok(()));
+        // A reference to a file or a URL is not followed: the tool refuses calls.
+        for target in ["file:///etc/passwd", "https://example.invalid/s.json", "other.json#/x"] {
+            let schema = serde_json::json!({ "type": "object", "properties": { "x": { "$ref": target } } });
+            let e = check(schema, serde_json::json!({ "x": 1 })).unwrap_err();
+            assert!(e.starts_with("refused: calling `up/t`") && e.contains("input schema"), "{target}: {e}");
+        }
+    }
+
     #[test]
     fn the_hash_ignores_key_order_but_not_content() {
         let a: Value = serde_json::json!({ "b": 1, "a": { "y": [1, { "q": 2, "p": 3 }], "x": "s" } });
