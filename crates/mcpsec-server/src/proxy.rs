@@ -129,6 +129,8 @@ struct Entry {
     listed: Tool,
     /// How its arguments are checked (offered tools only).
     arguments: Option<Arc<ArgumentCheck>>,
+    /// The SHA-256 of its definition (as pinned), when it was hashed.
+    hash: Option<String>,
 }
 
 /// The check of a call's arguments against the input schema the upstream
@@ -491,7 +493,10 @@ impl Upstream {
     /// and works out what is offered. Fails closed: if the store fails,
     /// nothing is offered.
     fn evaluate(&self, catalog: &mut Catalog, authorizer: &Authorizer) -> Result<(), String> {
-        catalog.entries.clear();
+        // The argument checks compiled last time, by definition hash: an
+        // unchanged tool keeps its own rather than compiling it again.
+        let compiled: HashMap<String, Arc<ArgumentCheck>> =
+            std::mem::take(&mut catalog.entries).into_values().filter_map(|e| Some((e.hash?, e.arguments?))).collect();
         catalog.version = None;
         let store_failed = |e: mcpsec_caps::store::StoreError| {
             format!("the tool pins of the upstream `{}` could not be checked ({e}); no tool is offered", self.name)
@@ -523,8 +528,13 @@ impl Upstream {
             let placeholder = || Tool::new(tool.name.clone(), "", Arc::new(JsonObject::new()));
             let Some(capability) = self.capability(tool) else {
                 // Not pinned either: it is never offered while unmapped.
-                let entry =
-                    Entry { capability: None, held: Some(Held::Unmapped), listed: placeholder(), arguments: None };
+                let entry = Entry {
+                    capability: None,
+                    held: Some(Held::Unmapped),
+                    listed: placeholder(),
+                    arguments: None,
+                    hash: None,
+                };
                 entries.insert(tool.name.to_string(), entry);
                 continue;
             };
@@ -541,6 +551,7 @@ impl Upstream {
                     held: Some(Held::TooLarge),
                     listed: placeholder(),
                     arguments: None,
+                    hash: None,
                 };
                 entries.insert(tool.name.to_string(), entry);
                 continue;
@@ -563,8 +574,12 @@ impl Upstream {
                 crate::handler::add_token_argument(&mut listed);
             }
             let held = (!status.is_offered()).then_some(Held::Pin(status));
-            let arguments = held.is_none().then(|| Arc::new(ArgumentCheck::new(&tool.input_schema)));
-            entries.insert(tool.name.to_string(), Entry { capability: Some(capability), held, listed, arguments });
+            let arguments = held.is_none().then(|| match compiled.get(&hash) {
+                Some(check) => check.clone(),
+                None => Arc::new(ArgumentCheck::new(&tool.input_schema)),
+            });
+            let entry = Entry { capability: Some(capability), held, listed, arguments, hash: Some(hash) };
+            entries.insert(tool.name.to_string(), entry);
         }
         catalog.entries = entries;
         catalog.version = Some(self.pins.data_version().map_err(store_failed)?);
@@ -634,6 +649,7 @@ impl Upstream {
                 let arguments = arguments.clone();
                 return Lookup::Offered(UpstreamTool { tool: name.to_owned(), qualified, capability, arguments });
             }
+            // (An offered tool always has its argument check: `(None, Some, None)` does not occur.)
             (Some(Held::Unmapped), ..) | (None, ..) => format!(
                 "refused: the tool `{name}` of the upstream `{up}` is not offered: no pattern under [proxy.{up}.tools] \
                  maps it to a capability, and [proxy.{up}] unmapped = \"deny\". The operator can map it (e.g. \
