@@ -536,8 +536,6 @@ async fn the_gateway_over_http_needs_a_key_and_acts_as_the_authenticated_user() 
     assert_eq!(code, 0, "{err}");
 }
 
-/// One upstream behind every HTTP session: an approval, a crash and a
-/// list change seen through one session count for all of them.
 #[tokio::test]
 async fn the_gateway_serves_https_and_calls_over_it_are_authenticated_and_audited() {
     let env = Env::new();
@@ -573,6 +571,8 @@ async fn the_gateway_serves_https_and_calls_over_it_are_authenticated_and_audite
     assert!(records.iter().any(|r| r["event"] == "auth_failure"), "the keyless request is audited");
 }
 
+/// One upstream behind every HTTP session: an approval, a crash and a
+/// list change seen through one session count for all of them.
 #[tokio::test]
 async fn http_sessions_share_one_upstream_its_pins_and_its_restarts() {
     let env = Env::new();
