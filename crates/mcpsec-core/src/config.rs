@@ -327,6 +327,20 @@ pub enum ConfigError {
     },
 }
 
+/// `n`, unless it is 0.
+fn positive_count(key: &str, n: u32) -> Result<u32, ConfigError> {
+    if n == 0 { Err(value_error(key, "must be at least 1")) } else { Ok(n) }
+}
+
+/// The duration `text` says, unless it is 0 or not a duration.
+fn positive_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    match units::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err(value_error(key, "must be longer than 0")),
+        Ok(d) => Ok(d),
+        Err(m) => Err(value_error(key, m)),
+    }
+}
+
 fn parse_http(h: RawHttp) -> Result<HttpConfig, ConfigError> {
     let mut c = HttpConfig::default();
     if let Some(hosts) = h.allowed_hosts {
@@ -353,37 +367,25 @@ fn parse_http(h: RawHttp) -> Result<HttpConfig, ConfigError> {
         }
     }
     if let Some(n) = h.max_concurrent {
-        c.max_concurrent =
-            if n == 0 { return Err(value_error("http.max_concurrent", "must be at least 1")) } else { n };
+        c.max_concurrent = positive_count("http.max_concurrent", n)?;
     }
     if let Some(t) = h.request_timeout {
-        c.request_timeout = units::parse_duration(&t).map_err(|m| value_error("http.request_timeout", m))?;
-        if c.request_timeout.is_zero() {
-            return Err(value_error("http.request_timeout", "must be longer than 0"));
-        }
+        c.request_timeout = positive_duration("http.request_timeout", &t)?;
     }
     if let Some(n) = h.failed_auth {
-        c.failed_auth = if n == 0 { return Err(value_error("http.failed_auth", "must be at least 1")) } else { n };
+        c.failed_auth = positive_count("http.failed_auth", n)?;
     }
     if let Some(n) = h.max_connections {
-        c.max_connections =
-            if n == 0 { return Err(value_error("http.max_connections", "must be at least 1")) } else { n };
+        c.max_connections = positive_count("http.max_connections", n)?;
     }
     if let Some(n) = h.max_connections_per_address {
-        c.max_connections_per_address = if n == 0 {
-            return Err(value_error("http.max_connections_per_address", "must be at least 1"));
-        } else {
-            n
-        };
+        c.max_connections_per_address = positive_count("http.max_connections_per_address", n)?;
     }
     if let Some(t) = h.header_timeout {
-        c.header_timeout = units::parse_duration(&t).map_err(|m| value_error("http.header_timeout", m))?;
-        if c.header_timeout.is_zero() {
-            return Err(value_error("http.header_timeout", "must be longer than 0"));
-        }
+        c.header_timeout = positive_duration("http.header_timeout", &t)?;
     }
     if let Some(n) = h.max_sessions {
-        c.max_sessions = if n == 0 { return Err(value_error("http.max_sessions", "must be at least 1")) } else { n };
+        c.max_sessions = positive_count("http.max_sessions", n)?;
     }
     Ok(c)
 }
@@ -581,11 +583,6 @@ impl Config {
             }
         }
         if let Some(sh) = raw.shell {
-            let dur = |key: &str, t: &str| match units::parse_duration(t) {
-                Ok(d) if d.is_zero() => Err(value_error(key, "must be longer than 0")),
-                Ok(d) => Ok(d),
-                Err(m) => Err(value_error(key, m)),
-            };
             if let Some(allow) = sh.allow {
                 for name in &allow {
                     if name.is_empty() || name.contains('/') || name == "." || name == ".." {
@@ -600,10 +597,10 @@ impl Config {
                 }
             }
             if let Some(t) = sh.timeout {
-                config.shell.timeout = dur("shell.timeout", &t)?;
+                config.shell.timeout = positive_duration("shell.timeout", &t)?;
             }
             if let Some(t) = sh.max_timeout {
-                config.shell.max_timeout = dur("shell.max_timeout", &t)?;
+                config.shell.max_timeout = positive_duration("shell.max_timeout", &t)?;
             }
             if config.shell.timeout > config.shell.max_timeout {
                 return Err(value_error("shell.timeout", "is longer than shell.max_timeout"));
@@ -622,14 +619,11 @@ impl Config {
             config.injection = mode;
         }
         if let Some(r) = raw.rate_limit {
-            let positive = |key: &str, n: u32| {
-                if n == 0 { Err(value_error(key, "must be at least 1")) } else { Ok(n) }
-            };
             if let Some(n) = r.calls {
-                config.rate_limit.calls = positive("rate_limit.calls", n)?;
+                config.rate_limit.calls = positive_count("rate_limit.calls", n)?;
             }
             if let Some(n) = r.failed_token_checks {
-                config.rate_limit.failed_token_checks = positive("rate_limit.failed_token_checks", n)?;
+                config.rate_limit.failed_token_checks = positive_count("rate_limit.failed_token_checks", n)?;
             }
             if let Some(w) = r.window {
                 let w = units::parse_duration(&w).map_err(|m| value_error("rate_limit.window", m))?;
@@ -639,7 +633,7 @@ impl Config {
                 config.rate_limit.window = w;
             }
             for (tool, n) in r.tools.unwrap_or_default() {
-                let n = positive(&format!("rate_limit.tools.{tool}"), n)?;
+                let n = positive_count(&format!("rate_limit.tools.{tool}"), n)?;
                 config.rate_limit.tools.push((tool, n));
             }
         }
