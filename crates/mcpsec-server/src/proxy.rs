@@ -119,18 +119,22 @@ pub(crate) enum Lookup {
     Unknown,
 }
 
-/// One upstream tool as last evaluated.
-struct Entry {
-    /// `None`: the config maps it to nothing and `unmapped = "deny"`.
-    capability: Option<Capability>,
-    /// Why it is withheld, if it is.
-    held: Option<Held>,
+/// One upstream tool as last evaluated: offered, or why not.
+enum Entry {
+    Offered(Box<Offered>),
+    Held(Held),
+}
+
+/// A tool the gateway offers (subject to the policy's modes).
+struct Offered {
+    /// The capability it is mapped to.
+    capability: Capability,
     /// What `tools/list` shows (sanitised, with the token argument if gated).
     listed: Tool,
-    /// How its arguments are checked (offered tools only).
-    arguments: Option<Arc<ArgumentCheck>>,
-    /// The SHA-256 of its definition (as pinned), when it was hashed.
-    hash: Option<String>,
+    /// How its arguments are checked.
+    arguments: Arc<ArgumentCheck>,
+    /// The SHA-256 of its definition, as pinned.
+    hash: String,
 }
 
 /// The check of a call's arguments against the input schema the upstream
@@ -495,8 +499,13 @@ impl Upstream {
     fn evaluate(&self, catalog: &mut Catalog, authorizer: &Authorizer) -> Result<(), String> {
         // The argument checks compiled last time, by definition hash: an
         // unchanged tool keeps its own rather than compiling it again.
-        let compiled: HashMap<String, Arc<ArgumentCheck>> =
-            std::mem::take(&mut catalog.entries).into_values().filter_map(|e| Some((e.hash?, e.arguments?))).collect();
+        let compiled: HashMap<String, Arc<ArgumentCheck>> = std::mem::take(&mut catalog.entries)
+            .into_values()
+            .filter_map(|e| match e {
+                Entry::Offered(o) => Some((o.hash, o.arguments)),
+                Entry::Held(_) => None,
+            })
+            .collect();
         catalog.version = None;
         let store_failed = |e: mcpsec_caps::store::StoreError| {
             format!("the tool pins of the upstream `{}` could not be checked ({e}); no tool is offered", self.name)
@@ -525,17 +534,9 @@ impl Upstream {
                 );
                 continue;
             }
-            let placeholder = || Tool::new(tool.name.clone(), "", Arc::new(JsonObject::new()));
             let Some(capability) = self.capability(tool) else {
                 // Not pinned either: it is never offered while unmapped.
-                let entry = Entry {
-                    capability: None,
-                    held: Some(Held::Unmapped),
-                    listed: placeholder(),
-                    arguments: None,
-                    hash: None,
-                };
-                entries.insert(tool.name.to_string(), entry);
+                entries.insert(tool.name.to_string(), Entry::Held(Held::Unmapped));
                 continue;
             };
             let definition = definition(tool);
@@ -546,14 +547,7 @@ impl Upstream {
                     Some(&tool.name),
                     format!("withheld: its definition is {size} bytes, more than the {MAX_DEFINITION} mcpsec accepts"),
                 );
-                let entry = Entry {
-                    capability: Some(capability),
-                    held: Some(Held::TooLarge),
-                    listed: placeholder(),
-                    arguments: None,
-                    hash: None,
-                };
-                entries.insert(tool.name.to_string(), entry);
+                entries.insert(tool.name.to_string(), Entry::Held(Held::TooLarge));
                 continue;
             }
             let hash = hex(&Sha256::digest(canonical.as_bytes()));
@@ -569,17 +563,22 @@ impl Upstream {
             } else if !status.is_offered() {
                 tracing::warn!(upstream = %self.name, tool = %tool.name, "withheld: {}", self.withheld_reason(status));
             }
+            if !status.is_offered() {
+                entries.insert(tool.name.to_string(), Entry::Held(Held::Pin(status)));
+                continue;
+            }
             let mut listed = sanitized(tool);
             if authorizer.takes_token(capability) {
                 crate::handler::add_token_argument(&mut listed);
             }
-            let held = (!status.is_offered()).then_some(Held::Pin(status));
-            let arguments = held.is_none().then(|| match compiled.get(&hash) {
+            let arguments = match compiled.get(&hash) {
                 Some(check) => check.clone(),
                 None => Arc::new(ArgumentCheck::new(&tool.input_schema)),
-            });
-            let entry = Entry { capability: Some(capability), held, listed, arguments, hash: Some(hash) };
-            entries.insert(tool.name.to_string(), entry);
+            };
+            entries.insert(
+                tool.name.to_string(),
+                Entry::Offered(Box::new(Offered { capability, listed, arguments, hash })),
+            );
         }
         catalog.entries = entries;
         catalog.version = Some(self.pins.data_version().map_err(store_failed)?);
@@ -622,17 +621,15 @@ impl Upstream {
         let catalog = self.catalog();
         let order = catalog.raw.iter().flatten();
         Ok(order
-            .filter_map(|t| catalog.entries.get(t.name.as_ref()))
-            .filter(|e| e.offered(authorizer))
-            .map(|e| e.listed.clone())
+            .filter_map(|t| catalog.entries.get(t.name.as_ref())?.offered(authorizer))
+            .map(|o| o.listed.clone())
             .collect())
     }
 
     /// An offered tool by name, from the last listing (for `get_tool`).
     pub(crate) fn listed(&self, name: &str, authorizer: &Authorizer) -> Option<Tool> {
         let catalog = self.catalog();
-        let e = catalog.entries.get(name)?;
-        e.offered(authorizer).then(|| e.listed.clone())
+        catalog.entries.get(name)?.offered(authorizer).map(|o| o.listed.clone())
     }
 
     /// Finds a tool for a call, with its pin re-checked.
@@ -644,27 +641,29 @@ impl Upstream {
         let catalog = self.catalog();
         let Some(entry) = catalog.entries.get(name) else { return Lookup::Unknown };
         let up = &self.name;
-        let message = match (entry.held, entry.capability, &entry.arguments) {
-            (None, Some(capability), Some(arguments)) => {
-                let arguments = arguments.clone();
+        let held = match entry {
+            Entry::Offered(o) => {
+                let (capability, arguments) = (o.capability, o.arguments.clone());
                 return Lookup::Offered(UpstreamTool { tool: name.to_owned(), qualified, capability, arguments });
             }
-            // (An offered tool always has its argument check: `(None, Some, None)` does not occur.)
-            (Some(Held::Unmapped), ..) | (None, ..) => format!(
+            Entry::Held(held) => *held,
+        };
+        let message = match held {
+            Held::Unmapped => format!(
                 "refused: the tool `{name}` of the upstream `{up}` is not offered: no pattern under [proxy.{up}.tools] \
                  maps it to a capability, and [proxy.{up}] unmapped = \"deny\". The operator can map it (e.g. \
                  `\"{name}\" = \"read_files\"` under [proxy.{up}.tools]) and restart the gateway"
             ),
-            (Some(Held::TooLarge), ..) => format!(
+            Held::TooLarge => format!(
                 "refused: the tool `{name}` of the upstream `{up}` is withheld: its definition is larger than the \
                  {MAX_DEFINITION} bytes mcpsec accepts (a description that long is more likely to carry instructions \
                  than to describe a tool)"
             ),
-            (Some(Held::Pin(PinStatus::Overflow)), ..) => format!(
+            Held::Pin(PinStatus::Overflow) => format!(
                 "refused: the tool `{name}` of the upstream `{up}` is withheld: {}",
                 self.withheld_reason(PinStatus::Overflow)
             ),
-            (Some(Held::Pin(status)), ..) => format!(
+            Held::Pin(status) => format!(
                 "refused: the tool `{name}` of the upstream `{up}` is withheld: {}. A changed description or schema \
                  can carry instructions for the model, so mcpsec offers it only once a human has looked. Run \
                  `mcpsec pins diff {up} {name}` to see it, then the `mcpsec pins approve {up} {name} --hash …` \
@@ -804,10 +803,13 @@ impl Upstream {
 }
 
 impl Entry {
-    /// Whether `tools/list` shows it and a call may go ahead: pinned,
-    /// mapped, and of a capability the policy does not deny.
-    fn offered(&self, authorizer: &Authorizer) -> bool {
-        self.held.is_none() && self.capability.is_some_and(|c| authorizer.is_offered(c))
+    /// The tool as `tools/list` shows it, unless it is withheld (not
+    /// pinned, not mapped) or its capability is in mode `deny`.
+    fn offered(&self, authorizer: &Authorizer) -> Option<&Offered> {
+        match self {
+            Entry::Offered(o) if authorizer.is_offered(o.capability) => Some(o),
+            _ => None,
+        }
     }
 }
 
