@@ -371,20 +371,7 @@ async fn slow_clients_are_disconnected_and_the_connection_cap_holds_against_a_fl
         .unwrap();
     let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
     // A third connection is over the cap: closed without an answer, whatever it sends.
-    let mut tries = 0;
-    let mut third = loop {
-        tries += 1;
-        assert!(tries <= 10, "no connection over the cap was closed unanswered");
-        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        let _ = s.write_all(b"GET /mcp HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
-        let answer = closed_by_server(&mut s, std::time::Duration::from_secs(30)).await;
-        assert!(!answer.contains("HTTP/1.1 2"), "a connection over the cap was served: {answer}");
-        // The first two may not have been accepted yet when this one was.
-        if answer.is_empty() {
-            break s;
-        }
-    };
-    let _ = third.shutdown().await;
+    closed_unanswered(|| async { tokio::net::TcpStream::connect(&addr).await.unwrap() }).await;
     // Neither slow client holds its connection for ever (header_timeout).
     for (stream, what) in [(&mut half, "half a request head"), (&mut silent, "nothing")] {
         let answer = closed_by_server(stream, std::time::Duration::from_secs(30)).await;
@@ -396,6 +383,28 @@ async fn slow_clients_are_disconnected_and_the_connection_cap_holds_against_a_fl
     assert_eq!(status, 200, "{body}");
     assert!(!server.stderr.lock().unwrap().contains(&alice[6..]), "no key in the server's log");
     assert_eq!(server.stop().await, 0);
+}
+
+/// Opens connections with `connect` until one over a cap is closed without
+/// an answer to its request; none is ever served. Retried, because the
+/// connections holding the cap may not have been accepted yet when the
+/// first try was.
+async fn closed_unanswered<F, Fut>(connect: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = tokio::net::TcpStream>,
+{
+    use tokio::io::AsyncWriteExt;
+    for _ in 0..10 {
+        let mut s = connect().await;
+        let _ = s.write_all(b"GET /mcp HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        let answer = closed_by_server(&mut s, std::time::Duration::from_secs(30)).await;
+        assert!(!answer.contains("HTTP/1.1 2"), "a connection over the cap was served: {answer}");
+        if answer.is_empty() {
+            return;
+        }
+    }
+    panic!("no connection over the cap was closed unanswered");
 }
 
 #[tokio::test]
@@ -416,20 +425,8 @@ async fn one_client_address_cannot_take_every_connection() {
     };
     // 127.0.0.1 holds its two connections, idle.
     let _held = (from("127.0.0.1").await, from("127.0.0.1").await);
-    // A third from it is closed unanswered (retried: the two may not have
-    // been accepted yet when it was).
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        assert!(tries <= 10, "no third connection from one address was closed unanswered");
-        let mut s = from("127.0.0.1").await;
-        let _ = s.write_all(b"GET /mcp HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
-        let answer = closed_by_server(&mut s, std::time::Duration::from_secs(30)).await;
-        assert!(!answer.contains("HTTP/1.1 2"), "a connection over the per-address cap was served: {answer}");
-        if answer.is_empty() {
-            break;
-        }
-    }
+    // A third from it is closed unanswered.
+    closed_unanswered(|| from("127.0.0.1")).await;
     // Another address is served meanwhile: the cap is per address.
     let mut other = from("127.0.0.2").await;
     let body = initialize_body();
