@@ -171,8 +171,9 @@ impl ArgumentCheck {
         }
     }
 
-    /// Refuses arguments that do not match the schema, saying where and why.
-    pub(crate) fn check(&self, qualified: &str, args: &JsonObject) -> Result<(), crate::tools::ToolError> {
+    /// Hands back `args` if they match the schema; else refuses them,
+    /// saying where and why. The arguments are checked in place, not copied.
+    pub(crate) fn check(&self, qualified: &str, args: JsonObject) -> Result<JsonObject, crate::tools::ToolError> {
         let schema = match self {
             ArgumentCheck::Schema(v) => v,
             ArgumentCheck::Unusable(why) => {
@@ -182,10 +183,12 @@ impl ArgumentCheck {
                 )));
             }
         };
-        let instance = serde_json::Value::Object(args.clone());
+        let instance = serde_json::Value::Object(args);
         let mut errors = schema.iter_errors(&instance).peekable();
         if errors.peek().is_none() {
-            return Ok(());
+            drop(errors);
+            let serde_json::Value::Object(args) = instance else { unreachable!("built as an object above") };
+            return Ok(args);
         }
         let found: Vec<String> = errors
             .take(MAX_ARGUMENT_ERRORS)
@@ -677,7 +680,7 @@ impl Upstream {
     /// Forwards one call (the capability token already removed) if its
     /// arguments match the tool's pinned input schema.
     pub(crate) async fn call(&self, t: &UpstreamTool, args: JsonObject) -> Result<CallToolResult, ToolError> {
-        t.arguments.check(&t.qualified, &args)?;
+        let args = t.arguments.check(&t.qualified, args)?;
         let tool = t.tool.as_str();
         let peer = self.peer().await.map_err(|m| ToolError::Failed(format!("{m}; the call was not forwarded")))?;
         let mut params = CallToolRequestParams::new(tool.to_owned());
@@ -962,7 +965,7 @@ mod tests {
     fn check(schema: Value, args: Value) -> Result<(), String> {
         let Value::Object(schema) = schema else { panic!("a schema object") };
         let Value::Object(args) = args else { panic!("an arguments object") };
-        ArgumentCheck::new(&schema).check("up/t", &args).map_err(|e| e.to_string())
+        ArgumentCheck::new(&schema).check("up/t", args).map(drop).map_err(|e| e.to_string())
     }
 
     #[test]
