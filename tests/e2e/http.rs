@@ -148,6 +148,10 @@ async fn dns_rebinding_and_cross_origin_requests_are_refused() {
     assert_eq!(refused.len(), 3, "{refused:?}");
     assert_eq!((refused[0]["user"].as_str(), refused[0]["outcome"].as_str()), (Some("alice"), Some("denied")));
     assert_eq!(refused[0]["details"]["host"], "evil.example");
+    assert_eq!(
+        (&refused[0]["details"]["client"], &refused[0]["details"]["transport"]),
+        (&json!("127.0.0.1"), &json!("http"))
+    );
     assert_eq!(refused[1]["details"]["origin"], "http://evil.example");
     // The server's own loopback origin is same-origin and passes (the
     // conformance suite's dns-rebinding-protection scenario sends it); the

@@ -543,6 +543,31 @@ impl hyper::body::Body for TrackedBody {
 }
 
 impl Gate {
+    /// Records something the gate refused, in this server's session;
+    /// `details` get the transport and the client's address. A record that
+    /// cannot be written is logged (the refusal stands either way).
+    async fn record(
+        &self,
+        event: EventKind,
+        user: Option<&str>,
+        outcome: Outcome,
+        reason: &str,
+        client: IpAddr,
+        mut details: serde_json::Value,
+    ) {
+        details["transport"] = "http".into();
+        details["client"] = client.to_string().into();
+        let mut r = Record::new(event);
+        r.user = user.map(str::to_owned);
+        r.session = Some(self.session.clone());
+        r.outcome = Some(outcome);
+        r.reason = Some(reason.to_owned());
+        r.details = Some(details);
+        if let Err(e) = self.audit.append(r).await {
+            tracing::error!("cannot record a refusal ({}): {e}", event.as_str());
+        }
+    }
+
     /// Notes that `user` owns the new session `id`, unless that would give
     /// them more than `max_sessions` open sessions (`false`). Sessions that
     /// rmcp has closed (or expired) are forgotten first.
@@ -595,7 +620,7 @@ async fn explain_refusal(
                 gate.max_body
             ),
             "the body is over [http] max_body",
-            serde_json::json!({ "client": ip.to_string(), "status": 413 }),
+            serde_json::json!({ "status": 413 }),
         )
     } else if said.contains("Host") {
         let host = shown(host);
@@ -606,7 +631,7 @@ async fn explain_refusal(
                  to be reached by, the operator can add it to [http] allowed_hosts"
             ),
             "the Host is not in [http] allowed_hosts",
-            serde_json::json!({ "client": ip.to_string(), "status": 403, "host": host }),
+            serde_json::json!({ "status": 403, "host": host }),
         )
     } else if said.contains("Origin") {
         let origin = shown(origin);
@@ -616,53 +641,28 @@ async fn explain_refusal(
                  from a browser). If it is a trusted web client, the operator can add it to [http] allowed_origins"
             ),
             "the Origin is not in [http] allowed_origins",
-            serde_json::json!({ "client": ip.to_string(), "status": 403, "origin": origin }),
+            serde_json::json!({ "status": 403, "origin": origin }),
         )
     } else {
         return Response::from_parts(parts, axum::body::Body::from(text));
     };
-    let mut r = Record::new(EventKind::RequestRefused);
-    r.user = Some(user.to_owned());
-    r.session = Some(gate.session.clone());
-    r.outcome = Some(Outcome::Denied);
-    r.reason = Some(reason.to_owned());
-    r.details = Some(details);
-    if let Err(e) = gate.audit.append(r).await {
-        tracing::error!("cannot record a refused request: {e}");
-    }
+    gate.record(EventKind::RequestRefused, Some(user), Outcome::Denied, reason, ip, details).await;
     plain(parts.status, &message)
 }
 
 /// Records a refused request of an authenticated user over a session
 /// (never the session id: it is another user's, or was closed at once).
 async fn refused_session(gate: &Gate, user: &str, ip: IpAddr, outcome: Outcome, reason: &str) {
-    let mut r = Record::new(EventKind::SessionRefused);
-    r.user = Some(user.to_owned());
-    r.session = Some(gate.session.clone());
-    r.outcome = Some(outcome);
-    r.reason = Some(reason.to_owned());
-    r.details = Some(serde_json::json!({ "transport": "http", "client": ip.to_string() }));
-    if let Err(e) = gate.audit.append(r).await {
-        tracing::error!("cannot record a refused session: {e}");
-    }
+    gate.record(EventKind::SessionRefused, Some(user), outcome, reason, ip, serde_json::json!({})).await;
 }
 
 /// 401, after recording the failure (without the key) and counting it
 /// against the client's address.
 async fn unauthorized(gate: &Gate, ip: IpAddr, had_key: bool, target: &str) -> Response {
     gate.failures.failed(ip);
-    let mut r = Record::new(EventKind::AuthFailure);
-    r.session = Some(gate.session.clone());
-    r.outcome = Some(Outcome::Denied);
-    r.reason = Some(if had_key { "invalid bearer key" } else { "no bearer key" }.to_owned());
-    r.details = Some(serde_json::json!({
-        "transport": "http",
-        "client": ip.to_string(),
-        "request": mcpsec_audit::redact::redact_and_truncate(target, 100),
-    }));
-    if let Err(e) = gate.audit.append(r).await {
-        tracing::error!("cannot record an authentication failure: {e}");
-    }
+    let reason = if had_key { "invalid bearer key" } else { "no bearer key" };
+    let details = serde_json::json!({ "request": mcpsec_audit::redact::redact_and_truncate(target, 100) });
+    gate.record(EventKind::AuthFailure, None, Outcome::Denied, reason, ip, details).await;
     let mut response = plain(
         StatusCode::UNAUTHORIZED,
         "unauthorized: this server needs `Authorization: Bearer <key>` with the key of a user; \
