@@ -323,6 +323,7 @@ pub fn run(args: &[String]) -> Result<()> {
     } else {
         if opts.undo_only || entries.is_empty() {
             println!("load average (1 min) before the run: {}", fmt_opt(load, 2));
+            println!("scratch directory (roots, state, audit logs): {}", filesystem(&scratch.dir));
         } else {
             print_table(&opts, &entries, load);
         }
@@ -528,6 +529,37 @@ fn machine() -> (usize, String) {
     (cpus, model)
 }
 
+/// The filesystem `path` is on, as the figures depend on it: its type and
+/// device, and for ext4 whether it has a journal (without one, every file
+/// creation scans the inodes freed in the last minutes, which costs undo,
+/// whose kept files take new inodes, up to milliseconds a call).
+fn filesystem(path: &Path) -> String {
+    let Ok(path) = std::fs::canonicalize(path) else { return "filesystem unknown".into() };
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else { return "filesystem unknown".into() };
+    // Fields: id parent major:minor root mount-point options [optional] - type source super-options.
+    let best = mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mount_point = left.split_whitespace().nth(4)?;
+            let mut r = right.split_whitespace();
+            let (fstype, source) = (r.next()?, r.next().unwrap_or("?"));
+            path.starts_with(mount_point).then_some((mount_point.len(), mount_point, fstype, source))
+        })
+        .max_by_key(|m| m.0);
+    let Some((_, mount_point, fstype, source)) = best else { return "filesystem unknown".into() };
+    let journal = if fstype == "ext4" {
+        let device = source.rsplit('/').next().unwrap_or(source);
+        let journaled = std::fs::read_dir("/proc/fs/jbd2").ok().is_some_and(|entries| {
+            entries.flatten().any(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&format!("{device}-"))))
+        });
+        if journaled { " with a journal" } else { " without a journal" }
+    } else {
+        ""
+    };
+    format!("{fstype}{journal} on {source} at {mount_point}")
+}
+
 /// The 1-minute load average, to tell a quiet machine from a busy one. Read
 /// before anything is built or spawned: while the bench runs, its client and
 /// the server under test keep it near 2 by themselves.
@@ -551,6 +583,7 @@ fn print_table(opts: &Options, entries: &[Entry], load: Option<f64>) {
         "1-minute load average when the bench started: {} (other work on the machine skews the figures)",
         fmt_opt(load, 2)
     );
+    println!("scratch directory (roots, state, audit logs): {}", filesystem(&std::env::temp_dir()));
     println!();
     println!(
         "{:<22} {:>11} {:>13} {:>14} {:>11} {:>12} {:>13}",
@@ -667,7 +700,8 @@ fn to_json(opts: &Options, entries: &[Entry], load: Option<f64>) -> serde_json::
         })
         .collect();
     json!({
-        "machine": { "cpus": cpus, "model": model, "loadavg_1min_at_start": load },
+        "machine": { "cpus": cpus, "model": model, "loadavg_1min_at_start": load,
+                     "scratch_filesystem": filesystem(&std::env::temp_dir()) },
         "workload": {
             "tool": "read_text_file",
             "file_bytes": FIXTURE_BYTES,
