@@ -27,11 +27,27 @@ fn last_undo(env: &Env, tool: &str) -> (u64, Value) {
     (r["seq"].as_u64().unwrap(), r["details"]["undo"].clone())
 }
 
-/// The kept object and the manifest of the trash entry that a result
-/// record's `undo` details name.
-fn entry_files(trash: &Path, details: &Value) -> (PathBuf, PathBuf) {
-    let seq = details["trash"].as_u64().expect("a trash entry");
-    (trash.join(seq.to_string()), trash.join(format!("{seq}.json")))
+/// The kept object of the trash entry that a result record's `undo`
+/// details name.
+fn kept_path(trash: &Path, details: &Value) -> PathBuf {
+    trash.join(details["trash"].as_u64().expect("a trash entry").to_string())
+}
+
+/// The trash index, for tampering with an entry's manifest (its row) as
+/// someone with the state directory's permissions could.
+fn index(trash: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(trash.join("index.db")).unwrap()
+}
+
+fn read_manifest(trash: &Path, details: &Value) -> String {
+    let seq = details["trash"].as_i64().expect("a trash entry");
+    index(trash).query_row("SELECT manifest FROM manifests WHERE seq = ?1", [seq], |r| r.get(0)).unwrap()
+}
+
+fn write_manifest(trash: &Path, details: &Value, text: &str) {
+    let seq = details["trash"].as_i64().expect("a trash entry");
+    let n = index(trash).execute("UPDATE manifests SET manifest = ?2 WHERE seq = ?1", rusqlite::params![seq, text]);
+    assert_eq!(n.unwrap(), 1);
 }
 
 /// Every entry below `dir`: (path, kind, mode, content or link target).
@@ -82,9 +98,9 @@ async fn delete_overwrite_and_edit_are_undone_byte_identical_with_their_modes() 
     let (del_seq, d) = last_undo(&env, "delete_file");
     assert_eq!((d["action"].as_str(), d["mode"].as_str()), (Some("delete"), Some("0640")), "{d}");
     assert_eq!(d["sha256"].as_str(), Some(sha256(&binary).as_str()));
-    let (data, manifest) = entry_files(&env.state().join("trash"), &d);
+    let data = kept_path(&env.state().join("trash"), &d);
     assert_eq!(mode(&data), 0o600);
-    assert_eq!(mode(&manifest), 0o600);
+    assert_eq!(mode(&env.state().join("trash/index.db")), 0o600);
     assert_eq!(mode(&env.state().join("trash")), 0o700);
 
     // Overwrite and edit.
@@ -225,18 +241,16 @@ async fn a_tampered_trash_entry_is_not_restored() {
     let trash = env.state().join("trash");
     // Review finding: forge the data and the entry's own hash and size, but
     // not the entry-wide hash, which the audit record also holds.
-    let (data, manifest_path) = entry_files(&trash, &c3);
-    std::fs::write(data, "evil\n").unwrap();
-    let manifest = std::fs::read_to_string(&manifest_path).unwrap();
-    let mut m: Value = serde_json::from_str(&manifest).unwrap();
+    std::fs::write(kept_path(&trash, &c3), "evil\n").unwrap();
+    let mut m: Value = serde_json::from_str(&read_manifest(&trash, &c3)).unwrap();
     m["kept"]["entries"][0]["sha256"] = json!(sha256(b"evil\n"));
     m["kept"]["entries"][0]["size"] = json!(5);
     m["kept"]["size"] = json!(5);
-    std::fs::write(manifest_path, serde_json::to_vec(&m).unwrap()).unwrap();
+    write_manifest(&trash, &c3, &m.to_string());
     // Redirect an entry to another path.
-    let (_, manifest_path) = entry_files(&trash, &d);
-    let manifest = std::fs::read_to_string(&manifest_path).unwrap();
-    std::fs::write(manifest_path, manifest.replace("\"d.txt\"", "\"evil.txt\"")).unwrap();
+    let manifest = read_manifest(&trash, &d);
+    assert!(manifest.contains("\"d.txt\""), "{manifest}");
+    write_manifest(&trash, &d, &manifest.replace("\"d.txt\"", "\"evil.txt\""));
     for d in [&c3, &d] {
         let (code, _, err) = undo(&env, &[&d["trash"].to_string()]);
         assert_eq!(code, 1, "{err}");
@@ -244,14 +258,14 @@ async fn a_tampered_trash_entry_is_not_restored() {
     }
     assert!(!env.exists("ws/evil.txt") && !env.exists("ws/c.txt") && !env.exists("ws/d.txt"));
     // Content swapped in the trash.
-    std::fs::write(entry_files(&trash, &a).0, "evil\n").unwrap();
+    std::fs::write(kept_path(&trash, &a), "evil\n").unwrap();
     // Content and manifest forged together: the audit log still knows.
-    let (data, manifest_path) = entry_files(&trash, &b);
-    std::fs::write(data, "evil\n").unwrap();
-    let manifest = std::fs::read_to_string(&manifest_path).unwrap();
+    std::fs::write(kept_path(&trash, &b), "evil\n").unwrap();
+    let manifest = read_manifest(&trash, &b);
     let old = b["sha256"].as_str().unwrap();
-    let forged = manifest.replace(old, &sha256(b"evil\n")).replace("\"size\": 14", "\"size\": 5");
-    std::fs::write(manifest_path, forged).unwrap();
+    assert!(manifest.contains(old), "{manifest}");
+    let forged = manifest.replace(old, &sha256(b"evil\n")).replace("\"size\":14", "\"size\":5");
+    write_manifest(&trash, &b, &forged);
     for d in [a, b] {
         let (code, _, err) = undo(&env, &[&d["trash"].to_string()]);
         assert_eq!(code, 1, "{err}");
@@ -334,6 +348,42 @@ async fn undo_can_be_turned_off_per_capability() {
     c.ok("write_file", json!({"path": "b.txt", "content": "B"})).await;
     assert!(last_undo(&env, "write_file").1.is_object());
     c.close().await;
+}
+
+/// A damaged trash index is bad input from disk: a call that would need it
+/// is refused and changes nothing, the trash commands say what is wrong,
+/// and nothing is repaired behind the operator's back.
+#[tokio::test]
+async fn a_damaged_trash_index_refuses_keeping_calls_and_is_never_repaired() {
+    let env = Env::new();
+    env.write("ws/a.txt", "precious\n");
+    env.write("ws/b.txt", "also precious\n");
+    let cfg = env.config(ALLOW_ALL);
+    let c = env.start(Protocol::Modern, &["--config", cfg.to_str().unwrap()]).await;
+    c.ok("write_file", json!({"path": "b.txt", "content": "changed\n"})).await;
+    c.close().await;
+    let trash = env.state().join("trash");
+    for name in ["index.db-wal", "index.db-shm"] {
+        let _ = std::fs::remove_file(trash.join(name));
+    }
+    let garbage = "this is not an SQLite database\n".repeat(300);
+    std::fs::write(trash.join("index.db"), &garbage).unwrap();
+
+    let c = env.start(Protocol::Modern, &["--config", cfg.to_str().unwrap()]).await;
+    for (tool, args) in
+        [("write_file", json!({"path": "a.txt", "content": "overwritten\n"})), ("delete_file", path("a.txt"))]
+    {
+        let err = c.err(tool, args).await;
+        assert!(err.contains("trash/index.db") && err.contains("not repaired"), "{tool}: {err}");
+        assert!(!err.contains(&env.state().display().to_string()), "no state-dir path shown to the model: {err}");
+    }
+    c.ok("read_text_file", path("a.txt")).await;
+    c.close().await;
+    assert_eq!(env.read("ws/a.txt"), "precious\n");
+    let (code, _, err) = env.cli(&["trash", "list"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("trash/index.db") && err.contains("not a database"), "{err}");
+    assert_eq!(std::fs::read_to_string(trash.join("index.db")).unwrap(), garbage);
 }
 
 #[tokio::test]
@@ -525,16 +575,18 @@ async fn an_incomplete_entry_is_listed_never_restored_and_kept_through_its_grace
     let (_, d) = last_undo(&env, "delete_file");
     c.close().await;
     let seq = d["trash"].as_u64().unwrap();
-    let (data, manifest) = entry_files(&env.state().join("trash"), &d);
+    let trash = env.state().join("trash");
+    let data = kept_path(&trash, &d);
     // The crash: the object is in the trash, its manifest never written.
-    std::fs::remove_file(&manifest).unwrap();
+    let n = index(&trash).execute("DELETE FROM manifests WHERE seq = ?1", [d["trash"].as_i64().unwrap()]);
+    assert_eq!(n.unwrap(), 1);
 
     let (code, out, err) = env.cli(&["trash", "list", "--json"]);
     assert_eq!(code, 0, "{err}");
     let listed: Vec<Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(listed.len(), 1, "{out}");
     assert_eq!((listed[0]["seq"].as_u64(), listed[0]["complete"].as_bool()), (Some(seq), Some(false)), "{out}");
-    assert!(listed[0]["problem"].as_str().is_some_and(|p| p.contains(&format!("{seq}.json"))), "{out}");
+    assert!(listed[0]["problem"].as_str().is_some_and(|p| p.contains("index.db") && p.contains("missing")), "{out}");
     let (code, out, err) = env.cli(&["trash", "list"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("incomplete") && out.contains(&data.display().to_string()), "{out}");

@@ -150,6 +150,78 @@ fn entries_without_a_sound_manifest_are_listed_as_incomplete() {
     drop(kept);
 }
 
+/// Manifests live in the trash's index, one row an entry: a row makes an
+/// entry complete, holds its seq, is written once; a damaged row lists as
+/// incomplete; a damaged index is reported and left as it is.
+#[test]
+fn manifests_are_rows_of_the_index() {
+    use mcpsec_pathguard::trash::Listed;
+    let fx = Fx::bare();
+    for n in ["a", "b", "c"] {
+        fs::write(fx.root.join(n), n).unwrap();
+    }
+    let sb = sandbox(std::slice::from_ref(&fx.root), Rules::none(), 1 << 20);
+    let t = trash(&fx);
+    let dir = fx.base.join("state/trash");
+    let slot = t.slot(5);
+    let at = sb.remove_keeping("a", false, &slot, u64::MAX).unwrap();
+    slot.commit(&manifest(5, &at)).unwrap();
+    assert_eq!(t.manifest(5).unwrap().unwrap().path, "a");
+    assert_eq!(fs::metadata(dir.join("index.db")).unwrap().mode() & 0o777, 0o600);
+    // No manifest file: one new inode an entry, the kept object's.
+    assert!(!dir.join("5.json").exists());
+    // Written once.
+    let e = slot.commit(&manifest(5, &at)).unwrap_err();
+    assert!(e.to_string().contains("has a manifest in index.db already"), "{e}");
+    // A row alone (a move keeps nothing) holds the seq.
+    let moved = t.slot(6);
+    let mut m = manifest(6, &at);
+    m.action = mcpsec_pathguard::trash::Action::Move;
+    m.kept = None;
+    m.moved_to = Some("elsewhere".into());
+    moved.commit(&m).unwrap();
+    assert!(moved.ensure_free().unwrap_err().to_string().contains("exists already"));
+    assert!(matches!(&t.list().unwrap()[1], Listed::Entry(m) if m.seq == 6));
+    // Rows damaged behind mcpsec's back: cut short, or naming another seq.
+    let kept = sb.remove_keeping("b", false, &t.slot(7), u64::MAX).unwrap();
+    t.slot(7).commit(&manifest(7, &kept)).unwrap();
+    let kept = sb.remove_keeping("c", false, &t.slot(8), u64::MAX).unwrap();
+    t.slot(8).commit(&manifest(8, &kept)).unwrap();
+    let db = rusqlite::Connection::open(dir.join("index.db")).unwrap();
+    db.execute("UPDATE manifests SET manifest = substr(manifest, 1, 20) WHERE seq = 7", []).unwrap();
+    db.execute("UPDATE manifests SET manifest = replace(manifest, '\"seq\":8', '\"seq\":5') WHERE seq = 8", [])
+        .unwrap();
+    drop(db);
+    let listed = t.list().unwrap();
+    assert_eq!(listed.iter().map(Listed::seq).collect::<Vec<_>>(), [5, 6, 7, 8]);
+    for l in &listed[2..] {
+        let Listed::Incomplete { problem, time, .. } = l else { panic!("listed as complete: {l:?}") };
+        assert!(*time > 0, "{l:?}");
+        assert!(problem.contains("index.db") || problem.contains("names seq 5"), "{problem}");
+        assert!(t.manifest(l.seq()).is_err());
+    }
+    // Removing an entry removes its row.
+    assert!(t.remove(6).unwrap());
+    assert!(t.slot(6).ensure_free().is_ok());
+    drop(t);
+
+    // A damaged index: every use says which file and why; nothing is
+    // repaired, replaced or lost.
+    let garbage = b"not a database, and never one".repeat(200);
+    for name in ["index.db-wal", "index.db-shm"] {
+        let _ = fs::remove_file(dir.join(name));
+    }
+    fs::write(dir.join("index.db"), &garbage).unwrap();
+    let t = trash(&fx);
+    let e = t.list().unwrap_err().to_string();
+    assert!(e.contains("trash/index.db") && e.contains("not repaired"), "{e}");
+    assert!(!e.contains(&fx.base.display().to_string()), "no absolute path: {e}");
+    let e = t.slot(9).commit(&manifest(9, &at)).unwrap_err().to_string();
+    assert!(e.contains("index.db"), "{e}");
+    assert_eq!(fs::read(dir.join("index.db")).unwrap(), garbage);
+    assert!(dir.join("5").exists(), "kept objects stay");
+}
+
 fn manifest(seq: u64, at: &mcpsec_pathguard::trash::KeptAt) -> mcpsec_pathguard::trash::Manifest {
     use mcpsec_pathguard::trash::{Action, MANIFEST_VERSION, Manifest, now_secs};
     Manifest {
