@@ -163,7 +163,7 @@ async fn no_secret_reaches_the_log_or_the_server_logs() {
     // disk, for undo); everything else the state holds is checked.
     let trash = env.state().join("trash");
     // A kept object is `trash/<seq>` (or below it, for a tree); manifests
-    // (`<seq>.json`) are checked.
+    // (rows of `trash/index.db`) are checked.
     let kept_data = |p: &Path| {
         p.strip_prefix(&trash).ok().and_then(|rel| rel.components().next()).is_some_and(|first| {
             first.as_os_str().to_str().is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))

@@ -362,6 +362,13 @@ async fn a_damaged_trash_index_refuses_keeping_calls_and_is_never_repaired() {
     let c = env.start(Protocol::Modern, &["--config", cfg.to_str().unwrap()]).await;
     c.ok("write_file", json!({"path": "b.txt", "content": "changed\n"})).await;
     c.close().await;
+    let trash_index = |env: &Env| {
+        let (_, out, _) = env.cli(&["doctor", "--json"]);
+        let findings: Value = serde_json::from_str(&out).unwrap();
+        let found = findings["findings"].as_array().unwrap().iter().find(|f| f["check"] == "trash_index").cloned();
+        found.unwrap_or_else(|| panic!("no trash_index finding: {out}"))
+    };
+    assert_eq!(trash_index(&env)["status"], "ok");
     let trash = env.state().join("trash");
     for name in ["index.db-wal", "index.db-shm"] {
         let _ = std::fs::remove_file(trash.join(name));
@@ -383,6 +390,11 @@ async fn a_damaged_trash_index_refuses_keeping_calls_and_is_never_repaired() {
     let (code, _, err) = env.cli(&["trash", "list"]);
     assert_ne!(code, 0);
     assert!(err.contains("trash/index.db") && err.contains("not a database"), "{err}");
+    let (code, _, err) = env.cli(&["doctor"]);
+    assert_eq!(code, 1, "{err}");
+    let index = trash_index(&env);
+    assert_eq!(index["status"], "fail", "{index}");
+    assert!(index["fix"].as_str().is_some_and(|f| f.contains(".damaged")), "{index}");
     assert_eq!(std::fs::read_to_string(trash.join("index.db")).unwrap(), garbage);
 }
 

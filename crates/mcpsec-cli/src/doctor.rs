@@ -39,7 +39,7 @@ pub enum Status {
 #[derive(Debug, Serialize)]
 pub struct Finding {
     /// A stable name: config, root, state_dir, key_file, db_file, database,
-    /// audit_log, audit_chain, openat2, trash.
+    /// audit_log, audit_chain, openat2, trash, trash_index.
     check: &'static str,
     status: Status,
     message: String,
@@ -214,6 +214,28 @@ fn check_state(dir: &Path, config: Option<&Config>, findings: &mut Vec<Finding>)
     }
     findings.push(check_chain(&log));
     findings.push(check_trash(&dir.join("trash")));
+    // The trash's index of manifests, read-only: a damaged one refuses
+    // every call that would keep something, so say so before a call does.
+    let index = dir.join("trash").join("index.db");
+    if index.exists() {
+        findings.push(match mcpsec_caps::store::SqliteStore::integrity_check(&index) {
+            Ok(problems) if problems.is_empty() => ok("trash_index", "integrity_check: ok"),
+            Ok(problems) => {
+                fail("trash_index", format!("integrity_check: {}", problems.join("; ")), trash_index_fix(&index))
+            }
+            Err(e) => fail("trash_index", e.to_string(), trash_index_fix(&index)),
+        });
+    }
+}
+
+fn trash_index_fix(index: &Path) -> String {
+    format!(
+        "stop mcpsec and keep the damaged index for investigation (`mv {0} {0}.damaged`, and its -wal and -shm files \
+         beside it); the next call that keeps something creates an empty one. Until then, deleting or overwriting is \
+         refused while undo is on. The kept objects stay in the trash, listed as incomplete; their audit records \
+         (`details.undo`) say what each one held",
+        index.display()
+    )
 }
 
 fn database_fix(db: &Path) -> String {
