@@ -291,9 +291,15 @@ impl Trash {
         Ok(Trash { dir, host: state_dir.join("trash"), index: std::sync::Mutex::new(None) })
     }
 
-    /// Runs `f` on the index, opening (and on first use creating) it.
-    /// A damaged index is reported, never repaired or replaced.
-    fn with_index<T>(&self, f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>) -> io::Result<T> {
+    /// Runs `f` on the index, opening it; `None` when there is no index and
+    /// `create` is false (reading and removing never create it: a server
+    /// that keeps nothing, or `doctor`, leaves no index behind). A damaged
+    /// index is reported, never repaired or replaced.
+    fn with_index<T>(
+        &self,
+        create: bool,
+        f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> io::Result<Option<T>> {
         // Errors name the index below the state directory, not its
         // absolute path: a refused call shows them to the model.
         let fail = |e: rusqlite::Error| {
@@ -304,6 +310,12 @@ impl Trash {
         };
         let mut guard = self.index.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
+            if !create {
+                match self.dir.symlink_metadata(INDEX) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                    _ => {}
+                }
+            }
             // Created 0600 through the directory handle (SQLite gives its
             // WAL and shared-memory files the database's mode).
             match self.dir.open_with(
@@ -320,12 +332,12 @@ impl Trash {
             *guard = Some(open_index(&self.host.join(INDEX)).map_err(fail)?);
         }
         let conn = guard.as_ref().ok_or_else(|| other("the trash index is not open"))?;
-        f(conn).map_err(fail)
+        f(conn).map(Some).map_err(fail)
     }
 
     /// Every row of the index: seq, when it was kept, manifest text.
     fn rows(&self) -> io::Result<std::collections::BTreeMap<u64, (u64, String)>> {
-        self.with_index(|c| {
+        let rows = self.with_index(false, |c| {
             let mut stmt = c.prepare("SELECT seq, time, manifest FROM manifests")?;
             let rows =
                 stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))?;
@@ -335,7 +347,8 @@ impl Trash {
                 out.insert(u64::try_from(seq).unwrap_or(0), (u64::try_from(time).unwrap_or(0), text));
             }
             Ok(out)
-        })
+        })?;
+        Ok(rows.unwrap_or_default())
     }
 
     /// The trash directory's path.
@@ -418,7 +431,8 @@ impl Trash {
     pub fn remove(&self, seq: u64) -> io::Result<bool> {
         let slot = self.slot(seq);
         let key = i64::try_from(seq).map_err(|_| other(format!("trash entry {seq}: seq out of range")))?;
-        let mut existed = self.with_index(|c| c.execute("DELETE FROM manifests WHERE seq = ?1", [key]))? > 0;
+        let deleted = self.with_index(false, |c| c.execute("DELETE FROM manifests WHERE seq = ?1", [key]))?;
+        let mut existed = deleted.unwrap_or(0) > 0;
         match self.dir.remove_file(slot.legacy_name()) {
             Ok(()) => existed = true,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -533,13 +547,14 @@ impl Slot<'_> {
     /// The entry's row in the index: when it was kept, and its manifest.
     fn row(&self) -> io::Result<Option<(u64, String)>> {
         let Ok(key) = i64::try_from(self.seq) else { return Ok(None) };
-        self.trash.with_index(|c| {
+        let row = self.trash.with_index(false, |c| {
             use rusqlite::OptionalExtension;
             c.query_row("SELECT time, manifest FROM manifests WHERE seq = ?1", [key], |r| {
                 Ok((u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0), r.get::<_, String>(1)?))
             })
             .optional()
-        })
+        })?;
+        Ok(row.flatten())
     }
 
     /// The name of the manifest file an earlier mcpsec wrote.
@@ -596,7 +611,7 @@ impl Slot<'_> {
         let text = serde_json::to_string(manifest).map_err(io::Error::other)?;
         let key = i64::try_from(self.seq).map_err(|_| other(format!("trash entry {}: seq out of range", self.seq)))?;
         let time = i64::try_from(manifest.time).unwrap_or(i64::MAX);
-        let inserted = self.trash.with_index(|c| {
+        let inserted = self.trash.with_index(true, |c| {
             match c.execute(
                 "INSERT INTO manifests (seq, time, manifest) VALUES (?1, ?2, ?3)",
                 rusqlite::params![key, time, text],
@@ -608,7 +623,7 @@ impl Slot<'_> {
                 Err(e) => Err(e),
             }
         })?;
-        if !inserted {
+        if inserted != Some(true) {
             return Err(other(format!("trash entry {} has a manifest in {INDEX} already", self.seq)));
         }
         Ok(())

@@ -163,6 +163,13 @@ fn manifests_are_rows_of_the_index() {
     let sb = sandbox(std::slice::from_ref(&fx.root), Rules::none(), 1 << 20);
     let t = trash(&fx);
     let dir = fx.base.join("state/trash");
+    // Reading and removing never create the index (a server that keeps
+    // nothing leaves none behind)...
+    assert!(t.list().unwrap().is_empty());
+    assert!(t.manifest(5).unwrap().is_none());
+    assert!(!t.remove(5).unwrap());
+    assert!(!dir.join("index.db").exists());
+    // ...the first kept entry does.
     let slot = t.slot(5);
     let at = sb.remove_keeping("a", false, &slot, u64::MAX).unwrap();
     slot.commit(&manifest(5, &at)).unwrap();
