@@ -558,11 +558,7 @@ impl Config {
         }
         if let Some(t) = raw.tokens {
             if let Some(d) = t.default_ttl {
-                let d = units::parse_duration(&d).map_err(|m| value_error("tokens.default_ttl", m))?;
-                if d.is_zero() {
-                    return Err(value_error("tokens.default_ttl", "must be longer than 0"));
-                }
-                config.tokens.default_ttl = Some(d);
+                config.tokens.default_ttl = Some(positive_duration("tokens.default_ttl", &d)?);
             }
             if let Some(m) = t.max_ttl {
                 let given = [
@@ -574,11 +570,7 @@ impl Config {
                 for (capability, value) in given {
                     let Some(value) = value else { continue };
                     let key = format!("tokens.max_ttl.{capability}");
-                    let d = units::parse_duration(&value).map_err(|m| value_error(&key, m))?;
-                    if d.is_zero() {
-                        return Err(value_error(&key, "must be longer than 0"));
-                    }
-                    config.tokens.max_ttl[capability as usize] = d;
+                    config.tokens.max_ttl[capability as usize] = positive_duration(&key, &value)?;
                 }
             }
         }
@@ -626,11 +618,7 @@ impl Config {
                 config.rate_limit.failed_token_checks = positive_count("rate_limit.failed_token_checks", n)?;
             }
             if let Some(w) = r.window {
-                let w = units::parse_duration(&w).map_err(|m| value_error("rate_limit.window", m))?;
-                if w.is_zero() {
-                    return Err(value_error("rate_limit.window", "must be longer than 0"));
-                }
-                config.rate_limit.window = w;
+                config.rate_limit.window = positive_duration("rate_limit.window", &w)?;
             }
             for (tool, n) in r.tools.unwrap_or_default() {
                 let n = positive_count(&format!("rate_limit.tools.{tool}"), n)?;
@@ -645,11 +633,7 @@ impl Config {
                 config.audit.path = path;
             }
             let interval = |default| match &a.sync_interval {
-                Some(t) => match units::parse_duration(t) {
-                    Ok(d) if d.is_zero() => Err(value_error("audit.sync_interval", "must be longer than 0")),
-                    Ok(d) => Ok(d),
-                    Err(m) => Err(value_error("audit.sync_interval", m)),
-                },
+                Some(t) => positive_duration("audit.sync_interval", t),
                 None => Ok(default),
             };
             config.audit.sync = match a.sync.as_deref() {
@@ -893,6 +877,26 @@ mod tests {
         assert_eq!(c.tokens.max_ttl(Capability::DeleteFiles), Duration::from_secs(600));
         assert!(err("[tokens]\nmax_ttl = { format_disk = \"1h\" }").contains("format_disk"));
         assert!(err("[tokens]\ndefault_ttl = \"0\"").contains("tokens.default_ttl"));
+    }
+
+    #[test]
+    fn every_duration_that_bounds_something_must_be_longer_than_zero() {
+        for (section, key, full) in [
+            ("http", "request_timeout", "http.request_timeout"),
+            ("http", "header_timeout", "http.header_timeout"),
+            ("shell", "timeout", "shell.timeout"),
+            ("rate_limit", "window", "rate_limit.window"),
+            ("tokens", "default_ttl", "tokens.default_ttl"),
+            ("tokens.max_ttl", "delete_files", "tokens.max_ttl.delete_files"),
+            ("audit", "sync_interval", "audit.sync_interval"),
+        ] {
+            let sync = if section == "audit" { "sync = \"batch\"\n" } else { "" };
+            for value in ["0s", "soon"] {
+                let e = err(&format!("[{section}]\n{sync}{key} = \"{value}\"\n"));
+                assert!(e.contains(full), "{full} = {value}: {e}");
+            }
+            assert!(err(&format!("[{section}]\n{sync}{key} = \"0s\"\n")).contains("longer than 0"), "{full}");
+        }
     }
 
     #[test]
