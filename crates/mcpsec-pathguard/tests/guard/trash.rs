@@ -229,6 +229,28 @@ fn manifests_are_rows_of_the_index() {
     assert!(dir.join("5").exists(), "kept objects stay");
 }
 
+/// An index planted as a symlink (to a database elsewhere, or to a file
+/// the user cares about) is never opened or written through.
+#[test]
+fn a_symlinked_index_is_refused_and_its_target_left_alone() {
+    let fx = Fx::bare();
+    fs::write(fx.root.join("a"), "a").unwrap();
+    let sb = sandbox(std::slice::from_ref(&fx.root), Rules::none(), 1 << 20);
+    let t = trash(&fx);
+    let dir = fx.base.join("state/trash");
+    fs::write(fx.outside.join("victim"), SENTINEL).unwrap();
+    symlink(fx.outside.join("victim"), dir.join("index.db")).unwrap();
+    let e = t.list().unwrap_err().to_string();
+    assert!(e.contains("not a regular file"), "{e}");
+    let slot = t.slot(1);
+    let e = sb.remove_keeping("a", false, &slot, u64::MAX).unwrap_err();
+    assert!(e.to_string().contains("not a regular file"), "{e}");
+    assert!(!e.to_string().contains(SENTINEL) && !e.to_string().contains("victim"), "{e}");
+    assert!(fx.root.join("a").exists(), "a refused keep changes nothing");
+    assert_eq!(fs::read_to_string(fx.outside.join("victim")).unwrap(), SENTINEL);
+    assert!(!fx.outside.join("victim-wal").exists() && !fx.outside.join("victim-shm").exists());
+}
+
 fn manifest(seq: u64, at: &mcpsec_pathguard::trash::KeptAt) -> mcpsec_pathguard::trash::Manifest {
     use mcpsec_pathguard::trash::{Action, MANIFEST_VERSION, Manifest, now_secs};
     Manifest {
