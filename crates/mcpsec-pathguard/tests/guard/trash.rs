@@ -14,6 +14,19 @@ fn trash(fx: &Fx) -> Trash {
     Trash::open(&state).unwrap()
 }
 
+/// A root holding `files` (each holding its own name), a sandbox over it
+/// with no rules, its trash, and the trash directory's path.
+fn with_files(files: &[&str]) -> (Fx, mcpsec_pathguard::Sandbox, Trash, std::path::PathBuf) {
+    let fx = Fx::bare();
+    for n in files {
+        fs::write(fx.root.join(n), n).unwrap();
+    }
+    let sb = sandbox(std::slice::from_ref(&fx.root), Rules::none(), 1 << 20);
+    let t = trash(&fx);
+    let dir = fx.base.join("state/trash");
+    (fx, sb, t, dir)
+}
+
 #[test]
 fn a_file_with_other_hard_links_keeps_their_mode() {
     let fx = Fx::bare();
@@ -108,13 +121,7 @@ fn an_entry_is_never_reused() {
 #[test]
 fn entries_without_a_sound_manifest_are_listed_as_incomplete() {
     use mcpsec_pathguard::trash::Listed;
-    let fx = Fx::bare();
-    for n in ["a", "b", "c"] {
-        fs::write(fx.root.join(n), n).unwrap();
-    }
-    let sb = sandbox(std::slice::from_ref(&fx.root), Rules::none(), 1 << 20);
-    let t = trash(&fx);
-    let dir = fx.base.join("state/trash");
+    let (_fx, sb, t, dir) = with_files(&["a", "b", "c"]);
     // 1: kept, no manifest (a crash mid-keep).
     sb.remove_keeping("a", false, &t.slot(1), u64::MAX).unwrap();
     // 2: a manifest cut short.
@@ -156,13 +163,7 @@ fn entries_without_a_sound_manifest_are_listed_as_incomplete() {
 #[test]
 fn manifests_are_rows_of_the_index() {
     use mcpsec_pathguard::trash::Listed;
-    let fx = Fx::bare();
-    for n in ["a", "b", "c"] {
-        fs::write(fx.root.join(n), n).unwrap();
-    }
-    let sb = sandbox(std::slice::from_ref(&fx.root), Rules::none(), 1 << 20);
-    let t = trash(&fx);
-    let dir = fx.base.join("state/trash");
+    let (fx, sb, t, dir) = with_files(&["a", "b", "c"]);
     // Reading and removing never create the index (a server that keeps
     // nothing leaves none behind)...
     assert!(t.list().unwrap().is_empty());
@@ -233,11 +234,7 @@ fn manifests_are_rows_of_the_index() {
 /// the user cares about) is never opened or written through.
 #[test]
 fn a_symlinked_index_is_refused_and_its_target_left_alone() {
-    let fx = Fx::bare();
-    fs::write(fx.root.join("a"), "a").unwrap();
-    let sb = sandbox(std::slice::from_ref(&fx.root), Rules::none(), 1 << 20);
-    let t = trash(&fx);
-    let dir = fx.base.join("state/trash");
+    let (fx, sb, t, dir) = with_files(&["a"]);
     fs::write(fx.outside.join("victim"), SENTINEL).unwrap();
     symlink(fx.outside.join("victim"), dir.join("index.db")).unwrap();
     let e = t.list().unwrap_err().to_string();
