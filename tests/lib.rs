@@ -632,6 +632,12 @@ impl Env {
         HttpServer::spawn(self.command(&args)).await
     }
 
+    /// [`Env::serve_http`] with a config file holding `config`.
+    pub async fn serve_http_with(&self, config: &str) -> HttpServer {
+        let file = self.config(config);
+        self.serve_http(&["--config", file.to_str().expect("a UTF-8 temporary path")]).await
+    }
+
     /// Starts `mcpsec proxy --name NAME --http 127.0.0.1:0 EXTRA… -- UPSTREAM…`
     /// and waits until it listens.
     pub async fn proxy_http(&self, name: &str, extra: &[&str], upstream: &[&str]) -> HttpServer {

@@ -82,10 +82,9 @@ async fn a_token_granted_to_alice_is_refused_for_bob() {
     let env = Env::new();
     let alice = env.add_user("alice");
     let bob = env.add_user("bob");
-    let config = env.config("[policy]\ndelete_files = \"token\"\n");
     env.write("ws/a.txt", "a");
     let token = env.grant(&["delete_files", "--user", "alice"]);
-    let server = env.serve_http(&["--config", config.to_str().unwrap()]).await;
+    let server = env.serve_http_with("[policy]\ndelete_files = \"token\"\n").await;
     let as_bob = server.connect(&bob, Protocol::Legacy).await.unwrap();
     let refused = as_bob.err("delete_file", json!({"path": "a.txt", "capability_token": token})).await;
     assert!(refused.contains("mcpsec grant delete_files"), "{refused}");
@@ -170,8 +169,7 @@ async fn dns_rebinding_and_cross_origin_requests_are_refused() {
     // An allowed origin passes.
     let env = Env::new();
     let alice = env.add_user("alice");
-    let config = env.config("[http]\nallowed_origins = [\"http://app.example:*\"]\n");
-    let server = env.serve_http(&["--config", config.to_str().unwrap()]).await;
+    let server = env.serve_http_with("[http]\nallowed_origins = [\"http://app.example:*\"]\n").await;
     let auth = format!("Bearer {alice}");
     let (status, _, body) =
         raw_post(&server.url, &[("authorization", &auth), ("origin", "http://app.example:3000")], initialize_body())
@@ -183,8 +181,7 @@ async fn dns_rebinding_and_cross_origin_requests_are_refused() {
 async fn an_oversized_body_is_refused() {
     let env = Env::new();
     let alice = env.add_user("alice");
-    let config = env.config("[http]\nmax_body = \"4KiB\"\n");
-    let server = env.serve_http(&["--config", config.to_str().unwrap()]).await;
+    let server = env.serve_http_with("[http]\nmax_body = \"4KiB\"\n").await;
     let auth = format!("Bearer {alice}");
     let big = json!({"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"pad": "x".repeat(8192)}}).to_string();
     let (status, _, body) = raw_post(&server.url, &[("authorization", &auth)], big).await;
@@ -202,8 +199,7 @@ async fn an_oversized_body_is_refused() {
 async fn guessing_keys_is_cut_short_per_client_address() {
     let env = Env::new();
     let alice = env.add_user("alice");
-    let config = env.config("[http]\nfailed_auth = 3\n");
-    let server = env.serve_http(&["--config", config.to_str().unwrap()]).await;
+    let server = env.serve_http_with("[http]\nfailed_auth = 3\n").await;
     for _ in 0..3 {
         let (status, _, _) = raw_post(&server.url, &[("authorization", "Bearer mcpsu_guess")], initialize_body()).await;
         assert_eq!(status, 401);
@@ -221,7 +217,7 @@ async fn guessing_keys_is_cut_short_per_client_address() {
 async fn sigterm_lets_the_call_finish_and_records_the_stop_last() {
     let env = Env::new();
     let alice = env.add_user("alice");
-    let server = env.serve_http(&["--config", env.config(mcpsec_e2e::ALLOW_ALL).to_str().unwrap()]).await;
+    let server = env.serve_http_with(mcpsec_e2e::ALLOW_ALL).await;
     let c = server.connect(&alice, Protocol::Legacy).await.unwrap();
     let r = c.call("write_file", json!({"path": "w.txt", "content": "kept"})).await;
     assert_eq!(r.is_error, Some(false), "{}", text(&r));
@@ -284,8 +280,9 @@ fn users_are_added_listed_and_removed_without_showing_keys() {
 async fn a_call_under_way_at_sigterm_finishes_and_is_recorded_before_the_stop() {
     let env = Env::new();
     let alice = env.add_user("alice");
-    let config = env.config("[policy]\nexecute_shell = \"allow\"\n[shell]\nallow = [\"sleep\"]\ntimeout = \"10s\"\n");
-    let server = env.serve_http(&["--config", config.to_str().unwrap()]).await;
+    let server = env
+        .serve_http_with("[policy]\nexecute_shell = \"allow\"\n[shell]\nallow = [\"sleep\"]\ntimeout = \"10s\"\n")
+        .await;
     let c = server.connect(&alice, Protocol::Legacy).await.unwrap();
     let peer = c.peer();
     let call = tokio::spawn(async move {
@@ -364,8 +361,7 @@ async fn slow_clients_are_disconnected_and_the_connection_cap_holds_against_a_fl
     use tokio::io::AsyncWriteExt;
     let env = Env::new();
     let alice = env.add_user("alice");
-    let config = env.config("[http]\nmax_connections = 2\nheader_timeout = \"1s\"\n");
-    let server = env.serve_http(&["--config", config.to_str().unwrap()]).await;
+    let server = env.serve_http_with("[http]\nmax_connections = 2\nheader_timeout = \"1s\"\n").await;
     let addr = host_port(&server.url);
     // Two slowloris clients take every connection: one sends half a request
     // head and stops, the other sends nothing at all.
@@ -416,8 +412,7 @@ async fn one_client_address_cannot_take_every_connection() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let env = Env::new();
     let alice = env.add_user("alice");
-    let config = env.config("[http]\nmax_connections = 8\nmax_connections_per_address = 2\n");
-    let server = env.serve_http(&["--config", config.to_str().unwrap()]).await;
+    let server = env.serve_http_with("[http]\nmax_connections = 8\nmax_connections_per_address = 2\n").await;
     let addr: std::net::SocketAddr = host_port(&server.url).parse().unwrap();
     let from = |ip: &str| {
         let ip: std::net::IpAddr = ip.parse().unwrap();
@@ -451,8 +446,7 @@ async fn a_user_holds_at_most_max_sessions_sessions() {
     let env = Env::new();
     let alice = env.add_user("alice");
     let bob = env.add_user("bob");
-    let config = env.config("[http]\nmax_sessions = 2\n");
-    let server = env.serve_http(&["--config", config.to_str().unwrap()]).await;
+    let server = env.serve_http_with("[http]\nmax_sessions = 2\n").await;
     let (as_alice, as_bob) = (format!("Bearer {alice}"), format!("Bearer {bob}"));
     let mut sessions = Vec::new();
     for _ in 0..2 {
