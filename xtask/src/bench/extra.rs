@@ -267,52 +267,68 @@ pub(crate) fn undo_cost(
     let file = root.join("bench-overwrite.txt");
     std::fs::write(&file, "x")?;
     let args = serde_json::json!({ "path": file, "content": super::fixture_content(super::FIXTURE_BYTES) }).to_string();
-    let mut rates = [[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
-    for run in 0..runs {
-        for (d, depth) in [1usize, 16].into_iter().enumerate() {
-            for (v, server) in [&on, &off].into_iter().enumerate() {
-                eprintln!("bench: {}: run {}/{runs}, {depth} in flight", server.name, run + 1);
-                let state = dir.join(format!("undo-state-{v}-{run}-{depth}"));
-                std::fs::create_dir_all(&state)?;
-                let log = dir.join("logs").join(format!("undo-{v}.stderr"));
-                let mut s = Session::spawn(server.command(root, &state), "Successfully wrote to", &log)?;
-                s.initialize()?;
-                rates[v][d].push(s.pipeline_tool("write_file", &args, depth, warmup, measure)?.0);
-                s.close()?;
-                // Each run's state (with undo on, a trash of thousands of
-                // kept files) stays until every run is done: on ext4 without
-                // a journal, creating a file scans past every inode freed in
-                // the last minutes, so removing a trash here would slow the
-                // next run's creations, whichever variant it is.
-                let _ = Command::new("sync").status();
-            }
-        }
-    }
-    for run in 0..runs {
-        for depth in [1usize, 16] {
-            for v in 0..2 {
-                let _ = std::fs::remove_dir_all(dir.join(format!("undo-state-{v}-{run}-{depth}")));
-            }
-        }
-    }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    // Both servers run side by side, and the measurement alternates between
+    // them in short slices (which goes first alternates too): this disk's
+    // speed drifts by tens of percent within seconds, and a slice of each
+    // variant back to back sees the same disk. The cost is the median of
+    // the pairs' costs. Each pair is `measure` of each variant, split in
+    // two slices.
+    let slice = measure / 2;
+    let slices = runs * 2;
     let mut figures = Vec::new();
-    for (d, depth) in [1usize, 16].into_iter().enumerate() {
-        let (with, without) = (median(&mut rates[0][d]), median(&mut rates[1][d]));
+    for depth in [1usize, 16] {
+        let mut sessions = Vec::new();
+        for (v, server) in [&on, &off].into_iter().enumerate() {
+            let state = dir.join(format!("undo-state-{v}-{depth}"));
+            std::fs::create_dir_all(&state)?;
+            let log = dir.join("logs").join(format!("undo-{v}-{depth}.stderr"));
+            let mut s = Session::spawn(server.command(root, &state), "Successfully wrote to", &log)?;
+            s.initialize()?;
+            // Warm both up before the first slice.
+            s.pipeline_tool("write_file", &args, depth, Duration::ZERO, warmup)?;
+            sessions.push(s);
+        }
+        eprintln!("bench: undo on / off: {slices} slices of {:.1}s each, {depth} in flight", slice.as_secs_f64());
+        let mut rates = [Vec::new(), Vec::new()];
+        for i in 0..slices {
+            let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+            for v in order {
+                let (rate, _) = sessions[v].pipeline_tool("write_file", &args, depth, Duration::ZERO, slice)?;
+                rates[v].push(rate);
+            }
+        }
+        for s in sessions {
+            s.close()?;
+        }
+        // A pair: two consecutive slices of each variant.
+        let mut costs: Vec<f64> = rates[0]
+            .chunks(2)
+            .zip(rates[1].chunks(2))
+            .map(|(w, wo)| 1.0 - w.iter().sum::<f64>() / wo.iter().sum::<f64>())
+            .collect();
+        costs.sort_by(f64::total_cmp);
+        let (lo, hi) = (costs[0], costs[costs.len() - 1]);
+        let total = |r: &[f64]| r.iter().sum::<f64>() / r.len() as f64;
+        let (with, without) = (total(&rates[0]), total(&rates[1]));
         figures.push(Figure {
             what: format!("undo cost, 4 KiB overwrites @{depth}"),
-            value: (1.0 - with / without) * 100.0,
+            value: costs[costs.len() / 2] * 100.0,
             unit: " %",
             goal: 20.0,
             at_least: false,
             detail: format!(
-                "{with:.0} calls/s with undo, {without:.0} without (median of {runs}; {})",
+                "median of {} pairs (range {:.0} to {:.0} %); mean {with:.0} calls/s with undo, {without:.0} without; {}",
+                costs.len(),
+                lo * 100.0,
+                hi * 100.0,
                 super::filesystem(dir)
             ),
         });
+    }
+    for depth in [1usize, 16] {
+        for v in 0..2 {
+            let _ = std::fs::remove_dir_all(dir.join(format!("undo-state-{v}-{depth}")));
+        }
     }
     Ok(figures)
 }
