@@ -250,6 +250,19 @@ pub(crate) fn grant_latency(mcpsec: &Server, root: &Path, state: &Path, logs: &P
 /// Overwrites of a 4 KiB file (`write_file`, writes allowed) with undo on
 /// (the defaults) and off: calls/s at 1 and 16 in flight, median of `runs`
 /// runs interleaved on/off, each on a fresh state directory.
+/// The cost of each pair of slices, sorted: a pair is two consecutive
+/// slices of each variant (calls/s `with` and `without`), its cost
+/// `1 - with / without` over the pair's calls.
+fn paired_costs(with: &[f64], without: &[f64]) -> Vec<f64> {
+    let mut costs: Vec<f64> = with
+        .chunks(2)
+        .zip(without.chunks(2))
+        .map(|(w, wo)| 1.0 - w.iter().sum::<f64>() / wo.iter().sum::<f64>())
+        .collect();
+    costs.sort_by(f64::total_cmp);
+    costs
+}
+
 pub(crate) fn undo_cost(
     mcpsec: &Server,
     root: &Path,
@@ -300,13 +313,7 @@ pub(crate) fn undo_cost(
         for s in sessions {
             s.close()?;
         }
-        // A pair: two consecutive slices of each variant.
-        let mut costs: Vec<f64> = rates[0]
-            .chunks(2)
-            .zip(rates[1].chunks(2))
-            .map(|(w, wo)| 1.0 - w.iter().sum::<f64>() / wo.iter().sum::<f64>())
-            .collect();
-        costs.sort_by(f64::total_cmp);
+        let costs = paired_costs(&rates[0], &rates[1]);
         let (lo, hi) = (costs[0], costs[costs.len() - 1]);
         let total = |r: &[f64]| r.iter().sum::<f64>() / r.len() as f64;
         let (with, without) = (total(&rates[0]), total(&rates[1]));
@@ -335,7 +342,16 @@ pub(crate) fn undo_cost(
 
 #[cfg(test)]
 mod tests {
-    use super::slowest_throughput;
+    use super::{paired_costs, slowest_throughput};
+
+    #[test]
+    fn pairs_are_two_slices_of_each_variant_sorted_by_cost() {
+        // Pair 1: 150 vs 200 calls → 25 %; pair 2: 100 vs 100 → 0 %;
+        // pair 3: 120 vs 100 → −20 % (undo faster in that pair).
+        let costs = paired_costs(&[70.0, 80.0, 50.0, 50.0, 60.0, 60.0], &[100.0, 100.0, 40.0, 60.0, 50.0, 50.0]);
+        let rounded: Vec<i64> = costs.iter().map(|c| (c * 100.0).round() as i64).collect();
+        assert_eq!(rounded, [-20, 0, 25]);
+    }
 
     #[test]
     fn criterion_throughput_lines_are_read_and_comparisons_skipped() {
