@@ -247,9 +247,6 @@ pub(crate) fn grant_latency(mcpsec: &Server, root: &Path, state: &Path, logs: &P
     })
 }
 
-/// Overwrites of a 4 KiB file (`write_file`, writes allowed) with undo on
-/// (the defaults) and off: calls/s at 1 and 16 in flight, median of `runs`
-/// runs interleaved on/off, each on a fresh state directory.
 /// The cost of each pair of slices, sorted: a pair is two consecutive
 /// slices of each variant (calls/s `with` and `without`), its cost
 /// `1 - with / without` over the pair's calls.
@@ -263,6 +260,13 @@ fn paired_costs(with: &[f64], without: &[f64]) -> Vec<f64> {
     costs
 }
 
+/// Overwrites of a 4 KiB file (`write_file`, writes allowed) with undo on
+/// (the defaults) and off, at 1 and 16 in flight: both servers side by
+/// side, `runs` pairs of slices (ABBA: on, off, off, on), each on a fresh
+/// state directory kept until every depth is done (on ext4 without a
+/// journal, removing a trash of thousands of files slows the creations
+/// that follow, whichever variant makes them). The cost is the median of
+/// the pairs'.
 pub(crate) fn undo_cost(
     mcpsec: &Server,
     root: &Path,
