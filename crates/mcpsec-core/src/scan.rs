@@ -232,10 +232,9 @@ pub fn sanitize(text: &str) -> std::borrow::Cow<'_, str> {
 /// The offset of the first character [`sanitize`] removes, if any: a byte loop over ASCII
 /// (it runs on every result an upstream returns), decoding only non-ASCII characters.
 fn first_to_sanitize(bytes: &[u8]) -> Option<usize> {
-    /// Bytes looked at together: a run of printable ASCII (space to `~`,
-    /// tab and line breaks) that long is passed over in one vectorised test.
+    /// Bytes looked at together: a run of plain ASCII that long is passed
+    /// over in one vectorised test.
     const CHUNK: usize = 32;
-    let kept = |c: u8| (c.wrapping_sub(0x20) < 0x5F) | (c == b'\n') | (c == b'\t') | (c == b'\r');
     let mut i = 0;
     // After a chunk that is not all plain, go byte by byte to its end
     // before testing another (non-ASCII text would fail every test).
@@ -243,7 +242,7 @@ fn first_to_sanitize(bytes: &[u8]) -> Option<usize> {
     while let Some(&b) = bytes.get(i) {
         if i >= bytewise_until {
             match bytes.get(i..i + CHUNK) {
-                Some(chunk) if chunk.iter().fold(true, |all, &c| all & kept(c)) => {
+                Some(chunk) if chunk.iter().fold(true, |all, &c| all & plain_ascii(c)) => {
                     i += CHUNK;
                     continue;
                 }
@@ -251,8 +250,7 @@ fn first_to_sanitize(bytes: &[u8]) -> Option<usize> {
             }
         }
         if b < 0x80 {
-            // C0 controls (ESC among them) but tab and line breaks, and DEL.
-            if (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0x7F {
+            if !plain_ascii(b) {
                 return Some(i);
             }
             i += 1;
@@ -265,6 +263,13 @@ fn first_to_sanitize(bytes: &[u8]) -> Option<usize> {
         i += len;
     }
     None
+}
+
+/// Printable ASCII (space to `~`), tab and line breaks: the ASCII that
+/// [`sanitize`] keeps. It removes the other C0 controls (ESC among them)
+/// and DEL. Branch-free, so that a chunk of it is tested in one pass.
+fn plain_ascii(c: u8) -> bool {
+    (c.wrapping_sub(0x20) < 0x5F) | (c == b'\n') | (c == b'\t') | (c == b'\r')
 }
 
 fn quote(f: &Finding) -> String {
