@@ -302,7 +302,9 @@ pub(crate) fn undo_cost(
             let mut s = Session::spawn(server.command(root, &state), "Successfully wrote to", &log)?;
             s.initialize()?;
             // Warm both up before the first slice.
-            s.pipeline_tool("write_file", &args, depth, Duration::ZERO, warmup)?;
+            if !warmup.is_zero() {
+                s.pipeline_tool("write_file", &args, depth, Duration::ZERO, warmup)?;
+            }
             sessions.push(s);
         }
         eprintln!("bench: undo on / off: {slices} slices of {:.1}s each, {depth} in flight", slice.as_secs_f64());
