@@ -143,14 +143,6 @@ impl std::fmt::Display for Failed {
 
 impl std::error::Error for Failed {}
 
-/// mimalloc instead of glibc's malloc: on the HTTP server's worker threads
-/// glibc's allocator took about a sixth of the server's CPU, and mimalloc
-/// raised the calls/s at 64 clients by 10 to 45 % (BENCHMARKS.md). Built
-/// without transparent huge pages (`no_thp`): with them the stdio server's
-/// peak RSS doubled, to 30 MiB.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();

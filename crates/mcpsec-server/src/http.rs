@@ -405,7 +405,7 @@ async fn guard(
             // one SQLite step, `PRAGMA data_version` (has a `users remove`
             // changed them?), reads the WAL index without waiting for a
             // writer. Handing it to the blocking pool cost more than the
-            // check: a fifth of the calls/s at 64 clients (BENCHMARKS.md).
+            // check: 8 to 40 % of the calls/s at 64 clients (BENCHMARKS.md).
             match gate.users.authenticate(&key) {
                 Ok(user) => user,
                 Err(e) => {
