@@ -41,6 +41,9 @@ pub(crate) struct HttpFigures {
     pub(crate) peak_rss: u64,
     /// Calls during the measured window.
     pub(crate) calls: usize,
+    /// The server's CPU time (all its threads) over the measured window,
+    /// per call completed in it.
+    pub(crate) cpu_per_call: Option<Duration>,
 }
 
 /// How many clients, for how long.
@@ -91,7 +94,7 @@ fn run(mcpsec: &Server, scratch: &super::Scratch, shape: Shape, protocol: Protoc
     let addr = url.and_then(|u| u.trim_start_matches("http://").trim_end_matches("/mcp").parse::<SocketAddr>().ok());
     let result = match addr {
         None => Err(anyhow::anyhow!("mcpsec serve --http exited before listening")),
-        Some(addr) => load(addr, &key, scratch, shape, protocol).and_then(|mut f| {
+        Some(addr) => load(addr, child.id(), &key, scratch, shape, protocol).and_then(|mut f| {
             f.peak_rss = super::client::peak_rss(child.id())?;
             Ok(f)
         }),
@@ -121,7 +124,7 @@ fn floor(workspace: &Path, build: bool, scratch: &super::Scratch, shape: Shape) 
     let addr = url.and_then(|u| u.trim_start_matches("http://").trim_end_matches("/mcp").parse::<SocketAddr>().ok());
     let result = match addr {
         None => Err(anyhow::anyhow!("http_floor exited before listening")),
-        Some(addr) => load(addr, "", scratch, shape, Protocol::Stateless).and_then(|mut f| {
+        Some(addr) => load(addr, child.id(), "", scratch, shape, Protocol::Stateless).and_then(|mut f| {
             f.peak_rss = super::client::peak_rss(child.id())?;
             Ok(f)
         }),
@@ -134,6 +137,7 @@ fn floor(workspace: &Path, build: bool, scratch: &super::Scratch, shape: Shape) 
 
 fn load(
     addr: SocketAddr,
+    server: u32,
     key: &str,
     scratch: &super::Scratch,
     shape: Shape,
@@ -180,7 +184,15 @@ fn load(
         })
         .collect::<Result<_>>()?;
     ready.wait();
-    let _ = start.set(Instant::now());
+    let started = Instant::now();
+    let _ = start.set(started);
+    // The server's CPU over the same window as the latencies (a sample
+    // that fails leaves the figure out rather than the run).
+    let window = |at: Instant| {
+        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        super::client::cpu_time(server).ok()
+    };
+    let cpu = window(started + warmup).zip(window(started + warmup + measure));
     let mut all = Vec::new();
     let mut first_error = None;
     for t in threads {
@@ -209,6 +221,7 @@ fn load(
         p99_ms: pct(0.99),
         peak_rss: 0,
         calls: all.len(),
+        cpu_per_call: cpu.map(|(from, until)| until.saturating_sub(from) / all.len() as u32),
     })
 }
 
@@ -390,10 +403,13 @@ pub(crate) fn bench(
         let figure = |what: &str, value: f64, unit: &'static str, goal: f64, at_least: bool, detail: String| {
             super::extra::Figure { what: format!("http {tag} {what}"), value, unit, goal, at_least, detail }
         };
+        let cpu = |f: &HttpFigures| f.cpu_per_call.map_or("?".to_owned(), |d| format!("{:.3}", d.as_secs_f64() * 1e3));
         let of_floor = format!(
-            "{:.0} % of the floor's {:.0} /s; {detail}",
+            "{:.0} % of the floor's {:.0} /s; server CPU {} ms a call (the floor's {}); {detail}",
             100.0 * f.calls_per_s / floor.calls_per_s,
-            floor.calls_per_s
+            floor.calls_per_s,
+            cpu(&f),
+            cpu(&floor),
         );
         figures.extend([
             figure("read_text_file calls/s", f.calls_per_s, " /s", GOAL_CALLS_PER_S, true, of_floor),
