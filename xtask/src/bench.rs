@@ -156,6 +156,8 @@ struct Figures {
     calls: [Vec<f64>; 2],
     /// Per depth, the median call latency (ms) of each run.
     p50_ms: [Vec<f64>; 2],
+    /// Per depth, what each run's measured window cost in CPU.
+    cpu: [Vec<client::CpuWindow>; 2],
     peak_rss: Option<u64>,
     error: Option<String>,
 }
@@ -169,6 +171,16 @@ impl Figures {
     }
     fn p50_median(&self, depth: usize) -> Option<f64> {
         median(&self.p50_ms[depth])
+    }
+    /// Per depth, the medians over the runs of the server's and its
+    /// children's CPU ms per call, and of the machine's idle share.
+    fn cpu_median(&self, depth: usize) -> Option<(f64, f64, Option<f64>)> {
+        let runs = &self.cpu[depth];
+        let ms = |f: fn(&client::CpuWindow) -> Duration| {
+            median(&runs.iter().map(|w| f(w).as_secs_f64() * 1e3).collect::<Vec<_>>())
+        };
+        let idle = median(&runs.iter().filter_map(|w| w.machine_idle).collect::<Vec<_>>());
+        Some((ms(|w| w.server)?, ms(|w| w.children)?, idle))
     }
     fn rss_mib(&self) -> Option<f64> {
         self.peak_rss.map(|b| b as f64 / (1024.0 * 1024.0))
@@ -389,9 +401,10 @@ fn measure_all(opts: &Options, scratch: &Scratch, entries: &mut [Entry]) {
                 let Ok(server) = &e.server else { continue };
                 eprintln!("bench: {}: run {}/{}, {depth} in flight", e.name, run + 1, opts.runs);
                 match throughput_once(server, scratch, depth, warmup, measure) {
-                    Ok((rate, p50, rss)) => {
+                    Ok((rate, p50, rss, cpu)) => {
                         e.figures.calls[d].push(rate);
                         e.figures.p50_ms[d].extend(p50);
+                        e.figures.cpu[d].extend(cpu);
                         e.figures.peak_rss = Some(e.figures.peak_rss.unwrap_or(0).max(rss));
                     }
                     Err(err) => fail(e, err),
@@ -418,15 +431,15 @@ fn startup_once(server: &Server, scratch: &Scratch) -> Result<client::Handshake>
     Ok(h)
 }
 
-/// Calls/s and median latency (ms) at `depth` in flight, and the process's
-/// peak RSS in bytes.
+/// Calls/s and median latency (ms) at `depth` in flight, the process's
+/// peak RSS in bytes, and the CPU the measured window cost.
 fn throughput_once(
     server: &Server,
     scratch: &Scratch,
     depth: usize,
     warmup: Duration,
     measure: Duration,
-) -> Result<(f64, Option<f64>, u64)> {
+) -> Result<(f64, Option<f64>, u64, Option<client::CpuWindow>)> {
     let token = match server.token_for {
         Some(capability) => Some(server.grant(capability, &scratch.state).map_err(|e| anyhow::anyhow!(e))?),
         None => None,
@@ -438,8 +451,9 @@ fn throughput_once(
     // Read just before stdin closes: the server is still alive and has
     // served every request.
     let rss = s.peak_rss()?;
+    let cpu = s.last_cpu();
     s.close()?;
-    Ok((rate, p50, rss))
+    Ok((rate, p50, rss, cpu))
 }
 
 fn median(xs: &[f64]) -> Option<f64> {
@@ -656,6 +670,20 @@ fn print_proxy_cost(entries: &[Entry]) {
         ms(added[1]),
         if ratio[1] >= PROXY_GOAL { "PASS" } else { "MISS" }
     );
+    // Where the CPU went at 16 in flight: with both on two cores, the
+    // gateway's CPU is taken from the upstream's.
+    let get = |name: &str| entries.iter().find(|e| e.name == name).and_then(|e| e.figures.cpu_median(1));
+    if let (Some((gateway, upstream, idle)), Some((direct, _, direct_idle))) =
+        (get(peers::MCPSEC_PROXY), get(peers::NODE_PEER))
+    {
+        let pct = |v: Option<f64>| v.map_or_else(|| "?".into(), |v| format!("{:.0} %", v * 100.0));
+        println!(
+            "  CPU a call @16: gateway {gateway:.3} ms, upstream behind it {upstream:.3} ms, upstream direct \
+             {direct:.3} ms; machine idle {} (direct {})",
+            pct(idle),
+            pct(direct_idle)
+        );
+    }
 }
 
 fn to_json(opts: &Options, entries: &[Entry], load: Option<f64>) -> serde_json::Value {
@@ -675,6 +703,9 @@ fn to_json(opts: &Options, entries: &[Entry], load: Option<f64>) -> serde_json::
                 "calls_per_s_16_in_flight": f.calls_median(1),
                 "p50_ms_1_in_flight": f.p50_median(0),
                 "p50_ms_16_in_flight": f.p50_median(1),
+                "cpu_ms_per_call_16_in_flight": f.cpu_median(1).map(|c| c.0),
+                "children_cpu_ms_per_call_16_in_flight": f.cpu_median(1).map(|c| c.1),
+                "machine_idle_16_in_flight": f.cpu_median(1).and_then(|c| c.2),
                 "runs_calls_per_s_1_in_flight": f.calls[0],
                 "runs_calls_per_s_16_in_flight": f.calls[1],
                 "peak_rss_mib": f.rss_mib(),

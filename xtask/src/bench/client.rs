@@ -42,6 +42,66 @@ pub(crate) struct Session {
     replies: Receiver<ReplyMsg>,
     reader: Option<JoinHandle<()>>,
     spawned_at: Instant,
+    /// The CPU the last [`Session::pipeline_tool`] window cost.
+    last_cpu: Option<CpuWindow>,
+}
+
+/// What the processes used during a throughput window, per call counted
+/// in it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CpuWindow {
+    /// The server process (all its threads).
+    pub(crate) server: Duration,
+    /// Its child processes together (the gateway's upstream).
+    pub(crate) children: Duration,
+    /// The share of the machine's CPU time that was idle (or waiting for
+    /// I/O) during the window, 0 to 1.
+    pub(crate) machine_idle: Option<f64>,
+}
+
+/// One reading of the counters a [`CpuWindow`] is the difference of.
+#[derive(Debug, Clone, Copy)]
+struct CpuSample {
+    server: Duration,
+    children: Duration,
+    /// Idle and total jiffies of the whole machine (`/proc/stat`).
+    machine: Option<(u64, u64)>,
+}
+
+impl CpuSample {
+    fn take(pid: u32) -> Option<CpuSample> {
+        let server = cpu_time(pid).ok()?;
+        let path = format!("/proc/{pid}/task/{pid}/children");
+        #[allow(clippy::disallowed_methods)] // reading /proc, not serving a tool call
+        let children = std::fs::read_to_string(path).unwrap_or_default();
+        let children =
+            children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()).filter_map(|c| cpu_time(c).ok()).sum();
+        #[allow(clippy::disallowed_methods)] // reading /proc, not serving a tool call
+        let machine = std::fs::read_to_string("/proc/stat").ok().and_then(|s| machine_jiffies(&s));
+        Some(CpuSample { server, children, machine })
+    }
+
+    /// From `self` to `later`, per call.
+    fn window(self, later: CpuSample, calls: u64) -> Option<CpuWindow> {
+        let calls = u32::try_from(calls).ok().filter(|&c| c > 0)?;
+        let machine_idle = self.machine.zip(later.machine).and_then(|((i0, t0), (i1, t1))| {
+            let total = t1.checked_sub(t0).filter(|&t| t > 0)?;
+            Some(i1.saturating_sub(i0) as f64 / total as f64)
+        });
+        Some(CpuWindow {
+            server: later.server.saturating_sub(self.server) / calls,
+            children: later.children.saturating_sub(self.children) / calls,
+            machine_idle,
+        })
+    }
+}
+
+/// Idle (idle + iowait) and total jiffies from the `cpu` line of
+/// `/proc/stat` (user nice system idle iowait irq softirq steal …).
+fn machine_jiffies(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line.split_whitespace().skip(1).take(8).map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    (v.len() == 8).then(|| (v[3] + v[4], v.iter().sum()))
 }
 
 /// `Reply` behind a newtype so `Session` can derive `Debug` cheaply.
@@ -97,7 +157,13 @@ impl Session {
                 }
             })
             .context("spawning reader thread")?;
-        Ok(Self { child, stdin: Some(stdin), replies, reader: Some(reader), spawned_at })
+        Ok(Self { child, stdin: Some(stdin), replies, reader: Some(reader), spawned_at, last_cpu: None })
+    }
+
+    /// What the last [`Session::pipeline_tool`] window cost in CPU, if
+    /// `/proc` could be read at both ends of it.
+    pub(crate) fn last_cpu(&self) -> Option<CpuWindow> {
+        self.last_cpu
     }
 
     /// Operating-system process id, for `/proc/PID/status`.
@@ -216,6 +282,10 @@ impl Session {
         // counted in the window.
         let mut sent: std::collections::HashMap<u64, Instant> = std::collections::HashMap::new();
         let mut latencies: Vec<f64> = Vec::new();
+        // CPU counters at the first reply in the window and once it is over.
+        let pid = self.pid();
+        let (mut at_start, mut at_end): (Option<Option<CpuSample>>, Option<Option<CpuSample>>) = (None, None);
+        self.last_cpu = None;
         for _ in 0..in_flight {
             let req = request(next_id);
             sent.insert(next_id, Instant::now());
@@ -232,6 +302,9 @@ impl Session {
                     outstanding -= 1;
                     let sent_at = id.and_then(|id| sent.remove(&id));
                     if at >= window_start && at < window_end {
+                        if at_start.is_none() {
+                            at_start = Some(CpuSample::take(pid));
+                        }
                         counted += 1;
                         if let Some(t) = sent_at {
                             latencies.push(at.saturating_duration_since(t).as_secs_f64() * 1e3);
@@ -243,6 +316,8 @@ impl Session {
                         next_id += 1;
                         self.send(req.as_bytes())?;
                         outstanding += 1;
+                    } else if at_end.is_none() {
+                        at_end = Some(CpuSample::take(pid));
                     }
                 }
                 Reply::Other(line) => {
@@ -254,6 +329,9 @@ impl Session {
                 }
                 Reply::Closed(why) => bail!("{why}"),
             }
+        }
+        if let (Some(Some(from)), Some(Some(until))) = (at_start, at_end) {
+            self.last_cpu = from.window(until, counted);
         }
         latencies.sort_by(f64::total_cmp);
         let p50 = latencies.get(latencies.len() / 2).copied();
@@ -414,5 +492,22 @@ mod tests {
         }
         std::hint::black_box(x);
         assert!(cpu_time(std::process::id()).unwrap() >= before);
+    }
+
+    #[test]
+    fn a_cpu_window_is_per_call_and_the_machine_idle_share_counts_iowait() {
+        let stat = "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 50 0 25 400 25 0 0 0 0 0\n";
+        assert_eq!(machine_jiffies(stat), Some((850, 1000)));
+        assert_eq!(machine_jiffies("cpu 1 2 3\n"), None);
+        let ms = Duration::from_millis;
+        let from = CpuSample { server: ms(1000), children: ms(500), machine: Some((850, 1000)) };
+        let until = CpuSample { server: ms(1400), children: ms(1300), machine: Some((950, 1400)) };
+        let w = from.window(until, 200).unwrap();
+        assert_eq!((w.server, w.children), (ms(2), ms(4)));
+        assert_eq!(w.machine_idle, Some(0.25));
+        assert!(from.window(until, 0).is_none(), "no calls, no per-call figure");
+        // A child that exited during the window does not make it negative.
+        let gone = CpuSample { children: ms(0), ..until };
+        assert_eq!(from.window(gone, 200).unwrap().children, Duration::ZERO);
     }
 }
