@@ -40,6 +40,7 @@ mod tls;
 pub mod tools;
 pub mod transport;
 pub mod undo;
+mod upstream_io;
 
 pub use handler::{McpsecServer, ServerOptions};
 pub use http::{HttpOptions, serve_http};

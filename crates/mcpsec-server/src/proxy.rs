@@ -230,6 +230,9 @@ struct Catalog {
 
 struct Conn {
     running: Option<RunningService<RoleClient, UpstreamClient>>,
+    /// The direct `tools/call` path of the running session, if the
+    /// upstream speaks a protocol with a handshake (see `upstream_io`).
+    direct: Option<Arc<crate::upstream_io::Direct>>,
     /// Consecutive failures (crashes, failed starts) since the last success.
     failures: u32,
     /// No start before this instant (backoff).
@@ -340,7 +343,7 @@ impl Upstream {
             command: options.command,
             settings: options.settings,
             pins: options.pins,
-            conn: tokio::sync::Mutex::new(Conn { running: None, failures: 0, not_before: None }),
+            conn: tokio::sync::Mutex::new(Conn { running: None, direct: None, failures: 0, not_before: None }),
             catalog: Mutex::new(Catalog::default()),
             client: UpstreamClient { stale: Arc::new(AtomicBool::new(true)), downstream: Arc::default() },
             offers: OnceLock::new(),
@@ -377,12 +380,18 @@ impl Upstream {
     /// A session with the upstream, starting it (after the backoff, if it
     /// failed before) when there is none or the last one ended.
     async fn peer(&self) -> Result<Peer<RoleClient>, String> {
+        self.session().await.map(|(peer, _)| peer)
+    }
+
+    /// [`Upstream::peer`], with the session's direct `tools/call` path.
+    async fn session(&self) -> Result<(Peer<RoleClient>, Option<Arc<crate::upstream_io::Direct>>), String> {
         let mut conn = self.conn.lock().await;
         if let Some(running) = &conn.running {
             if !running.is_closed() && !running.peer().is_transport_closed() {
-                return Ok(running.peer().clone());
+                return Ok((running.peer().clone(), conn.direct.clone()));
             }
             conn.running = None;
+            conn.direct = None;
             self.failed(&mut conn);
             tracing::warn!(upstream = %self.name, "the upstream server stopped; restarting it");
         }
@@ -390,13 +399,18 @@ impl Upstream {
             tokio::time::sleep_until(at.into()).await;
         }
         match self.start().await {
-            Ok(running) => {
+            Ok((running, direct)) => {
                 let peer = running.peer().clone();
+                // The direct path speaks the protocols with a handshake; a
+                // newer upstream gets every call through rmcp.
+                let legacy = peer.peer_info().is_some_and(|i| i.protocol_version.has_initialize());
+                let direct = Some(direct).filter(|_| legacy);
                 conn.running = Some(running);
+                conn.direct = direct.clone();
                 conn.not_before = None;
                 // Its tools may differ from the last run's.
                 self.client.stale.store(true, Ordering::SeqCst);
-                Ok(peer)
+                Ok((peer, direct))
             }
             Err(e) => {
                 self.failed(&mut conn);
@@ -411,16 +425,15 @@ impl Upstream {
         conn.not_before = Some(Instant::now() + delay);
     }
 
-    async fn start(&self) -> Result<RunningService<RoleClient, UpstreamClient>, String> {
+    async fn start(
+        &self,
+    ) -> Result<(RunningService<RoleClient, UpstreamClient>, Arc<crate::upstream_io::Direct>), String> {
         let Some((program, args)) = self.command.split_first() else {
             return Err(format!("no command for the upstream `{}`", self.name));
         };
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args);
-        let transport = rmcp::transport::TokioChildProcess::builder(cmd)
-            .stderr(std::process::Stdio::inherit())
-            .spawn()
-            .map(|(t, _)| t)
+        let (transport, direct) = crate::upstream_io::UpstreamTransport::spawn(cmd)
             .map_err(|e| format!("could not start the upstream `{}` (`{}`): {e}", self.name, self.program()))?;
         match tokio::time::timeout(self.settings.call_timeout, self.client.clone().serve(transport)).await {
             Ok(Ok(running)) => {
@@ -430,7 +443,7 @@ impl Upstream {
                         prompts: info.capabilities.prompts.is_some(),
                     });
                 }
-                Ok(running)
+                Ok((running, direct))
             }
             Ok(Err(e)) => Err(format!(
                 "the upstream `{}` (`{}`) failed to initialize: {}",
@@ -682,10 +695,14 @@ impl Upstream {
     pub(crate) async fn call(&self, t: &UpstreamTool, args: JsonObject) -> Result<CallToolResult, ToolError> {
         let args = t.arguments.check(&t.qualified, args)?;
         let tool = t.tool.as_str();
-        let peer = self.peer().await.map_err(|m| ToolError::Failed(format!("{m}; the call was not forwarded")))?;
+        let (peer, direct) =
+            self.session().await.map_err(|m| ToolError::Failed(format!("{m}; the call was not forwarded")))?;
+        let timeout = self.settings.call_timeout;
+        if let Some(direct) = direct {
+            return self.call_direct(&direct, tool, args, timeout).await;
+        }
         let mut params = CallToolRequestParams::new(tool.to_owned());
         params.arguments = Some(args);
-        let timeout = self.settings.call_timeout;
         match tokio::time::timeout(timeout, peer.call_tool(params)).await {
             Ok(Ok(mut result)) => {
                 self.conn.lock().await.failures = 0;
@@ -704,6 +721,46 @@ impl Upstream {
                 self.name
             ))),
             Err(_) => Err(ToolError::Failed(format!(
+                "the upstream `{}` did not answer `{tool}` within {timeout:?}; whether the call took effect is \
+                 unknown. The operator can raise [proxy.{}] call_timeout",
+                self.name, self.name
+            ))),
+        }
+    }
+
+    /// [`Upstream::call`] on the direct path, with the same answers.
+    async fn call_direct(
+        &self,
+        direct: &Arc<crate::upstream_io::Direct>,
+        tool: &str,
+        args: JsonObject,
+        timeout: Duration,
+    ) -> Result<CallToolResult, ToolError> {
+        use crate::upstream_io::{Answer, NoAnswer};
+        match direct.call(tool, args, timeout).await {
+            Ok(Answer::Result(mut result)) => {
+                self.conn.lock().await.failures = 0;
+                // Stated explicitly, as for the built-in tools.
+                result.is_error.get_or_insert(false);
+                Ok(result)
+            }
+            Ok(Answer::Error(e)) => Err(ToolError::Failed(format!(
+                "the upstream `{}` answered `{tool}` with an error: {}",
+                self.name,
+                upstream_text(&e.message)
+            ))),
+            Ok(Answer::Malformed(why)) => Err(ToolError::Failed(format!(
+                "the upstream `{}` answered `{tool}` with something that is not a tool result ({}); it was not \
+                 passed on",
+                self.name,
+                upstream_text(&why)
+            ))),
+            Err(NoAnswer::Closed(why)) => Err(ToolError::Failed(format!(
+                "the upstream `{}` stopped answering during `{tool}` ({why}); whether the call took effect is \
+                 unknown. mcpsec restarts the upstream for the next call",
+                self.name
+            ))),
+            Err(NoAnswer::TimedOut) => Err(ToolError::Failed(format!(
                 "the upstream `{}` did not answer `{tool}` within {timeout:?}; whether the call took effect is \
                  unknown. The operator can raise [proxy.{}] call_timeout",
                 self.name, self.name

@@ -21,26 +21,27 @@ pub const MAX_LINE: usize = 64 << 20;
 /// A JSON-RPC transport over a byte stream pair.
 #[derive(Debug)]
 pub struct LineTransport<R, W> {
-    reader: BufReader<R>,
+    lines: LineReader<R>,
     writer: Arc<Mutex<W>>,
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> LineTransport<R, W> {
+    /// A transport reading requests from `reader`, writing to `writer`.
+    pub fn new(reader: R, writer: W) -> Self {
+        LineTransport { lines: LineReader::new(reader), writer: Arc::new(Mutex::new(writer)) }
+    }
+}
+
+/// Newline-delimited lines from a byte stream, at most [`MAX_LINE`] long.
+#[derive(Debug)]
+pub(crate) struct LineReader<R> {
+    reader: BufReader<R>,
     /// The line being read. rmcp cancels `receive` (it selects over it), so
     /// everything consumed from the reader lives here, not on the stack:
     /// a cancelled read resumes the same line instead of losing its start.
     line: Vec<u8>,
     /// Whether the line being read is over [`MAX_LINE`] (and discarded).
     too_long: bool,
-}
-
-impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> LineTransport<R, W> {
-    /// A transport reading requests from `reader`, writing to `writer`.
-    pub fn new(reader: R, writer: W) -> Self {
-        LineTransport {
-            reader: BufReader::with_capacity(64 << 10, reader),
-            writer: Arc::new(Mutex::new(writer)),
-            line: Vec::with_capacity(8 << 10),
-            too_long: false,
-        }
-    }
 }
 
 async fn write_line<W: AsyncWrite + Unpin>(writer: &Mutex<W>, bytes: &[u8]) -> std::io::Result<()> {
@@ -60,22 +61,40 @@ fn error_line(id: &serde_json::Value, code: i64, message: &str) -> Vec<u8> {
     out
 }
 
-enum Read {
+/// What [`LineReader::read_line`] found.
+pub(crate) enum Read {
+    /// A line, in [`LineReader::line`].
     Line,
+    /// A line longer than [`MAX_LINE`], discarded.
     TooLong,
+    /// The end of the stream.
     Eof,
 }
 
-impl<R, W> LineTransport<R, W>
-where
-    R: AsyncRead + Unpin + Send,
-    W: AsyncWrite + Unpin + Send + 'static,
-{
+impl<R: AsyncRead + Unpin> LineReader<R> {
+    pub(crate) fn new(reader: R) -> Self {
+        LineReader {
+            reader: BufReader::with_capacity(64 << 10, reader),
+            line: Vec::with_capacity(8 << 10),
+            too_long: false,
+        }
+    }
+
+    /// The line read, without its `\r\n` or `\n`.
+    pub(crate) fn line(&self) -> &[u8] {
+        self.line.strip_suffix(b"\r").unwrap_or(&self.line)
+    }
+
+    /// Forgets the line read (the caller is done with it).
+    pub(crate) fn clear(&mut self) {
+        self.line.clear();
+    }
+
     /// Reads one line into `self.line` (without the newline), discarding
     /// the rest of a line longer than [`MAX_LINE`]. Cancel-safe: the only
     /// await is `fill_buf`, and what was consumed before it is in `self`.
-    /// The caller clears `self.line` once it has used it.
-    async fn read_line(&mut self) -> std::io::Result<Read> {
+    /// The caller clears the line once it has used it.
+    pub(crate) async fn read_line(&mut self) -> std::io::Result<Read> {
         loop {
             let buf = self.reader.fill_buf().await?;
             if buf.is_empty() {
@@ -106,10 +125,16 @@ where
             }
         }
     }
+}
 
+impl<R, W> LineTransport<R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     /// What to do with the line just read: a message, or an error reply.
     fn parse_line(&self) -> Option<Result<RxJsonRpcMessage<RoleServer>, Vec<u8>>> {
-        let line = self.line.strip_suffix(b"\r").unwrap_or(&self.line);
+        let line = self.lines.line();
         if line.iter().all(u8::is_ascii_whitespace) {
             return None;
         }
@@ -158,7 +183,7 @@ where
 
     async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
         loop {
-            let read = match self.read_line().await {
+            let read = match self.lines.read_line().await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!("reading stdin failed: {e}");
@@ -175,7 +200,7 @@ where
                 ),
                 Read::Line => {
                     let parsed = self.parse_line();
-                    self.line.clear();
+                    self.lines.clear();
                     match parsed {
                         None => continue,
                         Some(Ok(msg)) => return Some(msg),
