@@ -882,8 +882,8 @@ enum Listing {
 }
 
 /// Every page of the upstream's tools, at most [`MAX_TOOLS`] tools in at
-/// most [`MAX_PAGES`] pages (each page is one message, which rmcp's stdio
-/// transport caps at 16 MiB).
+/// most [`MAX_PAGES`] pages (each page is one message, which the upstream's
+/// transport caps at 16 MiB: `upstream_io::MAX_UPSTREAM_LINE`).
 async fn list_bounded(peer: &Peer<RoleClient>) -> Result<Vec<Tool>, Listing> {
     let mut tools = Vec::new();
     let mut cursor = None;

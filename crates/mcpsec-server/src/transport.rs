@@ -32,15 +32,18 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> LineTransport<R, W> {
     }
 }
 
-/// Newline-delimited lines from a byte stream, at most [`MAX_LINE`] long.
+/// Newline-delimited lines from a byte stream, each at most a limit long
+/// ([`MAX_LINE`] unless said otherwise).
 #[derive(Debug)]
 pub(crate) struct LineReader<R> {
     reader: BufReader<R>,
+    /// The longest line kept.
+    max: usize,
     /// The line being read. rmcp cancels `receive` (it selects over it), so
     /// everything consumed from the reader lives here, not on the stack:
     /// a cancelled read resumes the same line instead of losing its start.
     line: Vec<u8>,
-    /// Whether the line being read is over [`MAX_LINE`] (and discarded).
+    /// Whether the line being read is over the limit (and discarded).
     too_long: bool,
 }
 
@@ -65,7 +68,7 @@ fn error_line(id: &serde_json::Value, code: i64, message: &str) -> Vec<u8> {
 pub(crate) enum Read {
     /// A line, in [`LineReader::line`].
     Line,
-    /// A line longer than [`MAX_LINE`], discarded.
+    /// A line longer than the limit, discarded.
     TooLong,
     /// The end of the stream.
     Eof,
@@ -73,8 +76,14 @@ pub(crate) enum Read {
 
 impl<R: AsyncRead + Unpin> LineReader<R> {
     pub(crate) fn new(reader: R) -> Self {
+        LineReader::with_limit(reader, MAX_LINE)
+    }
+
+    /// A reader that discards lines longer than `max` bytes.
+    pub(crate) fn with_limit(reader: R, max: usize) -> Self {
         LineReader {
             reader: BufReader::with_capacity(64 << 10, reader),
+            max,
             line: Vec::with_capacity(8 << 10),
             too_long: false,
         }
@@ -91,7 +100,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
     }
 
     /// Reads one line into `self.line` (without the newline), discarding
-    /// the rest of a line longer than [`MAX_LINE`]. Cancel-safe: the only
+    /// the rest of a line longer than the limit. Cancel-safe: the only
     /// await is `fill_buf`, and what was consumed before it is in `self`.
     /// The caller clears the line once it has used it.
     pub(crate) async fn read_line(&mut self) -> std::io::Result<Read> {
@@ -109,7 +118,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             let newline = memchr(buf);
             let chunk = &buf[..newline.unwrap_or(buf.len())];
             if !self.too_long {
-                if self.line.len() + chunk.len() > MAX_LINE {
+                if self.line.len() + chunk.len() > self.max {
                     self.too_long = true;
                     self.line = Vec::new();
                 } else {

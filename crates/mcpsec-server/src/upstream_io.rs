@@ -25,7 +25,6 @@ use rmcp::RoleClient;
 use rmcp::model::{CallToolResult, ErrorData, JsonObject};
 use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::Transport;
-use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::oneshot;
@@ -38,6 +37,10 @@ const ID_PREFIX: &str = "mcpsec-";
 
 /// How long a closing upstream gets to exit before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// The longest line taken from the upstream (rmcp's own stdio transport
+/// allowed as much); a longer one is dropped.
+pub(crate) const MAX_UPSTREAM_LINE: usize = 16 << 20;
 
 /// The upstream's answer to a direct call.
 #[derive(Debug)]
@@ -103,6 +106,9 @@ impl Direct {
     ) -> Result<Answer, NoAnswer> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let id = format!("{ID_PREFIX}{n}");
+        // One deadline for writing the request and waiting for its answer:
+        // an upstream that stops reading its stdin cannot hold a call.
+        let deadline = tokio::time::Instant::now() + timeout;
         let (tx, rx) = oneshot::channel();
         {
             let mut waiting = self.waiting();
@@ -124,10 +130,12 @@ impl Direct {
         });
         let mut bytes = serde_json::to_vec(&request).map_err(|e| NoAnswer::Closed(e.to_string()))?;
         bytes.push(b'\n');
-        if let Err(e) = self.write_whole(bytes).await {
-            return Err(NoAnswer::Closed(format!("writing to it failed: {e}")));
+        match tokio::time::timeout_at(deadline, self.write_whole(bytes)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(NoAnswer::Closed(format!("writing to it failed: {e}"))),
+            Err(_) => return Err(NoAnswer::TimedOut),
         }
-        match tokio::time::timeout(timeout, rx).await {
+        match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(answer)) => {
                 guard.id = None;
                 Ok(answer)
@@ -216,7 +224,8 @@ impl UpstreamTransport {
             next: AtomicU64::new(1),
             closed: AtomicBool::new(false),
         });
-        Ok((UpstreamTransport { child: Some(child), lines: LineReader::new(stdout), direct: direct.clone() }, direct))
+        let lines = LineReader::with_limit(stdout, MAX_UPSTREAM_LINE);
+        Ok((UpstreamTransport { child: Some(child), lines, direct: direct.clone() }, direct))
     }
 
     /// What to do with one line from the upstream: a message for rmcp, or
@@ -225,20 +234,14 @@ impl UpstreamTransport {
         if line.iter().all(u8::is_ascii_whitespace) {
             return None;
         }
-        let mut value: Value = match serde_json::from_slice(line) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!(
-                    "the upstream wrote a line that is not JSON ({}); ignored",
-                    upstream_text(&e.to_string())
-                );
-                return None;
-            }
+        // Ours: no method, and an id this process gave out. Anything else
+        // (a line that is not an object included) is rmcp's to parse.
+        let ours = match peek(line) {
+            Some(Peek { id: Some(RouteId(Some(n))), method: None }) => Some(n),
+            _ => None,
         };
-        let ours = value.get("method").is_none()
-            && value.get("id").and_then(Value::as_str).and_then(|id| id.strip_prefix(ID_PREFIX)).is_some();
-        if !ours {
-            return match serde_json::from_value(value) {
+        let Some(n) = ours else {
+            return match serde_json::from_slice(line) {
                 Ok(msg) => Some(msg),
                 Err(e) => {
                     // serde names what it did not expect: the upstream's words, sanitised.
@@ -247,23 +250,96 @@ impl UpstreamTransport {
                     None
                 }
             };
-        }
-        let n = value.get("id").and_then(Value::as_str).and_then(|id| id.strip_prefix(ID_PREFIX)?.parse().ok());
-        let answer = match (value.get_mut("result").map(Value::take), value.get_mut("error").map(Value::take)) {
-            (Some(result), None) => match serde_json::from_value::<CallToolResult>(result) {
-                Ok(r) => Answer::Result(r),
-                Err(e) => Answer::Malformed(e.to_string()),
-            },
-            (None, Some(error)) => match serde_json::from_value::<ErrorData>(error) {
-                Ok(e) => Answer::Error(e),
-                Err(e) => Answer::Malformed(e.to_string()),
-            },
-            _ => Answer::Malformed("neither a result nor an error".into()),
         };
-        if !n.is_some_and(|n| self.direct.deliver(n, answer)) {
-            tracing::warn!("the upstream answered a request nobody waits for (an unknown or repeated id); ignored");
+        let answer = match serde_json::from_slice::<DirectReply>(line) {
+            Ok(DirectReply { result: Some(r), error: None }) => Answer::Result(r),
+            Ok(DirectReply { result: None, error: Some(e) }) => Answer::Error(e),
+            Ok(_) => Answer::Malformed("neither a result nor an error".into()),
+            Err(e) => Answer::Malformed(e.to_string()),
+        };
+        if !self.direct.deliver(n, answer) {
+            tracing::warn!(
+                "the upstream answered a request nobody waits for (a repeated id, or a late answer); ignored"
+            );
         }
         None
+    }
+}
+
+/// What routing reads of a line that is a JSON object (serde would also
+/// fill the struct from an array).
+fn peek(line: &[u8]) -> Option<Peek> {
+    let object = line.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if object { serde_json::from_slice(line).ok() } else { None }
+}
+
+/// What routing reads of a line: its id and whether it has a method.
+#[derive(serde::Deserialize)]
+struct Peek {
+    #[serde(default)]
+    id: Option<RouteId>,
+    #[serde(default)]
+    method: Option<serde::de::IgnoredAny>,
+}
+
+/// An answer to a direct call.
+#[derive(serde::Deserialize)]
+struct DirectReply {
+    #[serde(default)]
+    result: Option<CallToolResult>,
+    #[serde(default)]
+    error: Option<ErrorData>,
+}
+
+/// A line's id as routing sees it: the number of one of our ids, or
+/// `None` for any other id. Skips any other value without keeping it.
+struct RouteId(Option<u64>);
+
+/// `N` of `"mcpsec-N"` exactly as [`Direct::call`] writes it (decimal, no
+/// sign, no leading zero).
+fn our_number(id: &str) -> Option<u64> {
+    let digits = id.strip_prefix(ID_PREFIX)?;
+    let canonical = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0');
+    if canonical { digits.parse().ok() } else { None }
+}
+
+impl<'de> serde::Deserialize<'de> for RouteId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RouteId;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON-RPC id")
+            }
+            fn visit_str<E>(self, s: &str) -> Result<RouteId, E> {
+                Ok(RouteId(our_number(s)))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<RouteId, E> {
+                Ok(RouteId(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<RouteId, E> {
+                Ok(RouteId(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<RouteId, E> {
+                Ok(RouteId(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<RouteId, E> {
+                Ok(RouteId(None))
+            }
+            fn visit_unit<E>(self) -> Result<RouteId, E> {
+                Ok(RouteId(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<RouteId, A::Error> {
+                while a.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(RouteId(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<RouteId, A::Error> {
+                while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(RouteId(None))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -298,7 +374,7 @@ impl Transport<RoleClient> for UpstreamTransport {
                     return None;
                 }
                 Read::TooLong => {
-                    tracing::warn!("the upstream wrote a line over {} bytes; ignored", crate::transport::MAX_LINE);
+                    tracing::warn!("the upstream wrote a line over {MAX_UPSTREAM_LINE} bytes; ignored");
                 }
                 Read::Line => {
                     let msg = self.route(self.lines.line());
@@ -313,13 +389,28 @@ impl Transport<RoleClient> for UpstreamTransport {
 
     async fn close(&mut self) -> Result<(), Self::Error> {
         self.direct.close();
-        // Its stdin closed is the stdio transport's way to say "exit".
-        drop(self.direct.writer.lock().await.take());
         let Some(mut child) = self.child.take() else { return Ok(()) };
-        if tokio::time::timeout(EXIT_GRACE, child.wait()).await.is_err() {
-            child.kill().await?;
+        // Its stdin closed is the stdio transport's way to say "exit"; the
+        // lock is part of the grace period (a writer may be stuck on a full
+        // pipe), and the kill releases whatever still waits on it.
+        let direct = self.direct.clone();
+        let graceful = async {
+            drop(direct.writer.lock().await.take());
+            child.wait().await
+        };
+        if tokio::time::timeout(EXIT_GRACE, graceful).await.is_err() {
+            let _ = child.start_kill();
+            child.wait().await?;
         }
         Ok(())
+    }
+}
+
+impl Drop for UpstreamTransport {
+    /// Dropped without `close` (rmcp's task ended otherwise): calls waiting
+    /// learn it now; the child is killed (`kill_on_drop`).
+    fn drop(&mut self) {
+        self.direct.close();
     }
 }
 
@@ -398,6 +489,36 @@ mod tests {
         assert!(t.receive().await.is_none(), "the output ended");
         assert!(matches!(pending.await.unwrap(), Err(NoAnswer::Closed(_))));
         assert!(matches!(call(&direct, Duration::from_secs(10)).await.unwrap(), Err(NoAnswer::Closed(_))));
+    }
+
+    #[test]
+    fn only_ids_written_exactly_as_ours_are_ours() {
+        assert_eq!(our_number("mcpsec-1"), Some(1));
+        assert_eq!(our_number("mcpsec-4242"), Some(4242));
+        for other in ["mcpsec-", "mcpsec-01", "mcpsec-+1", "mcpsec--1", "mcpsec-1a", "mcpsec-1 ", "x-1", "1"] {
+            assert_eq!(our_number(other), None, "{other}");
+        }
+        let id = |line: &str| peek(line.as_bytes()).and_then(|p| p.id?.0);
+        assert_eq!(id(r#" {"id":"mcpsec-3","result":{}}"#), Some(3));
+        assert_eq!(id(r#"{"id":3,"result":{}}"#), None);
+        assert_eq!(id(r#"{"id":["mcpsec-3",{"a":[1,2]}],"result":{}}"#), None);
+        assert_eq!(id(r#"["mcpsec-3"]"#), None, "not an object: rmcp's to parse");
+    }
+
+    #[tokio::test]
+    async fn an_upstream_that_stops_reading_cannot_hold_a_call_or_its_own_shutdown() {
+        // Never reads: the pipe fills and the request cannot be written.
+        let (mut t, direct) = upstream("exec sleep 30");
+        let mut args = JsonObject::new();
+        args.insert("blob".into(), "x".repeat(1 << 20).into());
+        let started = std::time::Instant::now();
+        let answer = direct.call("echo", args, Duration::from_millis(300)).await;
+        assert!(matches!(answer, Err(NoAnswer::TimedOut)), "{answer:?}");
+        assert!(started.elapsed() < Duration::from_secs(5), "the timeout covers the write: {:?}", started.elapsed());
+        // The writer is still stuck on the full pipe; closing kills the child anyway.
+        let started = std::time::Instant::now();
+        t.close().await.unwrap();
+        assert!(started.elapsed() < EXIT_GRACE + Duration::from_secs(3), "{:?}", started.elapsed());
     }
 
     #[tokio::test]
