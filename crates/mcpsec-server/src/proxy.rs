@@ -691,53 +691,29 @@ impl Upstream {
     }
 
     /// Forwards one call (the capability token already removed) if its
-    /// arguments match the tool's pinned input schema.
+    /// arguments match the tool's pinned input schema: on the direct path
+    /// when the session has one, else through rmcp; both end the same way.
     pub(crate) async fn call(&self, t: &UpstreamTool, args: JsonObject) -> Result<CallToolResult, ToolError> {
+        use crate::upstream_io::{Answer, NoAnswer};
         let args = t.arguments.check(&t.qualified, args)?;
         let tool = t.tool.as_str();
         let (peer, direct) =
             self.session().await.map_err(|m| ToolError::Failed(format!("{m}; the call was not forwarded")))?;
         let timeout = self.settings.call_timeout;
-        if let Some(direct) = direct {
-            return self.call_direct(&direct, tool, args, timeout).await;
-        }
-        let mut params = CallToolRequestParams::new(tool.to_owned());
-        params.arguments = Some(args);
-        match tokio::time::timeout(timeout, peer.call_tool(params)).await {
-            Ok(Ok(mut result)) => {
-                self.conn.lock().await.failures = 0;
-                // Stated explicitly, as for the built-in tools.
-                result.is_error.get_or_insert(false);
-                Ok(result)
+        let answer = match direct {
+            Some(direct) => direct.call(tool, args, timeout).await,
+            None => {
+                let mut params = CallToolRequestParams::new(tool.to_owned());
+                params.arguments = Some(args);
+                match tokio::time::timeout(timeout, peer.call_tool(params)).await {
+                    Ok(Ok(result)) => Ok(Answer::Result(result)),
+                    Ok(Err(ServiceError::McpError(e))) => Ok(Answer::Error(e)),
+                    Ok(Err(e)) => Err(NoAnswer::Closed(e.to_string())),
+                    Err(_) => Err(NoAnswer::TimedOut),
+                }
             }
-            Ok(Err(ServiceError::McpError(e))) => Err(ToolError::Failed(format!(
-                "the upstream `{}` answered `{tool}` with an error: {}",
-                self.name,
-                upstream_text(&e.message)
-            ))),
-            Ok(Err(e)) => Err(ToolError::Failed(format!(
-                "the upstream `{}` stopped answering during `{tool}` ({e}); whether the call took effect is \
-                 unknown. mcpsec restarts the upstream for the next call",
-                self.name
-            ))),
-            Err(_) => Err(ToolError::Failed(format!(
-                "the upstream `{}` did not answer `{tool}` within {timeout:?}; whether the call took effect is \
-                 unknown. The operator can raise [proxy.{}] call_timeout",
-                self.name, self.name
-            ))),
-        }
-    }
-
-    /// [`Upstream::call`] on the direct path, with the same answers.
-    async fn call_direct(
-        &self,
-        direct: &Arc<crate::upstream_io::Direct>,
-        tool: &str,
-        args: JsonObject,
-        timeout: Duration,
-    ) -> Result<CallToolResult, ToolError> {
-        use crate::upstream_io::{Answer, NoAnswer};
-        match direct.call(tool, args, timeout).await {
+        };
+        match answer {
             Ok(Answer::Result(mut result)) => {
                 self.conn.lock().await.failures = 0;
                 // Stated explicitly, as for the built-in tools.
