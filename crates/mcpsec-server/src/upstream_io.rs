@@ -105,7 +105,6 @@ impl Direct {
         timeout: Duration,
     ) -> Result<Answer, NoAnswer> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{ID_PREFIX}{n}");
         // One deadline for writing the request and waiting for its answer:
         // an upstream that stops reading its stdin cannot hold a call.
         let deadline = tokio::time::Instant::now() + timeout;
@@ -121,10 +120,10 @@ impl Direct {
         }
         // From here on a dropped call (timeout, or the client went away)
         // stops waiting and tells the upstream.
-        let mut guard = Waiting { direct: self.clone(), n, id: Some(id.clone()) };
+        let mut guard = Waiting { direct: self.clone(), n, unanswered: true };
         let request = serde_json::json!({
             "jsonrpc": "2.0",
-            "id": id,
+            "id": format!("{ID_PREFIX}{n}"),
             "method": "tools/call",
             "params": { "name": tool, "arguments": arguments },
         });
@@ -137,11 +136,11 @@ impl Direct {
         }
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(answer)) => {
-                guard.id = None;
+                guard.unanswered = false;
                 Ok(answer)
             }
             Ok(Err(_)) => {
-                guard.id = None;
+                guard.unanswered = false;
                 Err(NoAnswer::Closed("its output ended".into()))
             }
             Err(_) => Err(NoAnswer::TimedOut),
@@ -169,21 +168,20 @@ impl Direct {
 struct Waiting {
     direct: Arc<Direct>,
     n: u64,
-    /// The request id, while the upstream may still be working on it.
-    id: Option<String>,
+    /// Whether the upstream may still be working on it.
+    unanswered: bool,
 }
 
 impl Drop for Waiting {
     fn drop(&mut self) {
         self.direct.waiting().remove(&self.n);
-        let Some(id) = self.id.take() else { return };
-        if self.direct.closed.load(Ordering::Acquire) {
+        if !self.unanswered || self.direct.closed.load(Ordering::Acquire) {
             return;
         }
         let note = serde_json::json!({
             "jsonrpc": "2.0",
             "method": "notifications/cancelled",
-            "params": { "requestId": id, "reason": "mcpsec stopped waiting for the answer" },
+            "params": { "requestId": format!("{ID_PREFIX}{}", self.n), "reason": "mcpsec stopped waiting for the answer" },
         });
         let Ok(mut bytes) = serde_json::to_vec(&note) else { return };
         bytes.push(b'\n');
