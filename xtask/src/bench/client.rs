@@ -61,7 +61,7 @@ pub(crate) struct CpuWindow {
 
 /// One reading of the counters a [`CpuWindow`] is the difference of.
 #[derive(Debug, Clone, Copy)]
-struct CpuSample {
+pub(crate) struct CpuSample {
     server: Duration,
     children: Duration,
     /// Idle and total jiffies of the whole machine (`/proc/stat`).
@@ -69,7 +69,7 @@ struct CpuSample {
 }
 
 impl CpuSample {
-    fn take(pid: u32) -> Option<CpuSample> {
+    pub(crate) fn take(pid: u32) -> Option<CpuSample> {
         let server = cpu_time(pid).ok()?;
         let path = format!("/proc/{pid}/task/{pid}/children");
         #[allow(clippy::disallowed_methods)] // reading /proc, not serving a tool call
@@ -82,7 +82,7 @@ impl CpuSample {
     }
 
     /// From `self` to `later`, per call.
-    fn window(self, later: CpuSample, calls: u64) -> Option<CpuWindow> {
+    pub(crate) fn window(self, later: CpuSample, calls: u64) -> Option<CpuWindow> {
         let calls = u32::try_from(calls).ok().filter(|&c| c > 0)?;
         let machine_idle = self.machine.zip(later.machine).and_then(|((i0, t0), (i1, t1))| {
             let total = t1.checked_sub(t0).filter(|&t| t > 0)?;

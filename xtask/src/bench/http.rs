@@ -41,9 +41,8 @@ pub(crate) struct HttpFigures {
     pub(crate) peak_rss: u64,
     /// Calls during the measured window.
     pub(crate) calls: usize,
-    /// The server's CPU time (all its threads) over the measured window,
-    /// per call completed in it.
-    pub(crate) cpu_per_call: Option<Duration>,
+    /// The CPU the measured window cost, per call completed in it.
+    pub(crate) cpu: Option<super::client::CpuWindow>,
 }
 
 /// How many clients, for how long.
@@ -190,7 +189,7 @@ fn load(
     // that fails leaves the figure out rather than the run).
     let window = |at: Instant| {
         std::thread::sleep(at.saturating_duration_since(Instant::now()));
-        super::client::cpu_time(server).ok()
+        super::client::CpuSample::take(server)
     };
     let cpu = window(started + warmup).zip(window(started + warmup + measure));
     let mut all = Vec::new();
@@ -221,7 +220,7 @@ fn load(
         p99_ms: pct(0.99),
         peak_rss: 0,
         calls: all.len(),
-        cpu_per_call: cpu.map(|(from, until)| until.saturating_sub(from) / all.len() as u32),
+        cpu: cpu.and_then(|(from, until)| from.window(until, all.len() as u64)),
     })
 }
 
@@ -403,9 +402,10 @@ pub(crate) fn bench(
         let figure = |what: &str, value: f64, unit: &'static str, goal: f64, at_least: bool, detail: String| {
             super::extra::Figure { what: format!("http {tag} {what}"), value, unit, goal, at_least, detail }
         };
-        let cpu = |f: &HttpFigures| f.cpu_per_call.map_or("?".to_owned(), |d| format!("{:.3}", d.as_secs_f64() * 1e3));
+        let cpu = |f: &HttpFigures| f.cpu.map_or("?".to_owned(), |w| format!("{:.3}", w.server.as_secs_f64() * 1e3));
+        let idle = f.cpu.and_then(|w| w.machine_idle).map_or("?".to_owned(), |i| format!("{:.0} %", i * 100.0));
         let of_floor = format!(
-            "{:.0} % of the floor's {:.0} /s; server CPU {} ms a call (the floor's {}); {detail}",
+            "{:.0} % of the floor's {:.0} /s; server CPU {} ms a call (the floor's {}), machine idle {idle}; {detail}",
             100.0 * f.calls_per_s / floor.calls_per_s,
             floor.calls_per_s,
             cpu(&f),
