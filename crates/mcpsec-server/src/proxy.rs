@@ -387,7 +387,9 @@ impl Upstream {
     async fn session(&self) -> Result<(Peer<RoleClient>, Option<Arc<crate::upstream_io::Direct>>), String> {
         let mut conn = self.conn.lock().await;
         if let Some(running) = &conn.running {
-            if !running.is_closed() && !running.peer().is_transport_closed() {
+            // The direct path ends with the session, or first (its writes failed).
+            let direct_ended = conn.direct.as_ref().is_some_and(|d| d.ended());
+            if !running.is_closed() && !running.peer().is_transport_closed() && !direct_ended {
                 return Ok((running.peer().clone(), conn.direct.clone()));
             }
             conn.running = None;
@@ -734,6 +736,11 @@ impl Upstream {
             Err(NoAnswer::Closed(why)) => Err(ToolError::Failed(format!(
                 "the upstream `{}` stopped answering during `{tool}` ({why}); whether the call took effect is \
                  unknown. mcpsec restarts the upstream for the next call",
+                self.name
+            ))),
+            Err(NoAnswer::Backlog) => Err(ToolError::Failed(format!(
+                "the upstream `{}` has not read the requests already sent to it; `{tool}` was not forwarded. \
+                 Try again later; the operator can check the upstream",
                 self.name
             ))),
             Err(NoAnswer::TimedOut) => Err(ToolError::Failed(format!(

@@ -12,12 +12,18 @@
 //! and a hop through its service loop on the hot path. Everything else on
 //! the line is rmcp's, as before.
 //!
+//! Everything written to the upstream — rmcp's messages, direct requests,
+//! cancellation notes — goes through one bounded queue to one writer task,
+//! in the order it was queued: a call's `notifications/cancelled` can never
+//! reach the upstream before the request it cancels, and messages queued
+//! while the pipe was busy go out in one `write(2)`.
+//!
 //! The upstream is untrusted here as everywhere: an answer is only taken
 //! for an id this process is waiting for, once; anything else with our
 //! prefix is dropped (and logged), never passed to rmcp.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,7 +33,7 @@ use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::Transport;
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdin, ChildStdout};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::proxy::upstream_text;
 use crate::transport::{LineReader, Read};
@@ -37,6 +43,14 @@ const ID_PREFIX: &str = "mcpsec-";
 
 /// How long a closing upstream gets to exit before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// Messages queued for the upstream and not yet written: past this, a call
+/// is refused at once rather than queued behind an upstream that does not
+/// read its input (the queue's memory stays bounded).
+const QUEUE: usize = 1024;
+
+/// The most bytes of queued messages put into one `write(2)`.
+const BATCH_BYTES: usize = 64 << 10;
 
 /// The longest line taken from the upstream (rmcp's own stdio transport
 /// allowed as much); a longer one is dropped.
@@ -57,43 +71,46 @@ pub(crate) enum Answer {
 #[derive(Debug)]
 pub(crate) enum NoAnswer {
     /// The upstream's output ended (it exited or crashed) before it answered,
-    /// or the request could not be written.
+    /// or its input could not be written.
     Closed(String),
+    /// The request was not sent: the upstream has not read the last
+    /// [`QUEUE`] messages written to it.
+    Backlog,
     /// No answer within the timeout (the request was cancelled upstream).
     TimedOut,
+}
+
+/// What the writer task takes from the queue.
+#[derive(Debug)]
+enum Out {
+    /// One message, newline included.
+    Line(Vec<u8>),
+    /// Write what came before, then close the child's stdin.
+    Close,
 }
 
 /// The direct `tools/call` path, shared by the transport (which delivers
 /// answers) and the gateway (which calls).
 #[derive(Debug)]
 pub(crate) struct Direct {
-    /// The child's stdin; `None` once the transport closed it.
-    writer: tokio::sync::Mutex<Option<ChildStdin>>,
-    waiting: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    /// The queue to the writer task, which owns the child's stdin.
+    out: mpsc::Sender<Out>,
+    calls: Mutex<Calls>,
     next: AtomicU64,
-    closed: AtomicBool,
+}
+
+/// The calls waiting for an answer, and whether any more can be.
+#[derive(Debug, Default)]
+struct Calls {
+    waiting: HashMap<u64, oneshot::Sender<Answer>>,
+    /// Why no call can be answered any more (the output ended, or the
+    /// input could not be written); set once.
+    ended: Option<&'static str>,
 }
 
 impl Direct {
-    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Answer>>> {
-        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    async fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
-        let mut w = self.writer.lock().await;
-        let w = w.as_mut().ok_or_else(|| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
-        w.write_all(bytes).await?;
-        w.flush().await
-    }
-
-    /// Writes `bytes` whole even if the caller is dropped meanwhile: half a
-    /// line would corrupt the stream for every later message.
-    async fn write_whole(self: &Arc<Self>, bytes: Vec<u8>) -> std::io::Result<()> {
-        let direct = self.clone();
-        match tokio::spawn(async move { direct.write(&bytes).await }).await {
-            Ok(r) => r,
-            Err(e) => Err(std::io::Error::other(e)),
-        }
+    fn calls(&self) -> std::sync::MutexGuard<'_, Calls> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Calls `tool` with `arguments`; the answer, or why there is none
@@ -105,22 +122,6 @@ impl Direct {
         timeout: Duration,
     ) -> Result<Answer, NoAnswer> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        // One deadline for writing the request and waiting for its answer:
-        // an upstream that stops reading its stdin cannot hold a call.
-        let deadline = tokio::time::Instant::now() + timeout;
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut waiting = self.waiting();
-            // Checked under the lock the reader drains it under: no call
-            // waits on an upstream whose output has ended.
-            if self.closed.load(Ordering::Acquire) {
-                return Err(NoAnswer::Closed("its output had ended".into()));
-            }
-            waiting.insert(n, tx);
-        }
-        // From here on a dropped call (timeout, or the client went away)
-        // stops waiting and tells the upstream.
-        let mut guard = Waiting { direct: self.clone(), n, unanswered: true };
         let request = serde_json::json!({
             "jsonrpc": "2.0",
             "id": format!("{ID_PREFIX}{n}"),
@@ -129,19 +130,36 @@ impl Direct {
         });
         let mut bytes = serde_json::to_vec(&request).map_err(|e| NoAnswer::Closed(e.to_string()))?;
         bytes.push(b'\n');
-        match tokio::time::timeout_at(deadline, self.write_whole(bytes)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(NoAnswer::Closed(format!("writing to it failed: {e}"))),
-            Err(_) => return Err(NoAnswer::TimedOut),
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut calls = self.calls();
+            // Checked under the lock the reader ends it under: no call
+            // waits on an upstream whose output has ended.
+            if let Some(why) = calls.ended {
+                return Err(NoAnswer::Closed(why.into()));
+            }
+            // Queued before anything that could cancel it.
+            match self.out.try_send(Out::Line(bytes)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => return Err(NoAnswer::Backlog),
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    return Err(NoAnswer::Closed("writing to it failed".into()));
+                }
+            }
+            calls.waiting.insert(n, tx);
         }
-        match tokio::time::timeout_at(deadline, rx).await {
+        // From here on a dropped call (the client went away) stops waiting
+        // and tells the upstream. The timeout covers the queue and the
+        // write: an upstream that stops reading cannot hold a call.
+        let mut guard = Waiting { direct: self.clone(), n, unanswered: true };
+        match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(answer)) => {
                 guard.unanswered = false;
                 Ok(answer)
             }
             Ok(Err(_)) => {
                 guard.unanswered = false;
-                Err(NoAnswer::Closed("its output ended".into()))
+                Err(NoAnswer::Closed(self.calls().ended.unwrap_or("its output ended").into()))
             }
             Err(_) => Err(NoAnswer::TimedOut),
         }
@@ -149,17 +167,58 @@ impl Direct {
 
     /// Hands an answer to its waiting call; false if nobody waits for it.
     fn deliver(&self, n: u64, answer: Answer) -> bool {
-        match self.waiting().remove(&n) {
+        match self.calls().waiting.remove(&n) {
             Some(tx) => tx.send(answer).is_ok(),
             None => false,
         }
     }
 
-    /// The upstream's output ended: every waiting call learns it now.
-    fn close(&self) {
-        let mut waiting = self.waiting();
-        self.closed.store(true, Ordering::Release);
-        waiting.clear();
+    /// No call can be answered any more (`why`): every waiting call learns
+    /// it now, and later ones are refused.
+    fn end(&self, why: &'static str) {
+        let mut calls = self.calls();
+        calls.ended.get_or_insert(why);
+        calls.waiting.clear();
+    }
+
+    /// Whether no call can be answered any more (the session is over).
+    pub(crate) fn ended(&self) -> bool {
+        self.calls().ended.is_some()
+    }
+}
+
+/// The writer task: takes messages from the queue in order and writes them
+/// to the child's stdin, as many as are queued (up to [`BATCH_BYTES`]) in
+/// one write. Stops on [`Out::Close`], when every sender is gone, or when a
+/// write fails (the calls waiting then learn it); stdin closes as it stops.
+async fn write_out(mut stdin: ChildStdin, mut queue: mpsc::Receiver<Out>, direct: std::sync::Weak<Direct>) {
+    let mut batch = Vec::new();
+    while let Some(first) = queue.recv().await {
+        let mut close = false;
+        let mut next = Some(first);
+        while let Some(out) = next.take() {
+            match out {
+                Out::Line(bytes) if batch.is_empty() => batch = bytes,
+                Out::Line(bytes) => batch.extend_from_slice(&bytes),
+                Out::Close => close = true,
+            }
+            if !close && batch.len() < BATCH_BYTES {
+                next = queue.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            if let Err(e) = stdin.write_all(&batch).await {
+                tracing::warn!("writing to the upstream failed: {e}");
+                if let Some(direct) = direct.upgrade() {
+                    direct.end("writing to it failed");
+                }
+                return;
+            }
+            batch.clear();
+        }
+        if close {
+            return;
+        }
     }
 }
 
@@ -174,8 +233,8 @@ struct Waiting {
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        self.direct.waiting().remove(&self.n);
-        if !self.unanswered || self.direct.closed.load(Ordering::Acquire) {
+        self.direct.calls().waiting.remove(&self.n);
+        if !self.unanswered || self.direct.ended() {
             return;
         }
         let note = serde_json::json!({
@@ -185,13 +244,9 @@ impl Drop for Waiting {
         });
         let Ok(mut bytes) = serde_json::to_vec(&note) else { return };
         bytes.push(b'\n');
-        // A drop cannot wait: a task of its own writes it.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let direct = self.direct.clone();
-            runtime.spawn(async move {
-                let _ = direct.write(&bytes).await;
-            });
-        }
+        // Behind the request in the queue; best effort (dropped if the
+        // queue is full).
+        let _ = self.direct.out.try_send(Out::Line(bytes));
     }
 }
 
@@ -206,7 +261,8 @@ pub(crate) struct UpstreamTransport {
 
 impl UpstreamTransport {
     /// Starts `cmd` (stdin and stdout piped, stderr inherited, killed when
-    /// the transport is dropped).
+    /// the transport is dropped) and the task that writes to it. Needs a
+    /// tokio runtime.
     pub(crate) fn spawn(mut cmd: tokio::process::Command) -> std::io::Result<(UpstreamTransport, Arc<Direct>)> {
         cmd.stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -216,12 +272,9 @@ impl UpstreamTransport {
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(std::io::Error::other("the child's stdin or stdout was not piped"));
         };
-        let direct = Arc::new(Direct {
-            writer: tokio::sync::Mutex::new(Some(stdin)),
-            waiting: Mutex::new(HashMap::new()),
-            next: AtomicU64::new(1),
-            closed: AtomicBool::new(false),
-        });
+        let (out, queue) = mpsc::channel(QUEUE);
+        let direct = Arc::new(Direct { out, calls: Mutex::new(Calls::default()), next: AtomicU64::new(1) });
+        tokio::spawn(write_out(stdin, queue, Arc::downgrade(&direct)));
         let lines = LineReader::with_limit(stdout, MAX_UPSTREAM_LINE);
         Ok((UpstreamTransport { child: Some(child), lines, direct: direct.clone() }, direct))
     }
@@ -348,11 +401,12 @@ impl Transport<RoleClient> for UpstreamTransport {
         &mut self,
         item: TxJsonRpcMessage<RoleClient>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
-        let direct = self.direct.clone();
+        let out = self.direct.out.clone();
         async move {
             let mut bytes = serde_json::to_vec(&item).map_err(std::io::Error::other)?;
             bytes.push(b'\n');
-            direct.write(&bytes).await
+            // Queued (waiting for room, in order); the writer task writes it.
+            out.send(Out::Line(bytes)).await.map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
         }
     }
 
@@ -368,7 +422,7 @@ impl Transport<RoleClient> for UpstreamTransport {
             // No await from here on: a line is used and cleared in one go.
             match read {
                 Read::Eof => {
-                    self.direct.close();
+                    self.direct.end("its output ended");
                     return None;
                 }
                 Read::TooLong => {
@@ -386,14 +440,16 @@ impl Transport<RoleClient> for UpstreamTransport {
     }
 
     async fn close(&mut self) -> Result<(), Self::Error> {
-        self.direct.close();
+        self.direct.end("the gateway closed its connection to it");
         let Some(mut child) = self.child.take() else { return Ok(()) };
-        // Its stdin closed is the stdio transport's way to say "exit"; the
-        // lock is part of the grace period (a writer may be stuck on a full
-        // pipe), and the kill releases whatever still waits on it.
-        let direct = self.direct.clone();
+        // Its stdin closed is the stdio transport's way to say "exit": the
+        // writer task closes it once what was queued before is written.
+        // Queueing is part of the grace period (the queue may be full of
+        // messages the upstream does not read), and the kill ends the
+        // writer task's write, if it is stuck on a full pipe.
+        let out = self.direct.out.clone();
         let graceful = async {
-            drop(direct.writer.lock().await.take());
+            let _ = out.send(Out::Close).await;
             child.wait().await
         };
         if tokio::time::timeout(EXIT_GRACE, graceful).await.is_err() {
@@ -406,9 +462,11 @@ impl Transport<RoleClient> for UpstreamTransport {
 
 impl Drop for UpstreamTransport {
     /// Dropped without `close` (rmcp's task ended otherwise): calls waiting
-    /// learn it now; the child is killed (`kill_on_drop`).
+    /// learn it now; the child is killed (`kill_on_drop`) and the writer
+    /// task told to stop.
     fn drop(&mut self) {
-        self.direct.close();
+        self.direct.end("the gateway's connection to it ended");
+        let _ = self.direct.out.try_send(Out::Close);
     }
 }
 
@@ -455,7 +513,7 @@ mod tests {
             Ok(Answer::Result(r)) => assert_eq!(serde_json::to_value(&r.content).unwrap()[0]["text"], "hi"),
             other => panic!("{other:?}"),
         }
-        assert!(direct.waiting().is_empty(), "nobody waits any more");
+        assert!(direct.calls().waiting.is_empty(), "nobody waits any more");
         t.close().await.unwrap();
     }
 
@@ -529,6 +587,91 @@ mod tests {
         let JsonRpcMessage::Notification(n) = msg else { panic!("{msg:?}") };
         let ServerNotification::CancelledNotification(c) = n.notification else { panic!("{:?}", n.notification) };
         assert_eq!(c.params.request_id, Some(rmcp::model::NumberOrString::String("mcpsec-1".into())));
-        assert!(direct.waiting().is_empty());
+        assert!(direct.calls().waiting.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_cancellation_never_overtakes_the_request_it_cancels() {
+        // The upstream reads nothing for a while, so the first call's 1 MiB
+        // request fills the pipe and the second call's request waits in the
+        // queue when the second call times out. Then it reads three lines
+        // and echoes the second and third.
+        let (mut t, direct) = upstream(
+            "sleep 1; read -r big; read -r req; read -r note; printf '%s\\n' \"$req\" \"$note\"; read -r rest",
+        );
+        let mut args = JsonObject::new();
+        args.insert("blob".into(), "x".repeat(1 << 20).into());
+        let first = {
+            let direct = direct.clone();
+            tokio::spawn(async move { direct.call("echo", args, Duration::from_secs(30)).await })
+        };
+        tokio::task::yield_now().await;
+        let second = call(&direct, Duration::from_millis(100)).await.unwrap();
+        assert!(matches!(second, Err(NoAnswer::TimedOut)), "{second:?}");
+        // The echoed request is a request from the upstream's side of things:
+        // rmcp takes it as one (a `tools/call` to the client) and answers it;
+        // what matters is what came before what.
+        let req = t.receive().await.expect("the echoed request");
+        let JsonRpcMessage::Request(r) = req else { panic!("{req:?}") };
+        assert_eq!(r.id, rmcp::model::NumberOrString::String("mcpsec-2".into()));
+        let note = t.receive().await.expect("the echoed cancellation");
+        let JsonRpcMessage::Notification(n) = note else { panic!("{note:?}") };
+        let ServerNotification::CancelledNotification(c) = n.notification else { panic!("{:?}", n.notification) };
+        assert_eq!(c.params.request_id, Some(rmcp::model::NumberOrString::String("mcpsec-2".into())));
+        first.abort();
+        t.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    #[allow(clippy::disallowed_methods)] // reads /proc to see the child gone, not a tool's file
+    async fn a_transport_dropped_without_close_ends_its_calls_and_its_child() {
+        let (t, direct) = upstream("read -r req; exec sleep 30");
+        let pid = t.child.as_ref().and_then(Child::id).expect("a pid");
+        let pending = call(&direct, Duration::from_secs(30));
+        // The request is written and read.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(t);
+        let answer = tokio::time::timeout(Duration::from_secs(5), pending).await.expect("answered at once").unwrap();
+        assert!(matches!(answer, Err(NoAnswer::Closed(_))), "{answer:?}");
+        assert!(direct.ended());
+        assert!(matches!(call(&direct, Duration::from_secs(1)).await.unwrap(), Err(NoAnswer::Closed(_))));
+        // Killed: gone, or a zombie until tokio reaps it.
+        let gone = || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        };
+        let started = std::time::Instant::now();
+        while !gone() {
+            assert!(started.elapsed() < Duration::from_secs(5), "the child {pid} still runs");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_beyond_the_queue_are_refused_at_once_not_queued() {
+        // Never reads: the first request fills the pipe, the writer task is
+        // stuck, and the queue fills behind it.
+        let (mut t, direct) = upstream("exec sleep 30");
+        let mut args = JsonObject::new();
+        args.insert("blob".into(), "x".repeat(1 << 20).into());
+        let stuck = {
+            let direct = direct.clone();
+            tokio::spawn(async move { direct.call("echo", args, Duration::from_secs(30)).await })
+        };
+        tokio::task::yield_now().await;
+        let mut calls = Vec::new();
+        for _ in 0..QUEUE + 8 {
+            calls.push(call(&direct, Duration::from_secs(30)));
+        }
+        tokio::task::yield_now().await;
+        let started = std::time::Instant::now();
+        let refused = call(&direct, Duration::from_secs(30)).await.unwrap();
+        assert!(matches!(refused, Err(NoAnswer::Backlog)), "{refused:?}");
+        assert!(started.elapsed() < Duration::from_secs(1), "refused at once: {:?}", started.elapsed());
+        stuck.abort();
+        for c in calls {
+            c.abort();
+        }
+        t.close().await.unwrap();
     }
 }
