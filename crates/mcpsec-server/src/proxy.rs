@@ -230,9 +230,12 @@ struct Catalog {
 
 struct Conn {
     running: Option<RunningService<RoleClient, UpstreamClient>>,
-    /// The direct `tools/call` path of the running session, if the
-    /// upstream speaks a protocol with a handshake (see `upstream_io`).
+    /// The running session's line to the upstream (see `upstream_io`);
+    /// it ends when its writes fail or the upstream stops reading.
     direct: Option<Arc<crate::upstream_io::Direct>>,
+    /// Whether `tools/call` takes the direct path: the upstream speaks a
+    /// protocol with a handshake.
+    direct_calls: bool,
     /// Consecutive failures (crashes, failed starts) since the last success.
     failures: u32,
     /// No start before this instant (backoff).
@@ -343,7 +346,13 @@ impl Upstream {
             command: options.command,
             settings: options.settings,
             pins: options.pins,
-            conn: tokio::sync::Mutex::new(Conn { running: None, direct: None, failures: 0, not_before: None }),
+            conn: tokio::sync::Mutex::new(Conn {
+                running: None,
+                direct: None,
+                direct_calls: false,
+                failures: 0,
+                not_before: None,
+            }),
             catalog: Mutex::new(Catalog::default()),
             client: UpstreamClient { stale: Arc::new(AtomicBool::new(true)), downstream: Arc::default() },
             offers: OnceLock::new(),
@@ -387,10 +396,12 @@ impl Upstream {
     async fn session(&self) -> Result<(Peer<RoleClient>, Option<Arc<crate::upstream_io::Direct>>), String> {
         let mut conn = self.conn.lock().await;
         if let Some(running) = &conn.running {
-            // The direct path ends with the session, or first (its writes failed).
-            let direct_ended = conn.direct.as_ref().is_some_and(|d| d.ended());
-            if !running.is_closed() && !running.peer().is_transport_closed() && !direct_ended {
-                return Ok((running.peer().clone(), conn.direct.clone()));
+            // The line ends with the session, or first (a write failed, or
+            // the upstream stopped reading), whichever path calls take.
+            let line_ended = conn.direct.as_ref().is_some_and(|d| d.ended());
+            if !running.is_closed() && !running.peer().is_transport_closed() && !line_ended {
+                let direct = conn.direct.clone().filter(|_| conn.direct_calls);
+                return Ok((running.peer().clone(), direct));
             }
             conn.running = None;
             conn.direct = None;
@@ -406,9 +417,10 @@ impl Upstream {
                 // The direct path speaks the protocols with a handshake; a
                 // newer upstream gets every call through rmcp.
                 let legacy = peer.peer_info().is_some_and(|i| i.protocol_version.has_initialize());
-                let direct = Some(direct).filter(|_| legacy);
                 conn.running = Some(running);
-                conn.direct = direct.clone();
+                conn.direct = Some(direct.clone());
+                conn.direct_calls = legacy;
+                let direct = Some(direct).filter(|_| legacy);
                 conn.not_before = None;
                 // Its tools may differ from the last run's.
                 self.client.stale.store(true, Ordering::SeqCst);
@@ -739,8 +751,9 @@ impl Upstream {
                 self.name
             ))),
             Err(NoAnswer::Backlog) => Err(ToolError::Failed(format!(
-                "the upstream `{}` has not read the requests already sent to it; `{tool}` was not forwarded. \
-                 Try again later; the operator can check the upstream",
+                "the upstream `{}` stopped reading its input (too many requests sent to it wait unread); `{tool}` \
+                 was not forwarded, and the calls waiting on it were ended. mcpsec restarts the upstream for the \
+                 next call",
                 self.name
             ))),
             Err(NoAnswer::TimedOut) => Err(ToolError::Failed(format!(

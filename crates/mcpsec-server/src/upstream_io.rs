@@ -13,27 +13,31 @@
 //! the line is rmcp's, as before.
 //!
 //! Everything written to the upstream — rmcp's messages, direct requests,
-//! cancellation notes — goes through one bounded queue to one writer task,
-//! in the order it was queued: a call's `notifications/cancelled` can never
-//! reach the upstream before the request it cancels, and messages queued
-//! while the pipe was busy go out in one `write(2)`.
+//! cancellation notes — goes through one bounded queue (messages and bytes)
+//! to one writer task, in the order it was queued: a call's
+//! `notifications/cancelled` can never reach the upstream before the
+//! request it cancels; the request of a call that stopped waiting before it
+//! was written is not written at all (nor its cancellation); messages queued
+//! while the pipe was busy go out in one `write(2)`. An upstream that leaves
+//! the queue full has stopped reading: its session ends (every waiting call
+//! learns it) and the next call restarts it.
 //!
 //! The upstream is untrusted here as everywhere: an answer is only taken
 //! for an id this process is waiting for, once; anything else with our
 //! prefix is dropped (and logged), never passed to rmcp.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use rmcp::RoleClient;
 use rmcp::model::{CallToolResult, ErrorData, JsonObject};
 use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::Transport;
-use tokio::io::AsyncWriteExt;
-use tokio::process::{Child, ChildStdin, ChildStdout};
-use tokio::sync::{mpsc, oneshot};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::process::{Child, ChildStdout};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::proxy::upstream_text;
 use crate::transport::{LineReader, Read};
@@ -44,10 +48,18 @@ const ID_PREFIX: &str = "mcpsec-";
 /// How long a closing upstream gets to exit before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 
-/// Messages queued for the upstream and not yet written: past this, a call
-/// is refused at once rather than queued behind an upstream that does not
-/// read its input (the queue's memory stays bounded).
+/// Messages queued for the upstream and not yet written: past this the
+/// upstream has stopped reading its input, and its session is ended rather
+/// than more queued behind it (the queue's memory stays bounded).
 const QUEUE: usize = 1024;
+
+/// Bytes queued for the upstream and not yet written, the same way; one
+/// message of any size (up to the longest line a client may send) is taken
+/// when nothing else waits.
+const QUEUE_BYTES: usize = crate::transport::MAX_LINE;
+
+/// Why calls end when the queue to the upstream is full.
+const STOPPED_READING: &str = "it stopped reading its input";
 
 /// The most bytes of queued messages put into one `write(2)`.
 const BATCH_BYTES: usize = 64 << 10;
@@ -73,20 +85,30 @@ pub(crate) enum NoAnswer {
     /// The upstream's output ended (it exited or crashed) before it answered,
     /// or its input could not be written.
     Closed(String),
-    /// The request was not sent: the upstream has not read the last
-    /// [`QUEUE`] messages written to it.
+    /// The request was not sent: the upstream has left [`QUEUE`] messages
+    /// or [`QUEUE_BYTES`] bytes unread. Its session is ended.
     Backlog,
     /// No answer within the timeout (the request was cancelled upstream).
     TimedOut,
 }
 
-/// What the writer task takes from the queue.
+/// What the writer task takes from the queue (messages with their newline).
 #[derive(Debug)]
 enum Out {
-    /// One message, newline included.
+    /// Call `n`'s request: written only if the call still waits.
+    Request(u64, Vec<u8>),
+    /// Any other message.
     Line(Vec<u8>),
     /// Write what came before, then close the child's stdin.
     Close,
+}
+
+/// Why a message was not queued.
+enum Full {
+    /// The queue is full: the upstream stopped reading.
+    Backlog,
+    /// The writer task is gone (a write failed, or the session is over).
+    Gone,
 }
 
 /// The direct `tools/call` path, shared by the transport (which delivers
@@ -95,6 +117,10 @@ enum Out {
 pub(crate) struct Direct {
     /// The queue to the writer task, which owns the child's stdin.
     out: mpsc::Sender<Out>,
+    /// Bytes queued and not yet written (or skipped).
+    queued: AtomicUsize,
+    /// Stops the writer task at once (the child is gone or being killed).
+    stop: Arc<Notify>,
     calls: Mutex<Calls>,
     next: AtomicU64,
 }
@@ -102,15 +128,74 @@ pub(crate) struct Direct {
 /// The calls waiting for an answer, and whether any more can be.
 #[derive(Debug, Default)]
 struct Calls {
-    waiting: HashMap<u64, oneshot::Sender<Answer>>,
-    /// Why no call can be answered any more (the output ended, or the
-    /// input could not be written); set once.
+    waiting: HashMap<u64, Waiter>,
+    /// Why no call can be answered any more (the output ended, the input
+    /// could not be written, the upstream stopped reading it); set once.
     ended: Option<&'static str>,
 }
 
+impl Calls {
+    fn end(&mut self, why: &'static str) {
+        self.ended.get_or_insert(why);
+        self.waiting.clear();
+    }
+}
+
+/// One waiting call.
+#[derive(Debug)]
+struct Waiter {
+    answer: oneshot::Sender<Answer>,
+    /// Whether the writer task took its request (so the upstream may be
+    /// working on it: a call that stops waiting then sends a cancellation).
+    sent: bool,
+}
+
 impl Direct {
+    /// A direct path and the receiving end of its queue (for [`write_out`]).
+    fn new() -> (Arc<Direct>, mpsc::Receiver<Out>) {
+        let (out, queue) = mpsc::channel(QUEUE);
+        let direct = Arc::new(Direct {
+            out,
+            queued: AtomicUsize::new(0),
+            stop: Arc::new(Notify::new()),
+            calls: Mutex::new(Calls::default()),
+            next: AtomicU64::new(1),
+        });
+        (direct, queue)
+    }
+
     fn calls(&self) -> std::sync::MutexGuard<'_, Calls> {
         self.calls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `out` (`len` bytes) without waiting, in order.
+    fn queue(&self, out: Out, len: usize) -> Result<(), Full> {
+        let before = self.queued.fetch_add(len, Ordering::AcqRel);
+        if before > 0 && before.saturating_add(len) > QUEUE_BYTES {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            return Err(Full::Backlog);
+        }
+        self.out.try_send(out).map_err(|e| {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            match e {
+                mpsc::error::TrySendError::Full(_) => Full::Backlog,
+                mpsc::error::TrySendError::Closed(_) => Full::Gone,
+            }
+        })
+    }
+
+    /// Queues one of rmcp's messages (or a cancellation); a full queue ends
+    /// the session.
+    fn queue_line(&self, bytes: Vec<u8>) -> std::io::Result<()> {
+        let len = bytes.len();
+        match self.queue(Out::Line(bytes), len) {
+            Ok(()) => Ok(()),
+            Err(Full::Backlog) => {
+                self.end(STOPPED_READING);
+                Err(std::io::Error::other(format!("the upstream {STOPPED_READING}")))
+            }
+            Err(Full::Gone) => Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe)),
+        }
     }
 
     /// Calls `tool` with `arguments`; the answer, or why there is none
@@ -130,6 +215,7 @@ impl Direct {
         });
         let mut bytes = serde_json::to_vec(&request).map_err(|e| NoAnswer::Closed(e.to_string()))?;
         bytes.push(b'\n');
+        let len = bytes.len();
         let (tx, rx) = oneshot::channel();
         {
             let mut calls = self.calls();
@@ -138,15 +224,17 @@ impl Direct {
             if let Some(why) = calls.ended {
                 return Err(NoAnswer::Closed(why.into()));
             }
-            // Queued before anything that could cancel it.
-            match self.out.try_send(Out::Line(bytes)) {
+            // Queued before anything that could cancel it; waiting before
+            // the writer task looks for it.
+            match self.queue(Out::Request(n, bytes), len) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => return Err(NoAnswer::Backlog),
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    return Err(NoAnswer::Closed("writing to it failed".into()));
+                Err(Full::Backlog) => {
+                    calls.end(STOPPED_READING);
+                    return Err(NoAnswer::Backlog);
                 }
+                Err(Full::Gone) => return Err(NoAnswer::Closed("writing to it failed".into())),
             }
-            calls.waiting.insert(n, tx);
+            calls.waiting.insert(n, Waiter { answer: tx, sent: false });
         }
         // From here on a dropped call (the client went away) stops waiting
         // and tells the upstream. The timeout covers the queue and the
@@ -168,7 +256,7 @@ impl Direct {
     /// Hands an answer to its waiting call; false if nobody waits for it.
     fn deliver(&self, n: u64, answer: Answer) -> bool {
         match self.calls().waiting.remove(&n) {
-            Some(tx) => tx.send(answer).is_ok(),
+            Some(w) => w.answer.send(answer).is_ok(),
             None => false,
         }
     }
@@ -176,9 +264,13 @@ impl Direct {
     /// No call can be answered any more (`why`): every waiting call learns
     /// it now, and later ones are refused.
     fn end(&self, why: &'static str) {
-        let mut calls = self.calls();
-        calls.ended.get_or_insert(why);
-        calls.waiting.clear();
+        self.calls().end(why);
+    }
+
+    /// The writer task takes call `n`'s request: whether to write it (the
+    /// call still waits), marking it sent.
+    fn take_request(&self, n: u64) -> bool {
+        self.calls().waiting.get_mut(&n).map(|w| w.sent = true).is_some()
     }
 
     /// Whether no call can be answered any more (the session is over).
@@ -189,32 +281,73 @@ impl Direct {
 
 /// The writer task: takes messages from the queue in order and writes them
 /// to the child's stdin, as many as are queued (up to [`BATCH_BYTES`]) in
-/// one write. Stops on [`Out::Close`], when every sender is gone, or when a
-/// write fails (the calls waiting then learn it); stdin closes as it stops.
-async fn write_out(mut stdin: ChildStdin, mut queue: mpsc::Receiver<Out>, direct: std::sync::Weak<Direct>) {
+/// one write, leaving out the requests of calls that no longer wait. Stops
+/// on [`Out::Close`], when every sender is gone, when told to (`stop`: the
+/// child is gone; a grandchild may still hold the pipe), or when a write
+/// fails (the calls waiting then learn it); stdin closes as it stops. It
+/// holds the path only weakly: the path's end ends the queue.
+async fn write_out<W: AsyncWrite + Unpin>(
+    mut stdin: W,
+    mut queue: mpsc::Receiver<Out>,
+    direct: Weak<Direct>,
+    stop: Arc<Notify>,
+) {
     let mut batch = Vec::new();
-    while let Some(first) = queue.recv().await {
-        let mut close = false;
+    loop {
+        let first = tokio::select! {
+            biased;
+            () = stop.notified() => return,
+            out = queue.recv() => match out {
+                Some(out) => out,
+                None => return,
+            },
+        };
+        // Bytes taken off the queue, given back once written.
+        let (mut taken, mut close) = (0, false);
         let mut next = Some(first);
         while let Some(out) = next.take() {
-            match out {
-                Out::Line(bytes) if batch.is_empty() => batch = bytes,
-                Out::Line(bytes) => batch.extend_from_slice(&bytes),
-                Out::Close => close = true,
+            let (bytes, wanted) = match out {
+                Out::Close => {
+                    close = true;
+                    break;
+                }
+                Out::Line(bytes) => (bytes, true),
+                Out::Request(n, bytes) => {
+                    let wanted = direct.upgrade().is_some_and(|d| d.take_request(n));
+                    (bytes, wanted)
+                }
+            };
+            taken += bytes.len();
+            if wanted {
+                if batch.is_empty() {
+                    batch = bytes;
+                } else {
+                    batch.extend_from_slice(&bytes);
+                }
             }
-            if !close && batch.len() < BATCH_BYTES {
+            if batch.len() < BATCH_BYTES {
                 next = queue.try_recv().ok();
             }
         }
-        if !batch.is_empty() {
-            if let Err(e) = stdin.write_all(&batch).await {
-                tracing::warn!("writing to the upstream failed: {e}");
-                if let Some(direct) = direct.upgrade() {
-                    direct.end("writing to it failed");
-                }
-                return;
+        let written = if batch.is_empty() {
+            Ok(())
+        } else {
+            tokio::select! {
+                biased;
+                () = stop.notified() => return,
+                r = stdin.write_all(&batch) => r,
             }
-            batch.clear();
+        };
+        batch.clear();
+        if let Some(d) = direct.upgrade() {
+            d.queued.fetch_sub(taken, Ordering::AcqRel);
+        }
+        if let Err(e) = written {
+            tracing::warn!("writing to the upstream failed: {e}");
+            if let Some(d) = direct.upgrade() {
+                d.end("writing to it failed");
+            }
+            return;
         }
         if close {
             return;
@@ -233,8 +366,13 @@ struct Waiting {
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        self.direct.calls().waiting.remove(&self.n);
-        if !self.unanswered || self.direct.ended() {
+        let sent = {
+            let mut calls = self.direct.calls();
+            let waiter = calls.waiting.remove(&self.n);
+            calls.ended.is_none() && waiter.is_some_and(|w| w.sent)
+        };
+        // A request never taken is never written: nothing to cancel.
+        if !self.unanswered || !sent {
             return;
         }
         let note = serde_json::json!({
@@ -244,9 +382,8 @@ impl Drop for Waiting {
         });
         let Ok(mut bytes) = serde_json::to_vec(&note) else { return };
         bytes.push(b'\n');
-        // Behind the request in the queue; best effort (dropped if the
-        // queue is full).
-        let _ = self.direct.out.try_send(Out::Line(bytes));
+        // Behind the request in the queue; best effort.
+        let _ = self.direct.queue_line(bytes);
     }
 }
 
@@ -272,9 +409,8 @@ impl UpstreamTransport {
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(std::io::Error::other("the child's stdin or stdout was not piped"));
         };
-        let (out, queue) = mpsc::channel(QUEUE);
-        let direct = Arc::new(Direct { out, calls: Mutex::new(Calls::default()), next: AtomicU64::new(1) });
-        tokio::spawn(write_out(stdin, queue, Arc::downgrade(&direct)));
+        let (direct, queue) = Direct::new();
+        tokio::spawn(write_out(stdin, queue, Arc::downgrade(&direct), direct.stop.clone()));
         let lines = LineReader::with_limit(stdout, MAX_UPSTREAM_LINE);
         Ok((UpstreamTransport { child: Some(child), lines, direct: direct.clone() }, direct))
     }
@@ -401,13 +537,13 @@ impl Transport<RoleClient> for UpstreamTransport {
         &mut self,
         item: TxJsonRpcMessage<RoleClient>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
-        let out = self.direct.out.clone();
-        async move {
-            let mut bytes = serde_json::to_vec(&item).map_err(std::io::Error::other)?;
+        // Queued now, not when the future is first polled: rmcp sends in
+        // order, and its messages reach the upstream in that order.
+        let queued = serde_json::to_vec(&item).map_err(std::io::Error::other).and_then(|mut bytes| {
             bytes.push(b'\n');
-            // Queued (waiting for room, in order); the writer task writes it.
-            out.send(Out::Line(bytes)).await.map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
-        }
+            self.direct.queue_line(bytes)
+        });
+        std::future::ready(queued)
     }
 
     async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleClient>> {
@@ -440,21 +576,24 @@ impl Transport<RoleClient> for UpstreamTransport {
     }
 
     async fn close(&mut self) -> Result<(), Self::Error> {
-        self.direct.end("the gateway closed its connection to it");
+        self.direct.end("mcpsec closed its connection to it, to shut down or restart it");
         let Some(mut child) = self.child.take() else { return Ok(()) };
         // Its stdin closed is the stdio transport's way to say "exit": the
-        // writer task closes it once what was queued before is written.
-        // Queueing is part of the grace period (the queue may be full of
-        // messages the upstream does not read), and the kill ends the
-        // writer task's write, if it is stuck on a full pipe.
+        // writer task closes it once what was queued before is written
+        // (requests of calls no longer waiting left out). Queueing is part
+        // of the grace period (the queue may be full), and the kill ends
+        // the writer task's write if it is stuck on a full pipe.
         let out = self.direct.out.clone();
         let graceful = async {
             let _ = out.send(Out::Close).await;
             child.wait().await
         };
-        if tokio::time::timeout(EXIT_GRACE, graceful).await.is_err() {
+        let exited = tokio::time::timeout(EXIT_GRACE, graceful).await;
+        if exited.is_err() {
             let _ = child.start_kill();
             child.wait().await?;
+            // A grandchild may still hold the pipe the writer is stuck on.
+            self.direct.stop.notify_one();
         }
         Ok(())
     }
@@ -463,10 +602,12 @@ impl Transport<RoleClient> for UpstreamTransport {
 impl Drop for UpstreamTransport {
     /// Dropped without `close` (rmcp's task ended otherwise): calls waiting
     /// learn it now; the child is killed (`kill_on_drop`) and the writer
-    /// task told to stop.
+    /// task stopped.
     fn drop(&mut self) {
-        self.direct.end("the gateway's connection to it ended");
-        let _ = self.direct.out.try_send(Out::Close);
+        self.direct.end("mcpsec's connection to it ended");
+        if self.child.is_some() {
+            self.direct.stop.notify_one();
+        }
     }
 }
 
@@ -590,36 +731,56 @@ mod tests {
         assert!(direct.calls().waiting.is_empty());
     }
 
+    /// The text of a queued message.
+    fn text(out: Out) -> String {
+        match out {
+            Out::Request(_, b) | Out::Line(b) => String::from_utf8(b).unwrap(),
+            Out::Close => "close".into(),
+        }
+    }
+
     #[tokio::test]
-    async fn a_cancellation_never_overtakes_the_request_it_cancels() {
-        // The upstream reads nothing for a while, so the first call's 1 MiB
-        // request fills the pipe and the second call's request waits in the
-        // queue when the second call times out. Then it reads three lines
-        // and echoes the second and third.
-        let (mut t, direct) = upstream(
-            "sleep 1; read -r big; read -r req; read -r note; printf '%s\\n' \"$req\" \"$note\"; read -r rest",
-        );
-        let mut args = JsonObject::new();
-        args.insert("blob".into(), "x".repeat(1 << 20).into());
-        let first = {
-            let direct = direct.clone();
-            tokio::spawn(async move { direct.call("echo", args, Duration::from_secs(30)).await })
-        };
+    async fn a_cancellation_is_queued_behind_the_request_it_cancels() {
+        // No writer: the queue is read here, in order.
+        let (direct, mut queue) = Direct::new();
+        let pending = call(&direct, Duration::from_secs(30));
         tokio::task::yield_now().await;
-        let second = call(&direct, Duration::from_millis(100)).await.unwrap();
-        assert!(matches!(second, Err(NoAnswer::TimedOut)), "{second:?}");
-        // The echoed request is a request from the upstream's side of things:
-        // rmcp takes it as one (a `tools/call` to the client) and answers it;
-        // what matters is what came before what.
-        let req = t.receive().await.expect("the echoed request");
-        let JsonRpcMessage::Request(r) = req else { panic!("{req:?}") };
-        assert_eq!(r.id, rmcp::model::NumberOrString::String("mcpsec-2".into()));
-        let note = t.receive().await.expect("the echoed cancellation");
-        let JsonRpcMessage::Notification(n) = note else { panic!("{note:?}") };
-        let ServerNotification::CancelledNotification(c) = n.notification else { panic!("{:?}", n.notification) };
-        assert_eq!(c.params.request_id, Some(rmcp::model::NumberOrString::String("mcpsec-2".into())));
-        first.abort();
-        t.close().await.unwrap();
+        // As the writer task would: take the request (it is sent), then the
+        // call goes away.
+        let request = queue.try_recv().unwrap();
+        assert!(matches!(request, Out::Request(1, _)));
+        assert!(direct.take_request(1));
+        pending.abort();
+        let _ = pending.await;
+        let note = text(queue.try_recv().expect("a cancellation"));
+        assert!(note.contains("notifications/cancelled") && note.contains("\"mcpsec-1\""), "{note}");
+        assert!(text(request).contains("\"id\":\"mcpsec-1\""));
+        assert!(queue.try_recv().is_err(), "nothing else");
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_call_stopped_waiting_before_it_was_written_is_never_written() {
+        let (direct, queue) = Direct::new();
+        // Call 1 times out while its request is still queued (no writer yet).
+        let gone = call(&direct, Duration::from_millis(1)).await.unwrap();
+        assert!(matches!(gone, Err(NoAnswer::TimedOut)), "{gone:?}");
+        let waiting = call(&direct, Duration::from_secs(30));
+        tokio::task::yield_now().await;
+        // Now the writer runs, into a pipe read here.
+        let (ours, theirs) = tokio::io::duplex(1 << 20);
+        let writer = tokio::spawn(write_out(theirs, queue, Arc::downgrade(&direct), direct.stop.clone()));
+        let mut lines = tokio::io::BufReader::new(ours);
+        let mut line = String::new();
+        tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line).await.unwrap();
+        assert!(line.contains("\"id\":\"mcpsec-2\""), "call 1's request and its cancellation are left out: {line}");
+        assert_eq!(direct.queued.load(Ordering::Acquire), 0, "every byte taken is given back");
+        // Stopping the writer closes the pipe: nothing else was written.
+        direct.stop.notify_one();
+        writer.await.unwrap();
+        let mut rest = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut lines, &mut rest).await.unwrap();
+        assert_eq!(rest, "");
+        waiting.abort();
     }
 
     #[tokio::test]
@@ -635,6 +796,12 @@ mod tests {
         assert!(matches!(answer, Err(NoAnswer::Closed(_))), "{answer:?}");
         assert!(direct.ended());
         assert!(matches!(call(&direct, Duration::from_secs(1)).await.unwrap(), Err(NoAnswer::Closed(_))));
+        // The writer task stopped (its end of the queue is gone).
+        let started = std::time::Instant::now();
+        while !direct.out.is_closed() {
+            assert!(started.elapsed() < Duration::from_secs(5), "the writer task still runs");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         // Killed: gone, or a zombie until tokio reaps it.
         let gone = || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             Err(_) => true,
@@ -648,7 +815,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn calls_beyond_the_queue_are_refused_at_once_not_queued() {
+    async fn an_upstream_that_leaves_the_queue_full_has_its_session_ended_at_once() {
         // Never reads: the first request fills the pipe, the writer task is
         // stuck, and the queue fills behind it.
         let (mut t, direct) = upstream("exec sleep 30");
@@ -659,19 +826,30 @@ mod tests {
             tokio::spawn(async move { direct.call("echo", args, Duration::from_secs(30)).await })
         };
         tokio::task::yield_now().await;
-        let mut calls = Vec::new();
-        for _ in 0..QUEUE + 8 {
-            calls.push(call(&direct, Duration::from_secs(30)));
-        }
-        tokio::task::yield_now().await;
         let started = std::time::Instant::now();
-        let refused = call(&direct, Duration::from_secs(30)).await.unwrap();
-        assert!(matches!(refused, Err(NoAnswer::Backlog)), "{refused:?}");
-        assert!(started.elapsed() < Duration::from_secs(1), "refused at once: {:?}", started.elapsed());
-        stuck.abort();
+        let calls: Vec<_> = (0..QUEUE + 8).map(|_| call(&direct, Duration::from_secs(30))).collect();
+        let mut backlog = 0;
         for c in calls {
-            c.abort();
+            match c.await.unwrap() {
+                Err(NoAnswer::Backlog) => backlog += 1,
+                Err(NoAnswer::Closed(why)) => assert_eq!(why, STOPPED_READING),
+                other => panic!("{other:?}"),
+            }
         }
+        // The first call that found the queue full ended the session: every
+        // call waiting learnt it, and the later ones were refused.
+        assert_eq!(backlog, 1);
+        assert!(started.elapsed() < Duration::from_secs(5), "at once, not after the timeout: {:?}", started.elapsed());
+        assert!(matches!(stuck.await.unwrap(), Err(NoAnswer::Closed(_))));
+        assert!(direct.ended());
         t.close().await.unwrap();
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_too_but_takes_one_message_of_any_size() {
+        let (direct, _queue) = Direct::new();
+        assert!(direct.queue(Out::Line(Vec::new()), QUEUE_BYTES + 1).is_ok(), "alone in the queue");
+        assert!(matches!(direct.queue(Out::Line(Vec::new()), 1), Err(Full::Backlog)));
+        assert_eq!(direct.queued.load(Ordering::Acquire), QUEUE_BYTES + 1, "a refused message is not counted");
     }
 }
