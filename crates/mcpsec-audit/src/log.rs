@@ -159,6 +159,8 @@ struct Durable {
     /// Someone (blocking or async) waits for a sync: do it now.
     urgent: bool,
     stopped: bool,
+    /// `fdatasync`s run (for tests and diagnostics).
+    syncs: u64,
 }
 
 /// An open audit log. A record is written by the thread that appends it
@@ -192,6 +194,8 @@ enum PendingState {
         log: AuditLog,
         batch: u64,
         receipt: Receipt,
+        /// Whether the first poll yielded (see the `Future` impl).
+        yielded: bool,
     },
 }
 
@@ -200,7 +204,7 @@ impl Pending {
     pub fn wait(self) -> Result<Receipt, AuditError> {
         match self.state {
             PendingState::Done(r) => r.unwrap_or(Err(AuditError::Stopped)),
-            PendingState::Sync { log, batch, receipt } => {
+            PendingState::Sync { log, batch, receipt, .. } => {
                 let mut d = log.lock_durable();
                 loop {
                     if let Some(e) = &d.failed {
@@ -226,7 +230,7 @@ impl std::future::Future for Pending {
     fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
         match &mut self.state {
             PendingState::Done(r) => std::task::Poll::Ready(r.take().unwrap_or(Err(AuditError::Stopped))),
-            PendingState::Sync { log, batch, receipt } => {
+            PendingState::Sync { log, batch, receipt, yielded } => {
                 let mut d = log.lock_durable();
                 if let Some(e) = &d.failed {
                     return std::task::Poll::Ready(Err(e.clone()));
@@ -236,6 +240,17 @@ impl std::future::Future for Pending {
                 }
                 if d.stopped {
                     return std::task::Poll::Ready(Err(AuditError::Stopped));
+                }
+                if !*yielded {
+                    // Group commit within one turn of the runtime: a task
+                    // that wakes itself goes to the back of tokio's run
+                    // queue, so the tasks already runnable (the other
+                    // answers of the same read, say) append their records
+                    // before this one asks for the `fdatasync`, and one sync
+                    // covers them all instead of the first one alone.
+                    *yielded = true;
+                    cx.waker().wake_by_ref();
+                    return std::task::Poll::Pending;
                 }
                 d.waiters.push((*batch, cx.waker().clone()));
                 d.urgent = true;
@@ -263,6 +278,7 @@ impl AuditLog {
                 failed: None,
                 waiters: Vec::new(),
                 urgent: false,
+                syncs: 0,
                 stopped: false,
             }),
             work: Condvar::new(),
@@ -319,7 +335,7 @@ impl AuditLog {
         };
         let receipt = Receipt { seq };
         if waits {
-            Pending { state: PendingState::Sync { log: self.clone(), batch, receipt } }
+            Pending { state: PendingState::Sync { log: self.clone(), batch, receipt, yielded: false } }
         } else {
             self.shared.work.notify_one();
             done(Ok(receipt))
@@ -372,6 +388,7 @@ impl AuditLog {
             drop(d);
             let result = file.sync_data();
             d = self.lock_durable();
+            d.syncs += 1;
             match result {
                 Ok(()) => d.synced = d.synced.max(target),
                 Err(e) => {
@@ -853,6 +870,25 @@ mod tests {
         assert!(!text.contains(&secret[5..]), "{text}");
         assert!(!text.contains(&"x".repeat(200)));
         assert_eq!(crate::verify(&path, None, &mut |_, _| {}).unwrap().records, 2);
+    }
+
+    #[tokio::test]
+    async fn records_appended_in_one_turn_of_the_runtime_share_one_fdatasync() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&dir.path().join("audit.log"), Options::default()).unwrap();
+        // Eight calls answered in the same turn (as the answers of one read
+        // of the upstream's output are): each appends, then waits.
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let log = log.clone();
+                tokio::spawn(async move { log.append(call(Outcome::Ok, None)).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(log.lock_durable().syncs, 1, "the first to wait asks for the sync after the others wrote");
+        log.close();
     }
 
     #[test]
