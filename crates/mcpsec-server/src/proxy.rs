@@ -228,14 +228,31 @@ struct Catalog {
     entries: HashMap<String, Entry>,
 }
 
-struct Conn {
-    running: Option<RunningService<RoleClient, UpstreamClient>>,
-    /// The running session's line to the upstream (see `upstream_io`);
-    /// it ends when its writes fail or the upstream stops reading.
-    direct: Option<Arc<crate::upstream_io::Direct>>,
-    /// Whether `tools/call` takes the direct path: the upstream speaks a
-    /// protocol with a handshake.
+/// A running session with the upstream: rmcp's client, and the line to the
+/// child it runs on (see `upstream_io`), which ends when a write fails or
+/// the upstream stops reading, possibly before rmcp notices.
+struct Session {
+    service: RunningService<RoleClient, UpstreamClient>,
+    line: Arc<crate::upstream_io::Direct>,
+    /// Whether `tools/call` takes the direct path on `line`: the upstream
+    /// negotiated a protocol with a handshake (a newer one gets every call
+    /// through rmcp). Fixed for the session, so read once.
     direct_calls: bool,
+}
+
+impl Session {
+    fn is_over(&self) -> bool {
+        self.service.is_closed() || self.service.peer().is_transport_closed() || self.line.ended()
+    }
+
+    /// The peer, and the direct `tools/call` path if the session has one.
+    fn paths(&self) -> (Peer<RoleClient>, Option<Arc<crate::upstream_io::Direct>>) {
+        (self.service.peer().clone(), self.direct_calls.then(|| self.line.clone()))
+    }
+}
+
+struct Conn {
+    running: Option<Session>,
     /// Consecutive failures (crashes, failed starts) since the last success.
     failures: u32,
     /// No start before this instant (backoff).
@@ -346,13 +363,7 @@ impl Upstream {
             command: options.command,
             settings: options.settings,
             pins: options.pins,
-            conn: tokio::sync::Mutex::new(Conn {
-                running: None,
-                direct: None,
-                direct_calls: false,
-                failures: 0,
-                not_before: None,
-            }),
+            conn: tokio::sync::Mutex::new(Conn { running: None, failures: 0, not_before: None }),
             catalog: Mutex::new(Catalog::default()),
             client: UpstreamClient { stale: Arc::new(AtomicBool::new(true)), downstream: Arc::default() },
             offers: OnceLock::new(),
@@ -396,15 +407,10 @@ impl Upstream {
     async fn session(&self) -> Result<(Peer<RoleClient>, Option<Arc<crate::upstream_io::Direct>>), String> {
         let mut conn = self.conn.lock().await;
         if let Some(running) = &conn.running {
-            // The line ends with the session, or first (a write failed, or
-            // the upstream stopped reading), whichever path calls take.
-            let line_ended = conn.direct.as_ref().is_some_and(|d| d.ended());
-            if !running.is_closed() && !running.peer().is_transport_closed() && !line_ended {
-                let direct = conn.direct.clone().filter(|_| conn.direct_calls);
-                return Ok((running.peer().clone(), direct));
+            if !running.is_over() {
+                return Ok(running.paths());
             }
             conn.running = None;
-            conn.direct = None;
             self.failed(&mut conn);
             tracing::warn!(upstream = %self.name, "the upstream server stopped; restarting it");
         }
@@ -412,19 +418,13 @@ impl Upstream {
             tokio::time::sleep_until(at.into()).await;
         }
         match self.start().await {
-            Ok((running, direct)) => {
-                let peer = running.peer().clone();
-                // The direct path speaks the protocols with a handshake; a
-                // newer upstream gets every call through rmcp.
-                let legacy = peer.peer_info().is_some_and(|i| i.protocol_version.has_initialize());
+            Ok(running) => {
+                let paths = running.paths();
                 conn.running = Some(running);
-                conn.direct = Some(direct.clone());
-                conn.direct_calls = legacy;
-                let direct = Some(direct).filter(|_| legacy);
                 conn.not_before = None;
                 // Its tools may differ from the last run's.
                 self.client.stale.store(true, Ordering::SeqCst);
-                Ok((peer, direct))
+                Ok(paths)
             }
             Err(e) => {
                 self.failed(&mut conn);
@@ -439,25 +439,25 @@ impl Upstream {
         conn.not_before = Some(Instant::now() + delay);
     }
 
-    async fn start(
-        &self,
-    ) -> Result<(RunningService<RoleClient, UpstreamClient>, Arc<crate::upstream_io::Direct>), String> {
+    async fn start(&self) -> Result<Session, String> {
         let Some((program, args)) = self.command.split_first() else {
             return Err(format!("no command for the upstream `{}`", self.name));
         };
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args);
-        let (transport, direct) = crate::upstream_io::UpstreamTransport::spawn(cmd)
+        let (transport, line) = crate::upstream_io::UpstreamTransport::spawn(cmd)
             .map_err(|e| format!("could not start the upstream `{}` (`{}`): {e}", self.name, self.program()))?;
         match tokio::time::timeout(self.settings.call_timeout, self.client.clone().serve(transport)).await {
-            Ok(Ok(running)) => {
-                if let Some(info) = running.peer().peer_info() {
+            Ok(Ok(service)) => {
+                let info = service.peer().peer_info();
+                let direct_calls = info.as_ref().is_some_and(|i| i.protocol_version.has_initialize());
+                if let Some(info) = info {
                     let _ = self.offers.set(Offers {
                         resources: info.capabilities.resources.is_some(),
                         prompts: info.capabilities.prompts.is_some(),
                     });
                 }
-                Ok((running, direct))
+                Ok(Session { service, line, direct_calls })
             }
             Ok(Err(e)) => Err(format!(
                 "the upstream `{}` (`{}`) failed to initialize: {}",
@@ -853,7 +853,7 @@ impl Upstream {
     pub(crate) async fn stop(&self) {
         let running = self.conn.lock().await.running.take();
         if let Some(running) = running {
-            let _ = running.cancel().await;
+            let _ = running.service.cancel().await;
         }
     }
 }

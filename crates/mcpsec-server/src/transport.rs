@@ -99,11 +99,20 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         self.line.clear();
     }
 
+    /// [`LineReader::read_line`], with a read error logged (naming
+    /// `source`) and taken as the end of the stream.
+    pub(crate) async fn next(&mut self, source: &str) -> Read {
+        self.read_line().await.unwrap_or_else(|e| {
+            tracing::error!("reading {source} failed: {e}");
+            Read::Eof
+        })
+    }
+
     /// Reads one line into `self.line` (without the newline), discarding
     /// the rest of a line longer than the limit. Cancel-safe: the only
     /// await is `fill_buf`, and what was consumed before it is in `self`.
     /// The caller clears the line once it has used it.
-    pub(crate) async fn read_line(&mut self) -> std::io::Result<Read> {
+    async fn read_line(&mut self) -> std::io::Result<Read> {
         loop {
             let buf = self.reader.fill_buf().await?;
             if buf.is_empty() {
@@ -192,13 +201,7 @@ where
 
     async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
         loop {
-            let read = match self.lines.read_line().await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!("reading stdin failed: {e}");
-                    return None;
-                }
-            };
+            let read = self.lines.next("stdin").await;
             // No await from here on: a line is used and cleared in one go.
             let reply = match read {
                 Read::Eof => return None,

@@ -239,16 +239,10 @@ impl Direct {
         // From here on a dropped call (the client went away) stops waiting
         // and tells the upstream. The timeout covers the queue and the
         // write: an upstream that stops reading cannot hold a call.
-        let mut guard = Waiting { direct: self.clone(), n, unanswered: true };
+        let _waiting = Waiting { direct: self.clone(), n };
         match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(answer)) => {
-                guard.unanswered = false;
-                Ok(answer)
-            }
-            Ok(Err(_)) => {
-                guard.unanswered = false;
-                Err(NoAnswer::Closed(self.calls().ended.unwrap_or("its output ended").into()))
-            }
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(_)) => Err(NoAnswer::Closed(self.calls().ended.unwrap_or("its output ended").into())),
             Err(_) => Err(NoAnswer::TimedOut),
         }
     }
@@ -355,13 +349,13 @@ async fn write_out<W: AsyncWrite + Unpin>(
     }
 }
 
-/// A call in progress; dropped before its answer, it stops waiting and
-/// sends `notifications/cancelled` (best effort) so the upstream can stop.
+/// A call in progress; dropped while its request is out and unanswered
+/// (a timeout, or the client went away), it stops waiting and sends
+/// `notifications/cancelled` (best effort) so the upstream can stop. An
+/// answered or ended call is no longer in `waiting`: nothing to cancel.
 struct Waiting {
     direct: Arc<Direct>,
     n: u64,
-    /// Whether the upstream may still be working on it.
-    unanswered: bool,
 }
 
 impl Drop for Waiting {
@@ -372,7 +366,7 @@ impl Drop for Waiting {
             calls.ended.is_none() && waiter.is_some_and(|w| w.sent)
         };
         // A request never taken is never written: nothing to cancel.
-        if !self.unanswered || !sent {
+        if !sent {
             return;
         }
         let note = serde_json::json!({
@@ -548,13 +542,7 @@ impl Transport<RoleClient> for UpstreamTransport {
 
     async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleClient>> {
         loop {
-            let read = match self.lines.read_line().await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!("reading the upstream's output failed: {e}");
-                    Read::Eof
-                }
-            };
+            let read = self.lines.next("the upstream's output").await;
             // No await from here on: a line is used and cleared in one go.
             match read {
                 Read::Eof => {
@@ -655,6 +643,32 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(direct.calls().waiting.is_empty(), "nobody waits any more");
+        t.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_line_over_the_limit_is_dropped_whole_and_the_next_answer_still_arrives() {
+        // A hostile upstream writes a 17 MiB line that would answer our call,
+        // then the real answer: the first is dropped without being kept, and
+        // the call gets the second.
+        let (mut t, direct) = upstream(&format!(
+            r#"read -r req
+            {{ printf '{{"jsonrpc":"2.0","id":"mcpsec-1","result":{{"content":[{{"type":"text","text":"'
+               head -c {} /dev/zero | tr '\0' a; printf '"}}]}}}}\n'; }}
+            printf '%s\n' '{{"jsonrpc":"2.0","id":"mcpsec-1","result":{{"content":[{{"type":"text","text":"ok"}}]}}}}'
+            read -r rest"#,
+            MAX_UPSTREAM_LINE + (1 << 20)
+        ));
+        let pending = call(&direct, Duration::from_secs(30));
+        let answer = tokio::select! {
+            a = pending => a.unwrap(),
+            _ = t.receive() => panic!("nothing reaches rmcp"),
+        };
+        match answer {
+            Ok(Answer::Result(r)) => assert_eq!(serde_json::to_value(&r.content).unwrap()[0]["text"], "ok"),
+            other => panic!("{other:?}"),
+        }
+        assert!(t.lines.line().is_empty(), "the long line was not kept");
         t.close().await.unwrap();
     }
 
