@@ -159,7 +159,7 @@ struct Durable {
     /// Someone (blocking or async) waits for a sync: do it now.
     urgent: bool,
     stopped: bool,
-    /// `fdatasync`s run (for tests and diagnostics).
+    /// `fdatasync`s run (the group-commit tests count them).
     syncs: u64,
 }
 

@@ -71,11 +71,16 @@ pub(crate) struct CpuSample {
 impl CpuSample {
     pub(crate) fn take(pid: u32) -> Option<CpuSample> {
         let server = cpu_time(pid).ok()?;
-        let path = format!("/proc/{pid}/task/{pid}/children");
+        // A child is listed under the thread that spawned it: read every
+        // thread's list (a runtime's worker thread may have spawned it).
         #[allow(clippy::disallowed_methods)] // reading /proc, not serving a tool call
-        let children = std::fs::read_to_string(path).unwrap_or_default();
-        let children =
-            children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()).filter_map(|c| cpu_time(c).ok()).sum();
+        let children: Duration = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("children")).ok())
+            .flat_map(|list| list.split_whitespace().filter_map(|c| c.parse::<u32>().ok()).collect::<Vec<_>>())
+            .filter_map(|c| cpu_time(c).ok())
+            .sum();
         #[allow(clippy::disallowed_methods)] // reading /proc, not serving a tool call
         let machine = std::fs::read_to_string("/proc/stat").ok().and_then(|s| machine_jiffies(&s));
         Some(CpuSample { server, children, machine })
@@ -492,6 +497,24 @@ mod tests {
         }
         std::hint::black_box(x);
         assert!(cpu_time(std::process::id()).unwrap() >= before);
+    }
+
+    #[test]
+    fn children_spawned_by_any_thread_are_counted() {
+        // The test runs on a thread other than the process's main one, so
+        // the busy child is listed under this thread, not the main one.
+        let mut child = std::process::Command::new("sh").args(["-c", "while :; do :; done"]).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let counted = loop {
+            let sample = CpuSample::take(std::process::id()).unwrap();
+            if sample.children > Duration::ZERO || Instant::now() > deadline {
+                break sample.children;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(counted > Duration::ZERO, "the busy child's CPU was not counted");
     }
 
     #[test]
