@@ -158,6 +158,8 @@ struct Figures {
     p50_ms: [Vec<f64>; 2],
     /// Per depth, what each run's measured window cost in CPU.
     cpu: [Vec<client::CpuWindow>; 2],
+    /// Per depth, each run's peak RSS (bytes).
+    rss: [Vec<u64>; 2],
     peak_rss: Option<u64>,
     error: Option<String>,
 }
@@ -405,6 +407,7 @@ fn measure_all(opts: &Options, scratch: &Scratch, entries: &mut [Entry]) {
                         e.figures.calls[d].push(rate);
                         e.figures.p50_ms[d].extend(p50);
                         e.figures.cpu[d].extend(cpu);
+                        e.figures.rss[d].push(rss);
                         e.figures.peak_rss = Some(e.figures.peak_rss.unwrap_or(0).max(rss));
                     }
                     Err(err) => fail(e, err),
@@ -709,6 +712,8 @@ fn to_json(opts: &Options, entries: &[Entry], load: Option<f64>) -> serde_json::
                 "runs_calls_per_s_1_in_flight": f.calls[0],
                 "runs_calls_per_s_16_in_flight": f.calls[1],
                 "peak_rss_mib": f.rss_mib(),
+                "runs_peak_rss_mib_1_in_flight": f.rss[0].iter().map(|&b| b as f64 / (1024.0 * 1024.0)).collect::<Vec<_>>(),
+                "runs_peak_rss_mib_16_in_flight": f.rss[1].iter().map(|&b| b as f64 / (1024.0 * 1024.0)).collect::<Vec<_>>(),
             })
         })
         .collect();
