@@ -34,6 +34,19 @@ fn a_root_that_does_not_exist_is_refused() {
 }
 
 #[test]
+fn a_token_database_that_is_not_one_is_refused_at_start() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.path().join("ws")).unwrap();
+    std::fs::create_dir_all(env.path().join("state")).unwrap();
+    std::fs::write(env.path().join("state/mcpsec.db"), "a text file where the token database should be").unwrap();
+    let out = run(&env, &["serve", "--root", "ws"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mcpsec.db") && err.contains("SQLite's header"), "{err}");
+    assert!(out.stdout.is_empty(), "stdout must stay clean: {:?}", out.stdout);
+}
+
+#[test]
 fn config_errors_name_the_key() {
     let env = Env::new();
     let cases = [

@@ -369,3 +369,41 @@ async fn a_token_never_reaches_stderr_or_the_state_directory_even_at_debug_level
         assert!(!bytes.windows(27).any(|w| w == &token.as_bytes()[13..40]), "the token's secret is stored");
     }
 }
+
+/// `serve` opens the token database at its first use (a read-only session
+/// never loads SQLite): a damaged one still refuses every call that needs
+/// it, with the file named, and is never repaired; reads go on.
+#[tokio::test]
+async fn a_damaged_token_database_refuses_token_calls_and_is_never_repaired() {
+    let env = Env::new();
+    env.write("ws/a.txt", "a");
+    let token = env.grant(&["delete_files"]);
+    let db = env.state().join("mcpsec.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    for b in bytes.iter_mut().skip(100) {
+        *b = 0xA5;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    let _ = std::fs::remove_file(env.state().join("mcpsec.db-wal"));
+    let c = env.start(Protocol::Legacy, &[]).await;
+    assert_eq!(c.ok("read_text_file", path("a.txt")).await, "a");
+    for _ in 0..2 {
+        // The model gets the one generic refusal of any token it cannot use.
+        let e = c.err("delete_file", json!({"path": "a.txt", "capability_token": token})).await;
+        assert!(e.contains("not valid") && e.contains("mcpsec grant delete_files"), "{e}");
+    }
+    c.close().await;
+    assert!(env.exists("ws/a.txt"));
+    assert_eq!(std::fs::read(&db).unwrap(), bytes, "the database was changed");
+    // The audit log has why, naming the file, for the human.
+    let reasons: Vec<String> = env
+        .audit_records()
+        .iter()
+        .filter(|r| r["tool"] == "delete_file" && r["outcome"] == "denied")
+        .map(|r| r["reason"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    for r in &reasons {
+        assert!(r.contains("token store failed") && r.contains("mcpsec.db"), "{r}");
+    }
+}

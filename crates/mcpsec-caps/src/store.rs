@@ -410,6 +410,108 @@ impl TokenStore for SqliteStore {
     }
 }
 
+/// A [`SqliteStore`] opened at its first use instead of at once: a server
+/// whose session never checks a token, a confirmation or a user (a
+/// read-only stdio session) never runs SQLite's code, which is most of the
+/// difference between the stdio server's resident memory and its 16 MiB
+/// goal (BENCHMARKS.md). Opening checks and fails exactly as
+/// [`SqliteStore::open`] does (`quick_check`, migrations, a newer schema),
+/// at that first use; a failed open is tried again at the next use, and
+/// nothing is ever repaired. [`LazyStore::new`] refuses at once a file that
+/// is not an SQLite database at all.
+pub struct LazyStore {
+    path: std::path::PathBuf,
+    opened: std::sync::OnceLock<SqliteStore>,
+}
+
+impl std::fmt::Debug for LazyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyStore").field("path", &self.path).field("opened", &self.opened.get().is_some()).finish()
+    }
+}
+
+/// The first 16 bytes of every SQLite 3 database file.
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+impl LazyStore {
+    /// The store at `path`, not opened yet. An existing, non-empty file
+    /// must start with SQLite's header (16 bytes read, no SQLite code run).
+    pub fn new(path: &Path) -> Result<LazyStore, StoreError> {
+        use std::io::Read;
+        let shown = || path.display().to_string();
+        match std::fs::File::open(path) {
+            Ok(mut f) => {
+                let mut head = Vec::with_capacity(16);
+                f.by_ref()
+                    .take(16)
+                    .read_to_end(&mut head)
+                    .map_err(|e| StoreError::Db { path: shown(), message: format!("cannot read it: {e}") })?;
+                if !head.is_empty() && head.as_slice() != SQLITE_HEADER {
+                    return Err(StoreError::Db {
+                        path: shown(),
+                        message: "the database is damaged: it does not start with SQLite's header".into(),
+                    });
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::Db { path: shown(), message: format!("cannot open it: {e}") }),
+        }
+        Ok(LazyStore { path: path.to_owned(), opened: std::sync::OnceLock::new() })
+    }
+
+    /// The opened store (opening it now if this is its first use).
+    fn store(&self) -> Result<&SqliteStore, StoreError> {
+        if let Some(s) = self.opened.get() {
+            return Ok(s);
+        }
+        let opened = SqliteStore::open(&self.path)?;
+        // Two first uses at once: one connection is kept, the other closed.
+        Ok(self.opened.get_or_init(|| opened))
+    }
+}
+
+impl TokenStore for LazyStore {
+    fn insert(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        self.store()?.insert(token)
+    }
+    fn get(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.store()?.get(id)
+    }
+    fn list(&self, all: bool, now_ms: i64) -> Result<Vec<TokenRecord>, StoreError> {
+        self.store()?.list(all, now_ms)
+    }
+    fn revoke(&self, ids: &[String], now_ms: i64) -> Result<Vec<String>, StoreError> {
+        self.store()?.revoke(ids, now_ms)
+    }
+    fn revoke_all(&self, capability: Option<Capability>, now_ms: i64) -> Result<Vec<String>, StoreError> {
+        self.store()?.revoke_all(capability, now_ms)
+    }
+    fn consume_use(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        self.store()?.consume_use(id, now_ms)
+    }
+    fn data_version(&self) -> Result<i64, StoreError> {
+        self.store()?.data_version()
+    }
+    fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.store()?.setting(key)
+    }
+    fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.store()?.set_setting(key, value)
+    }
+    fn use_nonce(&self, nonce: &str, expires_ms: i64, now_ms: i64) -> Result<bool, StoreError> {
+        self.store()?.use_nonce(nonce, expires_ms, now_ms)
+    }
+    fn add_user(&self, user: &UserRecord) -> Result<bool, StoreError> {
+        self.store()?.add_user(user)
+    }
+    fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
+        self.store()?.remove_user(name)
+    }
+    fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        self.store()?.users()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -513,5 +615,54 @@ mod tests {
         assert_eq!(a.data_version().unwrap(), v);
         b.insert(&record("x", Capability::ReadFiles, None)).unwrap();
         assert_ne!(a.data_version().unwrap(), v);
+    }
+
+    #[test]
+    fn a_lazy_store_opens_at_its_first_use_and_behaves_as_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("mcpsec.db");
+        let lazy = LazyStore::new(&p).unwrap();
+        assert!(!p.exists(), "nothing is created before the first use");
+        assert!(format!("{lazy:?}").contains("opened: false"));
+        lazy.insert(&record("a", Capability::DeleteFiles, None)).unwrap();
+        assert!(p.exists());
+        // The same database as the eager store sees, both ways.
+        let eager = SqliteStore::open(&p).unwrap();
+        assert_eq!(eager.get("a").unwrap().unwrap().capability, Capability::DeleteFiles);
+        eager.insert(&record("b", Capability::WriteFiles, Some(1))).unwrap();
+        assert!(lazy.consume_use("b", 5000).unwrap());
+        assert!(!lazy.consume_use("b", 5000).unwrap());
+        assert_eq!(lazy.list(true, 5000).unwrap().len(), 2);
+        // An existing database is opened later just the same.
+        let again = LazyStore::new(&p).unwrap();
+        assert_eq!(again.get("a").unwrap().unwrap().id, "a");
+    }
+
+    #[test]
+    fn a_lazy_store_refuses_a_foreign_file_at_once_and_a_damaged_database_at_every_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("mcpsec.db");
+        std::fs::write(&p, b"not a database, only text that pretends to be one").unwrap();
+        let e = LazyStore::new(&p).unwrap_err().to_string();
+        assert!(e.contains("mcpsec.db") && e.contains("SQLite's header"), "{e}");
+        // SQLite's header but damaged pages: found at the first use, and at
+        // the next one again; the file is never changed.
+        std::fs::remove_file(&p).unwrap();
+        drop(SqliteStore::open(&p).unwrap());
+        let mut bytes = std::fs::read(&p).unwrap();
+        for b in bytes.iter_mut().skip(100) {
+            *b = 0xA5;
+        }
+        std::fs::write(&p, &bytes).unwrap();
+        let lazy = LazyStore::new(&p).unwrap();
+        for _ in 0..2 {
+            let e = lazy.get("a").unwrap_err().to_string();
+            assert!(e.contains("mcpsec.db"), "{e}");
+        }
+        assert_eq!(std::fs::read(&p).unwrap(), bytes, "a damaged database is never repaired");
+        // An empty file is what SQLite makes of a new database: accepted.
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, b"").unwrap();
+        LazyStore::new(&empty).unwrap().insert(&record("c", Capability::ReadFiles, None)).unwrap();
     }
 }

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use mcpsec_core::{Config, Principal};
 
-/// `--features mimalloc`: faster HTTP, larger stdio RSS (see Cargo.toml).
+/// mimalloc unless built with `--no-default-features` (see Cargo.toml).
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -452,7 +452,10 @@ fn serve(global: &Global, args: ServeArgs) -> Result<()> {
     } else {
         None
     };
-    let tokens = tokens::open_tokens(&state)?;
+    // Over HTTP every request needs the store (its users): open and check it
+    // now. Over stdio a session may never need it (reads under `allow`), and
+    // not loading SQLite keeps the server's memory small (BENCHMARKS.md).
+    let tokens = if http_front.is_some() { tokens::open_tokens(&state)? } else { tokens::open_tokens_lazily(&state)? };
     let users = Arc::new(tokens.users());
     let options = mcpsec_server::ServerOptions {
         sandbox,

@@ -95,6 +95,14 @@ pub fn open_tokens(state: &Path) -> Result<Tokens> {
     Ok(Tokens::new(Arc::new(store), key))
 }
 
+/// As [`open_tokens`], for `serve`: `mcpsec.db` is opened (and checked) at
+/// its first use, so a session that never needs it never loads SQLite.
+pub fn open_tokens_lazily(state: &Path) -> Result<Tokens> {
+    let store = mcpsec_caps::store::LazyStore::new(&state.join("mcpsec.db"))?;
+    let key = ServerKey::load_or_create(&state.join("secret.key"))?;
+    Ok(Tokens::new(Arc::new(store), key))
+}
+
 fn parse_capability(text: &str) -> Result<Capability> {
     text.parse::<Capability>().map_err(|e| usage(e.to_string()))
 }
