@@ -371,10 +371,11 @@ async fn a_token_never_reaches_stderr_or_the_state_directory_even_at_debug_level
 }
 
 /// `serve` opens the token database at its first use (a read-only session
-/// never loads SQLite): a damaged one still refuses every call that needs
-/// it, with the file named, and is never repaired; reads go on.
+/// never loads SQLite): a damaged one refuses every call that needs it, with
+/// what to run, and is never repaired; reads go on. Its failures are not
+/// the caller's: they never count towards the failed-token-check limit.
 #[tokio::test]
-async fn a_damaged_token_database_refuses_token_calls_and_is_never_repaired() {
+async fn a_damaged_token_database_refuses_what_needs_it_and_is_never_repaired() {
     let env = Env::new();
     env.write("ws/a.txt", "a");
     let token = env.grant(&["delete_files"]);
@@ -385,25 +386,29 @@ async fn a_damaged_token_database_refuses_token_calls_and_is_never_repaired() {
     }
     std::fs::write(&db, &bytes).unwrap();
     let _ = std::fs::remove_file(env.state().join("mcpsec.db-wal"));
-    let c = env.start(Protocol::Legacy, &[]).await;
+    let c = env.start_with(Protocol::Modern, &[], Human::Accepts).await;
     assert_eq!(c.ok("read_text_file", path("a.txt")).await, "a");
-    for _ in 0..2 {
-        // The model gets the one generic refusal of any token it cannot use.
+    // More than `[rate_limit] failed_token_checks` (10): none is counted.
+    for _ in 0..12 {
         let e = c.err("delete_file", json!({"path": "a.txt", "capability_token": token})).await;
-        assert!(e.contains("not valid") && e.contains("mcpsec grant delete_files"), "{e}");
+        assert!(e.contains("token database could not be read") && e.contains("mcpsec doctor"), "{e}");
     }
+    // A confirmation's nonce is kept in the database: the human is not asked.
+    let e = c.err("write_file", json!({"path": "b.txt", "content": "x"})).await;
+    assert!(e.contains("could not be read") && e.contains("mcpsec doctor"), "{e}");
     c.close().await;
-    assert!(env.exists("ws/a.txt"));
+    assert!(env.exists("ws/a.txt") && !env.exists("ws/b.txt"));
     assert_eq!(std::fs::read(&db).unwrap(), bytes, "the database was changed");
     // The audit log has why, naming the file, for the human.
-    let reasons: Vec<String> = env
-        .audit_records()
+    let records = env.audit_records();
+    let reasons: Vec<&str> = records
         .iter()
         .filter(|r| r["tool"] == "delete_file" && r["outcome"] == "denied")
-        .map(|r| r["reason"].as_str().unwrap_or("").to_owned())
+        .map(|r| r["reason"].as_str().unwrap_or(""))
         .collect();
-    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert_eq!(reasons.len(), 12, "{reasons:?}");
     for r in &reasons {
         assert!(r.contains("token store failed") && r.contains("mcpsec.db"), "{r}");
     }
+    assert!(!records.iter().any(|r| r["outcome"] == "rate_limited"), "a store failure counted as a failed check");
 }

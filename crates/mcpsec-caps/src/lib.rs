@@ -205,6 +205,19 @@ impl Authorizer {
                 };
                 match tokens.check(token, capability, call.user, call.now) {
                     Ok(accepted) => Decision::Allow(Some(accepted)),
+                    Err(rejected) if rejected.store_failed => {
+                        // Not the caller's failure, and nothing learned about
+                        // the token: not counted, and said as it is.
+                        let r = Refusal::new(
+                            &what,
+                            format!(
+                                "the capability `{capability}` needs a capability token, and the token database \
+                                 could not be read, so no token can be checked"
+                            ),
+                        )
+                        .with_remedy("a human runs `mcpsec doctor`, which checks the database and says how to fix it");
+                        deny(r, rejected.reason, Some((rejected.id, rejected.fingerprint)), false)
+                    }
                     Err(rejected) => {
                         self.count_failure(call.user, call.now);
                         // One generic refusal whatever the reason: unknown,

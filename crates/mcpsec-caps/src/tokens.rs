@@ -80,6 +80,9 @@ pub struct Rejected {
     pub id: Option<String>,
     /// Its fingerprint, when it was well-formed.
     pub fingerprint: Option<String>,
+    /// The token store failed (could not be opened or read): nothing is
+    /// known about the token, so this is not the caller's failure.
+    pub store_failed: bool,
 }
 
 /// The token authority: grants, checks, revokes. Shared by the server and
@@ -189,13 +192,18 @@ impl Tokens {
             reason,
             id: id.map(str::to_owned),
             fingerprint: fp.map(str::to_owned),
+            store_failed: false,
+        };
+        let store_failed = |e: StoreError, id: &str, fp: &str| {
+            tracing::error!("checking a capability token: {e}");
+            Rejected { store_failed: true, ..reject(format!("the token store failed: {e}"), Some(id), Some(fp)) }
         };
         let id = token::parse(presented).map_err(|e| reject(e.to_string(), None, None))?;
         let fp = token::fingerprint(presented);
         let record = match self.record(id) {
             Ok(Some(r)) => r,
             Ok(None) => return Err(reject("unknown token".into(), Some(id), Some(&fp))),
-            Err(e) => return Err(reject(format!("the token store failed: {e}"), Some(id), Some(&fp))),
+            Err(e) => return Err(store_failed(e, id, &fp)),
         };
         let mac = token::mac(&self.key, presented);
         if !token::mac_eq(&mac, &record.mac) {
@@ -221,7 +229,7 @@ impl Tokens {
             match self.store.consume_use(id, now_ms) {
                 Ok(true) => {}
                 Ok(false) => return fail("the token has no uses left".into()),
-                Err(e) => return fail(format!("the token store failed: {e}")),
+                Err(e) => return Err(store_failed(e, id, &fp)),
             }
         }
         Ok(Accepted { id: id.to_owned(), fingerprint: fp, paths: record.paths })

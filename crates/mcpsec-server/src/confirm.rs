@@ -134,7 +134,27 @@ impl Confirmer {
         }
     }
 
+    /// The refusal when the store that keeps confirmations' nonces cannot
+    /// be read: asking the human would only lead to a refused answer.
+    fn store_failed(call: &Pending<'_>, e: &dyn std::fmt::Display) -> Confirmation {
+        tracing::error!("confirming a call: {e}");
+        Confirmation::Refused {
+            message: format!(
+                "refused: calling `{}` needs a human confirmation, and the token database that records \
+                 confirmations could not be read; a human runs `mcpsec doctor`, which checks it and says how to fix it",
+                call.tool
+            ),
+            reason: format!("nonce store failed: {e}"),
+            declined: false,
+        }
+    }
+
     fn ask(&self, call: &Pending<'_>) -> Confirmation {
+        // The answer's nonce goes into the store: check it can be used
+        // before a human is asked (it is opened at its first use).
+        if let Err(e) = self.tokens.store().data_version() {
+            return Self::store_failed(call, &e);
+        }
         let mut nonce = [0u8; 16];
         if rustix::rand::getrandom(&mut nonce, rustix::rand::GetRandomFlags::empty()).map_or(true, |n| n < 16) {
             return Confirmation::Refused {
@@ -184,7 +204,7 @@ impl Confirmer {
         match self.tokens.store().use_nonce(&payload.nonce, expires, unix_ms(now)) {
             Ok(true) => {}
             Ok(false) => return refused("request state replayed (its nonce was used before)"),
-            Err(e) => return refused(&format!("nonce store failed: {e}")),
+            Err(e) => return Self::store_failed(call, &e),
         }
         let Some(value) = responses.and_then(|r| r.get(KEY)) else {
             return refused("no answer to the confirmation in inputResponses");
