@@ -4,7 +4,8 @@
 //! turns the operator's [`Policy`] and a presented capability token into a
 //! [`Decision`] for one call, and [`Tokens`], which grants and checks
 //! capability tokens kept in a [`TokenStore`](store::TokenStore) (SQLite,
-//! `mcpsec.db`), keyed by `secret.key` ([`key::ServerKey`]). [`pins`] keeps
+//! `mcpsec.db`, opened at once or at its first use by
+//! [`LazyStore`](store::LazyStore)), keyed by `secret.key` ([`key::ServerKey`]). [`pins`] keeps
 //! the approved definitions of upstream tools for `mcpsec proxy` (approved only
 //! by hash, waiting ones bounded per upstream).
 //!
@@ -16,7 +17,9 @@
 //! call through. Every refusal of a token is the same generic message,
 //! with the exact `mcpsec grant …` command to run; the precise reason goes
 //! to the audit log. Failed checks are limited per principal, so tokens
-//! cannot be guessed online. Tokens exist in memory only as
+//! cannot be guessed online. A store that cannot be read refuses every
+//! token, says so and names `mcpsec doctor`, and is not counted as a
+//! failed check. Tokens exist in memory only as
 //! [`SecretString`]s; the store keeps their HMAC.
 //!
 //! # Non-goals
