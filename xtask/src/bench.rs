@@ -160,7 +160,6 @@ struct Figures {
     cpu: [Vec<client::CpuWindow>; 2],
     /// Per depth, each run's peak RSS (bytes).
     rss: [Vec<u64>; 2],
-    peak_rss: Option<u64>,
     error: Option<String>,
 }
 
@@ -185,8 +184,13 @@ impl Figures {
         Some((ms(|w| w.server)?, ms(|w| w.children)?, idle))
     }
     fn rss_mib(&self) -> Option<f64> {
-        self.peak_rss.map(|b| b as f64 / (1024.0 * 1024.0))
+        self.rss.iter().flatten().max().map(|&b| mib(b))
     }
+}
+
+/// Bytes as MiB.
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
 }
 
 #[derive(Debug)]
@@ -408,7 +412,6 @@ fn measure_all(opts: &Options, scratch: &Scratch, entries: &mut [Entry]) {
                         e.figures.p50_ms[d].extend(p50);
                         e.figures.cpu[d].extend(cpu);
                         e.figures.rss[d].push(rss);
-                        e.figures.peak_rss = Some(e.figures.peak_rss.unwrap_or(0).max(rss));
                     }
                     Err(err) => fail(e, err),
                 }
@@ -712,8 +715,8 @@ fn to_json(opts: &Options, entries: &[Entry], load: Option<f64>) -> serde_json::
                 "runs_calls_per_s_1_in_flight": f.calls[0],
                 "runs_calls_per_s_16_in_flight": f.calls[1],
                 "peak_rss_mib": f.rss_mib(),
-                "runs_peak_rss_mib_1_in_flight": f.rss[0].iter().map(|&b| b as f64 / (1024.0 * 1024.0)).collect::<Vec<_>>(),
-                "runs_peak_rss_mib_16_in_flight": f.rss[1].iter().map(|&b| b as f64 / (1024.0 * 1024.0)).collect::<Vec<_>>(),
+                "runs_peak_rss_mib_1_in_flight": f.rss[0].iter().map(|&b| mib(b)).collect::<Vec<_>>(),
+                "runs_peak_rss_mib_16_in_flight": f.rss[1].iter().map(|&b| mib(b)).collect::<Vec<_>>(),
             })
         })
         .collect();

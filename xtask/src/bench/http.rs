@@ -414,7 +414,7 @@ pub(crate) fn bench(
         figures.extend([
             figure("read_text_file calls/s", f.calls_per_s, " /s", GOAL_CALLS_PER_S, true, of_floor),
             figure("p99 latency", f.p99_ms, " ms", GOAL_P99_MS, false, format!("p50 {:.2} ms; {detail}", f.p50_ms)),
-            figure("server peak RSS", f.peak_rss as f64 / (1024.0 * 1024.0), " MiB", GOAL_RSS_MIB, false, detail),
+            figure("server peak RSS", super::mib(f.peak_rss), " MiB", GOAL_RSS_MIB, false, detail),
         ]);
     }
     Ok(figures)
