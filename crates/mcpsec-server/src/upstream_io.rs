@@ -616,6 +616,22 @@ mod tests {
         tokio::spawn(async move { direct.call("echo", JsonObject::new(), timeout).await })
     }
 
+    /// The text of the call's answer, which must arrive before anything
+    /// more reaches rmcp.
+    async fn answered_text(
+        pending: tokio::task::JoinHandle<Result<Answer, NoAnswer>>,
+        t: &mut UpstreamTransport,
+    ) -> String {
+        let answer = tokio::select! {
+            a = pending => a.unwrap(),
+            msg = t.receive() => panic!("rmcp got a message before the call's answer: {msg:?}"),
+        };
+        match answer {
+            Ok(Answer::Result(r)) => serde_json::to_value(&r.content).unwrap()[0]["text"].as_str().unwrap().to_owned(),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn an_answer_reaches_its_call_once_and_everything_else_goes_to_rmcp_or_nowhere() {
         let (mut t, direct) = upstream(
@@ -634,14 +650,7 @@ mod tests {
             matches!(msg, JsonRpcMessage::Notification(ref n) if matches!(n.notification, ServerNotification::ToolListChangedNotification(_))),
             "{msg:?}"
         );
-        let answer = tokio::select! {
-            a = pending => a.unwrap(),
-            _ = t.receive() => panic!("the repeated answer must not reach rmcp"),
-        };
-        match answer {
-            Ok(Answer::Result(r)) => assert_eq!(serde_json::to_value(&r.content).unwrap()[0]["text"], "hi"),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(answered_text(pending, &mut t).await, "hi");
         assert!(direct.calls().waiting.is_empty(), "nobody waits any more");
         t.close().await.unwrap();
     }
@@ -660,14 +669,7 @@ mod tests {
             MAX_UPSTREAM_LINE + (1 << 20)
         ));
         let pending = call(&direct, Duration::from_secs(30));
-        let answer = tokio::select! {
-            a = pending => a.unwrap(),
-            _ = t.receive() => panic!("nothing reaches rmcp"),
-        };
-        match answer {
-            Ok(Answer::Result(r)) => assert_eq!(serde_json::to_value(&r.content).unwrap()[0]["text"], "ok"),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(answered_text(pending, &mut t).await, "ok");
         assert!(t.lines.line().is_empty(), "the long line was not kept");
         t.close().await.unwrap();
     }
