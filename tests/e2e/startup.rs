@@ -46,6 +46,50 @@ fn a_token_database_that_is_not_one_is_refused_at_start() {
     assert!(out.stdout.is_empty(), "stdout must stay clean: {:?}", out.stdout);
 }
 
+/// Over HTTP every request needs the token database, so `serve --http`
+/// opens and checks it at start (stdio opens it at its first use): a
+/// damaged one stops the server before it listens.
+#[test]
+fn serve_over_http_refuses_a_damaged_token_database_at_start() {
+    let env = Env::new();
+    env.grant(&["delete_files"]);
+    let db = env.state().join("mcpsec.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    for b in bytes.iter_mut().skip(100) {
+        *b = 0xA5;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    let _ = std::fs::remove_file(env.state().join("mcpsec.db-wal"));
+    std::fs::create_dir_all(env.path().join("ws")).unwrap();
+    let mut child = std::process::Command::new(mcpsec_bin())
+        .args(["serve", "--root", "ws", "--http", "127.0.0.1:0"])
+        .current_dir(env.path())
+        .env("MCPSEC_STATE_DIR", env.state())
+        .env("XDG_CONFIG_HOME", env.path().join("no-config"))
+        .env_remove("MCPSEC_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve --http started on a damaged token database");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("mcpsec.db"), "{err}");
+    assert_eq!(std::fs::read(&db).unwrap(), bytes, "the database was changed");
+}
+
 #[test]
 fn config_errors_name_the_key() {
     let env = Env::new();

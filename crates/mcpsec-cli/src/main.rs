@@ -452,10 +452,10 @@ fn serve(global: &Global, args: ServeArgs) -> Result<()> {
     } else {
         None
     };
-    // Over HTTP every request needs the store (its users): open and check it
-    // now. Over stdio a session may never need it (reads under `allow`), and
-    // not loading SQLite keeps the server's memory small (BENCHMARKS.md).
-    let tokens = if http_front.is_some() { tokens::open_tokens(&state)? } else { tokens::open_tokens_lazily(&state)? };
+    // Opened at its first use: a stdio session may never need it (reads under
+    // `allow`), and not loading SQLite keeps the server's memory small
+    // (BENCHMARKS.md). Over HTTP that use is at start: the user list, below.
+    let tokens = tokens::open_tokens_lazily(&state)?;
     let users = Arc::new(tokens.users());
     let options = mcpsec_server::ServerOptions {
         sandbox,

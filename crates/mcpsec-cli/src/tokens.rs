@@ -15,7 +15,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use clap::Args;
 use mcpsec_audit::{AuditLog, EventKind, Outcome, Record};
 use mcpsec_caps::key::ServerKey;
-use mcpsec_caps::store::{SqliteStore, TokenRecord};
+use mcpsec_caps::store::{SqliteStore, TokenRecord, TokenStore};
 use mcpsec_caps::{GrantRequest, Tokens, unix_ms};
 use mcpsec_core::time::rfc3339;
 use mcpsec_core::{Capability, Config, units};
@@ -90,15 +90,17 @@ pub struct State {
 
 /// Opens `mcpsec.db` and `secret.key` in the state directory.
 pub fn open_tokens(state: &Path) -> Result<Tokens> {
-    let store = SqliteStore::open(&state.join("mcpsec.db"))?;
-    let key = ServerKey::load_or_create(&state.join("secret.key"))?;
-    Ok(Tokens::new(Arc::new(store), key))
+    with_key(state, SqliteStore::open(&state.join("mcpsec.db"))?)
 }
 
 /// As [`open_tokens`], for `serve`: `mcpsec.db` is opened (and checked) at
 /// its first use, so a session that never needs it never loads SQLite.
 pub fn open_tokens_lazily(state: &Path) -> Result<Tokens> {
-    let store = mcpsec_caps::store::LazyStore::new(&state.join("mcpsec.db"))?;
+    with_key(state, mcpsec_caps::store::LazyStore::new(&state.join("mcpsec.db"))?)
+}
+
+/// `store` with `secret.key` from the state directory.
+fn with_key(state: &Path, store: impl TokenStore + 'static) -> Result<Tokens> {
     let key = ServerKey::load_or_create(&state.join("secret.key"))?;
     Ok(Tokens::new(Arc::new(store), key))
 }
