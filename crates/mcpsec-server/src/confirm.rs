@@ -141,8 +141,9 @@ impl Confirmer {
         Confirmation::Refused {
             message: format!(
                 "refused: calling `{}` needs a human confirmation, and the token database that records \
-                 confirmations could not be read; a human runs `mcpsec doctor`, which checks it and says how to fix it",
-                call.tool
+                 confirmations could not be read; {}",
+                call.tool,
+                mcpsec_caps::STORE_REMEDY
             ),
             reason: format!("nonce store failed: {e}"),
             declined: false,
