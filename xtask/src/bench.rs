@@ -17,6 +17,7 @@
 mod client;
 mod extra;
 mod http;
+mod layout;
 mod peers;
 
 use std::path::{Path, PathBuf};
@@ -252,6 +253,15 @@ fn fixture_content(len: usize) -> String {
 /// itself; carries the load average read before that build.
 const RELEASE_ENV: &str = "MCPSEC_BENCH_OPTIMIZED";
 
+/// `cargo xtask hot-symbols`: see `bench/layout.rs`.
+pub fn hot_symbols() -> Result<()> {
+    layout::run(&workspace()?)
+}
+
+fn workspace() -> Result<PathBuf> {
+    Ok(Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("xtask has no parent directory")?.to_path_buf())
+}
+
 pub fn run(args: &[String]) -> Result<()> {
     let opts = parse(args)?;
     let load = match std::env::var(RELEASE_ENV) {
@@ -267,8 +277,7 @@ pub fn run(args: &[String]) -> Result<()> {
         let load = load.map_or_else(|| "-".to_owned(), |l| l.to_string());
         return crate::cargo(&cargo_args, &[(RELEASE_ENV, &load)]);
     }
-    let workspace =
-        Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("xtask has no parent directory")?.to_path_buf();
+    let workspace = workspace()?;
 
     let mut entries: Vec<Entry> = peers::ALL
         .iter()

@@ -22,6 +22,7 @@ cargo xtask <task>
 tasks:
   ci      fmt check, clippy -D warnings, all tests, docs with warnings denied
   bench   serve benchmark: mcpsec vs the reference Node server and rust-mcp-filesystem
+  hot-symbols  list the functions the stdio server runs, for the release build's code layout (needs valgrind)
   docs    regenerate docs/configuration.md from mcpsec-core's config reference
   man     man pages, one per subcommand, into target/man (or `cargo xtask man DIR`)
   interop the official Python SDK and the MCP Inspector CLI against mcpsec (installs into target/interop)
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench::run(&args[1..]),
+        Some("hot-symbols") => bench::hot_symbols(),
         Some("docs") => docs::run(),
         Some("man") => man(args.get(1).map(String::as_str)),
         Some("interop") => interop::run_all(),
