@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use mcpsec_core::{Config, Principal};
 
-/// `--features mimalloc`: faster HTTP, larger stdio RSS (see Cargo.toml).
+/// The default feature `mimalloc`: faster under HTTP load (see Cargo.toml).
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
