@@ -151,7 +151,10 @@ pub(crate) async fn serve(
     let cancel = config.cancellation_token.clone();
     let sessions = Arc::new(LocalSessionManager::default());
     let factory = server.clone();
-    let service = StreamableHttpService::new(move || Ok(factory.clone()), sessions.clone(), config);
+    // Shared, not cloned per request: rmcp's `Service::call` clones the
+    // service and its config (the host and origin lists), and axum clones
+    // the route's service again, about 24 allocations a request.
+    let service = Arc::new(StreamableHttpService::new(move || Ok(factory.clone()), sessions.clone(), config));
     let gate = Gate {
         users: http.users,
         audit: audit.clone(),
@@ -169,7 +172,10 @@ pub(crate) async fn serve(
     let stopping = gate.stopping.clone();
     let answering = gate.answering.clone();
     let app = axum::Router::new()
-        .route_service(MCP_PATH, service)
+        .route(
+            MCP_PATH,
+            axum::routing::any(move |request: Request| async move { service.handle(request).await }),
+        )
         .fallback(|| async { plain(StatusCode::NOT_FOUND, "not found: MCP is served at /mcp") })
         .layer(axum::middleware::from_fn_with_state(gate, guard));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
