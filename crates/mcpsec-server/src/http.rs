@@ -31,6 +31,11 @@
 //! operator can change, and records them (`request_refused`),
 //! and the pipeline acts as the authenticated user (put into the request's
 //! extensions by the gate, read back by `call_tool`).
+//!
+//! On the way out, a POST's event stream is held until its first message (at
+//! most 20 ms): rmcp opens a 2025-11-25 answer with a priming event, and
+//! without the hold the headers and that event cost a write and a wakeup of
+//! the client of their own on every call.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -172,10 +177,7 @@ pub(crate) async fn serve(
     let stopping = gate.stopping.clone();
     let answering = gate.answering.clone();
     let app = axum::Router::new()
-        .route(
-            MCP_PATH,
-            axum::routing::any(move |request: Request| async move { service.handle(request).await }),
-        )
+        .route(MCP_PATH, axum::routing::any(move |request: Request| async move { service.handle(request).await }))
         .fallback(|| async { plain(StatusCode::NOT_FOUND, "not found: MCP is served at /mcp") })
         .layer(axum::middleware::from_fn_with_state(gate, guard));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -480,9 +482,81 @@ async fn guard(
         gate.owners.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
     }
     if posted {
-        return Answering::track(&gate.answering, response);
+        let event_stream = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        let (parts, mut body) = response.into_parts();
+        let mut held = Held::default();
+        if event_stream {
+            held.until_first_message(&mut body).await;
+        }
+        return Answering::track(&gate.answering, Response::from_parts(parts, body), held);
     }
     response
+}
+
+/// How long a POST's event stream may wait for its first message before its
+/// headers go out alone.
+const FIRST_MESSAGE_WAIT: Duration = Duration::from_millis(20);
+
+/// The start of a POST's event stream, held back until its first message.
+/// rmcp answers a 2025-11-25 POST with an event stream that opens with a
+/// priming event (an id to resume from), ready at once; hyper would send the
+/// headers and that event in one write and the answer in a second, a second
+/// wakeup of the client on every call. Held, the headers, the priming event
+/// and the answer go out together. A call that takes longer than
+/// [`FIRST_MESSAGE_WAIT`] gets its headers and priming event then, as before.
+#[derive(Default)]
+struct Held {
+    frames: std::collections::VecDeque<hyper::body::Frame<axum::body::Bytes>>,
+    /// What ended the stream while it was held: its end (`None`) or an error.
+    end: Option<Option<axum::Error>>,
+}
+
+impl Held {
+    async fn until_first_message(&mut self, body: &mut axum::body::Body) {
+        use hyper::body::Body as _;
+        use std::task::Poll;
+        // The timer only once the stream has to be waited for: a stream whose
+        // message is ready at once (every 2026-07-28 answer) costs none.
+        let mut wait: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        std::future::poll_fn(|cx| {
+            loop {
+                match std::pin::Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        let message = frame.data_ref().is_some_and(|d| carries_message(d));
+                        self.frames.push_back(frame);
+                        if message {
+                            return Poll::Ready(());
+                        }
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        self.end = Some(Some(e));
+                        return Poll::Ready(());
+                    }
+                    Poll::Ready(None) => {
+                        self.end = Some(None);
+                        return Poll::Ready(());
+                    }
+                    // Ready once the wait is over: the headers go without the message.
+                    Poll::Pending => {
+                        return wait
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(FIRST_MESSAGE_WAIT)))
+                            .as_mut()
+                            .poll(cx);
+                    }
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// Whether an event-stream chunk carries a JSON-RPC message (a `data:` line
+/// with something on it), as opposed to a priming event or a comment.
+fn carries_message(chunk: &[u8]) -> bool {
+    chunk.split(|&b| b == b'\n').any(|line| line.strip_prefix(b"data:").is_some_and(|d| !d.trim_ascii().is_empty()))
 }
 
 /// How many POST answers are still being sent: a shutdown waits for them
@@ -495,11 +569,12 @@ struct Answering {
 }
 
 impl Answering {
-    /// `response`, counted until its body has been sent (or dropped).
-    fn track(this: &Arc<Answering>, response: Response) -> Response {
+    /// `response`, counted until its body has been sent (or dropped); the
+    /// `held` start of its body goes first.
+    fn track(this: &Arc<Answering>, response: Response, held: Held) -> Response {
         this.count.fetch_add(1, Ordering::SeqCst);
         let guard = AnswerGuard(this.clone());
-        response.map(|inner| axum::body::Body::new(TrackedBody { inner, _guard: guard }))
+        response.map(|inner| axum::body::Body::new(TrackedBody { inner, held, _guard: guard }))
     }
 
     /// Returns once no answer is being sent.
@@ -524,9 +599,11 @@ impl Drop for AnswerGuard {
     }
 }
 
-/// A response body that holds an [`AnswerGuard`] until it is dropped.
+/// A response body that holds an [`AnswerGuard`] until it is dropped, and
+/// sends its [`Held`] start first.
 struct TrackedBody {
     inner: axum::body::Body,
+    held: Held,
     _guard: AnswerGuard,
 }
 
@@ -538,15 +615,36 @@ impl hyper::body::Body for TrackedBody {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+        if let Some(frame) = self.held.frames.pop_front() {
+            return std::task::Poll::Ready(Some(Ok(frame)));
+        }
+        match self.held.end.take() {
+            // Ended while held: not polled again.
+            Some(end) => {
+                self.held.end = Some(None);
+                std::task::Poll::Ready(end.map(Err))
+            }
+            None => std::pin::Pin::new(&mut self.inner).poll_frame(cx),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        if !self.held.frames.is_empty() {
+            return false;
+        }
+        match &self.held.end {
+            Some(None) => true,
+            Some(Some(_)) => false,
+            None => self.inner.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
+        if self.held.frames.is_empty() && self.held.end.is_none() {
+            self.inner.size_hint()
+        } else {
+            hyper::body::SizeHint::default()
+        }
     }
 }
 
@@ -742,6 +840,92 @@ impl FailedAuth {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_priming_event_or_a_comment_is_not_a_message() {
+        assert!(!carries_message(b"data: \nid: 0/257\nretry: 3000\n\n"), "rmcp's priming event");
+        assert!(!carries_message(b"data:\n\n"));
+        assert!(!carries_message(b": keep-alive\n\n"));
+        assert!(carries_message(b"data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\nid: 0/258\n\n"));
+        assert!(carries_message(b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"x\"}\n\n"));
+    }
+
+    /// A body of `chunks`, each ready `gap` after the one before.
+    struct Slow {
+        chunks: &'static [&'static str],
+        next: usize,
+        gap: Duration,
+        sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    }
+
+    impl hyper::body::Body for Slow {
+        type Data = axum::body::Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+            let this = &mut *self;
+            let Some(chunk) = this.chunks.get(this.next) else { return std::task::Poll::Ready(None) };
+            let gap = this.gap;
+            let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(gap)));
+            std::task::ready!(sleep.as_mut().poll(cx));
+            this.sleep = None;
+            this.next += 1;
+            std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(axum::body::Bytes::from_static(chunk.as_bytes())))))
+        }
+    }
+
+    fn slow_body(chunks: &'static [&'static str], gap: Duration) -> axum::body::Body {
+        axum::body::Body::new(Slow { chunks, next: 0, gap, sleep: None })
+    }
+
+    /// Everything the tracked body sends, and whether it then says it ended.
+    async fn all_of(body: axum::body::Body, held: Held) -> (String, bool) {
+        use hyper::body::Body as _;
+        let answering = Arc::new(Answering::default());
+        answering.count.fetch_add(1, Ordering::SeqCst);
+        let mut tracked = TrackedBody { inner: body, held, _guard: AnswerGuard(answering) };
+        let mut out = Vec::new();
+        while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut tracked).poll_frame(cx)).await {
+            out.extend_from_slice(frame.unwrap().data_ref().unwrap());
+        }
+        (String::from_utf8(out).unwrap(), tracked.is_end_stream())
+    }
+
+    #[tokio::test]
+    async fn an_event_stream_is_held_until_its_first_message_and_loses_nothing() {
+        const CHUNKS: &[&str] = &["data: \nid: 0/1\n\n", "data: {\"id\":1}\n\n", "data: {\"id\":2}\n\n"];
+        let mut body = slow_body(CHUNKS, Duration::from_millis(1));
+        let mut held = Held::default();
+        held.until_first_message(&mut body).await;
+        assert_eq!(held.frames.len(), 2, "the priming event and the first message");
+        assert!(held.end.is_none());
+        assert_eq!(all_of(body, held).await.0, CHUNKS.concat());
+    }
+
+    #[tokio::test]
+    async fn a_slow_first_message_lets_the_headers_go_after_the_wait() {
+        const CHUNKS: &[&str] = &["data: {\"id\":1}\n\n"];
+        let mut body = slow_body(CHUNKS, FIRST_MESSAGE_WAIT * 5);
+        let mut held = Held::default();
+        let started = std::time::Instant::now();
+        held.until_first_message(&mut body).await;
+        assert!(started.elapsed() < FIRST_MESSAGE_WAIT * 4, "not held until the message");
+        assert!(held.frames.is_empty());
+        assert_eq!(all_of(body, held).await.0, CHUNKS.concat());
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_ends_while_held_ends_once() {
+        const CHUNKS: &[&str] = &["data: \nid: 0/1\n\n"];
+        let mut body = slow_body(CHUNKS, Duration::ZERO);
+        let mut held = Held::default();
+        held.until_first_message(&mut body).await;
+        assert!(matches!(held.end, Some(None)));
+        assert_eq!(all_of(body, held).await, (CHUNKS.concat(), true), "sent once, then ended");
+    }
 
     #[test]
     fn an_address_gets_its_slots_back_when_its_connections_close() {
