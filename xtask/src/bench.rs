@@ -34,7 +34,7 @@ cargo xtask bench [options]
 
   --seconds S        measured seconds per throughput run (default 3)
   --warmup S         unmeasured warm-up seconds before each run (default 0.5)
-  --runs N           throughput runs per server and depth; median kept (default 5)
+  --runs N           throughput runs per server and depth, and HTTP load runs; median kept (default 5)
   --startup-runs N   spawns timed per server for startup; median kept (default 10)
   --only A,B         bench only these servers (mcpsec, mcpsec/changes, mcpsec/token,
                      rust-mcp-filesystem, node-reference, mcpsec/proxy, http)
@@ -314,7 +314,7 @@ pub fn run(args: &[String]) -> Result<()> {
     if opts.only.as_ref().is_none_or(|o| o.iter().any(|n| n == "http")) {
         let warmup = Duration::from_secs_f64(opts.warmup);
         let measure = Duration::from_secs_f64(opts.seconds);
-        match http::bench(mcpsec, &workspace, opts.build, &scratch, opts.clients, warmup, measure) {
+        match http::bench(mcpsec, &workspace, opts.build, &scratch, opts.clients, opts.runs, warmup, measure) {
             Ok(figures) => extra.extend(figures),
             Err(e) => eprintln!("bench: HTTP load run failed: {e:#}"),
         }

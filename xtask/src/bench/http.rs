@@ -68,6 +68,8 @@ fn run(mcpsec: &Server, scratch: &super::Scratch, shape: Shape, protocol: Protoc
         Protocol::Stateless => "http-state-2026",
         Protocol::Session => "http-state-2025",
     });
+    // A fresh state (user, token database, audit log) for every run.
+    let _ = std::fs::remove_dir_all(&state);
     std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
     // Room for every client, all from 127.0.0.1: a connection, a request in flight and a session each.
     let config = format!(
@@ -371,15 +373,19 @@ impl Client {
     }
 }
 
-/// The HTTP load run as the bench reports it: calls/s, p50, p99 and peak
-/// RSS against the goals. Uses the mcpsec row's binary if there is one,
-/// else prepares (builds) it.
+/// The HTTP load run as the bench reports it: over `runs` rounds (each the
+/// floor, then each protocol on a fresh server), the median calls/s and p99,
+/// every run's calls/s in the detail, and the largest peak RSS, against the
+/// goals. Uses the mcpsec row's binary if there is one, else prepares
+/// (builds) it.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn bench(
     mcpsec: Option<&Server>,
     workspace: &Path,
     build: bool,
     scratch: &super::Scratch,
     clients: usize,
+    runs: usize,
     warmup: Duration,
     measure: Duration,
 ) -> Result<Vec<super::extra::Figure>> {
@@ -391,30 +397,76 @@ pub(crate) fn bench(
             &prepared
         }
     };
-    let mut figures = Vec::new();
+    const PROTOCOLS: [(Protocol, &str); 2] = [(Protocol::Stateless, "2026"), (Protocol::Session, "2025")];
     let shape = Shape { clients, warmup, measure };
-    let floor = floor(workspace, build, scratch, shape)?;
-    eprintln!("bench: http floor: {} calls in {measure:.1?} with {} clients", floor.calls, floor.clients);
-    for (protocol, tag) in [(Protocol::Stateless, "2026"), (Protocol::Session, "2025")] {
-        let f = run(mcpsec, scratch, shape, protocol)?;
-        eprintln!("bench: http {tag}: {} calls in {measure:.1?} with {} clients", f.calls, f.clients);
-        let detail = format!("{} clients, keep-alive, {}, [audit] sync = \"always\"", f.clients, protocol.describe());
+    let mut floors = Vec::new();
+    let mut rows: [Vec<HttpFigures>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..runs {
+        let f = floor(workspace, build && round == 0, scratch, shape)?;
+        eprintln!(
+            "bench: http floor, run {}/{runs}: {} calls in {measure:.1?} with {} clients",
+            round + 1,
+            f.calls,
+            f.clients
+        );
+        floors.push(f);
+        for (row, (protocol, tag)) in rows.iter_mut().zip(PROTOCOLS) {
+            let f = run(mcpsec, scratch, shape, protocol)?;
+            eprintln!(
+                "bench: http {tag}, run {}/{runs}: {} calls in {measure:.1?} with {} clients",
+                round + 1,
+                f.calls,
+                f.clients
+            );
+            row.push(f);
+        }
+    }
+    let median_of = |runs: &[HttpFigures], f: fn(&HttpFigures) -> Option<f64>| {
+        super::median(&runs.iter().filter_map(f).collect::<Vec<_>>())
+    };
+    let cpu = |runs: &[HttpFigures]| {
+        median_of(runs, |f| f.cpu.map(|w| w.server.as_secs_f64() * 1e3)).map_or("?".to_owned(), |ms| format!("{ms:.3}"))
+    };
+    let floor_calls = median_of(&floors, |f| Some(f.calls_per_s)).unwrap_or(f64::NAN);
+    let mut figures = Vec::new();
+    for (row, (protocol, tag)) in rows.iter().zip(PROTOCOLS) {
+        let detail = format!("{clients} clients, keep-alive, {}, [audit] sync = \"always\"", protocol.describe());
         let figure = |what: &str, value: f64, unit: &'static str, goal: f64, at_least: bool, detail: String| {
             super::extra::Figure { what: format!("http {tag} {what}"), value, unit, goal, at_least, detail }
         };
-        let cpu = |f: &HttpFigures| f.cpu.map_or("?".to_owned(), |w| format!("{:.3}", w.server.as_secs_f64() * 1e3));
-        let idle = f.cpu.and_then(|w| w.machine_idle).map_or("?".to_owned(), |i| format!("{:.0} %", i * 100.0));
+        let calls = median_of(row, |f| Some(f.calls_per_s)).unwrap_or(f64::NAN);
+        let each = row.iter().map(|f| format!("{:.0}", f.calls_per_s)).collect::<Vec<_>>().join(", ");
+        let idle = median_of(row, |f| f.cpu.and_then(|w| w.machine_idle))
+            .map_or("?".to_owned(), |i| format!("{:.0} %", i * 100.0));
         let of_floor = format!(
-            "{:.0} % of the floor's {:.0} /s; server CPU {} ms a call (the floor's {}), machine idle {idle}; {detail}",
-            100.0 * f.calls_per_s / floor.calls_per_s,
-            floor.calls_per_s,
-            cpu(&f),
-            cpu(&floor),
+            "median of {runs} (each run: {each}); {:.0} % of the floor's {floor_calls:.0} /s; server CPU {} ms a call \
+             (the floor's {}), machine idle {idle}; {detail}",
+            100.0 * calls / floor_calls,
+            cpu(row),
+            cpu(&floors),
         );
+        let p50 = median_of(row, |f| Some(f.p50_ms)).unwrap_or(f64::NAN);
+        let worst_p99 = row.iter().map(|f| f.p99_ms).fold(f64::NAN, f64::max);
+        let p99 = median_of(row, |f| Some(f.p99_ms)).unwrap_or(f64::NAN);
+        let rss = row.iter().map(|f| f.peak_rss).max().unwrap_or(0);
         figures.extend([
-            figure("read_text_file calls/s", f.calls_per_s, " /s", GOAL_CALLS_PER_S, true, of_floor),
-            figure("p99 latency", f.p99_ms, " ms", GOAL_P99_MS, false, format!("p50 {:.2} ms; {detail}", f.p50_ms)),
-            figure("server peak RSS", super::mib(f.peak_rss), " MiB", GOAL_RSS_MIB, false, detail),
+            figure("read_text_file calls/s", calls, " /s", GOAL_CALLS_PER_S, true, of_floor),
+            figure(
+                "p99 latency",
+                p99,
+                " ms",
+                GOAL_P99_MS,
+                false,
+                format!("median of {runs} (the worst {worst_p99:.2} ms); p50 {p50:.2} ms; {detail}"),
+            ),
+            figure(
+                "server peak RSS",
+                super::mib(rss),
+                " MiB",
+                GOAL_RSS_MIB,
+                false,
+                format!("the largest of {runs}; {detail}"),
+            ),
         ]);
     }
     Ok(figures)
