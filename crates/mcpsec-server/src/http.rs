@@ -482,21 +482,25 @@ async fn guard(
         gate.owners.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
     }
     if posted {
-        let event_stream = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-        // Counted from here, before the hold: a shutdown must wait for an
-        // answer that is still being held.
-        let counted = Answering::begin(&gate.answering);
-        let (parts, mut body) = response.into_parts();
-        let mut held = Held::default();
-        if event_stream {
-            held.until_first_message(&mut body).await;
-        }
-        return Response::from_parts(parts, axum::body::Body::new(TrackedBody { inner: body, held, _guard: counted }));
+        return answer(&gate.answering, response).await;
     }
     response
+}
+
+/// A POST's answer: counted for shutdown until its body is sent, its event
+/// stream (if it is one) held until its first message.
+async fn answer(answering: &Arc<Answering>, response: Response) -> Response {
+    let event_stream =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    // Counted from here, before the hold: a shutdown must wait for an
+    // answer that is still being held.
+    let counted = Answering::begin(answering);
+    let (parts, mut body) = response.into_parts();
+    let mut held = Held::default();
+    if event_stream {
+        held.until_first_message(&mut body).await;
+    }
+    Response::from_parts(parts, axum::body::Body::new(TrackedBody { inner: body, held, _guard: counted }))
 }
 
 /// How long a POST's event stream may wait for its first message before its
@@ -557,9 +561,23 @@ impl Held {
 }
 
 /// Whether an event-stream chunk carries a JSON-RPC message (a `data:` line
-/// with something on it), as opposed to a priming event or a comment.
+/// with something on it), as opposed to a priming event or a comment. Every
+/// POST's answer passes here: a message's `data:` line is recognised by its
+/// first bytes, without scanning the (possibly large) payload for its end.
 fn carries_message(chunk: &[u8]) -> bool {
-    chunk.split(|&b| b == b'\n').any(|line| line.strip_prefix(b"data:").is_some_and(|d| !d.trim_ascii().is_empty()))
+    let mut rest = chunk;
+    loop {
+        if let Some(data) = rest.strip_prefix(b"data:") {
+            match data.iter().find(|&&b| b != b' ' && b != b'\t') {
+                Some(b'\n' | b'\r') | None => {}
+                Some(_) => return true,
+            }
+        }
+        match rest.iter().position(|&b| b == b'\n') {
+            Some(end) => rest = &rest[end + 1..],
+            None => return false,
+        }
+    }
 }
 
 /// How many POST answers are still being sent: a shutdown waits for them
@@ -850,6 +868,9 @@ mod tests {
         assert!(!carries_message(b": keep-alive\n\n"));
         assert!(carries_message(b"data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\nid: 0/258\n\n"));
         assert!(carries_message(b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"x\"}\n\n"));
+        assert!(carries_message(b"id: 0/2\r\ndata:[{}]"), "no space, no line end");
+        assert!(!carries_message(b"data: \r\n\r\n"));
+        assert!(!carries_message(b""));
     }
 
     /// A body of `chunks`, each ready `gap` after the one before.
@@ -914,6 +935,28 @@ mod tests {
         held.until_first_message(&mut body).await;
         assert!(held.frames.is_empty() && held.end.is_none(), "the headers went without waiting for the message");
         assert_eq!(all_of(body, held).await.0, CHUNKS.concat());
+    }
+
+    #[tokio::test]
+    async fn an_answer_being_held_already_counts_for_shutdown() {
+        const CHUNKS: &[&str] = &["data: \nid: 0/1\n\n", "data: {\"id\":1}\n\n"];
+        let answering = Arc::new(Answering::default());
+        let response = Response::builder()
+            .header(header::CONTENT_TYPE, "text/event-stream")
+            .body(slow_body(CHUNKS, Duration::from_millis(5)))
+            .unwrap();
+        let held = tokio::spawn({
+            let answering = answering.clone();
+            async move { answer(&answering, response).await }
+        });
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert!(!held.is_finished(), "still waiting for the message");
+        let stopping = tokio::time::timeout(Duration::from_millis(20), answering.none()).await;
+        assert!(stopping.is_err(), "a shutdown must not go ahead while an answer is held");
+        let response = held.await.unwrap();
+        assert_eq!(answering.count.load(Ordering::SeqCst), 1, "counted until the body is sent");
+        drop(response);
+        answering.none().await;
     }
 
     #[tokio::test]
