@@ -455,10 +455,7 @@ fn throughput_once(
     warmup: Duration,
     measure: Duration,
 ) -> Result<(f64, Option<f64>, u64, Option<client::CpuWindow>)> {
-    let token = match server.token_for {
-        Some(capability) => Some(server.grant(capability, &scratch.state).map_err(|e| anyhow::anyhow!(e))?),
-        None => None,
-    };
+    let token = server.token(&scratch.state)?;
     let cmd = server.command(&scratch.root, &scratch.state);
     let mut s = Session::spawn(cmd, &scratch.content, &scratch.log(server.name))?;
     s.initialize()?;

@@ -41,10 +41,7 @@ pub(crate) fn run(workspace: &Path) -> Result<()> {
     for (i, name) in [peers::MCPSEC, peers::MCPSEC_TOKEN, peers::MCPSEC_CHANGES].into_iter().enumerate() {
         // The first row builds the release binary, the others reuse it.
         let server = peers::prepare(name, workspace, i == 0).map_err(|e| anyhow::anyhow!(e))?;
-        let token = match server.token_for {
-            Some(capability) => Some(server.grant(capability, &scratch.state).map_err(|e| anyhow::anyhow!(e))?),
-            None => None,
-        };
+        let token = server.token(&scratch.state)?;
         let out = scratch.dir.join(format!("callgrind.{}", name.replace('/', "-")));
         let cmd = server.command(&scratch.root, &scratch.state);
         let mut wrapped = Command::new("valgrind");

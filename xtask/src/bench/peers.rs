@@ -24,7 +24,7 @@ pub(crate) struct Server {
     pub(crate) config: Option<&'static str>,
     /// mcpsec only: mint a token for this capability before each run and
     /// pass it as `capability_token` (token mode on the hot path).
-    pub(crate) token_for: Option<&'static str>,
+    token_for: Option<&'static str>,
 }
 
 impl Server {
@@ -47,6 +47,12 @@ impl Server {
             return Err(format!("mcpsec grant failed: {}", String::from_utf8_lossy(&out.stderr)));
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// The token this row's calls carry, granted against `state_dir`
+    /// (`None` for a row that sends none).
+    pub(crate) fn token(&self, state_dir: &Path) -> anyhow::Result<Option<String>> {
+        self.token_for.map(|capability| self.grant(capability, state_dir).map_err(anyhow::Error::msg)).transpose()
     }
 
     /// The same binary as another row, with its own config.
