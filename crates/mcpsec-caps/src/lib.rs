@@ -103,11 +103,11 @@ pub enum Decision {
 /// How many failed token checks a principal may make per window before
 /// further checks are refused outright (so tokens cannot be guessed online).
 pub const FAILED_CHECKS_PER_WINDOW: u32 = 10;
+/// The window of [`FAILED_CHECKS_PER_WINDOW`].
+pub const FAILED_CHECKS_WINDOW: Duration = Duration::from_secs(60);
 
 /// What the human can do when the token database cannot be read.
 pub const STORE_REMEDY: &str = "a human runs `mcpsec doctor`, which checks the token database and says how to fix it";
-/// The window of [`FAILED_CHECKS_PER_WINDOW`].
-pub const FAILED_CHECKS_WINDOW: Duration = Duration::from_secs(60);
 
 /// Decides whether a capability may be exercised.
 #[derive(Debug)]
