@@ -695,6 +695,53 @@ fn print_proxy_cost(entries: &[Entry]) {
             pct(idle),
             pct(direct_idle)
         );
+        let direct_calls = entries.iter().find(|e| e.name == peers::NODE_PEER).and_then(|e| e.figures.calls_median(1));
+        let budget = direct_calls.zip(direct_idle).map(|(calls, direct_idle)| Budget {
+            cpus: machine().0 as f64,
+            direct_calls: calls,
+            direct_ms: direct,
+            direct_idle,
+            gateway_ms: gateway,
+            upstream_ms: upstream,
+        });
+        if let Some(b) = budget.filter(|b| b.cpus > 0.0) {
+            let (calls, cores, others) = b.at(PROXY_GOAL);
+            println!(
+                "  CPU at the goal ({calls:.0} calls/s): upstream + gateway + client and the rest \
+                 ({others:.3} ms a call, from the direct run) = {cores:.2} of {} cores, {:.0} % busy \
+                 (direct ran {:.0} % busy)",
+                b.cpus,
+                cores / b.cpus * 100.0,
+                (1.0 - b.direct_idle) * 100.0
+            );
+        }
+    }
+}
+
+/// What the gateway's goal asks of the machine's CPU, from the per-call CPU
+/// of one invocation: the upstream behind the gateway and the gateway at
+/// their measured cost, and everything else (the bench's client, the
+/// system) at what it took a call in the direct run.
+struct Budget {
+    cpus: f64,
+    /// The direct run at 16 in flight: calls/s, the upstream's CPU ms a
+    /// call, the machine's idle share.
+    direct_calls: f64,
+    direct_ms: f64,
+    direct_idle: f64,
+    /// The gateway run: the gateway's and the upstream's CPU ms a call.
+    gateway_ms: f64,
+    upstream_ms: f64,
+}
+
+impl Budget {
+    /// At `ratio` of the direct throughput: the calls/s, the cores the
+    /// three would need, and the CPU ms a call of the rest.
+    fn at(&self, ratio: f64) -> (f64, f64, f64) {
+        let busy = (1.0 - self.direct_idle) * self.cpus;
+        let others = ((busy - self.direct_ms * self.direct_calls / 1e3) / self.direct_calls * 1e3).max(0.0);
+        let calls = ratio * self.direct_calls;
+        (calls, calls * (self.upstream_ms + self.gateway_ms + others) / 1e3, others)
     }
 }
 
@@ -772,6 +819,28 @@ fn to_json(opts: &Options, entries: &[Entry], load: Option<f64>) -> serde_json::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_gateways_cpu_budget_adds_the_three_at_the_goal() {
+        // Session figures of 2026-12-03: direct 9 686 calls/s, Node 0.126 ms
+        // a call, 28 % idle; the gateway 0.071 ms, Node behind it 0.143 ms.
+        let b = Budget {
+            cpus: 2.0,
+            direct_calls: 9686.0,
+            direct_ms: 0.126,
+            direct_idle: 0.28,
+            gateway_ms: 0.071,
+            upstream_ms: 0.143,
+        };
+        let (calls, cores, others) = b.at(0.85);
+        assert!((calls - 8233.1).abs() < 0.1, "{calls}");
+        // busy 1.44 cores, Node 1.220: the rest 0.220 cores, 0.0227 ms a call.
+        assert!((others - 0.0227).abs() < 0.0001, "{others}");
+        assert!((cores - 8233.1 * (0.143 + 0.071 + 0.0227) / 1e3).abs() < 0.001, "{cores}");
+        // A run with more idle than the upstream's share leaves nothing negative.
+        let idle = Budget { direct_idle: 0.99, ..b };
+        assert_eq!(idle.at(0.85).2, 0.0);
+    }
 
     #[test]
     fn median_of_odd_even_and_empty() {
