@@ -695,16 +695,7 @@ fn print_proxy_cost(entries: &[Entry]) {
             pct(idle),
             pct(direct_idle)
         );
-        let direct_calls = entries.iter().find(|e| e.name == peers::NODE_PEER).and_then(|e| e.figures.calls_median(1));
-        let budget = direct_calls.zip(direct_idle).map(|(calls, direct_idle)| Budget {
-            cpus: machine().0 as f64,
-            direct_calls: calls,
-            direct_ms: direct,
-            direct_idle,
-            gateway_ms: gateway,
-            upstream_ms: upstream,
-        });
-        if let Some(b) = budget.filter(|b| b.cpus > 0.0) {
+        if let Some(b) = proxy_budget(entries) {
             let (calls, cores, others) = b.at(PROXY_GOAL);
             println!(
                 "  CPU at the goal ({calls:.0} calls/s): upstream + gateway + client and the rest \
@@ -716,6 +707,23 @@ fn print_proxy_cost(entries: &[Entry]) {
             );
         }
     }
+}
+
+/// The gateway's CPU budget, if both rows have CPU figures at 16 in flight.
+fn proxy_budget(entries: &[Entry]) -> Option<Budget> {
+    let figures = |name: &str| entries.iter().find(|e| e.name == name).map(|e| &e.figures);
+    let (proxy, direct) = (figures(peers::MCPSEC_PROXY)?, figures(peers::NODE_PEER)?);
+    let (gateway_ms, upstream_ms, _) = proxy.cpu_median(1)?;
+    let (direct_ms, _, direct_idle) = direct.cpu_median(1)?;
+    let budget = Budget {
+        cpus: machine().0 as f64,
+        direct_calls: direct.calls_median(1)?,
+        direct_ms,
+        direct_idle: direct_idle?,
+        gateway_ms,
+        upstream_ms,
+    };
+    (budget.cpus > 0.0).then_some(budget)
 }
 
 /// What the gateway's goal asks of the machine's CPU, from the per-call CPU
@@ -812,6 +820,16 @@ fn to_json(opts: &Options, entries: &[Entry], load: Option<f64>) -> serde_json::
             "p50_added_ms_16_in_flight": added[1],
             "goal_16_in_flight": PROXY_GOAL,
             "pass": ratio[1] >= PROXY_GOAL,
+            "cpu_at_goal": proxy_budget(entries).map(|b| {
+                let (calls, cores, others) = b.at(PROXY_GOAL);
+                json!({
+                    "calls_per_s": calls,
+                    "cores_needed": cores,
+                    "machine_busy_share_needed": cores / b.cpus,
+                    "machine_busy_share_direct": 1.0 - b.direct_idle,
+                    "others_cpu_ms_per_call": others,
+                })
+            }),
         })),
     })
 }
