@@ -873,12 +873,14 @@ mod tests {
         assert!(!carries_message(b""));
     }
 
-    /// A body of `chunks`, each ready `gap` after the one before.
+    /// A body of `chunks`, each ready `gap` after the one before, then an
+    /// error once if `fails`.
     struct Slow {
         chunks: &'static [&'static str],
         next: usize,
         gap: Duration,
         sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+        fails: bool,
     }
 
     impl hyper::body::Body for Slow {
@@ -890,7 +892,10 @@ mod tests {
             cx: &mut std::task::Context<'_>,
         ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
             let this = &mut *self;
-            let Some(chunk) = this.chunks.get(this.next) else { return std::task::Poll::Ready(None) };
+            let Some(chunk) = this.chunks.get(this.next) else {
+                let error = std::mem::take(&mut this.fails).then(|| Err(std::io::Error::other("the stream broke")));
+                return std::task::Poll::Ready(error);
+            };
             let gap = this.gap;
             let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(gap)));
             std::task::ready!(sleep.as_mut().poll(cx));
@@ -901,7 +906,15 @@ mod tests {
     }
 
     fn slow_body(chunks: &'static [&'static str], gap: Duration) -> axum::body::Body {
-        axum::body::Body::new(Slow { chunks, next: 0, gap, sleep: None })
+        axum::body::Body::new(Slow { chunks, next: 0, gap, sleep: None, fails: false })
+    }
+
+    /// The tracked body's next frame.
+    async fn poll_frame(
+        tracked: &mut TrackedBody,
+    ) -> Option<Result<hyper::body::Frame<axum::body::Bytes>, axum::Error>> {
+        use hyper::body::Body as _;
+        std::future::poll_fn(|cx| std::pin::Pin::new(&mut *tracked).poll_frame(cx)).await
     }
 
     /// Everything the tracked body sends, and whether it then says it ended.
@@ -910,13 +923,13 @@ mod tests {
         let answering = Arc::new(Answering::default());
         let mut tracked = TrackedBody { inner: body, held, _guard: Answering::begin(&answering) };
         let mut out = Vec::new();
-        while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut tracked).poll_frame(cx)).await {
+        while let Some(frame) = poll_frame(&mut tracked).await {
             out.extend_from_slice(frame.unwrap().data_ref().unwrap());
         }
         (String::from_utf8(out).unwrap(), tracked.is_end_stream())
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_event_stream_is_held_until_its_first_message_and_loses_nothing() {
         const CHUNKS: &[&str] = &["data: \nid: 0/1\n\n", "data: {\"id\":1}\n\n", "data: {\"id\":2}\n\n"];
         let mut body = slow_body(CHUNKS, Duration::from_millis(1));
@@ -927,7 +940,7 @@ mod tests {
         assert_eq!(all_of(body, held).await.0, CHUNKS.concat());
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_slow_first_message_lets_the_headers_go_after_the_wait() {
         const CHUNKS: &[&str] = &["data: {\"id\":1}\n\n"];
         let mut body = slow_body(CHUNKS, FIRST_MESSAGE_WAIT * 5);
@@ -937,7 +950,7 @@ mod tests {
         assert_eq!(all_of(body, held).await.0, CHUNKS.concat());
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_answer_being_held_already_counts_for_shutdown() {
         const CHUNKS: &[&str] = &["data: \nid: 0/1\n\n", "data: {\"id\":1}\n\n"];
         let answering = Arc::new(Answering::default());
@@ -959,7 +972,27 @@ mod tests {
         answering.none().await;
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_that_fails_while_held_passes_the_error_on_once() {
+        use hyper::body::Body as _;
+        const CHUNKS: &[&str] = &["data: \nid: 0/1\n\n"];
+        let mut body =
+            axum::body::Body::new(Slow { chunks: CHUNKS, next: 0, gap: Duration::ZERO, sleep: None, fails: true });
+        let mut held = Held::default();
+        held.until_first_message(&mut body).await;
+        assert!(matches!(held.end, Some(Some(_))), "the error ended the hold");
+        let answering = Arc::new(Answering::default());
+        let mut tracked = TrackedBody { inner: body, held, _guard: Answering::begin(&answering) };
+        let first = poll_frame(&mut tracked).await.unwrap().unwrap();
+        assert_eq!(first.data_ref().unwrap().as_ref(), CHUNKS[0].as_bytes(), "the held event first");
+        assert!(poll_frame(&mut tracked).await.unwrap().is_err(), "then the error, so hyper aborts the response");
+        assert!(poll_frame(&mut tracked).await.is_none(), "and nothing after it");
+        assert!(tracked.is_end_stream());
+        drop(tracked);
+        answering.none().await;
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_stream_that_ends_while_held_ends_once() {
         const CHUNKS: &[&str] = &["data: \nid: 0/1\n\n"];
         let mut body = slow_body(CHUNKS, Duration::ZERO);
