@@ -13,8 +13,9 @@
 //!
 //! Fail closed: only `allow`, or `token` with a token that passes every
 //! check (MAC compared in constant time, not revoked, not expired, the
-//! right capability, the right user, a use left — spent atomically) lets a
-//! call through. Every refusal of a token is the same generic message,
+//! right capability, the right user, a use left — reserved atomically, and
+//! given back with [`Tokens::return_use`] by a caller whose call then acted
+//! on nothing) lets a call through. Every refusal of a token is the same generic message,
 //! with the exact `mcpsec grant …` command to run; the precise reason goes
 //! to the audit log. Failed checks are limited per principal, so tokens
 //! cannot be guessed online. A store that cannot be read refuses every

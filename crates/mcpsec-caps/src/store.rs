@@ -98,6 +98,10 @@ pub trait TokenStore: Send + Sync + std::fmt::Debug {
     /// left (or it is revoked or expired), so two concurrent calls can never
     /// both spend the last one.
     fn consume_use(&self, id: &str, now_ms: i64) -> Result<bool, StoreError>;
+    /// Gives back one use spent by [`TokenStore::consume_use`] for a call
+    /// that then acted on nothing (it was refused after authorization). A
+    /// revoked or expired token stays unusable; an unlimited one is unchanged.
+    fn return_use(&self, id: &str) -> Result<(), StoreError>;
     /// A number that changes whenever anything is committed, by this or
     /// another connection (for caches).
     fn data_version(&self) -> Result<i64, StoreError>;
@@ -345,6 +349,14 @@ impl TokenStore for SqliteStore {
         stmt.execute(params![id, now_ms]).map(|n| n == 1).map_err(|e| self.err(e))
     }
 
+    fn return_use(&self, id: &str) -> Result<(), StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("UPDATE tokens SET uses_left = uses_left + 1 WHERE id = ?1 AND uses_left IS NOT NULL")
+            .map_err(|e| self.err(e))?;
+        stmt.execute(params![id]).map(drop).map_err(|e| self.err(e))
+    }
+
     fn data_version(&self) -> Result<i64, StoreError> {
         let conn = self.conn();
         // `data_version` moves on other connections' commits; our own
@@ -488,6 +500,9 @@ impl TokenStore for LazyStore {
     fn consume_use(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
         self.store()?.consume_use(id, now_ms)
     }
+    fn return_use(&self, id: &str) -> Result<(), StoreError> {
+        self.store()?.return_use(id)
+    }
     fn data_version(&self) -> Result<i64, StoreError> {
         self.store()?.data_version()
     }
@@ -555,6 +570,13 @@ mod tests {
         assert!(!s.consume_use("b", 5000).unwrap(), "the last use is spent once");
         assert!(!s.consume_use("a", 5000).unwrap(), "unlimited tokens have no uses to spend");
         assert_eq!(s.list(false, 5000).unwrap().len(), 1);
+        // A returned use can be spent again, once; an unlimited token stays unlimited.
+        s.return_use("b").unwrap();
+        assert_eq!(s.get("b").unwrap().unwrap().uses_left, Some(1));
+        assert!(s.consume_use("b", 5000).unwrap());
+        assert!(!s.consume_use("b", 5000).unwrap());
+        s.return_use("a").unwrap();
+        assert_eq!(s.get("a").unwrap().unwrap().uses_left, None);
         assert_eq!(s.revoke(&["a".into(), "zzz".into()], 6000).unwrap(), vec!["a"]);
         assert!(s.revoke(&["a".into()], 7000).unwrap().is_empty());
         assert_eq!(s.list(true, 5000).unwrap().len(), 2);

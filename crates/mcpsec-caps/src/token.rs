@@ -89,6 +89,14 @@ pub fn generate() -> std::io::Result<NewToken> {
     Ok(NewToken { id, token: SecretString::from(token) })
 }
 
+/// A well-formed token (valid checksum) naming `id` with a fresh random
+/// secret: what a forger who knows a token's id can build.
+#[cfg(test)]
+pub(crate) fn with_id_and_fresh_secret(id: &str) -> std::io::Result<SecretString> {
+    let body = format!("{PREFIX}{id}{}", random_base62(SECRET_LEN)?);
+    Ok(SecretString::from(format!("{body}{}", checksum(&body))))
+}
+
 /// Checks a presented token's shape and checksum; returns its id.
 pub fn parse(token: &SecretString) -> Result<&str, FormatError> {
     let t = token.expose_secret();

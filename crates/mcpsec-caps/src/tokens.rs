@@ -67,6 +67,10 @@ pub struct Accepted {
     /// The path globs the call is confined to (empty: any path). The path
     /// guard enforces them on the resolved paths, during the operation.
     pub paths: Vec<String>,
+    /// A use of a limited token was reserved for this call. The caller gives
+    /// it back with [`Tokens::return_use`] when the call ends having acted on
+    /// nothing (refused after authorization); otherwise it stays spent.
+    pub reserved_use: bool,
 }
 
 /// A token that did not pass. The caller shows the model one generic
@@ -179,8 +183,10 @@ impl Tokens {
     }
 
     /// Checks a presented token for one use of `capability` by `user`. A
-    /// limited token's use is spent here, atomically. The token's path
-    /// globs come back in [`Accepted::paths`] for the path guard to enforce.
+    /// limited token's use is reserved here, atomically, so two calls can
+    /// never both take the last one ([`Accepted::reserved_use`]). The
+    /// token's path globs come back in [`Accepted::paths`] for the path
+    /// guard to enforce.
     pub fn check(
         &self,
         presented: &SecretString,
@@ -232,7 +238,25 @@ impl Tokens {
                 Err(e) => return Err(store_failed(e, id, &fp)),
             }
         }
-        Ok(Accepted { id: id.to_owned(), fingerprint: fp, paths: record.paths })
+        Ok(Accepted {
+            id: id.to_owned(),
+            fingerprint: fp,
+            paths: record.paths,
+            reserved_use: record.uses_left.is_some(),
+        })
+    }
+
+    /// Gives back the use [`Tokens::check`] reserved for a call that was then
+    /// refused before it acted (out of the token's paths, a protected path,
+    /// invalid arguments, an intent record that could not be written). Never
+    /// call it for a call that may have changed anything: that would allow
+    /// more effects than uses. A store that fails keeps the use spent
+    /// (fail closed).
+    pub fn return_use(&self, accepted: &Accepted) -> Result<(), StoreError> {
+        if !accepted.reserved_use {
+            return Ok(());
+        }
+        self.store.return_use(&accepted.id)
     }
 }
 
@@ -301,11 +325,39 @@ mod tests {
         r.ttl = Duration::from_secs(600);
         assert!(matches!(t.grant(&r, Duration::from_secs(300), now), Err(GrantError::TtlTooLong { .. })));
         let (new, _) = t.grant(&req(Capability::ReadFiles), HOUR, now).unwrap();
+        assert!(t.check(&new.token, Capability::ReadFiles, "a", now).is_ok());
         // The same id with another secret (and a valid checksum) is refused.
-        let other = token::generate().unwrap();
-        let _ = other;
-        let forged = SecretString::from(format!("{}{}", "mcps_", "x".repeat(57)));
-        assert!(t.check(&forged, Capability::ReadFiles, "a", now).is_err());
-        let _ = new;
+        let forged = token::with_id_and_fresh_secret(&new.id).unwrap();
+        assert_eq!(token::parse(&forged).unwrap(), new.id, "the forgery names the granted token's id");
+        let e = t.check(&forged, Capability::ReadFiles, "a", now).unwrap_err();
+        assert_eq!(e.reason, "unknown token (its secret does not match)");
+        assert_eq!(e.id.as_deref(), Some(new.id.as_str()));
+        // Garbage of the right length is refused before any lookup.
+        let garbage = SecretString::from(format!("{}{}", "mcps_", "x".repeat(57)));
+        assert!(t.check(&garbage, Capability::ReadFiles, "a", now).unwrap_err().id.is_none());
+    }
+
+    #[test]
+    fn a_returned_use_can_be_spent_again_and_only_once() {
+        let (_d, t) = tokens();
+        let now = SystemTime::now();
+        let mut r = req(Capability::DeleteFiles);
+        r.uses = Some(1);
+        let (new, _) = t.grant(&r, HOUR, now).unwrap();
+        let first = t.check(&new.token, Capability::DeleteFiles, "alice", now).unwrap();
+        assert!(first.reserved_use);
+        // While reserved, the last use is not there for anyone else.
+        let e = t.check(&new.token, Capability::DeleteFiles, "alice", now).unwrap_err();
+        assert!(e.reason.contains("no uses left"), "{e}");
+        t.return_use(&first).unwrap();
+        let second = t.check(&new.token, Capability::DeleteFiles, "alice", now).unwrap();
+        assert!(second.reserved_use);
+        assert!(t.check(&new.token, Capability::DeleteFiles, "alice", now).is_err(), "spent for good");
+        // An unlimited token reserves nothing, and giving back changes nothing.
+        let (unlimited, _) = t.grant(&req(Capability::DeleteFiles), HOUR, now).unwrap();
+        let a = t.check(&unlimited.token, Capability::DeleteFiles, "alice", now).unwrap();
+        assert!(!a.reserved_use);
+        t.return_use(&a).unwrap();
+        assert_eq!(t.store().get(&unlimited.id).unwrap().unwrap().uses_left, None);
     }
 }

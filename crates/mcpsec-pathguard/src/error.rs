@@ -168,6 +168,16 @@ pub enum GuardError {
         /// The path as given.
         path: String,
     },
+    /// The operation failed after its first change: part of it was done
+    /// (a recursive delete or `mkdir -p` that stopped midway, an old file
+    /// that could not be put back). `what` says what is where now.
+    #[error("`{path}`: {what}")]
+    PartlyDone {
+        /// The path as given.
+        path: String,
+        /// What was done, what failed, and where things are.
+        what: String,
+    },
     /// Any other I/O failure (the OS message is kept out on purpose).
     #[error("{op} `{path}` failed: {kind}")]
     Io {
@@ -213,6 +223,16 @@ impl GuardError {
 }
 
 impl GuardError {
+    /// Whether the operation certainly changed nothing. Every error but
+    /// these two is raised before the operation's first change, or by a
+    /// single atomic step the kernel refused as a whole (checks, resolution,
+    /// a keep refused and undone): an operation that fails after a change
+    /// says [`GuardError::PartlyDone`]. An unclassified I/O failure
+    /// ([`GuardError::Io`]) counts as a change: fail closed.
+    pub fn changed_nothing(&self) -> bool {
+        !matches!(self, GuardError::Io { .. } | GuardError::PartlyDone { .. })
+    }
+
     /// The same error naming `shown` instead of the path it was raised for
     /// (when the guard resolved a path built from the caller's input).
     pub(crate) fn shown_as(self, shown: &str) -> GuardError {
@@ -234,6 +254,7 @@ impl GuardError {
             GuardError::TooManyEntries { limit, .. } => GuardError::TooManyEntries { path, limit },
             GuardError::SymlinkLoop { .. } => GuardError::SymlinkLoop { path },
             GuardError::Changed { .. } => GuardError::Changed { path },
+            GuardError::PartlyDone { what, .. } => GuardError::PartlyDone { path, what },
             GuardError::NotKept { reason, .. } => GuardError::NotKept { path, reason },
             GuardError::TooBigToKeep { size, room, .. } => GuardError::TooBigToKeep { path, size, room },
             GuardError::Redirected { .. } => GuardError::Redirected { path },

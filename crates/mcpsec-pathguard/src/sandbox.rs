@@ -399,7 +399,10 @@ impl Sandbox {
         };
         let mut dir = create(&r.dir, name)?;
         for n in &r.tail {
-            dir = create(&dir, n)?;
+            dir = create(&dir, n).map_err(|e| GuardError::PartlyDone {
+                path: input.to_owned(),
+                what: format!("creating it stopped at `{}` ({e}); the directories above were created", lossy(n)),
+            })?;
         }
         Ok(())
     }
@@ -551,7 +554,11 @@ impl Sandbox {
         self.check_removal(&r, input, recursive)?;
         let name = self.mutable_name(&r, input, "delete")?;
         match r.kind {
-            Kind::Dir if recursive => r.dir.remove_dir_all(name).map_err(|e| io_error("deleting", input, e)),
+            // Entry by entry: a failure midway leaves part of it deleted.
+            Kind::Dir if recursive => r.dir.remove_dir_all(name).map_err(|e| GuardError::PartlyDone {
+                path: input.to_owned(),
+                what: format!("deleting it stopped midway ({}); some of its contents may be gone", e.kind()),
+            }),
             Kind::Dir => r.dir.remove_dir(name).map_err(|e| io_error("deleting", input, e)),
             _ => r.dir.remove_file_or_symlink(name).map_err(|e| io_error("deleting", input, e)),
         }

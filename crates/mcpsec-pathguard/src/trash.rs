@@ -965,13 +965,14 @@ impl Sandbox {
         let unstage = |err: GuardError| -> GuardError {
             match rustix::fs::renameat_with(&*r.dir, &staged, &*r.dir, name, rustix::fs::RenameFlags::NOREPLACE) {
                 Ok(()) => err,
-                Err(_) => not_kept(
-                    input,
-                    &format!(
-                        "{err}; and something new appeared at its path meanwhile, so it was left beside it as `{}`",
+                Err(_) => GuardError::PartlyDone {
+                    path: input.to_owned(),
+                    what: format!(
+                        "it could not be kept for undo ({err}), and something new appeared at its path meanwhile, \
+                         so it was left beside it as `{}`",
                         lossy(&staged)
                     ),
-                ),
+                },
             }
         };
         // What was moved must be what was checked.
@@ -1075,10 +1076,14 @@ impl Sandbox {
                     let _ = r.dir.remove_file(&tmp);
                     err
                 }
-                Err(_) => not_kept(
-                    input,
-                    &format!("{err}; the old file could not be swapped back and is beside it as `{}`", lossy(&tmp)),
-                ),
+                Err(_) => GuardError::PartlyDone {
+                    path: input.to_owned(),
+                    what: format!(
+                        "the new content is in place, but the old file could not be kept for undo ({err}) nor \
+                         swapped back, and is beside it as `{}`",
+                        lossy(&tmp)
+                    ),
+                },
             }
         };
         if !same_kind(&r.dir, &tmp, Kind::File) {

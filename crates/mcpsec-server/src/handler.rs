@@ -408,12 +408,18 @@ impl McpsecServer {
                 return self.finish(name, facts, ending, started).await.map(Into::into);
             }
         };
+        // From here on a limited token's use is reserved for this call: every
+        // ending that acted on nothing gives it back (`return_use`), so a
+        // refused call never spends one; any other ending keeps it spent.
+        if let Some(a) = &accepted {
+            facts.token_id = Some(a.id.clone());
+            facts.token_fp = Some(a.fingerprint.clone());
+        }
         let scope = match &accepted {
             Some(a) if !a.paths.is_empty() && matches!(found, Found::Upstream(..)) => {
                 // mcpsec resolves no path of a proxied tool, so a path scope
                 // cannot be checked: refused rather than ignored.
-                facts.token_id = Some(a.id.clone());
-                facts.token_fp = Some(a.fingerprint.clone());
+                self.return_use(accepted.as_ref(), &mut facts);
                 let grant = mcpsec_caps::grant_command(capability, None);
                 let ending = Ending::Denied(format!(
                     "refused: calling `{name}`: the capability token is limited to paths (`--path`), and mcpsec \
@@ -425,26 +431,27 @@ impl McpsecServer {
             Some(a) if !a.paths.is_empty() => match Scope::new(&a.paths) {
                 Ok(s) => Some(Arc::new(s)),
                 Err(e) => {
+                    self.return_use(accepted.as_ref(), &mut facts);
                     let ending = Ending::Denied(format!("refused: the capability token's paths are invalid: {e}"));
                     return self.finish(name, facts, ending, started).await.map(Into::into);
                 }
             },
             _ => None,
         };
-        if let Some(a) = accepted {
-            facts.token_id = Some(a.id);
-            facts.token_fp = Some(a.fingerprint);
-        }
         if capability != mcpsec_core::Capability::ReadFiles {
             match inner.audit.append(self.call_record(name, &facts, Outcome::Pending)).await {
                 Ok(receipt) => facts.intent = Some(receipt.seq),
-                Err(e) => return Ok(error_result(audit_refusal(&e)).into()),
+                Err(e) => {
+                    self.return_use(accepted.as_ref(), &mut facts);
+                    return Ok(error_result(audit_refusal(&e)).into());
+                }
             }
         }
         let seq = facts.intent;
         let (result, untrusted, kept) = match &found {
             Found::Builtin(spec) => {
                 let Some(ctx) = &inner.ctx else {
+                    self.return_use(accepted.as_ref(), &mut facts);
                     let ending = Ending::Error("the built-in tools are not available in this server".into());
                     return self.finish(name, facts, ending, started).await.map(Into::into);
                 };
@@ -470,6 +477,9 @@ impl McpsecServer {
         };
         if let Some(kept) = kept {
             facts.details = Some(serde_json::json!({ "undo": kept }));
+        }
+        if matches!(&result, Err(e) if e.changed_nothing()) {
+            self.return_use(accepted.as_ref(), &mut facts);
         }
         let ending = match result {
             Ok(r) => match untrusted {
@@ -643,6 +653,26 @@ impl McpsecServer {
                 Ending::Ok(result)
             }
         }
+    }
+
+    /// Gives back the use of a limited token that `accepted` reserved, for
+    /// a call that ended having acted on nothing; the record says so. If
+    /// the store fails the use stays spent (fail closed), and the record
+    /// says that.
+    fn return_use(&self, accepted: Option<&mcpsec_caps::Accepted>, facts: &mut Facts) {
+        let (Some(a), Some(tokens)) = (accepted, self.inner.authorizer.tokens()) else { return };
+        if !a.reserved_use {
+            return;
+        }
+        let said = match tokens.return_use(a) {
+            Ok(()) => "returned: the call acted on nothing".to_owned(),
+            Err(e) => {
+                tracing::error!("giving back a capability token's use: {e}");
+                format!("spent: the call acted on nothing, but the token store failed: {e}")
+            }
+        };
+        let details = facts.details.get_or_insert_with(|| serde_json::json!({}));
+        details["capability_use"] = serde_json::json!(said);
     }
 
     fn limit_for(&self, limit: &str) -> u32 {

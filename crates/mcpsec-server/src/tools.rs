@@ -48,6 +48,20 @@ pub enum ToolError {
     Failed(String),
 }
 
+impl ToolError {
+    /// Whether the call certainly acted on nothing: refused or failed
+    /// before its first change (a capability token's reserved use is then
+    /// given back). [`ToolError::Failed`] may come after a change (a
+    /// program that ran, an upstream that was called): it counts as one.
+    pub(crate) fn changed_nothing(&self) -> bool {
+        match self {
+            ToolError::Invalid { .. } | ToolError::Mismatch { .. } | ToolError::Refused(_) => true,
+            ToolError::Guard(e) => e.changed_nothing(),
+            ToolError::Failed(_) => false,
+        }
+    }
+}
+
 type Exec = fn(&Ctx, &'static str, JsonObject) -> Result<CallToolResult, ToolError>;
 
 /// What a tool's execute step works with.
