@@ -5,6 +5,7 @@
 mod attacks;
 mod audit;
 mod cli_surface;
+mod crashes;
 mod doctor;
 mod http;
 mod json;

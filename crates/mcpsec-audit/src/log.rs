@@ -318,6 +318,7 @@ impl AuditLog {
         }
         let waits = self.shared.sync.waits_for(&record);
         let (seq, batch) = {
+            let _abort = AbortOnPanic;
             let mut w = self.shared.writer.lock().unwrap_or_else(|p| p.into_inner());
             let gen_before = w.file_gen;
             match w.write_batch(vec![(Box::new(record), SystemTime::now())]) {
@@ -363,6 +364,7 @@ impl AuditLog {
     /// The sync thread: `fdatasync`s at once when someone waits, else at
     /// most the sync mode's interval after a write; wakes the waiters.
     fn syncer(self) {
+        let _abort = AbortOnPanic;
         let interval = self.shared.sync.interval();
         let mut d = self.lock_durable();
         loop {
@@ -437,6 +439,22 @@ impl AuditLog {
         let d = self.lock_durable();
         if d.synced < target && d.failed.is_none() {
             let _ = d.file.sync_data();
+        }
+    }
+}
+
+/// Ends the process when dropped during a panic: a panic inside the audit
+/// writer or its sync thread leaves the chain, the file or the durability
+/// bookkeeping in an unknown state, and a log that cannot be trusted must
+/// not keep accepting calls. (A panicking tool call, by contrast, is caught
+/// by the server and ends as an `error` record.)
+struct AbortOnPanic;
+
+impl Drop for AbortOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("mcpsec: the audit log writer panicked; stopping, since the log can no longer be trusted");
+            std::process::abort();
         }
     }
 }
@@ -734,6 +752,7 @@ impl Writer {
     }
 
     fn encode_one(&mut self, mut r: Record, ts: SystemTime) -> Result<(), AuditError> {
+        mcpsec_core::failpoint::panic_if_armed("panic-in-audit-append", r.event.as_str());
         if let Some(args) = r.args.as_mut() {
             summarize(args);
         }

@@ -151,6 +151,11 @@ impl std::error::Error for Failed {}
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    // Tests make a debug build crash at named points; a release build has none.
+    #[cfg(debug_assertions)]
+    if let Ok(points) = std::env::var("MCPSEC_FAILPOINTS") {
+        mcpsec_core::failpoint::arm(&points);
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<Failed>().is_some() => ExitCode::FAILURE,

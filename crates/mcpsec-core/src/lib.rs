@@ -14,7 +14,8 @@
 //!   source of the commented default file and of `docs/configuration.md`;
 //! - [`scan`]: flags text that looks like instructions to a model in untrusted content;
 //! - [`units`]: durations (`60s`, `5m`) and sizes (`10MiB`);
-//! - [`time`]: RFC 3339 formatting and parsing.
+//! - [`time`]: RFC 3339 formatting and parsing;
+//! - [`failpoint`]: named points a test arms to make the binary crash there.
 //!
 //! # Guarantee
 //!
@@ -37,6 +38,7 @@
 
 mod capability;
 mod config;
+pub mod failpoint;
 pub mod proxy;
 pub mod reference;
 mod refusal;

@@ -458,14 +458,21 @@ impl McpsecServer {
                 let tool = static_name(spec);
                 // `run_call` tells undo which intent record a keeping call
                 // belongs to, and hands back what it kept.
+                let exec = spec.exec;
+                let run = move |ctx: &Ctx| {
+                    mcpsec_core::failpoint::panic_if_armed("panic-in-tool", tool);
+                    run_call(seq, || with_scope(scope, || exec(ctx, tool, args)))
+                };
+                // A panic on the blocking pool ends here; one on the runtime
+                // thread is caught by `call_tool`. Either way: this call
+                // fails, the server goes on.
                 let (result, kept) = if spec.blocking {
                     let ctx = ctx.clone();
-                    let exec = spec.exec;
-                    tokio::task::spawn_blocking(move || run_call(seq, || with_scope(scope, || exec(&ctx, tool, args))))
+                    tokio::task::spawn_blocking(move || run(&ctx))
                         .await
-                        .unwrap_or_else(|e| (Err(ToolError::Failed(format!("the operation crashed: {e}"))), None))
+                        .unwrap_or_else(|_| (Err(ToolError::Failed(crashed(tool))), None))
                 } else {
-                    run_call(seq, || with_scope(scope, || (spec.exec)(ctx, tool, args)))
+                    run(ctx)
                 };
                 let source = if tool == "execute_command" { "process" } else { "filesystem" };
                 (result, spec.untrusted.then_some(Untrusted { source: source.into(), sanitize: false }), kept)
@@ -575,6 +582,20 @@ impl McpsecServer {
         r.reason = Some(reason.clone());
         match self.inner.audit.append(r).await {
             Ok(_) => Err(ErrorData::invalid_params(reason, None)),
+            Err(e) => Ok(error_result(audit_refusal(&e)).into()),
+        }
+    }
+
+    /// Records a call whose pipeline panicked (an `error` record; what it
+    /// did before is in the records it wrote, such as its intent) and
+    /// answers it with an error. A use of a token it reserved stays spent.
+    async fn record_crash(&self, name: &str) -> Result<CallToolResponse, ErrorData> {
+        let shown = mcpsec_audit::redact::redact_and_truncate(name, 100);
+        let message = crashed(&shown);
+        let mut r = self.base(EventKind::ToolCall, Some(&shown), Outcome::Error);
+        r.reason = Some(message.clone());
+        match self.inner.audit.append(r).await {
+            Ok(_) => Ok(error_result(message).into()),
             Err(e) => Ok(error_result(audit_refusal(&e)).into()),
         }
     }
@@ -791,6 +812,32 @@ impl McpsecServer {
     }
 }
 
+/// What a call that panicked is told (and its record says).
+fn crashed(tool: &str) -> String {
+    format!(
+        "`{tool}` failed: mcpsec hit an internal error (a bug) while handling this call, and stopped it; it may have \
+         acted in part. The server goes on serving. The operator can find the details in the server's log"
+    )
+}
+
+/// A future that turns a panic while polling it into `Err(())`, so that a
+/// bug in one call ends that call rather than the task or the server. (A
+/// panic inside the audit writer still ends the process: see mcpsec-audit.)
+struct CatchUnwind<F>(std::pin::Pin<Box<F>>);
+
+impl<F: std::future::Future> std::future::Future for CatchUnwind<F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(_) => std::task::Poll::Ready(Err(())),
+        }
+    }
+}
+
 /// A built-in tool's name (always a `&'static str`: `builtin` names them
 /// with literals).
 fn static_name(spec: &ToolSpec) -> &'static str {
@@ -985,6 +1032,11 @@ impl ServerHandler for McpsecServer {
         let inflight = &self.inner.inflight;
         inflight.count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let _guard = CallGuard(inflight);
-        self.acting_for(&context)?.pipeline(request, &context).await
+        let server = self.acting_for(&context)?;
+        let name = request.name.clone();
+        match CatchUnwind(Box::pin(server.pipeline(request, &context))).await {
+            Ok(answer) => answer,
+            Err(()) => server.record_crash(&name).await,
+        }
     }
 }
