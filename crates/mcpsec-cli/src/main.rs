@@ -540,3 +540,18 @@ fn http_address(text: &str, secure_or_danger: bool) -> Result<std::net::SocketAd
     }
     Ok(addr)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn without_a_config_the_audit_log_syncs_changes_and_reads_within_10ms() {
+        let sync = audit_options(&Config::default()).sync;
+        assert_eq!(sync, mcpsec_audit::SyncMode::Changes { interval: Duration::from_millis(10) });
+        let always = Config::from_toml_str("[audit]\nsync = \"always\"\n").unwrap();
+        assert_eq!(audit_options(&always).sync, mcpsec_audit::SyncMode::Always);
+    }
+}
