@@ -259,22 +259,23 @@ async fn audit_grep_tail_path_checkpoint_and_tampering() {
     assert_eq!(out.lines().count(), 2, "{out}");
     assert!(out.lines().last().unwrap().contains("server_stop"), "{out}");
 
-    // path: absolute, with the sync mode.
-    let (code, out, _) = env.cli(&["audit", "path"]);
-    assert_eq!(code, 0);
-    let first = out.lines().next().unwrap();
-    assert!(Path::new(first).is_absolute(), "{out}");
-    assert_eq!(Path::new(first), env.audit_log());
-    assert!(out.contains("sync: changes") && out.contains("10ms"), "{out}");
+    // path: the absolute path alone on stdout (`tail -f "$(mcpsec audit
+    // path)"`), the sync mode and what a crash can lose on stderr.
+    let (code, out, err) = env.cli(&["audit", "path"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, format!("{}\n", env.audit_log().display()), "stdout is the path and nothing else");
+    assert!(Path::new(out.trim_end()).is_absolute(), "{out}");
+    assert!(err.starts_with("sync: changes ") && err.contains("10ms") && err.contains("never a change"), "{err}");
     let batch = env.path().join("batch.toml");
     std::fs::write(&batch, "[audit]\nsync = \"batch\"\nsync_interval = \"250ms\"\n").unwrap();
-    let (code, out, _) = env.cli(&["--config", batch.to_str().unwrap(), "audit", "path"]);
+    let (code, out, err) = env.cli(&["--config", batch.to_str().unwrap(), "audit", "path"]);
     assert_eq!(code, 0);
-    assert!(out.contains("sync: batch") && out.contains("250ms"), "{out}");
+    assert_eq!(out, format!("{}\n", env.audit_log().display()));
+    assert!(err.starts_with("sync: batch ") && err.contains("250ms"), "{err}");
     // A relative --state-dir is made absolute.
     let (code, out, _) = env.cli(&["--state-dir", "state", "audit", "path"]);
     assert_eq!(code, 0);
-    assert_eq!(Path::new(out.lines().next().unwrap()), env.audit_log());
+    assert_eq!(out, format!("{}\n", env.audit_log().display()));
 
     // checkpoint, more calls, verify against it.
     let cp = env.path().join("cp.json");
