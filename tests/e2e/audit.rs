@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mcpsec_e2e::{ALLOW_ALL, BOTH, Client, Env, Protocol, path, text};
+use mcpsec_e2e::{ALLOW_ALL, BOTH, Client, Env, Protocol, mcpsec_bin, path, text};
 use rmcp::model::CallToolRequestParams;
 use serde_json::{Value, json};
 
@@ -370,6 +370,43 @@ async fn write_until_killed(client: &Client, round: usize) -> Vec<String> {
         tokio::time::timeout(Duration::from_secs(10), w).await.expect("a call hangs after the kill").unwrap();
     }
     Arc::try_unwrap(acked).unwrap().into_inner().unwrap()
+}
+
+/// Regression: without `USER` (a container, a service) the principal was
+/// `uid-N` even for a uid with a name, `uid-0` for root.
+#[tokio::test]
+async fn without_user_the_principal_is_the_name_of_the_uid_in_the_password_database() {
+    let env = Env::new();
+    let id = |flag| {
+        let out = std::process::Command::new("id").arg(flag).output().unwrap();
+        out.status.success().then(|| String::from_utf8(out.stdout).unwrap().trim().to_owned())
+    };
+    // A uid without an entry is named `uid-N`.
+    let name = id("-un").unwrap_or_else(|| format!("uid-{}", id("-u").unwrap()));
+    let mut cmd = env.command(&[]);
+    cmd.env_remove("USER").env_remove("LOGNAME");
+    let c = Client::connect(cmd, Protocol::Legacy).await;
+    c.ok("read_text_file", path("hello.txt")).await;
+    c.close().await;
+    // And the CLI's own records (a grant).
+    let out = std::process::Command::new(mcpsec_bin())
+        .args(["grant", "read_files"])
+        .current_dir(env.path())
+        .env("MCPSEC_STATE_DIR", env.state())
+        .env("XDG_CONFIG_HOME", env.path().join("no-config"))
+        .env_remove("MCPSEC_CONFIG")
+        .env_remove("USER")
+        .env_remove("LOGNAME")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let records = env.audit_records();
+    let events: Vec<&str> = records.iter().map(|r| r["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["server_start", "tool_call", "server_stop", "grant"]);
+    for r in &records {
+        assert_eq!(r["user"], name.as_str(), "{r}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
