@@ -130,7 +130,7 @@ pub const SECTIONS: &[Section] = &[
     },
     Section {
         name: "rate_limit",
-        doc: "Per principal (the `--user`, or the OS user).",
+        doc: "Per principal (the `--user`, or the OS user), per server process: each process counts on its own.",
         keys: &[
             key("calls", D("100"), "Tool calls allowed per window."),
             key("window", D("\"60s\""), "The rate-limit window."),
