@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mcpsec_e2e::{ALLOW_ALL, BOTH, Client, Env, Protocol, path, text};
+use mcpsec_e2e::{ALLOW_ALL, BOTH, Client, Env, Protocol, mcpsec_bin, path, text};
 use rmcp::model::CallToolRequestParams;
 use serde_json::{Value, json};
 
@@ -259,22 +259,23 @@ async fn audit_grep_tail_path_checkpoint_and_tampering() {
     assert_eq!(out.lines().count(), 2, "{out}");
     assert!(out.lines().last().unwrap().contains("server_stop"), "{out}");
 
-    // path: absolute, with the sync mode.
-    let (code, out, _) = env.cli(&["audit", "path"]);
-    assert_eq!(code, 0);
-    let first = out.lines().next().unwrap();
-    assert!(Path::new(first).is_absolute(), "{out}");
-    assert_eq!(Path::new(first), env.audit_log());
-    assert!(out.contains("sync: always"), "{out}");
+    // path: the absolute path alone on stdout (`tail -f "$(mcpsec audit
+    // path)"`), the sync mode and what a crash can lose on stderr.
+    let (code, out, err) = env.cli(&["audit", "path"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, format!("{}\n", env.audit_log().display()), "stdout is the path and nothing else");
+    assert!(Path::new(out.trim_end()).is_absolute(), "{out}");
+    assert!(err.starts_with("sync: changes ") && err.contains("10ms") && err.contains("never a change"), "{err}");
     let batch = env.path().join("batch.toml");
     std::fs::write(&batch, "[audit]\nsync = \"batch\"\nsync_interval = \"250ms\"\n").unwrap();
-    let (code, out, _) = env.cli(&["--config", batch.to_str().unwrap(), "audit", "path"]);
+    let (code, out, err) = env.cli(&["--config", batch.to_str().unwrap(), "audit", "path"]);
     assert_eq!(code, 0);
-    assert!(out.contains("sync: batch") && out.contains("250ms"), "{out}");
+    assert_eq!(out, format!("{}\n", env.audit_log().display()));
+    assert!(err.starts_with("sync: batch ") && err.contains("250ms"), "{err}");
     // A relative --state-dir is made absolute.
     let (code, out, _) = env.cli(&["--state-dir", "state", "audit", "path"]);
     assert_eq!(code, 0);
-    assert_eq!(Path::new(out.lines().next().unwrap()), env.audit_log());
+    assert_eq!(out, format!("{}\n", env.audit_log().display()));
 
     // checkpoint, more calls, verify against it.
     let cp = env.path().join("cp.json");
@@ -369,6 +370,43 @@ async fn write_until_killed(client: &Client, round: usize) -> Vec<String> {
         tokio::time::timeout(Duration::from_secs(10), w).await.expect("a call hangs after the kill").unwrap();
     }
     Arc::try_unwrap(acked).unwrap().into_inner().unwrap()
+}
+
+/// Regression: without `USER` (a container, a service) the principal was
+/// `uid-N` even for a uid with a name, `uid-0` for root.
+#[tokio::test]
+async fn without_user_the_principal_is_the_name_of_the_uid_in_the_password_database() {
+    let env = Env::new();
+    let id = |flag| {
+        let out = std::process::Command::new("id").arg(flag).output().unwrap();
+        out.status.success().then(|| String::from_utf8(out.stdout).unwrap().trim().to_owned())
+    };
+    // A uid without an entry is named `uid-N`.
+    let name = id("-un").unwrap_or_else(|| format!("uid-{}", id("-u").unwrap()));
+    let mut cmd = env.command(&[]);
+    cmd.env_remove("USER").env_remove("LOGNAME");
+    let c = Client::connect(cmd, Protocol::Legacy).await;
+    c.ok("read_text_file", path("hello.txt")).await;
+    c.close().await;
+    // And the CLI's own records (a grant).
+    let out = std::process::Command::new(mcpsec_bin())
+        .args(["grant", "read_files"])
+        .current_dir(env.path())
+        .env("MCPSEC_STATE_DIR", env.state())
+        .env("XDG_CONFIG_HOME", env.path().join("no-config"))
+        .env_remove("MCPSEC_CONFIG")
+        .env_remove("USER")
+        .env_remove("LOGNAME")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let records = env.audit_records();
+    let events: Vec<&str> = records.iter().map(|r| r["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["server_start", "tool_call", "server_stop", "grant"]);
+    for r in &records {
+        assert_eq!(r["user"], name.as_str(), "{r}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,7 +39,7 @@ fn a_healthy_installation_has_no_findings() {
     let (code, out, err) = env.cli(&["doctor", "--root", "ws"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("no problems found") && !out.contains("FAIL"), "{out}");
-    for check in ["state_dir", "key_file", "db_file", "database", "audit_chain"] {
+    for check in ["state_dir", "key_file", "db_file", "database", "audit_chain", "audit_sync"] {
         let (_, f) = doctor(&env, &[], check);
         assert_eq!(f[0]["status"], "ok", "{f:?}");
     }
@@ -111,4 +111,26 @@ fn an_invalid_config() {
     let env = Env::new();
     let cfg = env.config("[policy]\nread_filez = \"allow\"\n");
     assert_fails(&env, &["--config", cfg.to_str().unwrap()], "config", "read_filez", "docs/configuration.md");
+}
+
+#[test]
+fn the_audit_sync_mode_and_what_a_crash_can_lose() {
+    let env = Env::new();
+    // The default: changes, read records within 10ms.
+    let (code, f) = doctor(&env, &[], "audit_sync");
+    assert_eq!((code, f.len()), (0, 1), "{f:?}");
+    assert_eq!(f[0]["status"], "ok", "{f:?}");
+    let m = f[0]["message"].as_str().unwrap();
+    assert!(m.starts_with("[audit] sync = changes ") && m.contains("10ms") && m.contains("never a change"), "{m}");
+    let always = env.config("[audit]\nsync = \"always\"\n");
+    let (_, f) = doctor(&env, &["--config", always.to_str().unwrap()], "audit_sync");
+    assert_eq!(f[0]["status"], "ok", "{f:?}");
+    assert!(f[0]["message"].as_str().unwrap().starts_with("[audit] sync = always "), "{f:?}");
+    // batch: a change's record waits for no sync, which doctor points out.
+    let batch = env.config("[audit]\nsync = \"batch\"\nsync_interval = \"2s\"\n");
+    let (code, f) = doctor(&env, &["--config", batch.to_str().unwrap()], "audit_sync");
+    assert_eq!(code, 0, "worth knowing, not wrong: {f:?}");
+    assert_eq!(f[0]["status"], "info", "{f:?}");
+    assert!(f[0]["message"].as_str().unwrap().contains("2s of records, a change's too"), "{f:?}");
+    assert!(f[0]["fix"].as_str().unwrap().contains("sync = \"changes\""), "{f:?}");
 }

@@ -50,7 +50,7 @@ fn every_report_has_its_documented_fields() {
     assert_eq!(keys(&cp), set(&["seq", "hash", "ts"]));
 
     let (_, p) = json(&env, &["audit", "path", "--json"]);
-    assert_eq!(p, serde_json::json!({"path": env.audit_log(), "sync": "always", "sync_interval_ms": null}));
+    assert_eq!(p, serde_json::json!({"path": env.audit_log(), "sync": "changes", "sync_interval_ms": 10}));
 
     let (code, d) = json(&env, &["doctor", "--json"]);
     assert_eq!(code, 0);

@@ -13,8 +13,9 @@
 //!
 //! - A record handed to [`AuditLog::append`] is redacted, then written with
 //!   the hash of the record before it; its receipt arrives only once it is
-//!   written and — with [`SyncMode::Always`] — `fdatasync`ed. Concurrent
-//!   appends share one write and one `fdatasync` (group commit).
+//!   written and, when the [`SyncMode`] has its caller wait (every record
+//!   with `Always`, a change's with `Changes`), `fdatasync`ed. Concurrent
+//!   appends share one `fdatasync` (group commit).
 //! - Several processes append safely: each batch is written under an
 //!   advisory lock (`audit.log.lock`) after re-reading the chain's head.
 //! - An incomplete last line (a crash mid-write) is never deleted: the next

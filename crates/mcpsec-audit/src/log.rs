@@ -67,7 +67,8 @@ impl SyncMode {
 /// How a log is written.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Durability.
+    /// Durability. `Always` by default here, the strictest; `mcpsec`
+    /// itself uses `Changes` unless `[audit] sync` says otherwise.
     pub sync: SyncMode,
     /// Rotate the file once it grows past this many bytes.
     pub rotate_bytes: u64,

@@ -6,6 +6,7 @@
 #![allow(clippy::print_stdout, clippy::disallowed_methods)]
 
 use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -15,7 +16,7 @@ use clap::{Args, Subcommand};
 use mcpsec_audit::query::{self, Filter};
 use mcpsec_audit::{Checkpoint, Entry, VerifyError};
 use mcpsec_core::time::{parse_rfc3339, rfc3339, rfc3339_micros};
-use mcpsec_core::{Config, units};
+use mcpsec_core::{AuditSync, Config, units};
 
 use crate::{Failed, usage};
 
@@ -50,7 +51,7 @@ pub enum AuditCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
-    /// Print where the log is and how durable it is.
+    /// Print the log's path, alone on stdout; how durable it is on stderr.
     Path {
         /// Print {path, sync, sync_interval_ms} as JSON.
         #[arg(long)]
@@ -106,38 +107,45 @@ pub fn run(command: AuditCommand, log: &Path, config: &Config) -> Result<()> {
         AuditCommand::Checkpoint { out } => checkpoint(log, out.as_deref()),
         AuditCommand::Path { json: true } => {
             let (sync, interval) = match config.audit.sync {
-                mcpsec_core::AuditSync::Always => ("always", None),
-                mcpsec_core::AuditSync::Changes(i) => ("changes", Some(i.as_millis())),
-                mcpsec_core::AuditSync::Batch(i) => ("batch", Some(i.as_millis())),
+                AuditSync::Always => ("always", None),
+                AuditSync::Changes(i) => ("changes", Some(i.as_millis())),
+                AuditSync::Batch(i) => ("batch", Some(i.as_millis())),
             };
             let v = serde_json::json!({ "path": log, "sync": sync, "sync_interval_ms": interval });
             writeln!(std::io::stdout().lock(), "{v}")?;
             Ok(())
         }
         AuditCommand::Path { json: false } => {
+            // The path alone on stdout (its bytes as they are), so that
+            // `tail -f "$(mcpsec audit path)"` works; the rest on stderr.
             let mut out = std::io::stdout().lock();
-            writeln!(out, "{}", log.display())?;
-            match config.audit.sync {
-                mcpsec_core::AuditSync::Always => writeln!(
-                    out,
-                    "sync: always (each record is fdatasync'ed before the call it records is answered; \
-                     nothing acknowledged is lost in a crash)"
-                )?,
-                mcpsec_core::AuditSync::Changes(i) => writeln!(
-                    out,
-                    "sync: changes (records of changes, grants, revocations and confirmations are fdatasync'ed \
-                     before the caller goes on; records of read-only calls are written before their answer and \
-                     fdatasync'ed at most {i:?} later: a machine crash can lose up to {i:?} of read records, a \
-                     killed process loses none)"
-                )?,
-                mcpsec_core::AuditSync::Batch(i) => writeln!(
-                    out,
-                    "sync: batch (records are written at once and fdatasync'ed at most {i:?} later; \
-                     a machine crash can lose up to {i:?} of records, a killed process loses none)"
-                )?,
-            }
+            out.write_all(log.as_os_str().as_bytes())?;
+            out.write_all(b"\n")?;
+            out.flush()?;
+            writeln!(std::io::stderr().lock(), "sync: {}", durability(config.audit.sync))?;
             Ok(())
         }
+    }
+}
+
+/// What `[audit] sync` means: who waits for `fdatasync`, and what a crash
+/// of mcpsec or of the machine can lose (`audit path`, `doctor`).
+pub(crate) fn durability(sync: AuditSync) -> String {
+    match sync {
+        AuditSync::Always => "always (every record is fdatasync'ed before the call it records is answered: \
+                              a crash of mcpsec or of the machine loses no answered call's record)"
+            .to_owned(),
+        AuditSync::Changes(i) => format!(
+            "changes (a change's records are fdatasync'ed before it acts and before its answer, and so are grants, \
+             revocations and confirmations; the records of calls that changed nothing, reads and refusals, are \
+             written before their answer and fdatasync'ed at most {i:?} later: a crash of mcpsec loses nothing \
+             answered, a crash of the machine can lose the last {i:?} of those records and never a change's)"
+        ),
+        AuditSync::Batch(i) => format!(
+            "batch (records are written before their answer and fdatasync'ed at most {i:?} later: a crash of \
+             mcpsec loses nothing answered, a crash of the machine can lose the last {i:?} of records, a change's \
+             too)"
+        ),
     }
 }
 

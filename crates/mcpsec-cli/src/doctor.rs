@@ -39,7 +39,7 @@ pub enum Status {
 #[derive(Debug, Serialize)]
 pub struct Finding {
     /// A stable name: config, root, state_dir, key_file, db_file, database,
-    /// audit_log, audit_chain, openat2, trash, trash_index.
+    /// audit_log, audit_chain, audit_sync, openat2, trash, trash_index.
     check: &'static str,
     status: Status,
     message: String,
@@ -62,6 +62,9 @@ fn fail(check: &'static str, message: impl Into<String>, fix: impl Into<String>)
 pub fn run(global: &Global, args: DoctorArgs) -> Result<()> {
     let mut findings = Vec::new();
     let config = check_config(global, &args, &mut findings);
+    if let Some(config) = &config {
+        findings.push(check_sync(config));
+    }
     match crate::state_dir(global) {
         Ok(dir) => check_state(&dir, config.as_ref(), &mut findings),
         Err(e) => findings.push(fail("state_dir", format!("{e:#}"), "pass --state-dir DIR or set MCPSEC_STATE_DIR")),
@@ -288,6 +291,24 @@ fn check_chain(log: &Path) -> Finding {
              `mcpsec audit verify` names the first bad record",
         ),
         Err(e) => fail("audit_chain", e.to_string(), "make the audit log readable by this user"),
+    }
+}
+
+/// `[audit] sync`: when records reach the disk, and what a crash can lose.
+fn check_sync(config: &Config) -> Finding {
+    let message = format!("[audit] sync = {}", crate::audit::durability(config.audit.sync));
+    match config.audit.sync {
+        mcpsec_core::AuditSync::Always | mcpsec_core::AuditSync::Changes(_) => ok("audit_sync", message),
+        // The records of changes wait for no sync: worth knowing.
+        mcpsec_core::AuditSync::Batch(_) => info(
+            "audit_sync",
+            message,
+            Some(
+                "if a change's record must be on disk before it acts, set [audit] sync = \"changes\" (the default) \
+                 or \"always\""
+                    .into(),
+            ),
+        ),
     }
 }
 

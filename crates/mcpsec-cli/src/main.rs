@@ -24,6 +24,7 @@ mod client_config;
 mod completions;
 mod doctor;
 mod init;
+mod passwd;
 mod pins;
 mod proxy;
 mod table;
@@ -361,12 +362,14 @@ fn session_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The OS user's name, the principal unless `--user` names one: `USER`
+/// (or `LOGNAME`); without them, the real uid's entry in `/etc/passwd`
+/// (`root` for uid 0); `uid-N` only when it has none. Not a credential:
+/// whoever starts mcpsec may pass any `--user`.
 pub(crate) fn os_user() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| format!("uid-{}", rustix::process::getuid().as_raw()))
+    let env = |key| std::env::var(key).ok().filter(|u: &String| !u.is_empty());
+    let uid = rustix::process::getuid().as_raw();
+    env("USER").or_else(|| env("LOGNAME")).or_else(|| passwd::name_of(uid)).unwrap_or_else(|| format!("uid-{uid}"))
 }
 
 /// What `--http` asks for, checked before anything is opened.
@@ -544,4 +547,19 @@ fn http_address(text: &str, secure_or_danger: bool) -> Result<std::net::SocketAd
         )));
     }
     Ok(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn without_a_config_the_audit_log_syncs_changes_and_reads_within_10ms() {
+        let sync = audit_options(&Config::default()).sync;
+        assert_eq!(sync, mcpsec_audit::SyncMode::Changes { interval: Duration::from_millis(10) });
+        let always = Config::from_toml_str("[audit]\nsync = \"always\"\n").unwrap();
+        assert_eq!(audit_options(&always).sync, mcpsec_audit::SyncMode::Always);
+    }
 }

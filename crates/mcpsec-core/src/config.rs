@@ -256,12 +256,18 @@ impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
             path: PathBuf::from("audit.log"),
-            sync: AuditSync::Always,
+            sync: AuditSync::Changes(CHANGES_INTERVAL),
             rotate_size: 256 << 20,
             max_size: None,
         }
     }
 }
+
+/// `sync_interval` unset, with `sync = "changes"` (the default): the most a
+/// machine crash can lose of the records of calls that changed nothing.
+const CHANGES_INTERVAL: Duration = Duration::from_millis(10);
+/// `sync_interval` unset, with `sync = "batch"`.
+const BATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// `[audit] sync`: when records reach the disk. Every mode writes a record
 /// (`write(2)`) before the call it records is answered, so a killed mcpsec
@@ -270,10 +276,13 @@ impl Default for AuditConfig {
 pub enum AuditSync {
     /// `always`: every record is `fdatasync`ed before its call is answered.
     Always,
-    /// `changes`: records of anything that changes something (a mutating
-    /// call's intent and result, grants, revocations, confirmations, server
-    /// start and stop) are `fdatasync`ed before the caller goes on; those of
-    /// read-only calls at most `interval` (`sync_interval`, default 10ms) later.
+    /// `changes` (the default): a mutating call's intent (before it acts)
+    /// and result, and every record that is not a tool call's (grants,
+    /// revocations, confirmations, a server's stop, …), are
+    /// `fdatasync`ed before the caller goes on. The records of calls that
+    /// changed nothing (reads, refusals) are `fdatasync`ed at most `interval`
+    /// (`sync_interval`, default 10ms) later: a machine crash can lose that
+    /// much of them, and never a change's record.
     Changes(Duration),
     /// `batch`: every record is `fdatasync`ed at most `interval`
     /// (`sync_interval`, default 1s) after it was written.
@@ -637,17 +646,19 @@ impl Config {
                 None => Ok(default),
             };
             config.audit.sync = match a.sync.as_deref() {
-                None | Some("always") => {
+                Some("always") => {
                     if a.sync_interval.is_some() {
                         return Err(value_error(
                             "audit.sync_interval",
-                            "only applies with sync = \"changes\" or \"batch\"",
+                            "does not apply with sync = \"always\" (every record is synced before its answer); \
+                             remove it, or use sync = \"changes\" or \"batch\"",
                         ));
                     }
                     AuditSync::Always
                 }
-                Some("changes") => AuditSync::Changes(interval(Duration::from_millis(10))?),
-                Some("batch") => AuditSync::Batch(interval(Duration::from_secs(1))?),
+                // `changes` is the default, and `sync_interval` alone sets its interval.
+                None | Some("changes") => AuditSync::Changes(interval(CHANGES_INTERVAL)?),
+                Some("batch") => AuditSync::Batch(interval(BATCH_INTERVAL)?),
                 Some(other) => {
                     return Err(value_error("audit.sync", format!("`{other}` is not `always`, `changes` or `batch`")));
                 }
@@ -849,11 +860,23 @@ mod tests {
         .unwrap();
         assert_eq!(c.audit.path, PathBuf::from("/var/log/mcpsec.log"));
         assert_eq!(c.audit.sync, AuditSync::Batch(Duration::from_millis(200)));
-        assert_eq!(Config::default().audit.sync, AuditSync::Always);
+        // The default is `changes`, with a 10ms interval.
+        assert_eq!(Config::default().audit.sync, AuditSync::Changes(Duration::from_millis(10)));
+        assert_eq!(Config::from_toml_str("").unwrap().audit.sync, AuditSync::Changes(Duration::from_millis(10)));
+        assert_eq!(
+            Config::from_toml_str("[audit]\n").unwrap().audit.sync,
+            AuditSync::Changes(Duration::from_millis(10))
+        );
         let c = Config::from_toml_str("[audit]\nsync = \"changes\"\n").unwrap();
         assert_eq!(c.audit.sync, AuditSync::Changes(Duration::from_millis(10)));
+        // `sync_interval` alone applies to the default mode.
+        let c = Config::from_toml_str("[audit]\nsync_interval = \"50ms\"\n").unwrap();
+        assert_eq!(c.audit.sync, AuditSync::Changes(Duration::from_millis(50)));
+        let c = Config::from_toml_str("[audit]\nsync = \"always\"\n").unwrap();
+        assert_eq!(c.audit.sync, AuditSync::Always);
         assert!(err("[audit]\nsync = \"sometimes\"").contains("audit.sync"));
-        assert!(err("[audit]\nsync_interval = \"1s\"").contains("audit.sync_interval"));
+        let e = err("[audit]\nsync = \"always\"\nsync_interval = \"1s\"");
+        assert!(e.contains("audit.sync_interval") && e.contains("does not apply"), "{e}");
         assert!(err("[audit]\nrotate_size = \"10\"").contains("audit.rotate_size"));
         assert!(err("[audit]\nfsync = true").contains("fsync"));
     }

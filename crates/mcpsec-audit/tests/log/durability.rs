@@ -68,7 +68,11 @@ fn a_full_log_refuses_appends_and_leaves_nothing_partial() {
     let dir = tempfile::tempdir().unwrap();
     let path = log_in(&dir);
     let limit = 4000;
-    for sync in [SyncMode::Always, SyncMode::Batch { interval: Duration::from_millis(5) }] {
+    for sync in [
+        SyncMode::Always,
+        SyncMode::Changes { interval: Duration::from_millis(5) },
+        SyncMode::Batch { interval: Duration::from_millis(5) },
+    ] {
         let _ = std::fs::remove_file(&path);
         let log = AuditLog::open(&path, Options { sync, max_bytes: Some(limit), ..Options::default() }).unwrap();
         let mut ok = 0u64;
