@@ -709,3 +709,50 @@ async fn the_chain_continues_across_rotated_files_and_tail_follows_it() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("deleted"), "{out}");
 }
+
+/// The review's forgery: a complete, well-formed record line, backdated and
+/// claiming seq 1, appended without a newline; then a writer comes along.
+#[tokio::test]
+async fn a_forged_record_appended_without_a_newline_is_refused_and_never_shown() {
+    let env = Env::new();
+    let c = env.start(Protocol::Legacy, &[]).await;
+    c.ok("list_allowed_directories", json!({})).await;
+    c.close().await;
+    let cp = env.path().join("checkpoint.json");
+    let (code, _, err) = env.cli(&["audit", "checkpoint", "--out", cp.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let zeros = "0".repeat(64);
+    let body = format!(
+        r#"{{"v":1,"seq":1,"ts":"2020-01-01T00:00:00.000000Z","event":"grant","user":"alice","capability":"delete_files","details":{{"note":"FORGED"}},"prev":"{zeros}""#
+    );
+    let hash = {
+        use sha2::Digest;
+        sha2::Sha256::digest(format!("{body}}}").as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let forged = format!(r#"{body},"hash":"{hash}"}}"#);
+    let mut log = std::fs::OpenOptions::new().append(true).open(env.audit_log()).unwrap();
+    std::io::Write::write_all(&mut log, forged.as_bytes()).unwrap();
+    let before = std::fs::read(env.audit_log()).unwrap();
+    // A writer refuses to go on, and launders nothing.
+    let (code, _, err) = env.cli(&["users", "add", "dave"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("something else added it"), "{err}");
+    assert_eq!(std::fs::read(env.audit_log()).unwrap(), before);
+    // verify fails, checkpoint or not.
+    let (code, out, _) = env.cli(&["audit", "verify", "--checkpoint", cp.to_str().unwrap()]);
+    assert_ne!(code, 0, "{out}");
+    // grep and tail never show it as a record; they say that a line was left out.
+    let (code, out, err) = env.cli(&["audit", "grep", "--event", "grant"]);
+    assert_eq!(code, 1, "nothing matched: {out}");
+    assert!(!out.contains("alice"), "{out}");
+    assert!(err.contains("not part of its hash chain"), "{err}");
+    let (_, out, _) = env.cli(&["audit", "tail", "--json", "-n", "50"]);
+    assert!(!out.contains("FORGED"), "{out}");
+    let (_, out, _) = env.cli(&["audit", "grep", "--count", "FORGED"]);
+    assert_eq!(out.trim(), "0");
+    // Asked for, it is shown marked as not part of the log.
+    let (_, out, _) = env.cli(&["audit", "grep", "--unchained", "FORGED"]);
+    assert!(out.starts_with("[NOT PART OF THE LOG'S CHAIN]"), "{out}");
+    let (_, out, _) = env.cli(&["audit", "tail", "--unchained", "--json", "-n", "2"]);
+    assert!(out.lines().any(|l| l.contains("\"not_in_chain\":true") && l.contains("FORGED")), "{out}");
+}

@@ -13,7 +13,7 @@ use mcpsec_core::time::rfc3339_micros;
 use rustix::fs::{FlockOperation, flock};
 use serde_json::Value;
 
-use crate::record::{self, EventKind, GENESIS, Meta, Outcome, Record, VERSION, Wire, hex};
+use crate::record::{self, EventKind, GENESIS, Meta, Outcome, Record, TornBytes, VERSION, Wire, hex};
 use crate::redact;
 
 /// When a record is durable.
@@ -114,6 +114,20 @@ pub enum AuditError {
         path: String,
         /// The limit.
         limit: u64,
+    },
+    /// The log ends in bytes no crash of a writer could have left (a
+    /// complete record that does not chain, or something no writer writes):
+    /// they were added by something else, so the chain cannot continue.
+    #[error(
+        "audit log {path}: line {line} has no newline, and is not what a crash during a write leaves (a complete \
+         record that does not chain to the one before, or bytes mcpsec never writes): something else added it. \
+         Nothing was written; run `mcpsec audit verify`, keep the file as evidence, and start a new log"
+    )]
+    NotTorn {
+        /// The file.
+        path: String,
+        /// The line.
+        line: u64,
     },
     /// The writer thread is gone.
     #[error("the audit writer has stopped")]
@@ -519,7 +533,9 @@ struct Tail {
     last: Option<Meta>,
     /// Bytes after the last newline (a torn write), and the line number of
     /// the last complete line.
-    torn: Option<(u64, u64)>,
+    torn: Option<(TornBytes, u64)>,
+    /// Those bytes can be a torn write ([`record::is_torn_write`]).
+    torn_shape_ok: bool,
     /// The torn bytes parsed as a record with a valid hash: a crash between
     /// a whole record and its newline, when it chains to the record before.
     torn_meta: Option<Meta>,
@@ -528,7 +544,7 @@ struct Tail {
 fn read_tail(file: &mut File, path: &Path) -> Result<Tail, AuditError> {
     let size = file.metadata().map_err(|e| io_err(path, "reading", e))?.len();
     if size == 0 {
-        return Ok(Tail { last: None, torn: None, torn_meta: None });
+        return Ok(Tail { last: None, torn: None, torn_shape_ok: true, torn_meta: None });
     }
     let line_no = |file: &mut File| -> u64 {
         // Only needed for messages: count the lines of the whole file.
@@ -584,11 +600,12 @@ fn read_tail(file: &mut File, path: &Path) -> Result<Tail, AuditError> {
         },
     };
     if torn_bytes.is_empty() {
-        return Ok(Tail { last, torn: None, torn_meta: None });
+        return Ok(Tail { last, torn: None, torn_shape_ok: true, torn_meta: None });
     }
-    let torn = Some((torn_bytes.len() as u64, line_no(file)));
+    let torn_shape_ok = record::is_torn_write(torn_bytes);
     let torn_meta = record::parse_meta(torn_bytes).filter(|m| m.hash_ok);
-    Ok(Tail { last, torn, torn_meta })
+    let torn = Some((TornBytes::of(torn_bytes), line_no(file)));
+    Ok(Tail { last, torn, torn_shape_ok, torn_meta })
 }
 
 impl Writer {
@@ -659,7 +676,14 @@ impl Writer {
         self.last_seq = seq;
         self.last_hash = hash;
         self.size = size;
-        if let Some((bytes, line)) = tail.torn {
+        if let Some((_, line)) = tail.torn
+            && torn_record.is_none()
+            && !tail.torn_shape_ok
+        {
+            return Err(AuditError::NotTorn { path: self.path.display().to_string(), line: line + 1 });
+        }
+        if let Some((torn_bytes, line)) = tail.torn {
+            let bytes = torn_bytes.len;
             // Close the torn line so the next record starts on its own line,
             // and record that we did, in one write, under the lock: a log
             // never holds a closed torn line without its `recovered` record
@@ -680,6 +704,8 @@ impl Writer {
             };
             let mut r = Record::new(EventKind::Recovered);
             r.reason = Some(note);
+            // Commits to the bytes it closed: they cannot be changed afterwards.
+            r.details = Some(serde_json::json!({ "torn": torn_bytes.to_json(line + 1) }));
             let (seq0, hash0) = (self.last_seq, self.last_hash);
             self.buf.clear();
             self.buf.push(b'\n');

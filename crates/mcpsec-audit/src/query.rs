@@ -7,7 +7,110 @@ use std::path::{Path, PathBuf};
 use regex::bytes::Regex;
 
 use crate::log::rotated_files;
-use crate::record::{Entry, HASH_SUFFIX_LEN};
+use crate::record::{Entry, GENESIS, hash_matches, hex, parse_links};
+
+/// Follows the hash chain line by line, as a reader goes through the log
+/// from its first file, so that readers show only records that are part of
+/// it: a line is a member when its `seq` is the next one, its `prev` is the
+/// hash of the last member, and its content matches its `hash`. Anything
+/// else — a line inserted, a record edited in place, garbage, a torn write
+/// a writer recovered — is not, and is counted in [`Chain::left_out`].
+///
+/// The links are checked on every line (no hashing); the hash only on the
+/// lines a reader is about to show ([`Chain::admit`]), so a selective grep
+/// stays about as fast as `grep`. An edited record keeps its place in the
+/// links (the records after it still chain) but is never shown as a member.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    next_seq: u64,
+    last_hash_hex: String,
+    left_out: u64,
+}
+
+/// What a line is to the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// A record of the chain.
+    Member,
+    /// Anything else (never shown unless asked, and then marked).
+    NotInChain,
+    /// An empty line (a recovering writer's, or none at all).
+    Empty,
+}
+
+impl Default for Chain {
+    fn default() -> Self {
+        Chain::new()
+    }
+}
+
+impl Chain {
+    /// A chain before its first record.
+    pub fn new() -> Chain {
+        Chain { next_seq: 1, last_hash_hex: hex(&GENESIS), left_out: 0 }
+    }
+
+    /// Checks `line`'s links and moves on when they hold. `None` for an
+    /// empty line; `Some(false)` for a line not linked into the chain.
+    fn link(&mut self, line: &[u8]) -> Option<bool> {
+        if line.is_empty() {
+            return None;
+        }
+        let linked = match parse_links(line) {
+            Some(l) if l.seq == self.next_seq && l.prev_hex == self.last_hash_hex.as_bytes() => {
+                self.next_seq += 1;
+                self.last_hash_hex = String::from_utf8_lossy(l.hash_hex).into_owned();
+                true
+            }
+            _ => false,
+        };
+        if !linked {
+            self.left_out += 1;
+        }
+        Some(linked)
+    }
+
+    /// Where `line`, the next line of the log, stands (links and hash).
+    pub fn admit(&mut self, line: &[u8]) -> Place {
+        match self.link(line) {
+            None => Place::Empty,
+            Some(true) => self.hash_checked(line),
+            Some(false) => Place::NotInChain,
+        }
+    }
+
+    /// For a linked line about to be shown: a member only if its content
+    /// matches its hash.
+    fn hash_checked(&mut self, line: &[u8]) -> Place {
+        if hash_matches(line) {
+            Place::Member
+        } else {
+            self.left_out += 1;
+            Place::NotInChain
+        }
+    }
+
+    /// Whether `line` is a record line numbered before the chain's next
+    /// record: one a reader following the log has already been past.
+    pub fn is_behind(&self, line: &[u8]) -> bool {
+        parse_links(line).is_some_and(|l| l.seq < self.next_seq)
+    }
+
+    /// How many non-empty lines seen so far were not members (only lines
+    /// that were hash-checked count for an edited record).
+    pub fn left_out(&self) -> u64 {
+        self.left_out
+    }
+}
+
+/// What a reader saw besides the records it handed out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// Records handed out.
+    pub records: u64,
+    /// Non-empty lines that are not part of the chain (see [`Chain`]).
+    pub left_out: u64,
+}
 
 /// Which records `grep` keeps. Every set field must match.
 #[derive(Debug, Clone, Default)]
@@ -62,12 +165,18 @@ pub fn files(path: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Calls `each` with every record (raw line and parsed entry) that the
-/// filter keeps, oldest first; returns how many. Lines that are not
-/// records (a torn write) are skipped. With only a pattern and no
-/// structured filter, lines are matched on the raw bytes and parsed only
-/// when `each` needs them (see [`count`] for the fastest path).
-pub fn scan(path: &Path, filter: &Filter, mut each: impl FnMut(&str, &Entry)) -> std::io::Result<u64> {
+/// Calls `each` with every record of the chain (raw line and parsed
+/// entry) that the filter keeps, oldest first. Lines that are not part of
+/// the chain (see [`Chain`]) are skipped and counted, or, with `unchained`,
+/// handed to it as well with `None` for the entry when the filter's pattern
+/// matches them (they are not records of the log: never parse them as one).
+pub fn scan(
+    path: &Path,
+    filter: &Filter,
+    unchained: bool,
+    mut each: impl FnMut(&str, Option<&Entry>),
+) -> std::io::Result<Seen> {
+    let mut chain = Chain::new();
     let mut n = 0;
     let mut buf = Vec::new();
     for file in files(path) {
@@ -78,26 +187,30 @@ pub fn scan(path: &Path, filter: &Filter, mut each: impl FnMut(&str, &Entry)) ->
                 break;
             }
             let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
-            if filter.pattern.as_ref().is_some_and(|re| !re.is_match(line)) {
-                continue;
-            }
-            let Ok(text) = std::str::from_utf8(line) else { continue };
-            let Ok(entry) = serde_json::from_str::<Entry>(text) else { continue };
-            if filter.keeps(&entry) {
-                n += 1;
-                each(text, &entry);
+            let Some(linked) = chain.link(line) else { continue };
+            let matches = filter.pattern.as_ref().is_none_or(|re| re.is_match(line));
+            if linked && matches && chain.hash_checked(line) == Place::Member {
+                let Ok(text) = std::str::from_utf8(line) else { continue };
+                let Ok(entry) = serde_json::from_str::<Entry>(text) else { continue };
+                if filter.keeps(&entry) {
+                    n += 1;
+                    each(text, Some(&entry));
+                }
+            } else if unchained && matches && !linked {
+                each(&String::from_utf8_lossy(line), None);
             }
         }
     }
-    Ok(n)
+    Ok(Seen { records: n, left_out: chain.left_out() })
 }
 
-/// Counts the records the filter keeps. Without structured filters this
-/// never parses JSON: it searches whole buffers for the pattern and counts
-/// the lines that hold a match, like `grep -c`.
-pub fn count(path: &Path, filter: &Filter) -> std::io::Result<u64> {
+/// Counts the records of the chain the filter keeps. Without structured
+/// filters this never parses JSON: it follows the chain's links line by
+/// line, searches whole buffers for the pattern, and hash-checks only the
+/// lines that hold a match, like `grep -c` on the chain.
+pub fn count(path: &Path, filter: &Filter) -> std::io::Result<Seen> {
     if filter.structured() {
-        return scan(path, filter, |_, _| {});
+        return scan(path, filter, false, |_, _| {});
     }
     // `^` and `$` must match at every line, as they do when `scan` matches
     // one line at a time: search the buffers in multi-line mode. `\A` and
@@ -105,13 +218,15 @@ pub fn count(path: &Path, filter: &Filter) -> std::io::Result<u64> {
     let pattern = match &filter.pattern {
         None => None,
         Some(re) if re.as_str().contains("\\A") || re.as_str().contains("\\z") => {
-            return scan(path, filter, |_, _| {});
+            return scan(path, filter, false, |_, _| {});
         }
         Some(re) => match Regex::new(&format!("(?m:{})", re.as_str())) {
             Ok(multi) => Some((multi, re)),
-            Err(_) => return scan(path, filter, |_, _| {}),
+            Err(_) => return scan(path, filter, false, |_, _| {}),
         },
     };
+    let mut chain = Chain::new();
+    let mut linked = Vec::new();
     let mut n = 0u64;
     for file in files(path) {
         let mut f = File::open(&file)?;
@@ -132,7 +247,7 @@ pub fn count(path: &Path, filter: &Filter) -> std::io::Result<u64> {
                 carry = len;
                 continue;
             }
-            n += count_lines(&buf[..end], pattern.as_ref().map(|(m, re)| (m, *re)));
+            n += count_lines(&buf[..end], pattern.as_ref().map(|(m, re)| (m, *re)), &mut chain, &mut linked);
             buf.copy_within(end..len, 0);
             carry = len - end;
             if read == 0 {
@@ -140,12 +255,27 @@ pub fn count(path: &Path, filter: &Filter) -> std::io::Result<u64> {
             }
         }
     }
-    Ok(n)
+    Ok(Seen { records: n, left_out: chain.left_out() })
 }
 
-fn count_lines(chunk: &[u8], pattern: Option<(&Regex, &Regex)>) -> u64 {
+/// Counts the chain's records among the complete lines of `chunk` that hold
+/// a match of the pattern (every record without one). `linked` is scratch
+/// space: the start of each line linked into the chain.
+fn count_lines(chunk: &[u8], pattern: Option<(&Regex, &Regex)>, chain: &mut Chain, linked: &mut Vec<usize>) -> u64 {
+    linked.clear();
+    let mut start = 0;
+    for line in chunk.split(|&b| b == b'\n') {
+        if chain.link(line) == Some(true) {
+            linked.push(start);
+        }
+        start += line.len() + 1;
+    }
+    let line_at = |start: usize| {
+        let end = chunk[start..].iter().position(|&b| b == b'\n').map_or(chunk.len(), |i| start + i);
+        &chunk[start..end]
+    };
     let Some((multi, re)) = pattern else {
-        return chunk.split(|&b| b == b'\n').filter(|line| is_record(line)).count() as u64;
+        return linked.iter().filter(|&&s| chain.hash_checked(line_at(s)) == Place::Member).count() as u64;
     };
     let mut n = 0;
     let mut at = 0;
@@ -153,10 +283,13 @@ fn count_lines(chunk: &[u8], pattern: Option<(&Regex, &Regex)>) -> u64 {
         && let Some(m) = multi.find_at(chunk, at)
     {
         let line_start = chunk[..m.start()].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        let line_end = chunk[m.start()..].iter().position(|&b| b == b'\n').map_or(chunk.len(), |i| m.start() + i);
+        let line = line_at(line_start);
+        let line_end = line_start + line.len();
         // A match that runs into the next line (`\s` matches a newline) is
         // not a match of this line: check the line on its own, as `scan` does.
-        if is_record(&chunk[line_start..line_end]) && (m.end() <= line_end || re.is_match(&chunk[line_start..line_end]))
+        if linked.binary_search(&line_start).is_ok()
+            && (m.end() <= line_end || re.is_match(line))
+            && chain.hash_checked(line) == Place::Member
         {
             n += 1;
         }
@@ -166,27 +299,57 @@ fn count_lines(chunk: &[u8], pattern: Option<(&Regex, &Regex)>) -> u64 {
     n
 }
 
-/// Whether a line is a whole record, told without a JSON parser: a torn
-/// write, or the empty line a recovering writer left, is not one. Keeps
-/// [`count`] equal to the number of records [`scan`] hands out.
-fn is_record(line: &[u8]) -> bool {
-    let n = line.len();
-    line.starts_with(b"{\"v\":")
-        && n >= HASH_SUFFIX_LEN
-        && line[n - HASH_SUFFIX_LEN..].starts_with(b",\"hash\":\"")
-        && line.ends_with(b"\"}")
+/// What [`tail`] found.
+#[derive(Debug, Clone)]
+pub struct Tail {
+    /// The raw lines, oldest first, each with whether it is a record of the
+    /// chain.
+    pub lines: Vec<(String, bool)>,
+    /// The chain as it stands after them, for a reader that follows the log on.
+    pub chain: Chain,
+    /// The records and the lines left out, over the whole log.
+    pub seen: Seen,
 }
 
-/// The last `n` records' raw lines, oldest first.
-pub fn tail(path: &Path, n: usize) -> std::io::Result<Vec<String>> {
+/// The last `n` records of the chain. With `unchained`, the lines among
+/// them that are not part of the chain come too.
+pub fn tail(path: &Path, n: usize, unchained: bool) -> std::io::Result<Tail> {
     let mut last = std::collections::VecDeque::with_capacity(n + 1);
-    scan(path, &Filter::default(), |line, _| {
-        last.push_back(line.to_owned());
-        if last.len() > n {
-            last.pop_front();
+    let mut chain = Chain::new();
+    let mut records = 0;
+    let mut buf = Vec::new();
+    for file in files(path) {
+        let mut reader = BufReader::with_capacity(1 << 20, File::open(&file)?);
+        loop {
+            buf.clear();
+            if reader.read_until(b'\n', &mut buf)? == 0 {
+                break;
+            }
+            let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+            match chain.link(line) {
+                Some(linked) if linked || unchained => {
+                    last.push_back((line.to_vec(), linked));
+                    if last.len() > n {
+                        last.pop_front();
+                    }
+                }
+                _ => {}
+            }
         }
-    })?;
-    Ok(last.into())
+    }
+    // Only the lines shown are hash-checked.
+    let mut shown = Vec::with_capacity(last.len());
+    for (line, linked) in last {
+        let member = linked && chain.hash_checked(&line) == Place::Member;
+        if member {
+            records += 1;
+        }
+        if member || unchained {
+            shown.push((String::from_utf8_lossy(&line).into_owned(), member));
+        }
+    }
+    let seen = Seen { records, left_out: chain.left_out() };
+    Ok(Tail { lines: shown, chain, seen })
 }
 
 impl Entry {

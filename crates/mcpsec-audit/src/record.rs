@@ -293,8 +293,101 @@ pub(crate) struct Meta {
 
 /// Extracts seq, prev and hash from a line (without its newline) and checks
 /// the line's own hash. `None` when the line is not shaped like a record.
+/// How every record line starts.
+pub(crate) const HEAD: &[u8] = b"{\"v\":1,\"seq\":";
+
+/// A record line's links, read without hashing: its seq and the hex of its
+/// `prev` and `hash` fields as written.
+pub(crate) struct Links<'a> {
+    pub seq: u64,
+    pub prev_hex: &'a [u8],
+    pub hash_hex: &'a [u8],
+}
+
+/// The links of a line shaped like a record (`None` for anything else).
+pub(crate) fn parse_links(line: &[u8]) -> Option<Links<'_>> {
+    let rest = line.strip_prefix(HEAD)?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 19 || rest.get(digits) != Some(&b',') {
+        return None;
+    }
+    let seq: u64 = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+    let n = line.len();
+    if n < HEAD.len() + HASH_SUFFIX_LEN + PREV_LEN {
+        return None;
+    }
+    let suffix = &line[n - HASH_SUFFIX_LEN..];
+    let prev_part = &line[n - HASH_SUFFIX_LEN - PREV_LEN..n - HASH_SUFFIX_LEN];
+    if !suffix.starts_with(b",\"hash\":\"")
+        || !suffix.ends_with(b"\"}")
+        || !prev_part.starts_with(b",\"prev\":\"")
+        || !prev_part.ends_with(b"\"")
+    {
+        return None;
+    }
+    Some(Links { seq, prev_hex: &prev_part[9..9 + 64], hash_hex: &suffix[9..9 + 64] })
+}
+
+/// Whether a record line's content matches its `hash` field.
+pub(crate) fn hash_matches(line: &[u8]) -> bool {
+    let n = line.len();
+    let (Some(body), Some(hash)) = (
+        line.get(..n.saturating_sub(HASH_SUFFIX_LEN)),
+        line.get(n.saturating_sub(HASH_SUFFIX_LEN - 9)..n.saturating_sub(2)),
+    ) else {
+        return false;
+    };
+    let mut h = Sha256::new();
+    h.update(body);
+    h.update(b"}");
+    let actual: [u8; 32] = h.finalize().into();
+    unhex(hash).is_some_and(|want| want == actual)
+}
+
+/// Whether `bytes`, found after a log's last newline, can be what a crash
+/// left of a write: only a strict prefix of a record line can be. mcpsec
+/// writes whole lines that start with [`HEAD`], so a torn write starts as
+/// one does and is not a complete JSON value (a complete record without its
+/// newline is told apart by its chain, not here). Anything else was put
+/// there by something other than a writer of this log.
+pub(crate) fn is_torn_write(bytes: &[u8]) -> bool {
+    let starts_right = if bytes.len() < HEAD.len() { HEAD.starts_with(bytes) } else { bytes.starts_with(HEAD) };
+    starts_right && !bytes.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err()
+}
+
+/// What a `recovered` record commits to: the torn bytes it closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TornBytes {
+    /// Their length.
+    pub len: u64,
+    /// Their SHA-256.
+    pub sha256: [u8; 32],
+}
+
+impl TornBytes {
+    pub(crate) fn of(bytes: &[u8]) -> TornBytes {
+        TornBytes { len: bytes.len() as u64, sha256: Sha256::digest(bytes).into() }
+    }
+
+    /// The `details.torn` of a `recovered` record.
+    pub(crate) fn to_json(self, line: u64) -> Value {
+        serde_json::json!({ "line": line, "bytes": self.len, "sha256": hex(&self.sha256) })
+    }
+
+    /// What the `recovered` record `line` commits to: `Some(None)` for one
+    /// written by an mcpsec that did not commit (no `details.torn`), `None`
+    /// when the line is not such a record.
+    pub(crate) fn committed_by(line: &[u8]) -> Option<Option<TornBytes>> {
+        let v: Value = serde_json::from_slice(line).ok()?;
+        let torn = v.get("details").and_then(|d| d.get("torn"));
+        let Some(torn) = torn else { return Some(None) };
+        let len = torn.get("bytes").and_then(Value::as_u64)?;
+        let sha256 = unhex(torn.get("sha256").and_then(Value::as_str)?.as_bytes())?;
+        Some(Some(TornBytes { len, sha256 }))
+    }
+}
+
 pub(crate) fn parse_meta(line: &[u8]) -> Option<Meta> {
-    const HEAD: &[u8] = b"{\"v\":1,\"seq\":";
     let rest = line.strip_prefix(HEAD)?;
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
     if digits == 0 || digits > 19 || rest.get(digits) != Some(&b',') {

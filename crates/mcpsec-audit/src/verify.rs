@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::log::rotated_files;
-use crate::record::{GENESIS, Meta, hex, parse_meta};
+use crate::record::{GENESIS, Meta, TornBytes, hex, is_torn_write, parse_meta};
 
 /// What `audit checkpoint` writes: the head of the chain, to keep
 /// elsewhere; with it, `verify` also detects a truncated or rewritten log.
@@ -115,6 +115,12 @@ struct Item {
     /// The line had no newline (only possible for the very last line).
     unterminated: bool,
     empty: bool,
+    /// For a line that is not a record: whether it can be a torn write, and
+    /// its length and digest (what a `recovered` record commits to).
+    torn: Option<(bool, TornBytes)>,
+    /// For a `recovered` record: the torn bytes it commits to (`None` inside
+    /// for one written before recovered records committed to them).
+    commits: Option<Option<TornBytes>>,
 }
 
 /// Reads every line of every file, in order, handing out [`Item`]s.
@@ -152,12 +158,17 @@ impl Lines {
             self.line += 1;
             let unterminated = self.buf.last() != Some(&b'\n');
             let body = self.buf.strip_suffix(b"\n").unwrap_or(&self.buf);
+            let meta = parse_meta(body);
+            let torn = (meta.is_none() && !body.is_empty()).then(|| (is_torn_write(body), TornBytes::of(body)));
+            let commits = meta.filter(|m| m.recovered).and_then(|_| TornBytes::committed_by(body));
             return Ok(Some(Item {
                 file: self.current,
                 line: self.line,
-                meta: parse_meta(body),
+                meta,
                 unterminated,
                 empty: body.is_empty(),
+                torn,
+                commits,
             }));
         }
     }
@@ -205,20 +216,47 @@ pub fn verify(
             ));
         }
         let Some(meta) = item.meta else {
-            // A torn line closed by a recovering writer is followed by its
-            // `recovered` record, chained to the last good record.
-            let recovered = next.as_ref().and_then(|n| n.meta).is_some_and(|m| m.recovered && m.prev == prev_hash);
-            if recovered || item.empty {
-                if !item.empty {
-                    notes.push(format!(
-                        "{}:{}: an incomplete line left by a crash, recovered by the next writer",
-                        files[item.file].display(),
-                        item.line
-                    ));
-                }
+            if item.empty {
                 continue;
             }
-            return Err(problem(&item, None, ProblemKind::Malformed, "not a record of this log".into()));
+            // A torn line closed by a recovering writer is followed by its
+            // `recovered` record, chained to the last good record, which
+            // commits to its bytes. Only a strict prefix of a record line
+            // can be a torn write: anything else was put there.
+            let recovered = next.as_ref().filter(|n| n.meta.is_some_and(|m| m.recovered && m.prev == prev_hash));
+            let Some(recovered) = recovered else {
+                return Err(problem(&item, None, ProblemKind::Malformed, "not a record of this log".into()));
+            };
+            let Some((shape_ok, bytes)) = item.torn else { continue };
+            if !shape_ok {
+                return Err(problem(
+                    &item,
+                    None,
+                    ProblemKind::Inserted,
+                    "it is not what a crash during a write leaves (a complete object, or bytes no writer writes), \
+                     yet a `recovered` record follows it: it was added to the log"
+                        .into(),
+                ));
+            }
+            let at = format!("{}:{}", files[item.file].display(), item.line);
+            match recovered.commits {
+                Some(Some(c)) if c == bytes => {
+                    notes.push(format!("{at}: an incomplete line left by a crash, recovered by the next writer"));
+                }
+                Some(Some(_)) => {
+                    return Err(problem(
+                        &item,
+                        None,
+                        ProblemKind::Edited,
+                        "its bytes differ from those the `recovered` record after it committed to".into(),
+                    ));
+                }
+                _ => notes.push(format!(
+                    "{at}: an incomplete line left by a crash, recovered by an older mcpsec (its `recovered` \
+                     record does not commit to the bytes)"
+                )),
+            }
+            continue;
         };
         if !meta.hash_ok {
             return Err(problem(

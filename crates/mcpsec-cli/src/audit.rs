@@ -44,6 +44,10 @@ pub enum AuditCommand {
         /// Print raw JSON Lines.
         #[arg(long)]
         json: bool,
+        /// Also print, marked, lines of the file that are not part of the
+        /// log's hash chain (inserted, edited, torn). Off: they are left out.
+        #[arg(long)]
+        unchained: bool,
     },
     /// Write the chain's head (seq, hash, time) for safekeeping elsewhere.
     Checkpoint {
@@ -87,6 +91,10 @@ pub struct GrepArgs {
     /// Print only how many records match.
     #[arg(long)]
     count: bool,
+    /// Also print, marked, lines of the file that are not part of the log's
+    /// hash chain (inserted, edited, torn). Off: they are left out.
+    #[arg(long, conflicts_with = "count")]
+    unchained: bool,
 }
 
 /// `--since 1h` or `--since 2026-11-24T14:00:00Z`, as the log's time format.
@@ -103,7 +111,7 @@ pub fn run(command: AuditCommand, log: &Path, config: &Config) -> Result<()> {
     match command {
         AuditCommand::Verify { checkpoint, json } => verify(log, checkpoint.as_deref(), json),
         AuditCommand::Grep(args) => grep(log, args),
-        AuditCommand::Tail { n, follow, json } => tail(log, n, follow, json),
+        AuditCommand::Tail { n, follow, json, unchained } => tail(log, n, follow, json, unchained),
         AuditCommand::Checkpoint { out } => checkpoint(log, out.as_deref()),
         AuditCommand::Path { json: true } => {
             let (sync, interval) = match config.audit.sync {
@@ -254,37 +262,75 @@ fn filter(args: &GrepArgs) -> Result<Filter> {
 fn grep(log: &Path, args: GrepArgs) -> Result<()> {
     let filter = filter(&args)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let n = if args.count {
-        let n = query::count(log, &filter)?;
-        writeln!(out, "{n}")?;
-        n
+    let seen = if args.count {
+        let seen = query::count(log, &filter)?;
+        writeln!(out, "{}", seen.records)?;
+        seen
     } else {
         let mut err = None;
-        let n = query::scan(log, &filter, |line, entry| {
-            let r = if args.json { writeln!(out, "{line}") } else { writeln!(out, "{}", entry.human()) };
-            if let Err(e) = r {
+        let seen = query::scan(log, &filter, args.unchained, |line, entry| {
+            if let Err(e) = print_record(&mut out, line, entry, args.json) {
                 err.get_or_insert(e);
             }
         })?;
         if let Some(e) = err {
             return Err(e.into());
         }
-        n
+        seen
     };
     out.flush()?;
+    warn_left_out(seen.left_out, args.unchained);
     // Like grep: exit 1 when nothing matched.
-    if n == 0 { Err(Failed.into()) } else { Ok(()) }
+    if seen.records == 0 { Err(Failed.into()) } else { Ok(()) }
 }
 
-/// Prints a record line unless it is not a record (a torn write) or was
-/// already printed (its seq is not after `last_seq`).
-fn print_line(out: &mut impl Write, line: &str, json: bool, last_seq: &mut u64) -> std::io::Result<()> {
-    let Ok(entry) = serde_json::from_str::<Entry>(line) else { return Ok(()) };
-    if entry.seq <= *last_seq {
+/// What a line that is not part of the chain is marked with.
+const NOT_IN_CHAIN: &str = "[NOT PART OF THE LOG'S CHAIN]";
+
+/// Prints a record of the chain, or (`entry` is `None`) a line that is not
+/// part of it, marked as such: never as a record.
+fn print_record(out: &mut impl Write, line: &str, entry: Option<&Entry>, json: bool) -> std::io::Result<()> {
+    match (entry, json) {
+        (Some(_), true) => writeln!(out, "{line}"),
+        (Some(e), false) => writeln!(out, "{}", e.human()),
+        (None, true) => writeln!(out, "{}", serde_json::json!({ "not_in_chain": true, "line": line })),
+        (None, false) => writeln!(out, "{NOT_IN_CHAIN} {}", line.escape_debug()),
+    }
+}
+
+/// Says on stderr that lines were left out, and how to see why.
+fn warn_left_out(left_out: u64, shown: bool) {
+    if left_out > 0 {
+        let what = if shown { "shown marked" } else { "left out; `--unchained` shows them, marked" };
+        eprintln!(
+            "mcpsec: {left_out} line(s) of the log are not part of its hash chain ({what}); \
+             `mcpsec audit verify` says what is wrong"
+        );
+    }
+}
+
+/// Prints a line the log gained while followed: a record of the chain, or
+/// with `unchained` a line that is not part of it, marked. Lines numbered
+/// before the chain's head were read already, and are skipped.
+fn print_line(out: &mut impl Write, line: &str, json: bool, chain: &mut query::Chain, unchained: bool) -> Result<()> {
+    if chain.is_behind(line.as_bytes()) {
         return Ok(());
     }
-    *last_seq = entry.seq;
-    if json { writeln!(out, "{line}") } else { writeln!(out, "{}", entry.human()) }
+    match chain.admit(line.as_bytes()) {
+        query::Place::Member => match serde_json::from_str::<Entry>(line) {
+            Ok(entry) => print_record(out, line, Some(&entry), json)?,
+            Err(_) => print_record(out, line, None, json)?,
+        },
+        query::Place::NotInChain => {
+            if unchained {
+                print_record(out, line, None, json)?;
+            } else {
+                warn_left_out(1, false);
+            }
+        }
+        query::Place::Empty => {}
+    }
+    Ok(())
 }
 
 /// Prints the complete records of `file` from `offset` on (carrying an
@@ -295,7 +341,8 @@ fn print_from(
     pending: &mut Vec<u8>,
     out: &mut impl Write,
     json: bool,
-    last_seq: &mut u64,
+    chain: &mut query::Chain,
+    unchained: bool,
 ) -> Result<u64> {
     let size = file.metadata()?.len();
     if size <= offset {
@@ -305,12 +352,13 @@ fn print_from(
     (&mut *file).take(size - offset).read_to_end(pending)?;
     while let Some(i) = pending.iter().position(|&b| b == b'\n') {
         let line: Vec<u8> = pending.drain(..=i).collect();
-        print_line(out, String::from_utf8_lossy(&line).trim_end(), json, last_seq)?;
+        let line = line.strip_suffix(b"\n").unwrap_or(&line);
+        print_line(out, &String::from_utf8_lossy(line), json, chain, unchained)?;
     }
     Ok(size)
 }
 
-fn tail(log: &Path, n: usize, follow: bool, json: bool) -> Result<()> {
+fn tail(log: &Path, n: usize, follow: bool, json: bool, unchained: bool) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let open = || -> Result<(std::fs::File, u64)> {
         let f = std::fs::File::open(log).with_context(|| format!("opening {}", log.display()))?;
@@ -320,17 +368,15 @@ fn tail(log: &Path, n: usize, follow: bool, json: bool) -> Result<()> {
     // Opened before the last records are read: what is appended meanwhile
     // is read again below, and skipped by its seq.
     let opened = if follow { Some(open()?) } else { None };
-    let last = query::tail(log, n.max(1))?;
-    let mut last_seq = 0;
-    for (i, line) in last.iter().enumerate() {
-        if i + n < last.len() {
-            // Only to learn where the log ends (`-n 0`).
-            last_seq = serde_json::from_str::<Entry>(line).map_or(last_seq, |e| e.seq);
-        } else {
-            print_line(&mut out, line, json, &mut last_seq)?;
+    let query::Tail { lines: last, mut chain, seen } = query::tail(log, n, unchained)?;
+    for (line, member) in &last {
+        match serde_json::from_str::<Entry>(line) {
+            Ok(entry) if *member => print_record(&mut out, line, Some(&entry), json)?,
+            _ => print_record(&mut out, line, None, json)?,
         }
     }
     out.flush()?;
+    warn_left_out(seen.left_out, unchained);
     let Some((mut file, mut ino)) = opened else { return Ok(()) };
     // Follow: poll the file; after a rotation, finish the old file, print
     // any file rotated after it, then continue with the new one. Records
@@ -339,7 +385,7 @@ fn tail(log: &Path, n: usize, follow: bool, json: bool) -> Result<()> {
     let mut pending = Vec::new();
     loop {
         let rotated = std::fs::metadata(log).map(|m| m.ino() != ino).unwrap_or(false);
-        offset = print_from(&mut file, offset, &mut pending, &mut out, json, &mut last_seq)?;
+        offset = print_from(&mut file, offset, &mut pending, &mut out, json, &mut chain, unchained)?;
         if rotated {
             let (new_file, new_ino) = open()?;
             let files = query::files(log);
@@ -351,7 +397,7 @@ fn tail(log: &Path, n: usize, follow: bool, json: bool) -> Result<()> {
                 }
                 pending.clear();
                 let mut h = std::fs::File::open(f).with_context(|| format!("opening {}", f.display()))?;
-                print_from(&mut h, 0, &mut pending, &mut out, json, &mut last_seq)?;
+                print_from(&mut h, 0, &mut pending, &mut out, json, &mut chain, unchained)?;
             }
             pending.clear();
             (file, ino, offset) = (new_file, new_ino, 0);

@@ -191,7 +191,10 @@ fn call_records(audit_path: &Path, seq: u64) -> Result<(Option<mcpsec_audit::Ent
     };
     let (mut intent, mut result) = (None, None);
     if audit_path.exists() {
-        mcpsec_audit::query::scan(audit_path, &filter, |_, e| {
+        // Only records of the chain: a line inserted into the log cannot
+        // steer an undo.
+        mcpsec_audit::query::scan(audit_path, &filter, false, |_, e| {
+            let Some(e) = e else { return };
             if e.seq == seq {
                 intent = Some(e.clone());
             } else if e.intent == Some(seq) {

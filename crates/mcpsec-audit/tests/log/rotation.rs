@@ -15,7 +15,7 @@ fn rotating() -> Options {
 
 fn all_seqs(path: &std::path::Path) -> Vec<u64> {
     let mut v = Vec::new();
-    query::scan(path, &Filter::default(), |_, e| v.push(e.seq)).unwrap();
+    query::scan(path, &Filter::default(), false, |_, e| v.push(e.unwrap().seq)).unwrap();
     v
 }
 
@@ -52,18 +52,18 @@ fn the_chain_continues_across_files() {
 
     // Queries cover every file, oldest first.
     assert_eq!(all_seqs(&path), (1..=N).collect::<Vec<_>>());
-    assert_eq!(query::count(&path, &Filter::default()).unwrap(), N);
+    assert_eq!(query::count(&path, &Filter::default()).unwrap().records, N);
     let tool = Filter { tool: Some("write_file".into()), ..Filter::default() };
     let mut expected = 0;
     for f in &files {
         expected += lines(f).iter().filter(|l| find(l, b"\"tool\":\"write_file\"").is_some()).count() as u64;
     }
-    assert_eq!(query::count(&path, &tool).unwrap(), expected);
+    assert_eq!(query::count(&path, &tool).unwrap().records, expected);
     // A tail longer than the current file reaches into the rotated ones.
     let current = lines(&path).len();
     let n = current + 5;
-    let tail = query::tail(&path, n).unwrap();
-    let tail_seqs: Vec<u64> = tail.iter().map(|l| seq_of(l.as_bytes())).collect();
+    let tail = query::tail(&path, n, false).unwrap().lines;
+    let tail_seqs: Vec<u64> = tail.iter().map(|(l, _)| seq_of(l.as_bytes())).collect();
     assert_eq!(tail_seqs, ((N - n as u64 + 1)..=N).collect::<Vec<_>>());
 
     // A new writer continues the chain where it is.

@@ -55,7 +55,7 @@ fn a_torn_tail_is_reported_then_recovered() {
     // Queries skip the torn line.
     let seqs: Vec<u64> = {
         let mut v = Vec::new();
-        mcpsec_audit::query::scan(&path, &Default::default(), |_, e| v.push(e.seq)).unwrap();
+        mcpsec_audit::query::scan(&path, &Default::default(), false, |_, e| v.push(e.unwrap().seq)).unwrap();
         v
     };
     assert_eq!(seqs, (1..=13).collect::<Vec<_>>());
@@ -143,4 +143,124 @@ fn a_damaged_last_record_stops_writers() {
     }
     log.close();
     assert_eq!(std::fs::read(&path).unwrap(), damaged);
+}
+
+/// A backdated `grant` that claims seq 1: well-formed, its hash right, but
+/// not chained to the log it is appended to.
+fn forged_grant() -> Vec<u8> {
+    let body = br#"{"v":1,"seq":1,"ts":"2020-01-01T00:00:00.000000Z","event":"grant","user":"alice","capability":"delete_files","prev":"0000000000000000000000000000000000000000000000000000000000000000","hash":"0000000000000000000000000000000000000000000000000000000000000000"}"#;
+    rehash(body)
+}
+
+fn seqs_shown(path: &std::path::Path) -> (Vec<u64>, u64) {
+    let mut v = Vec::new();
+    let seen = mcpsec_audit::query::scan(path, &Default::default(), false, |_, e| v.push(e.unwrap().seq)).unwrap();
+    (v, seen.left_out)
+}
+
+#[test]
+fn a_complete_record_without_a_newline_that_does_not_chain_is_not_a_torn_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_in(&dir);
+    generate(&path, 5, Options::default());
+    append_raw(&path, &forged_grant());
+    let before = std::fs::read(&path).unwrap();
+    // The writer does not take it for a crash's leftover: it refuses, and
+    // writes nothing (no `recovered` record to launder it).
+    match AuditLog::open(&path, Options::default()) {
+        Err(e @ AuditError::NotTorn { line: 6, .. }) => assert!(e.to_string().contains("something else added it")),
+        other => panic!("expected NotTorn, got {other:?}"),
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    // Readers never show it as a record.
+    assert_eq!(seqs_shown(&path), ((1..=5).collect(), 1));
+    let mut marked = Vec::new();
+    mcpsec_audit::query::scan(&path, &Default::default(), true, |line, e| {
+        if e.is_none() {
+            marked.push(line.to_owned());
+        }
+    })
+    .unwrap();
+    assert_eq!(marked.len(), 1);
+    assert!(marked[0].contains("\"event\":\"grant\""));
+    let tail = mcpsec_audit::query::tail(&path, 3, false).unwrap();
+    assert_eq!(tail.lines.iter().map(|(l, _)| seq_of(l.as_bytes())).collect::<Vec<_>>(), [3, 4, 5]);
+    assert_eq!(tail.seen.left_out, 1);
+}
+
+#[test]
+fn a_forged_line_closed_by_a_forged_recovered_record_does_not_verify() {
+    // What the writer used to do, or what a forger does by hand: close the
+    // forged line and chain a `recovered` record after it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_in(&dir);
+    generate(&path, 5, Options::default());
+    let mut t = lines(&path);
+    let recovered = format!(
+        r#"{{"v":1,"seq":6,"ts":"2026-12-07T00:00:00.000000Z","event":"recovered","reason":"line 6 held an incomplete record","prev":"{}","hash":"{}"}}"#,
+        stated_hash(&t[4]),
+        "0".repeat(64)
+    );
+    t.push(forged_grant());
+    t.push(rehash(recovered.as_bytes()));
+    write_lines(&path, &t);
+    let p = verify_problem(&path, None);
+    assert_eq!((p.kind, p.line), (ProblemKind::Inserted, 6), "{p}");
+    // Readers show seq 1..=6 (the recovered record is in the chain), never the forgery.
+    assert_eq!(seqs_shown(&path), ((1..=6).collect(), 1));
+}
+
+#[test]
+fn bytes_no_writer_writes_are_not_a_torn_write() {
+    for junk in [&b"hello"[..], b"{\"v\":2,", b"\x1b]52;c;aGVsbG8=\x07", b"[1,2"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_in(&dir);
+        generate(&path, 3, Options::default());
+        append_raw(&path, junk);
+        assert!(
+            matches!(AuditLog::open(&path, Options::default()), Err(AuditError::NotTorn { line: 4, .. })),
+            "{junk:?}"
+        );
+    }
+}
+
+#[test]
+fn the_recovered_record_commits_to_the_torn_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_in(&dir);
+    generate(&path, 4, Options::default());
+    append_raw(&path, PARTIAL);
+    let log = AuditLog::open(&path, Options::default()).unwrap();
+    log.close();
+    let mut t = lines(&path);
+    let recovered: serde_json::Value = serde_json::from_slice(&t[5]).unwrap();
+    let torn = &recovered["details"]["torn"];
+    assert_eq!(torn["bytes"], PARTIAL.len());
+    assert_eq!(torn["line"], 5);
+    assert_eq!(torn["sha256"].as_str().unwrap().len(), 64);
+    verify_ok(&path, None);
+    // Changing the torn bytes afterwards, even to another torn-looking
+    // prefix, is found.
+    t[4] = b"{\"v\":1,\"seq\":5,\"ts\":\"2020-01-01".to_vec();
+    write_lines(&path, &t);
+    let p = verify_problem(&path, None);
+    assert_eq!((p.kind, p.line), (ProblemKind::Edited, 5), "{p}");
+}
+
+#[test]
+fn a_recovered_record_of_an_older_writer_still_verifies_with_a_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_in(&dir);
+    generate(&path, 4, Options::default());
+    append_raw(&path, PARTIAL);
+    AuditLog::open(&path, Options::default()).unwrap().close();
+    // Drop the commitment, as an mcpsec before it wrote the record, keeping
+    // the log's field order (prev and hash last), then rehash.
+    let mut t = lines(&path);
+    let raw = String::from_utf8(t[5].clone()).unwrap();
+    let (start, end) = (raw.find(",\"details\":").unwrap(), raw.find(",\"prev\":").unwrap());
+    t[5] = rehash(format!("{}{}", &raw[..start], &raw[end..]).as_bytes());
+    write_lines(&path, &t);
+    let r = verify_ok(&path, None);
+    assert!(r.notes.iter().any(|n| n.contains("older mcpsec")), "{:?}", r.notes);
 }
