@@ -242,3 +242,34 @@ async fn symlink_swap_race_never_leaks() {
     assert!(inside > 0 && refused > 0, "inside {inside}, refused {refused}, flips {flips}");
     c.close().await;
 }
+
+/// A second root inside a `.git` must not make it writable: the protected
+/// paths of every root that contains a path apply.
+#[tokio::test]
+async fn a_nested_root_never_lifts_a_protection() {
+    let env = Env::new();
+    env.write("ws/x/.git/config", "[core]\n");
+    env.write("ws/x/.git/.env", "SECRET=1\n");
+    let inner = env.root().join("x/.git");
+    let log = env.path().join("serve.stderr");
+    let cfg = env.config(ALLOW_ALL);
+    let cmd = env.command(&["--root", inner.to_str().unwrap(), "--config", cfg.to_str().unwrap()]);
+    let stderr = std::fs::File::create(&log).unwrap().into();
+    let c = mcpsec_e2e::Client::connect_with_stderr(cmd, mcpsec_e2e::Protocol::Legacy, stderr).await;
+    let config = inner.join("config");
+    for target in [config.to_str().unwrap().to_owned(), "x/.git/config".to_owned()] {
+        let e = c.err("write_file", json!({"path": target, "content": "[core]\nhooksPath = /tmp/evil\n"})).await;
+        assert!(e.contains("protected") && e.contains("paths.readonly"), "{target}: {e}");
+    }
+    let e = c.err("create_directory", json!({"path": inner.join("hooks").to_str().unwrap()})).await;
+    assert!(e.contains("protected"), "{e}");
+    assert_eq!(env.read("ws/x/.git/config"), "[core]\n");
+    // Denied names stay denied, and hidden, through the nested root too.
+    let e = c.err("read_text_file", json!({"path": inner.join(".env").to_str().unwrap()})).await;
+    assert!(e.contains("protected"), "{e}");
+    let listing = c.ok("list_directory", json!({"path": inner.to_str().unwrap()})).await;
+    assert!(listing.contains("config") && !listing.contains(".env"), "{listing}");
+    c.close().await;
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(stderr.contains("lies inside the root"), "a warning at start-up: {stderr}");
+}

@@ -436,6 +436,14 @@ fn serve(global: &Global, args: ServeArgs) -> Result<()> {
         &roots,
         mcpsec_pathguard::SandboxOptions { rules, max_read: config.limits.max_read },
     )?;
+    for (inner, outer) in sandbox.nested_roots() {
+        tracing::warn!(
+            "the root {} lies inside the root {}: the protected paths of both apply inside it ([paths] rules are \
+             matched from each root), so a nested root never lifts a protection",
+            inner.display(),
+            outer.display()
+        );
+    }
     let principal = Principal::new(args.user.unwrap_or_else(os_user));
     let state = state_dir(global)?;
     ensure_state_dir(&state)?;

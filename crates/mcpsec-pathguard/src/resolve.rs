@@ -155,6 +155,18 @@ impl Sandbox {
     /// anything else is [`GuardError::Outside`].
     pub(crate) fn resolve(&self, input: &str, last: Last) -> Result<Resolved<'_>, GuardError> {
         let (mut root, mut pending) = self.locate(input)?;
+        // The path as requested, read lexically: a denied name is refused
+        // before anything is looked up, so its existence cannot be probed.
+        let mut requested = PathBuf::new();
+        for step in &pending {
+            match step {
+                Step::Name(n) => requested.push(n),
+                Step::Parent => {
+                    requested.pop();
+                }
+            }
+        }
+        self.rules_in(root).check_denied(&requested, input)?;
         let mut stack: Vec<Dir> = Vec::new();
         let mut names: Vec<OsString> = Vec::new();
         let mut links = 0usize;
@@ -199,6 +211,10 @@ impl Sandbox {
                     pending = rest;
                 }
                 Kind::Dir if !is_last => {
+                    // Nothing inside a denied directory is looked at (a
+                    // symlink may have led here under another name).
+                    let here: PathBuf = names.iter().chain(std::iter::once(&name)).collect();
+                    self.rules_in(root).check_denied(&here, input)?;
                     let next = dir.open_dir_nofollow(&name).map_err(|e| io_error("resolving", input, e))?;
                     stack.push(next);
                     names.push(name);

@@ -1,4 +1,4 @@
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
@@ -52,6 +52,29 @@ impl Compiled {
     fn first_match_within(&self, rel: &Path) -> Option<&str> {
         rel.ancestors().filter(|a| !a.as_os_str().is_empty()).find_map(|a| self.first_match(a))
     }
+
+    /// [`Compiled::first_match`] of `rel` in its root and in every root that
+    /// contains that root (`outer`: the root's path in each of them).
+    fn first_match_in(&self, rel: &Path, outer: &[PathBuf]) -> Option<&str> {
+        self.first_match(rel).or_else(|| outer.iter().find_map(|p| self.first_match(&p.join(rel))))
+    }
+
+    /// [`Compiled::first_match_within`], likewise in every containing root.
+    fn first_match_within_in(&self, rel: &Path, outer: &[PathBuf]) -> Option<&str> {
+        self.first_match_within(rel).or_else(|| outer.iter().find_map(|p| self.first_match_within(&p.join(rel))))
+    }
+}
+
+/// The rules as they apply below one root: its own paths, and the same
+/// paths seen from every root that contains it, so that a root nested in
+/// another (`--root W --root W/x/.git`) never lifts a protection of the
+/// outer one. A token's scope is checked once, relative to the root the
+/// path resolved under.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InRoot<'a> {
+    pub(crate) rules: &'a Rules,
+    /// The root's path relative to each root that contains it.
+    pub(crate) outer: &'a [PathBuf],
 }
 
 impl Rules {
@@ -68,17 +91,37 @@ impl Rules {
         }
     }
 
+    /// These rules as they apply below a root nested in others (`outer`:
+    /// its path in each of them; empty for a root inside no other).
+    pub(crate) fn in_root<'a>(&'a self, outer: &'a [PathBuf]) -> InRoot<'a> {
+        InRoot { rules: self, outer }
+    }
+}
+
+impl InRoot<'_> {
     /// Whether the entry `rel` is hidden and unreadable. Only `rel` itself
     /// is matched: callers (listings, walks) have already checked the
     /// directory it lies in.
     pub(crate) fn is_denied(&self, rel: &Path) -> bool {
-        self.deny.set.is_match(rel)
+        self.rules.deny.set.is_match(rel) || self.outer.iter().any(|p| self.rules.deny.set.is_match(p.join(rel)))
+    }
+
+    /// Refuses `rel` when a deny rule matches it or a directory above it,
+    /// whether or not it exists: the resolver asks this of the path as
+    /// requested and of every directory it enters, so that a denied name
+    /// (`nothere.key`) or what lies in a denied directory (`.env/x`) gets
+    /// the same answer as an existing one, and cannot be probed.
+    pub(crate) fn check_denied(&self, rel: &Path, shown: &str) -> Result<(), GuardError> {
+        match self.rules.deny.first_match_within_in(rel, self.outer) {
+            Some(glob) => Err(protected(shown, Rule::Deny, glob)),
+            None => Ok(()),
+        }
     }
 
     /// Refuses reading `rel` (shown to the caller as `shown`): a deny rule
     /// matching it, or any directory above it, refuses.
     pub(crate) fn check_read(&self, rel: &Path, shown: &str) -> Result<(), GuardError> {
-        match self.deny.first_match_within(rel) {
+        match self.rules.deny.first_match_within_in(rel, self.outer) {
             Some(glob) => Err(protected(shown, Rule::Deny, glob)),
             None => check_scope(rel, shown),
         }
@@ -89,33 +132,35 @@ impl Rules {
     /// contents it covers.
     pub(crate) fn check_write(&self, rel: &Path, shown: &str) -> Result<(), GuardError> {
         self.check_read(rel, shown)?;
-        if let Some(glob) = self.readonly.first_match_within(rel) {
+        if let Some(glob) = self.rules.readonly.first_match_within_in(rel, self.outer) {
             return Err(protected(shown, Rule::ReadOnly, glob));
         }
         self.check_write_contents(rel, shown)
     }
 
-    /// Like [`Rules::check_write`] for an entry met while scanning a
+    /// Like [`InRoot::check_write`] for an entry met while scanning a
     /// directory that passed `check_write` already, top-down: the
     /// directories above `rel` were checked, so only `rel` itself is.
     pub(crate) fn check_write_entry(&self, rel: &Path, shown: &str) -> Result<(), GuardError> {
-        if let Some(glob) = self.deny.first_match(rel) {
+        if let Some(glob) = self.rules.deny.first_match_in(rel, self.outer) {
             return Err(protected(shown, Rule::Deny, glob));
         }
-        if let Some(glob) = self.readonly.first_match(rel) {
+        if let Some(glob) = self.rules.readonly.first_match_in(rel, self.outer) {
             return Err(protected(shown, Rule::ReadOnly, glob));
         }
         self.check_write_contents(rel, shown)
     }
 
-    /// Refuses changing a directory whose contents a readonly rule covers.
+    /// Refuses changing a directory whose contents a readonly rule covers
+    /// (in this root, or seen from a root that contains it: the nested
+    /// root itself may be such a directory).
     fn check_write_contents(&self, rel: &Path, shown: &str) -> Result<(), GuardError> {
-        if !rel.as_os_str().is_empty()
-            && let Some(glob) = self.readonly.first_match(&rel.join(PROBE))
-        {
-            return Err(protected(shown, Rule::ReadOnly, glob));
+        let probe = |rel: &Path| self.rules.readonly.first_match(&rel.join(PROBE));
+        let found = if rel.as_os_str().is_empty() { None } else { probe(rel) };
+        match found.or_else(|| self.outer.iter().find_map(|p| probe(&p.join(rel)))) {
+            Some(glob) => Err(protected(shown, Rule::ReadOnly, glob)),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -193,16 +238,16 @@ mod tests {
         let r = Rules::none();
         let scope = std::sync::Arc::new(Scope::new(&["notes/**".to_string(), "todo.txt".to_string()]).unwrap());
         with_scope(Some(scope), || {
-            assert!(r.check_write(Path::new("notes/a/b.txt"), "x").is_ok());
-            assert!(r.check_read(Path::new("todo.txt"), "x").is_ok());
-            let e = r.check_write(Path::new("src/main.rs"), "src/main.rs").unwrap_err();
+            assert!(r.in_root(&[]).check_write(Path::new("notes/a/b.txt"), "x").is_ok());
+            assert!(r.in_root(&[]).check_read(Path::new("todo.txt"), "x").is_ok());
+            let e = r.in_root(&[]).check_write(Path::new("src/main.rs"), "src/main.rs").unwrap_err();
             assert!(matches!(e, GuardError::OutOfScope { .. }) && e.is_refusal(), "{e}");
             // Another thread is not confined.
-            std::thread::spawn(|| assert!(Rules::none().check_write(Path::new("src/main.rs"), "x").is_ok()))
+            std::thread::spawn(|| assert!(Rules::none().in_root(&[]).check_write(Path::new("src/main.rs"), "x").is_ok()))
                 .join()
                 .unwrap();
         });
-        assert!(r.check_write(Path::new("src/main.rs"), "x").is_ok(), "the scope ends with the call");
+        assert!(r.in_root(&[]).check_write(Path::new("src/main.rs"), "x").is_ok(), "the scope ends with the call");
     }
 
     #[test]
@@ -210,10 +255,10 @@ mod tests {
         let r = rules();
         for denied in [".env", "a/b/.env", ".env.local", "x/server.pem", "k.key", "home/.ssh/id_rsa.pub", "id_ed25519"]
         {
-            assert!(r.check_read(Path::new(denied), denied).is_err(), "{denied}");
+            assert!(r.in_root(&[]).check_read(Path::new(denied), denied).is_err(), "{denied}");
         }
         for fine in ["env", "a/.envrc", "notes.txt", "keys/readme", "src/key.rs", ".git/config"] {
-            assert!(r.check_read(Path::new(fine), fine).is_ok(), "{fine}");
+            assert!(r.in_root(&[]).check_read(Path::new(fine), fine).is_ok(), "{fine}");
         }
     }
 
@@ -221,26 +266,51 @@ mod tests {
     fn readonly_covers_the_directory_and_its_contents() {
         let r = rules();
         for ro in [".git", ".git/config", ".git/hooks/pre-commit"] {
-            let e = r.check_write(Path::new(ro), ro).unwrap_err();
+            let e = r.in_root(&[]).check_write(Path::new(ro), ro).unwrap_err();
             assert!(e.to_string().contains("paths.readonly"), "{e}");
         }
         for fine in ["src/.git.txt", "git/x", "a/.gitignore"] {
-            assert!(r.check_write(Path::new(fine), fine).is_ok(), "{fine}");
+            assert!(r.in_root(&[]).check_write(Path::new(fine), fine).is_ok(), "{fine}");
         }
         // The root itself is not covered by `.git/**`.
-        assert!(r.check_write(Path::new(""), ".").is_ok());
+        assert!(r.in_root(&[]).check_write(Path::new(""), ".").is_ok());
     }
 
     #[test]
     fn a_rule_matching_a_directory_covers_its_contents() {
         let r = rules();
         for inside in [".env/bin/activate", "a/keys.pem/cert", "home/id_rsa.d/x"] {
-            assert!(r.check_read(Path::new(inside), inside).is_err(), "{inside}");
-            assert!(r.check_write(Path::new(inside), inside).is_err(), "{inside}");
+            assert!(r.in_root(&[]).check_read(Path::new(inside), inside).is_err(), "{inside}");
+            assert!(r.in_root(&[]).check_write(Path::new(inside), inside).is_err(), "{inside}");
         }
         // The entry check looks at the entry alone (its parents were checked).
-        assert!(r.check_write_entry(Path::new(".env/bin"), "x").is_ok());
-        assert!(r.check_write_entry(Path::new("a/.env"), "x").is_err());
-        assert!(r.check_write_entry(Path::new(".git"), "x").is_err());
+        assert!(r.in_root(&[]).check_write_entry(Path::new(".env/bin"), "x").is_ok());
+        assert!(r.in_root(&[]).check_write_entry(Path::new("a/.env"), "x").is_err());
+        assert!(r.in_root(&[]).check_write_entry(Path::new(".git"), "x").is_err());
+    }
+
+    #[test]
+    fn a_nested_root_keeps_the_protections_of_the_roots_around_it() {
+        // The defaults of the config: every repository's `.git`, and `.env` anywhere.
+        let r = Rules::new(&["**/.git/**".to_string()], &["**/.env".to_string()]).unwrap();
+        // A root at `x/.git` inside another: `config` there is `x/.git/config`.
+        let outer = [PathBuf::from("x/.git")];
+        let inner = r.in_root(&outer);
+        for path in ["config", "hooks/pre-commit", "new-file"] {
+            let e = inner.check_write(Path::new(path), path).unwrap_err();
+            assert!(e.to_string().contains("paths.readonly"), "{path}: {e}");
+            assert!(inner.check_write_entry(Path::new(path), path).is_err(), "{path}");
+        }
+        assert!(inner.check_read(Path::new("config"), "config").is_ok(), "readonly still reads");
+        // Seen from the outer root, the nested root's own anchored rules
+        // still apply inside it, and the outer's deny rules too.
+        let a = [PathBuf::from("a")];
+        assert!(r.in_root(&a).is_denied(Path::new(".env")));
+        let anchored = Rules::new(&[], &["secrets/**".to_string()]).unwrap();
+        let secrets = [PathBuf::from("secrets")];
+        let nested = anchored.in_root(&secrets);
+        assert!(nested.check_read(Path::new("token.txt"), "token.txt").is_err());
+        assert!(nested.is_denied(Path::new("token.txt")));
+        assert!(anchored.in_root(&[]).check_read(Path::new("token.txt"), "token.txt").is_ok());
     }
 }

@@ -11,6 +11,7 @@ use cap_std::ambient_authority;
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt, Permissions, PermissionsExt};
 
 use crate::error::{GuardError, io_error};
+use crate::rules::InRoot;
 use crate::resolve::{Kind, Last, Resolved, lossy};
 use crate::rules::Rules;
 
@@ -37,6 +38,9 @@ pub(crate) struct Root {
 pub struct Sandbox {
     pub(crate) roots: Vec<Root>,
     pub(crate) rules: Rules,
+    /// For each root, its path relative to every other root that contains
+    /// it: those roots' protected paths apply inside it too.
+    outer: Vec<Vec<PathBuf>>,
     max_read: u64,
 }
 
@@ -139,7 +143,34 @@ impl Sandbox {
             }
             opened.push(Root { host, given, dir });
         }
-        Ok(Sandbox { roots: opened, rules: options.rules, max_read: options.max_read })
+        let outer = opened
+            .iter()
+            .map(|inner| {
+                let others = opened.iter().filter(|o| o.host != inner.host);
+                others.filter_map(|o| inner.host.strip_prefix(&o.host).ok().map(Path::to_path_buf)).collect()
+            })
+            .collect();
+        Ok(Sandbox { roots: opened, rules: options.rules, outer, max_read: options.max_read })
+    }
+
+    /// The roots that lie inside another root, each with the root it lies
+    /// in: every protection of the outer root applies inside the inner one
+    /// (a nested root never lifts one), which the operator may not expect.
+    pub fn nested_roots(&self) -> Vec<(&Path, &Path)> {
+        let mut out = Vec::new();
+        for (inner, outer) in self.roots.iter().zip(&self.outer) {
+            for prefix in outer {
+                if let Some(o) = self.roots.iter().find(|o| o.host.join(prefix) == inner.host) {
+                    out.push((inner.host.as_path(), o.host.as_path()));
+                }
+            }
+        }
+        out
+    }
+
+    /// The protected-path rules as they apply below root `root`.
+    pub(crate) fn rules_in(&self, root: usize) -> InRoot<'_> {
+        self.rules.in_root(&self.outer[root])
     }
 
     /// The roots, as canonical absolute paths, the first one first.
@@ -198,7 +229,7 @@ impl Sandbox {
             let r = self.resolve(path, Last::CreateDirs)?;
             let mut rel = r.rel();
             rel.extend(&r.tail);
-            self.rules.check_read(&rel, path)?;
+            self.rules_in(r.root).check_read(&rel, path)?;
             Ok(under(&self.roots[r.root].host, &rel))
         })();
         checked.map_err(|e: GuardError| if path == input { e } else { e.shown_as(input) })
@@ -272,7 +303,7 @@ impl Sandbox {
     fn open_file(&self, input: &str, cap: Cap) -> Result<(cap_std::fs::File, u64), GuardError> {
         let not_a_file = || GuardError::Io { op: "reading", path: input.to_owned(), kind: io::ErrorKind::InvalidInput };
         let r = self.resolve(input, Last::Follow)?;
-        self.rules.check_read(&r.rel(), input)?;
+        self.rules_in(r.root).check_read(&r.rel(), input)?;
         let Some(name) = &r.name else {
             return Err(GuardError::IsADirectory { path: input.to_owned() });
         };
@@ -313,7 +344,7 @@ impl Sandbox {
     /// its permission bits. Returns whether the file was created.
     pub fn write(&self, input: &str, contents: &[u8]) -> Result<bool, GuardError> {
         let r = self.resolve(input, Last::FollowMaybeMissing)?;
-        self.rules.check_write(&r.rel(), input)?;
+        self.rules_in(r.root).check_write(&r.rel(), input)?;
         self.write_resolved(&r, input, contents)
     }
 
@@ -379,15 +410,16 @@ impl Sandbox {
         let r = self.resolve(input, Last::CreateDirs)?;
         let mut rel = r.rel();
         match r.kind {
-            Kind::Dir => return self.rules.check_read(&rel, input),
+            Kind::Dir => return self.rules_in(r.root).check_read(&rel, input),
             Kind::Missing => {}
             _ => return Err(GuardError::AlreadyExists { path: input.to_owned() }),
         }
         let name = self.mutable_name(&r, input, "create")?;
-        self.rules.check_write(&rel, input)?;
+        let rules = self.rules_in(r.root);
+        rules.check_write(&rel, input)?;
         for n in &r.tail {
             rel.push(n);
-            self.rules.check_write(&rel, input)?;
+            rules.check_write(&rel, input)?;
         }
         let create = |dir: &Dir, name: &OsString| -> Result<Dir, GuardError> {
             match dir.create_dir(name) {
@@ -409,12 +441,13 @@ impl Sandbox {
 
     /// Lists a directory; entries the deny rules match are left out.
     pub fn list(&self, input: &str) -> Result<Vec<Entry>, GuardError> {
-        let (dir, rel) = self.open_dir(input)?;
+        let (dir, rel, root) = self.open_dir_in_root(input, "listing")?;
+        let rules = self.rules_in(root);
         let mut out = Vec::new();
         for entry in dir.entries().map_err(|e| io_error("listing", input, e))? {
             let entry = entry.map_err(|e| io_error("listing", input, e))?;
             let name = entry.file_name();
-            if self.rules.is_denied(&rel.join(&name)) {
+            if rules.is_denied(&rel.join(&name)) {
                 continue;
             }
             if out.len() >= MAX_ENTRIES {
@@ -430,9 +463,9 @@ impl Sandbox {
     /// symlinks. Entries the deny rules match are neither visited nor
     /// entered. `visit` returns whether to descend into a directory.
     pub fn walk(&self, input: &str, mut visit: impl FnMut(&WalkEntry<'_>) -> bool) -> Result<(), GuardError> {
-        let (dir, rel) = self.open_dir(input)?;
+        let (dir, rel, root) = self.open_dir_in_root(input, "listing")?;
         let mut count = 0usize;
-        self.walk_dir(input, &dir, &rel, "", 1, &mut count, &mut visit)
+        self.walk_dir(input, &dir, (self.rules_in(root), &rel), "", 1, &mut count, &mut visit)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -440,7 +473,7 @@ impl Sandbox {
         &self,
         input: &str,
         dir: &Dir,
-        root_rel: &Path,
+        (rules, root_rel): (InRoot<'_>, &Path),
         prefix: &str,
         depth: usize,
         count: &mut usize,
@@ -459,7 +492,7 @@ impl Sandbox {
         for (name, kind) in entries {
             let text = lossy(&name);
             let rel = if prefix.is_empty() { text.to_string() } else { format!("{prefix}/{text}") };
-            if self.rules.is_denied(&root_rel.join(&rel)) {
+            if rules.is_denied(&root_rel.join(&rel)) {
                 continue;
             }
             *count += 1;
@@ -469,7 +502,7 @@ impl Sandbox {
             let descend = visit(&WalkEntry { rel: &rel, name: &text, kind, depth });
             if descend && kind == EntryKind::Dir {
                 match dir.open_dir_nofollow(&name) {
-                    Ok(sub) => self.walk_dir(input, &sub, root_rel, &rel, depth + 1, count, visit)?,
+                    Ok(sub) => self.walk_dir(input, &sub, (rules, root_rel), &rel, depth + 1, count, visit)?,
                     // Vanished or replaced since it was listed: skip it.
                     Err(_) => continue,
                 }
@@ -478,16 +511,12 @@ impl Sandbox {
         Ok(())
     }
 
-    fn open_dir(&self, input: &str) -> Result<(Dir, PathBuf), GuardError> {
-        self.open_dir_in_root(input, "listing").map(|(dir, rel, _)| (dir, rel))
-    }
-
     /// Opens a directory for reading its entries: the handle, its path
     /// relative to its root, and the root's index.
     fn open_dir_in_root(&self, input: &str, op: &'static str) -> Result<(Dir, PathBuf, usize), GuardError> {
         let r = self.resolve(input, Last::Follow)?;
         let rel = r.rel();
-        self.rules.check_read(&rel, input)?;
+        self.rules_in(r.root).check_read(&rel, input)?;
         if r.kind != Kind::Dir {
             return Err(GuardError::NotDirectory { path: input.to_owned() });
         }
@@ -502,7 +531,7 @@ impl Sandbox {
     /// Metadata of a file or directory (symlinks inside the roots followed).
     pub fn info(&self, input: &str) -> Result<Info, GuardError> {
         let r = self.resolve(input, Last::Follow)?;
-        self.rules.check_read(&r.rel(), input)?;
+        self.rules_in(r.root).check_read(&r.rel(), input)?;
         let meta = match &r.name {
             Some(n) => r.dir.symlink_metadata(n),
             None => r.dir.dir_metadata(),
@@ -534,12 +563,13 @@ impl Sandbox {
             return Err(GuardError::AlreadyExists { path: to.to_owned() });
         }
         let (src_rel, dst_rel) = (src.rel(), dst.rel());
-        self.rules.check_write(&src_rel, from)?;
-        self.rules.check_write(&dst_rel, to)?;
+        let (src_rules, dst_rules) = (self.rules_in(src.root), self.rules_in(dst.root));
+        src_rules.check_write(&src_rel, from)?;
+        dst_rules.check_write(&dst_rel, to)?;
         if src.kind == Kind::Dir {
             self.check_subtree(&src, from, |rel| {
-                self.rules.check_write_entry(&src_rel.join(rel), &format!("{from}/{rel}"))?;
-                self.rules.check_write_entry(&dst_rel.join(rel), &format!("{to}/{rel}"))
+                src_rules.check_write_entry(&src_rel.join(rel), &format!("{from}/{rel}"))?;
+                dst_rules.check_write_entry(&dst_rel.join(rel), &format!("{to}/{rel}"))
             })?;
         }
         rustix::fs::renameat_with(&*src.dir, src_name, &*dst.dir, dst_name, rustix::fs::RenameFlags::NOREPLACE)
@@ -569,11 +599,13 @@ impl Sandbox {
     pub(crate) fn check_removal(&self, r: &Resolved<'_>, input: &str, recursive: bool) -> Result<(), GuardError> {
         self.mutable_name(r, input, "delete")?;
         let rel = r.rel();
-        self.rules.check_write(&rel, input)?;
+        let rules = self.rules_in(r.root);
+        rules.check_write(&rel, input)?;
         match r.kind {
             Kind::Missing => Err(GuardError::NotFound { path: input.to_owned() }),
-            Kind::Dir if recursive => self
-                .check_subtree(r, input, |sub| self.rules.check_write_entry(&rel.join(sub), &format!("{input}/{sub}"))),
+            Kind::Dir if recursive => {
+                self.check_subtree(r, input, |sub| rules.check_write_entry(&rel.join(sub), &format!("{input}/{sub}")))
+            }
             _ => Ok(()),
         }
     }

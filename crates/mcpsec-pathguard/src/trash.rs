@@ -982,7 +982,7 @@ impl Sandbox {
         if r.kind == Kind::Dir {
             let checked = if recursive {
                 self.check_tree(&r.dir, &staged, input, |sub| {
-                    self.rules.check_write_entry(&rel.join(sub), &format!("{input}/{sub}"))
+                    self.rules_in(r.root).check_write_entry(&rel.join(sub), &format!("{input}/{sub}"))
                 })
             } else {
                 match r.dir.open_dir_nofollow(&staged).map(|d| d.entries().map(|mut e| e.next().is_none())) {
@@ -1032,7 +1032,7 @@ impl Sandbox {
         limit: u64,
     ) -> Result<Option<Written>, GuardError> {
         let r = self.resolve(input, Last::FollowMaybeMissing)?;
-        self.rules.check_write(&r.rel(), input)?;
+        self.rules_in(r.root).check_write(&r.rel(), input)?;
         let name = self.mutable_name(&r, input, "overwrite")?;
         match r.kind {
             Kind::Dir => return Err(GuardError::IsADirectory { path: input.to_owned() }),

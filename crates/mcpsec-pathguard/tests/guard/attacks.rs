@@ -188,7 +188,7 @@ fn read_attacks() {
         ("file used as a directory", Read, "f.txt/../../ws-evil/secret", Fails),
         ("backslashes are not separators", Read, "..\\ws-evil\\secret", Fails),
         ("url-encoded separators", Read, "..%2fws-evil%2fsecret", Fails),
-        ("tilde is not home", Read, "~/.ssh/id_rsa", Fails),
+        ("tilde is not home", Read, "~/.ssh/config", Fails),
         ("NUL byte", Read, "f.txt\0/../../ws-evil/secret", Invalid),
         ("empty path", Read, "", Invalid),
         ("5000-byte path", Read, "{long}", Invalid),

@@ -75,6 +75,33 @@ fn denied_files_are_unreadable() {
 }
 
 #[test]
+fn denied_names_cannot_be_probed_for_existence() {
+    let fx = fixture();
+    let sb = fx.sandbox();
+    // The same refusal, word for word, whether the denied name exists or not,
+    // and for anything inside a denied directory (through a symlink too).
+    fx.link("envdir", "conf/.env");
+    let pairs = [
+        ("k.key", "nothere.key"),
+        ("proj/.env", "proj/nothere/.env"),
+        ("conf/.env/value", "conf/.env/nothere"),
+        ("envdir/value", "envdir/nothere"),
+        (".ssh/id_rsa", ".ssh/id_rsa_nothere"),
+    ];
+    for (there, not_there) in pairs {
+        let a = refused(sb.read(there), there);
+        let b = refused(sb.read(not_there), not_there);
+        assert_protected(&a, Rule::Deny, there);
+        assert_protected(&b, Rule::Deny, not_there);
+        assert_eq!(a.to_string().replace(there, "P"), b.to_string().replace(not_there, "P"), "{there} / {not_there}");
+        for op in [sb.info(not_there).map(drop), sb.write(not_there, b"x").map(drop), sb.remove(not_there, false)] {
+            assert_protected(&refused(op, not_there), Rule::Deny, not_there);
+        }
+    }
+    assert!(!fx.root.join("nothere.key").exists(), "nothing was created");
+}
+
+#[test]
 fn denied_files_are_not_reachable_through_innocent_symlinks() {
     let fx = fixture();
     let sb = fx.sandbox();
