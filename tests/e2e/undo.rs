@@ -222,6 +222,53 @@ async fn undo_refuses_to_overwrite_a_later_change_unless_forced() {
     assert_eq!(env.cli(&["audit", "verify"]).0, 0);
 }
 
+/// The review's attack on the undo of a move: a→b, b→c, important→b, then
+/// undo of the first move would move `important` to `a`.
+#[tokio::test]
+async fn undo_of_a_move_moves_back_only_what_the_move_put_there() {
+    let env = Env::new();
+    let cfg = env.config(ALLOW_ALL);
+    env.write("ws/a.txt", "a\n");
+    env.write("ws/important.txt", "important\n");
+    let c = env.start(Protocol::Legacy, &["--config", cfg.to_str().unwrap()]).await;
+    c.ok("move_file", json!({"source": "a.txt", "destination": "b.txt"})).await;
+    let (first, d) = last_undo(&env, "move_file");
+    assert_eq!(d["moved_sha256"].as_str(), Some(sha256(b"a\n").as_str()), "{d}");
+    c.ok("move_file", json!({"source": "b.txt", "destination": "c.txt"})).await;
+    c.ok("move_file", json!({"source": "important.txt", "destination": "b.txt"})).await;
+    c.close().await;
+    let (code, _, err) = undo(&env, &[&first.to_string()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("something other than what `move_file` moved there") && err.contains("--force"), "{err}");
+    assert_eq!(env.read("ws/b.txt"), "important\n");
+    assert!(!env.exists("ws/a.txt"));
+    // The same object moved back by hand: undo goes ahead.
+    std::fs::rename(env.root().join("b.txt"), env.root().join("important.txt")).unwrap();
+    std::fs::rename(env.root().join("c.txt"), env.root().join("b.txt")).unwrap();
+    let (code, _, err) = undo(&env, &[&first.to_string()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(env.read("ws/a.txt"), "a\n");
+    assert_eq!(env.read("ws/important.txt"), "important\n");
+    assert_eq!(env.cli(&["audit", "verify"]).0, 0);
+}
+
+#[tokio::test]
+async fn undo_of_a_move_whose_destination_changed_needs_force() {
+    let env = Env::new();
+    let cfg = env.config(ALLOW_ALL);
+    env.write("ws/a.txt", "a\n");
+    let c = env.start(Protocol::Legacy, &["--config", cfg.to_str().unwrap()]).await;
+    c.ok("move_file", json!({"source": "a.txt", "destination": "b.txt"})).await;
+    let (seq, _) = last_undo(&env, "move_file");
+    c.close().await;
+    env.write("ws/b.txt", "edited since\n");
+    let (code, _, err) = undo(&env, &[&seq.to_string()]);
+    assert_eq!(code, 1, "{err}");
+    let (code, _, err) = undo(&env, &["--force", &seq.to_string()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(env.read("ws/a.txt"), "edited since\n");
+}
+
 #[tokio::test]
 async fn a_tampered_trash_entry_is_not_restored() {
     let env = Env::new();

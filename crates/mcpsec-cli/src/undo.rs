@@ -374,6 +374,9 @@ fn mismatch(recorded: &serde_json::Value, m: &Manifest) -> Option<String> {
     if text("moved_to") != m.moved_to {
         return Some("the destination of the move".into());
     }
+    if text("moved_sha256") != m.moved_sha256 {
+        return Some("what the move put at its destination".into());
+    }
     if text("left_sha256") != m.left_sha256 {
         return Some("what the call left".into());
     }
@@ -449,9 +452,29 @@ fn plan(ctx: &Ctx<'_>, trash: &Trash, manifest: Manifest, force: bool, unverifie
     let target_text = text(&target)?;
     if manifest.action == Action::Move {
         let to = manifest.moved_to.as_deref().ok_or_else(|| anyhow!("trash entry {seq}: a move without moved_to"))?;
-        if sandbox.describe_current(to)?.is_none() {
+        let Some(there) = sandbox.describe_current(to)? else {
             eprintln!("mcpsec: refused: {to} no longer exists (moved or deleted since), so it cannot be moved back");
             return Err(Failed.into());
+        };
+        match &manifest.moved_sha256 {
+            Some(moved) if *moved == there.sha256 => {}
+            Some(_) => refuse(
+                format!(
+                    "{to} holds something other than what `{}` moved there (changed or replaced since); --force \
+                     moves whatever is there now back to {}",
+                    manifest.tool,
+                    target.display()
+                ),
+                &mut forced,
+            )?,
+            None => refuse(
+                format!(
+                    "trash entry {seq} does not record what `{}` moved to {to} (written by an older mcpsec), so \
+                     undo cannot tell it is still there; --force moves whatever is there now back",
+                    manifest.tool
+                ),
+                &mut forced,
+            )?,
         }
         if sandbox.describe_current(target_text)?.is_some() {
             eprintln!(
@@ -531,6 +554,7 @@ fn restore(trash: &Trash, plan: &Plan, intent_seq: u64) -> Result<Option<(u64, S
             kept: Some(replaced),
             left_sha256: Some(kept.sha256.clone()),
             moved_to: None,
+            moved_sha256: None,
         })?;
     }
     trash.remove(m.seq)?;

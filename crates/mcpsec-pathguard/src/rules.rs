@@ -243,9 +243,11 @@ mod tests {
             let e = r.in_root(&[]).check_write(Path::new("src/main.rs"), "src/main.rs").unwrap_err();
             assert!(matches!(e, GuardError::OutOfScope { .. }) && e.is_refusal(), "{e}");
             // Another thread is not confined.
-            std::thread::spawn(|| assert!(Rules::none().in_root(&[]).check_write(Path::new("src/main.rs"), "x").is_ok()))
-                .join()
-                .unwrap();
+            std::thread::spawn(|| {
+                assert!(Rules::none().in_root(&[]).check_write(Path::new("src/main.rs"), "x").is_ok())
+            })
+            .join()
+            .unwrap();
         });
         assert!(r.in_root(&[]).check_write(Path::new("src/main.rs"), "x").is_ok(), "the scope ends with the call");
     }

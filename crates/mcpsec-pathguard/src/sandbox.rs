@@ -11,8 +11,8 @@ use cap_std::ambient_authority;
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt, Permissions, PermissionsExt};
 
 use crate::error::{GuardError, io_error};
-use crate::rules::InRoot;
 use crate::resolve::{Kind, Last, Resolved, lossy};
+use crate::rules::InRoot;
 use crate::rules::Rules;
 
 /// The most entries a listing, tree, search or recursive check visits.

@@ -194,6 +194,12 @@ pub struct Manifest {
     /// Where a move put it, below the same root (move).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moved_to: Option<String>,
+    /// What a move put there: [`Kept::sha256`] of the object at `moved_to`
+    /// right after the move (a file's content hash, a tree's digest), so
+    /// that undo moves back only that object. Absent in entries of an older
+    /// mcpsec, and when the object could not be described.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_sha256: Option<String>,
 }
 
 impl Manifest {

@@ -182,6 +182,8 @@ impl Undo {
         sb.rename(from, to)?;
         let mut manifest = self.manifest(seq, tool, Action::Move, root, rel);
         manifest.moved_to = sb.locate_resolved(to).map(|(r, p)| r.join(p).display().to_string()).ok();
+        // What now sits at the destination: undo moves back only that.
+        manifest.moved_sha256 = sb.describe_current(to).ok().flatten().map(|k| k.sha256);
         let committed = slot.commit(&manifest);
         set_kept(details(&manifest, committed.err()));
         Ok(())
@@ -201,6 +203,7 @@ impl Undo {
             kept: None,
             left_sha256: None,
             moved_to: None,
+            moved_sha256: None,
         }
     }
 
@@ -251,6 +254,9 @@ fn details(m: &Manifest, error: Option<std::io::Error>) -> Value {
     }
     if let Some(t) = &m.moved_to {
         d["moved_to"] = json!(t);
+    }
+    if let Some(h) = &m.moved_sha256 {
+        d["moved_sha256"] = json!(h);
     }
     if let Some(e) = error {
         d["error"] = json!(format!("the entry's manifest could not be written: {e}"));

@@ -262,6 +262,7 @@ fn manifest(seq: u64, at: &mcpsec_pathguard::trash::KeptAt) -> mcpsec_pathguard:
         kept: Some(at.kept.clone()),
         left_sha256: None,
         moved_to: None,
+        moved_sha256: None,
     }
 }
 
