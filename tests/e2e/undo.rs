@@ -329,8 +329,9 @@ async fn retention_purges_the_oldest_first_and_a_full_trash_behaves_as_configure
         env.write(&format!("ws/f{i}.txt"), &four_k);
     }
     env.write("ws/big.txt", &"y".repeat(20_000));
-    // purge_oldest: room for two 4 KiB entries.
-    let cfg = env.config(&format!("{ALLOW_ALL}[undo]\nmax_size = \"10KiB\"\n"));
+    // purge_oldest: room for two 4 KiB entries (and no minimum age here:
+    // see the next test for `min_keep`).
+    let cfg = env.config(&format!("{ALLOW_ALL}[undo]\nmax_size = \"10KiB\"\nmin_keep = \"0s\"\n"));
     let c = env.start(Protocol::Modern, &["--config", cfg.to_str().unwrap()]).await;
     let mut seqs = Vec::new();
     for i in 0..4 {
@@ -381,6 +382,39 @@ async fn retention_purges_the_oldest_first_and_a_full_trash_behaves_as_configure
     let left = poll(|| listed(&env), Vec::is_empty);
     assert!(left.is_empty(), "{left:?}");
     c.close().await;
+}
+
+/// Review finding: a 1 GiB sparse file (4 KiB on disk) was charged 1 GiB
+/// and purged every older entry, a delete answered a second before too.
+#[tokio::test]
+async fn a_model_cannot_push_its_recent_undo_history_out_of_the_trash() {
+    let env = Env::new();
+    let dense = "d".repeat(400 << 10);
+    for name in ["d0", "d1", "d2"] {
+        env.write(&format!("ws/{name}"), &dense);
+    }
+    let f = std::fs::File::create(env.root().join("sparse")).unwrap();
+    f.set_len(768 << 10).unwrap();
+    std::os::unix::fs::FileExt::write_at(&f, b"data", 1000).unwrap();
+    drop(f);
+    let cfg = env.config(&format!("{ALLOW_ALL}[undo]\nmax_size = \"1MiB\"\n"));
+    let c = env.start(Protocol::Legacy, &["--config", cfg.to_str().unwrap()]).await;
+    c.ok("delete_file", path("d0")).await;
+    c.ok("delete_file", path("sparse")).await;
+    let (_, d) = last_undo(&env, "delete_file");
+    assert_eq!(d["size"].as_u64(), Some(768 << 10), "{d}");
+    assert!(d["disk"].as_u64().unwrap() <= 64 << 10, "charged its blocks: {d}");
+    c.ok("delete_file", path("d1")).await;
+    // A third 400 KiB entry would need a purge of entries younger than
+    // [undo] min_keep (10 minutes): refused, and nothing is purged.
+    let e = c.err("delete_file", path("d2")).await;
+    assert!(e.contains("min_keep") && e.contains("could not be kept for undo"), "{e}");
+    assert!(env.exists("ws/d2"));
+    c.close().await;
+    let (code, out, err) = env.cli(&["trash", "list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(serde_json::from_str::<Vec<Value>>(&out).unwrap().len(), 3, "{out}");
+    assert!(!env.audit_records().iter().any(|r| r["event"] == "trash_purge"));
 }
 
 #[tokio::test]

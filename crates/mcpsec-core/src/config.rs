@@ -109,6 +109,10 @@ pub struct UndoConfig {
     pub disabled_for: Vec<Capability>,
     /// How long entries are kept (default 7 days).
     pub retention: Duration,
+    /// No automatic purge removes an entry younger than this (default 10
+    /// minutes): a call that would need it is refused, so a model cannot
+    /// push the undo history of its own recent calls out of the trash.
+    pub min_keep: Duration,
     /// The most the trash holds, in bytes (default 1 GiB).
     pub max_size: u64,
     /// What happens when an entry would take the trash past `max_size`.
@@ -121,6 +125,7 @@ impl Default for UndoConfig {
             enabled: true,
             disabled_for: Vec::new(),
             retention: Duration::from_secs(7 * 86_400),
+            min_keep: Duration::from_secs(600),
             max_size: 1 << 30,
             on_full: OnFull::PurgeOldest,
         }
@@ -443,6 +448,7 @@ struct RawUndo {
     enabled: Option<bool>,
     disabled_for: Option<Vec<Capability>>,
     retention: Option<String>,
+    min_keep: Option<String>,
     max_size: Option<String>,
     on_full: Option<OnFull>,
 }
@@ -693,6 +699,22 @@ impl Config {
                 }
                 config.undo.retention = d;
             }
+            let min_keep_given = u.min_keep.is_some();
+            if let Some(t) = u.min_keep {
+                config.undo.min_keep = units::parse_duration(&t).map_err(|m| value_error("undo.min_keep", m))?;
+            }
+            if !min_keep_given {
+                // A retention shorter than the default minimum bounds it.
+                config.undo.min_keep = config.undo.min_keep.min(config.undo.retention);
+            } else if config.undo.min_keep > config.undo.retention {
+                return Err(value_error(
+                    "undo.min_keep",
+                    format!(
+                        "must not be longer than undo.retention ({:?}): entries are purged by age after the retention",
+                        config.undo.retention
+                    ),
+                ));
+            }
             if let Some(t) = u.max_size {
                 config.undo.max_size = units::parse_size(&t).map_err(|m| value_error("undo.max_size", m))?;
                 if config.undo.max_size == 0 {
@@ -930,5 +952,19 @@ mod tests {
         assert!(e.contains("on_full"), "{e}");
         let e = err("[undo]\ndisabled_for = [\"write_file\"]\n");
         assert!(e.contains("disabled_for") || e.contains("write_file"), "{e}");
+    }
+
+    #[test]
+    fn min_keep_defaults_to_ten_minutes_within_the_retention() {
+        assert_eq!(Config::default().undo.min_keep, Duration::from_secs(600));
+        let c = Config::from_toml_str("[undo]\nmin_keep = \"1h\"\n").unwrap();
+        assert_eq!(c.undo.min_keep, Duration::from_secs(3600));
+        let c = Config::from_toml_str("[undo]\nmin_keep = \"0s\"\n").unwrap();
+        assert_eq!(c.undo.min_keep, Duration::ZERO);
+        // A short retention bounds the default, and refuses a longer minimum.
+        let c = Config::from_toml_str("[undo]\nretention = \"2m\"\n").unwrap();
+        assert_eq!(c.undo.min_keep, Duration::from_secs(120));
+        let e = err("[undo]\nretention = \"2m\"\nmin_keep = \"5m\"\n");
+        assert!(e.contains("undo.min_keep") && e.contains("retention"), "{e}");
     }
 }

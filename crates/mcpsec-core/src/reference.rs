@@ -191,6 +191,11 @@ pub const SECTIONS: &[Section] = &[
                  removal cannot be kept is refused.",
             ),
             key("retention", D("\"7d\""), "Entries older than this are purged (in the background)."),
+            key(
+                "min_keep",
+                D("\"10m\""),
+                "No automatic purge removes an entry younger than this; a call that would need it is refused.",
+            ),
             key("max_size", D("\"1GiB\""), "The most the trash holds; anything larger on its own is refused."),
             key(
                 "on_full",

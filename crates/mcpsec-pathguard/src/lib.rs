@@ -72,4 +72,4 @@ pub mod trash;
 pub use error::{GuardError, Rule};
 pub use rules::{Rules, Scope, compile_glob, with_scope};
 pub use sandbox::{Entry, EntryKind, Info, MAX_ENTRIES, OpenError, Sandbox, SandboxOptions, WalkEntry};
-pub use trash::{Slot, Trash};
+pub use trash::{Room, Slot, Trash};

@@ -89,6 +89,11 @@ pub struct Kept {
     pub entries: Vec<KeptEntry>,
     /// Bytes of file content kept.
     pub size: u64,
+    /// Bytes it takes on disk (allocated blocks of every entry): what the
+    /// trash is charged, so that a sparse file counts for what it holds.
+    /// Absent in manifests of an older mcpsec (then `size` is charged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<u64>,
     /// SHA-256 of a file's content; for a tree or a symlink, of
     /// [`Kept::entries`] in a canonical form.
     pub sha256: String,
@@ -103,6 +108,12 @@ impl Kept {
         self.size == other.size
             && self.entries.len() == other.entries.len()
             && self.entries.iter().zip(&other.entries).all(|(a, b)| key(a) == key(b))
+    }
+
+    /// What the entry is charged against `[undo] max_size`: its blocks on
+    /// disk (its content size for an entry that does not record them).
+    pub fn charge(&self) -> u64 {
+        self.disk.unwrap_or(self.size)
     }
 
     /// Whether [`Kept::sha256`] is the digest of [`Kept::entries`] (and the
@@ -208,13 +219,16 @@ impl Manifest {
         under(&self.root, &self.path)
     }
 
-    /// Bytes the entry takes in the trash (file content).
+    /// Bytes the entry takes in the trash: allocated blocks ([`Kept::charge`]).
     pub fn size(&self) -> u64 {
-        self.kept.as_ref().map_or(0, |k| k.size)
+        self.kept.as_ref().map_or(0, Kept::charge)
     }
 }
 
 /// One entry as found by [`Trash::list`].
+// Listings are short-lived and most entries are complete: boxing the
+// manifest would cost an allocation per entry to save little.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Listed {
     /// A complete entry.
@@ -686,11 +700,45 @@ impl Slot<'_> {
 /// sockets, FIFOs, devices and names that are not UTF-8 (undo could not
 /// restore them faithfully).
 fn describe(dir: &Dir, name: &OsStr) -> io::Result<Kept> {
+    describe_within(dir, name, u64::MAX).map_err(|e| match e {
+        Described::Io(e) => e,
+        Described::Over { .. } => other("it is larger than can be described"),
+    })
+}
+
+/// Why [`describe_within`] stopped.
+enum Described {
+    Io(io::Error),
+    /// Its content passed the bound: at least this many bytes.
+    Over {
+        at_least: u64,
+    },
+}
+
+impl From<io::Error> for Described {
+    fn from(e: io::Error) -> Self {
+        Described::Io(e)
+    }
+}
+
+/// [`describe`], stopping as soon as the content read passes `cap` bytes, so
+/// that no more than that is ever hashed (a tree, or a file that grows while
+/// it is read).
+fn describe_within(dir: &Dir, name: &OsStr, cap: u64) -> Result<Kept, Described> {
     let mut entries = Vec::new();
-    let mut size = 0u64;
-    describe_into(dir, name, String::new(), &mut entries, &mut size, 0)?;
+    let mut tally = Tally { cap, size: 0, disk: 0 };
+    describe_into(dir, name, String::new(), &mut entries, &mut tally, 0)?;
     let sha256 = digest(&entries);
-    Ok(Kept { entries, size, sha256 })
+    Ok(Kept { entries, size: tally.size, disk: Some(tally.disk), sha256 })
+}
+
+/// What [`describe_into`] has counted so far, and its bound.
+struct Tally {
+    cap: u64,
+    /// Bytes of content.
+    size: u64,
+    /// Bytes allocated on disk.
+    disk: u64,
 }
 
 fn describe_into(
@@ -698,13 +746,15 @@ fn describe_into(
     name: &OsStr,
     path: String,
     out: &mut Vec<KeptEntry>,
-    size: &mut u64,
+    tally: &mut Tally,
     depth: usize,
-) -> io::Result<()> {
+) -> Result<(), Described> {
     if out.len() > MAX_ENTRIES || depth > 256 {
-        return Err(other(format!("it holds more than {MAX_ENTRIES} entries or is deeper than 256")));
+        return Err(other(format!("it holds more than {MAX_ENTRIES} entries or is deeper than 256")).into());
     }
+    use cap_std::fs::MetadataExt;
     let meta = dir.symlink_metadata(name)?;
+    tally.disk = tally.disk.saturating_add(meta.blocks().saturating_mul(512));
     let mode = meta.permissions().mode() & 0o7777;
     let ft = meta.file_type();
     if ft.is_symlink() {
@@ -722,9 +772,13 @@ fn describe_into(
         names.sort();
         for n in names {
             let p = if path.is_empty() { n.clone() } else { format!("{path}/{n}") };
-            describe_into(&sub, OsStr::new(&n), p, out, size, depth + 1)?;
+            describe_into(&sub, OsStr::new(&n), p, out, tally, depth + 1)?;
         }
     } else if ft.is_file() {
+        // Refused before it is read when its size alone passes the bound.
+        if tally.size.saturating_add(meta.len()) > tally.cap {
+            return Err(Described::Over { at_least: tally.size.saturating_add(meta.len()) });
+        }
         let mut f = open_regular(dir, name)?;
         let mut h = Sha256::new();
         // A stack buffer: no allocation per kept file.
@@ -737,8 +791,12 @@ fn describe_into(
             }
             h.update(&buf[..n]);
             n_total += n as u64;
+            // A file that grows while it is read stops at the bound too.
+            if tally.size.saturating_add(n_total) > tally.cap {
+                return Err(Described::Over { at_least: tally.size.saturating_add(n_total) });
+            }
         }
-        *size += n_total;
+        tally.size += n_total;
         out.push(KeptEntry {
             path,
             kind: "file".into(),
@@ -748,9 +806,23 @@ fn describe_into(
             target: None,
         });
     } else {
-        return Err(other("it is or holds a socket, FIFO or device, which undo cannot keep"));
+        return Err(other("it is or holds a socket, FIFO or device, which undo cannot keep").into());
     }
     Ok(())
+}
+
+/// The blocks on disk of `name` in `dir` and everything below it, in bytes.
+fn disk_usage(dir: &Dir, name: &OsStr, depth: usize) -> io::Result<u64> {
+    use cap_std::fs::MetadataExt;
+    let meta = dir.symlink_metadata(name)?;
+    let mut total = meta.blocks().saturating_mul(512);
+    if meta.is_dir() && depth <= 256 {
+        let sub = dir.open_dir_nofollow(name)?;
+        for entry in sub.entries()? {
+            total = total.saturating_add(disk_usage(&sub, &entry?.file_name(), depth + 1)?);
+        }
+    }
+    Ok(total)
 }
 
 /// Opens a regular file for reading without following a symlink and
@@ -896,13 +968,34 @@ fn move_object(from: &Dir, name: &OsStr, to: &Dir, to_name: &OsStr) -> io::Resul
 /// The last step of keeping: describes the object staged at `name` in
 /// `dir` (hashes; at most `limit` bytes), moves it into `slot` and seals it.
 /// On an error the object is still at `name`, for the caller to put back.
-fn keep(dir: &Dir, name: &OsStr, slot: &Slot<'_>, input: &str, limit: u64) -> Result<Kept, GuardError> {
-    let kept = describe(dir, name).map_err(|e| not_kept(input, &e.to_string()))?;
-    if kept.size > limit {
-        return Err(too_big(input, kept.size, limit));
+fn keep(dir: &Dir, name: &OsStr, slot: &Slot<'_>, input: &str, room: Room) -> Result<Kept, GuardError> {
+    let kept = describe_within(dir, name, room.content).map_err(|e| match e {
+        Described::Io(e) => not_kept(input, &e.to_string()),
+        Described::Over { at_least } => too_big(input, at_least, room.content),
+    })?;
+    if kept.charge() > room.disk {
+        return Err(too_big(input, kept.charge(), room.disk));
     }
     slot.take(dir, name).map_err(|e| not_kept(input, &e.to_string()))?;
+    // A copy across filesystems may take more blocks than the original:
+    // charge what the trash holds.
+    let mut kept = kept;
+    if let Ok(there) = disk_usage(&slot.trash.dir, slot.data(), 0) {
+        kept.disk = Some(there.max(kept.charge()));
+    }
     Ok(kept)
+}
+
+/// How much a new entry may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Room {
+    /// Bytes on disk the trash has for it: what it is charged (its
+    /// allocated blocks, so a sparse file counts for what it holds).
+    pub disk: u64,
+    /// The most content read and hashed to keep it (`[undo] max_size`):
+    /// anything larger is refused before it is hashed, so keeping stays
+    /// bounded whatever a file claims to hold.
+    pub content: u64,
 }
 
 /// What [`Sandbox::write_keeping`] did.
@@ -935,7 +1028,7 @@ fn same_kind(dir: &Dir, name: &OsStr, kind: Kind) -> bool {
 
 impl Sandbox {
     /// [`Sandbox::remove`], keeping what it removes in `slot`. If it cannot
-    /// be kept — larger than `limit` bytes, a socket or FIFO inside, an I/O
+    /// be kept — larger than `room`, a socket or FIFO inside, an I/O
     /// failure — nothing is removed.
     ///
     /// The object first leaves its path by a rename to a hidden name beside
@@ -944,7 +1037,7 @@ impl Sandbox {
     /// described (hashes), and only then moved into the trash (renamed, or
     /// copied across filesystems). Until that last step, every failure
     /// renames it back.
-    pub fn remove_keeping(&self, input: &str, recursive: bool, slot: &Slot, limit: u64) -> Result<KeptAt, GuardError> {
+    pub fn remove_keeping(&self, input: &str, recursive: bool, slot: &Slot, room: Room) -> Result<KeptAt, GuardError> {
         let r = self.resolve(input, Last::NoFollow)?;
         let rel = r.rel();
         self.check_removal(&r, input, recursive)?;
@@ -961,8 +1054,8 @@ impl Sandbox {
         }
         if r.kind == Kind::File {
             let size = r.dir.symlink_metadata(name).map_err(|e| io_error("deleting", input, e))?.len();
-            if size > limit {
-                return Err(too_big(input, size, limit));
+            if size > room.content {
+                return Err(too_big(input, size, room.content));
             }
         }
         let staged = temp_name(name);
@@ -1000,7 +1093,7 @@ impl Sandbox {
                 return Err(unstage(e));
             }
         }
-        let kept = keep(&r.dir, &staged, slot, input, limit).map_err(unstage)?;
+        let kept = keep(&r.dir, &staged, slot, input, room).map_err(unstage)?;
         Ok(KeptAt { root: self.roots[r.root].host.clone(), path: rel_string, kept })
     }
 
@@ -1008,7 +1101,7 @@ impl Sandbox {
     /// content is written to a temporary file and swapped with the old one
     /// (`RENAME_EXCHANGE`), so the path never lacks a file and exactly what
     /// was displaced is kept; the old file is then described and moved into
-    /// the trash. If it cannot be kept (larger than `limit` bytes, not a
+    /// the trash. If it cannot be kept (larger than `room`, not a
     /// regular file, an I/O failure), it is swapped back: nothing changes.
     ///
     /// A write that creates a file keeps nothing and leaves `slot` alone.
@@ -1017,12 +1110,12 @@ impl Sandbox {
         input: &str,
         contents: &[u8],
         slot: &Slot<'_>,
-        limit: u64,
+        room: Room,
     ) -> Result<Written, GuardError> {
         // A file created by someone else between the look and the rename is
         // kept like any other: look again (a few times at most).
         for _ in 0..3 {
-            if let Some(written) = self.write_keeping_once(input, contents, slot, limit)? {
+            if let Some(written) = self.write_keeping_once(input, contents, slot, room)? {
                 return Ok(written);
             }
         }
@@ -1035,7 +1128,7 @@ impl Sandbox {
         input: &str,
         contents: &[u8],
         slot: &Slot<'_>,
-        limit: u64,
+        room: Room,
     ) -> Result<Option<Written>, GuardError> {
         let r = self.resolve(input, Last::FollowMaybeMissing)?;
         self.rules_in(r.root).check_write(&r.rel(), input)?;
@@ -1061,8 +1154,8 @@ impl Sandbox {
         }
         let rel_string = rel_text(&r.rel(), input)?;
         let meta = r.dir.symlink_metadata(name).map_err(|e| io_error("writing", input, e))?;
-        if meta.len() > limit {
-            return Err(too_big(input, meta.len(), limit));
+        if meta.len() > room.content {
+            return Err(too_big(input, meta.len(), room.content));
         }
         let mode = meta.permissions().mode() & 0o7777;
         let tmp = self.write_temp(&r.dir, name, input, contents, Some(mode))?;
@@ -1095,7 +1188,7 @@ impl Sandbox {
         if !same_kind(&r.dir, &tmp, Kind::File) {
             return Err(swap_back(GuardError::Changed { path: input.to_owned() }));
         }
-        let kept = keep(&r.dir, &tmp, slot, input, limit).map_err(swap_back)?;
+        let kept = keep(&r.dir, &tmp, slot, input, room).map_err(swap_back)?;
         let at = KeptAt { root: self.roots[r.root].host.clone(), path: rel_string, kept };
         Ok(Some(Written { created: false, kept: Some(at) }))
     }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use mcpsec_core::{Capability, OnFull, UndoConfig};
 use mcpsec_pathguard::trash::{Action, KeptAt, Listed, MANIFEST_VERSION, Manifest, now_secs, sha256_hex};
-use mcpsec_pathguard::{GuardError, Sandbox, Slot, Trash};
+use mcpsec_pathguard::{GuardError, Room, Sandbox, Slot, Trash};
 use serde_json::{Value, json};
 
 use crate::tools::ToolError;
@@ -93,22 +93,38 @@ impl Undo {
         self.config.keeps(capability)
     }
 
-    /// The room a new entry has, in bytes.
-    fn room(&self, fresh: bool) -> u64 {
-        match self.config.on_full {
-            OnFull::PurgeOldest => self.config.max_size,
-            OnFull::Refuse => {
-                let used = if fresh { self.recount() } else { self.size.load(Ordering::Relaxed) };
-                self.config.max_size.saturating_sub(used)
-            }
-        }
+    /// The room a new entry has. In `purge_oldest` mode, what entries
+    /// younger than `[undo] min_keep` take is not room (no purge removes
+    /// them); in `refuse` mode, nothing kept is.
+    fn room(&self, fresh: bool) -> Room {
+        let max = self.config.max_size;
+        let taken = match self.config.on_full {
+            OnFull::PurgeOldest => self.young(),
+            OnFull::Refuse if fresh => self.recount(),
+            OnFull::Refuse => self.size.load(Ordering::Relaxed),
+        };
+        Room { disk: max.saturating_sub(taken), content: max }
+    }
+
+    /// What the entries younger than `[undo] min_keep` take on disk. A
+    /// trash that cannot be listed counts none here: keeping then fails on
+    /// the index itself, with its own reason, and no purge can run either.
+    fn young(&self) -> u64 {
+        let now = now_secs();
+        let min_keep = self.config.min_keep.as_secs();
+        self.trash.list().map_or(0, |l| {
+            l.iter()
+                .filter(|e| now.saturating_sub(e.time()) < min_keep)
+                .map(|e| if let Listed::Entry(m) = e { m.size() } else { 0 })
+                .sum()
+        })
     }
 
     /// Runs a keeping operation with the room there is; in `refuse` mode,
     /// a refusal for lack of room is retried once with a fresh count (a
     /// human may have purged the trash meanwhile). Says why in `[undo]`
     /// terms when it does not fit.
-    fn with_room<T>(&self, path: &str, op: impl Fn(u64) -> Result<T, GuardError>) -> Result<T, ToolError> {
+    fn with_room<T>(&self, path: &str, op: impl Fn(Room) -> Result<T, GuardError>) -> Result<T, ToolError> {
         let mut result = op(self.room(false));
         if self.config.on_full == OnFull::Refuse && matches!(result, Err(GuardError::TooBigToKeep { .. })) {
             result = op(self.room(true));
@@ -117,7 +133,16 @@ impl Undo {
             GuardError::TooBigToKeep { size, room, .. } => {
                 let max = self.config.max_size;
                 let reason = if size > max {
-                    format!("it is {size} bytes, more than the whole trash may hold ([undo] max_size = {max})")
+                    format!(
+                        "it holds at least {size} bytes, more than the whole trash may hold ([undo] max_size = {max})"
+                    )
+                } else if self.config.on_full == OnFull::PurgeOldest {
+                    format!(
+                        "the trash has room for {room} more bytes beside the entries younger than [undo] min_keep \
+                         ({:?}), which no purge removes, and this needs {size}: refused so that the undo history \
+                         of recent calls is not pushed out ([undo] max_size = {max})",
+                        self.config.min_keep
+                    )
                 } else {
                     format!(
                         "the trash is full: it has room for {room} more bytes and this needs {size} ([undo] max_size \
@@ -246,6 +271,7 @@ fn details(m: &Manifest, error: Option<std::io::Error>) -> Value {
         d["kind"] = json!(first.map(|e| e.kind.as_str()));
         d["mode"] = json!(first.map(|e| format!("{:04o}", e.mode)));
         d["size"] = json!(k.size);
+        d["disk"] = json!(k.charge());
         d["entries"] = json!(k.entries.len());
         d["sha256"] = json!(k.sha256);
     }
@@ -363,8 +389,10 @@ pub fn purge(
             if total <= config.max_size {
                 break;
             }
+            // Never the newest, nor one younger than `min_keep`.
             if let Listed::Entry(m) = &e
                 && Some(m.seq) != newest
+                && now.saturating_sub(m.time) >= config.min_keep.as_secs()
             {
                 if trash.remove(m.seq)? {
                     out.entries += 1;

@@ -4,7 +4,10 @@
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 
-use mcpsec_pathguard::{GuardError, Rules, Trash};
+use mcpsec_pathguard::{GuardError, Room, Rules, Trash};
+
+/// Room for anything.
+const ANY: Room = Room { disk: u64::MAX, content: u64::MAX };
 
 use crate::support::{Fx, SENTINEL, default_rules, sandbox};
 
@@ -35,7 +38,7 @@ fn a_file_with_other_hard_links_keeps_their_mode() {
     fs::hard_link(fx.root.join("f"), fx.root.join("g")).unwrap();
     let sb = sandbox(std::slice::from_ref(&fx.root), Rules::none(), 1 << 20);
     let t = trash(&fx);
-    let w = sb.write_keeping("f", b"new", &t.slot(1), u64::MAX).unwrap();
+    let w = sb.write_keeping("f", b"new", &t.slot(1), ANY).unwrap();
     assert_eq!(w.kept.unwrap().kept.entries[0].mode, 0o644);
     assert_eq!(fs::read_to_string(fx.root.join("f")).unwrap(), "new");
     // `g` still names the old file, and its mode was not sealed to 0600.
@@ -58,10 +61,10 @@ fn what_cannot_be_kept_is_not_removed() {
     let sb = sandbox(std::slice::from_ref(&fx.root), default_rules(), 1 << 20);
     let t = trash(&fx);
     let slot = t.slot(2);
-    let e = sb.remove_keeping("fifo", false, &slot, u64::MAX).unwrap_err();
+    let e = sb.remove_keeping("fifo", false, &slot, ANY).unwrap_err();
     assert!(matches!(e, GuardError::NotKept { .. }), "{e}");
     assert!(e.to_string().contains("left unchanged"), "{e}");
-    let e = sb.remove_keeping("full", false, &slot, u64::MAX).unwrap_err();
+    let e = sb.remove_keeping("full", false, &slot, ANY).unwrap_err();
     assert!(matches!(e, GuardError::DirectoryNotEmpty { .. }), "{e}");
     assert!(fx.root.join("fifo").exists() && fx.root.join("full/inner").is_dir());
     assert!(!slot.has_data());
@@ -78,14 +81,14 @@ fn keeping_obeys_the_guard_and_never_leaves_the_root() {
     let t = trash(&fx);
     let slot = t.slot(3);
     for (path, refused) in [("../ws-evil/secret", true), (".git/HEAD", true), ("out/x", true)] {
-        let e = sb.write_keeping(path, b"x", &t.slot(30), u64::MAX).unwrap_err();
+        let e = sb.write_keeping(path, b"x", &t.slot(30), ANY).unwrap_err();
         assert_eq!(e.is_refusal(), refused, "{path}: {e}");
         assert!(!e.to_string().contains(SENTINEL));
-        let e = sb.remove_keeping(path, true, &slot, u64::MAX).unwrap_err();
+        let e = sb.remove_keeping(path, true, &slot, ANY).unwrap_err();
         assert!(e.is_refusal() || matches!(e, GuardError::NotFound { .. }), "{path}: {e}");
     }
     // Deleting the symlink keeps the link itself, not its target.
-    let kept = sb.remove_keeping("out", false, &slot, u64::MAX).unwrap();
+    let kept = sb.remove_keeping("out", false, &slot, ANY).unwrap();
     assert_eq!(kept.kept.entries[0].kind, "symlink");
     assert_eq!(fs::read_to_string(fx.outside.join("secret")).unwrap(), SENTINEL);
     assert_eq!(fs::read_to_string(fx.root.join(".git/HEAD")).unwrap(), "ref");
@@ -99,15 +102,15 @@ fn an_entry_is_never_reused() {
     let sb = sandbox(std::slice::from_ref(&fx.root), Rules::none(), 1 << 20);
     let t = trash(&fx);
     // Kept data alone (no manifest yet) holds the name...
-    sb.remove_keeping("a", false, &t.slot(7), u64::MAX).unwrap();
+    sb.remove_keeping("a", false, &t.slot(7), ANY).unwrap();
     assert!(t.slot(7).ensure_free().unwrap_err().to_string().contains("exists already"));
-    let e = sb.write_keeping("b", b"new", &t.slot(7), u64::MAX).unwrap_err();
+    let e = sb.write_keeping("b", b"new", &t.slot(7), ANY).unwrap_err();
     assert!(e.to_string().contains("exists already"), "{e}");
     assert_eq!(fs::read_to_string(fx.root.join("b")).unwrap(), "b", "a refused keep changes nothing");
     // ...and so does a manifest alone (a move's entry).
     fs::write(fx.base.join("state/trash/8.json"), "{}").unwrap();
     assert!(t.slot(8).ensure_free().unwrap_err().to_string().contains("exists already"));
-    let e = sb.remove_keeping("b", false, &t.slot(8), u64::MAX).unwrap_err();
+    let e = sb.remove_keeping("b", false, &t.slot(8), ANY).unwrap_err();
     assert!(e.to_string().contains("exists already"), "{e}");
     assert_eq!(fs::read_to_string(fx.root.join("b")).unwrap(), "b", "a refused keep changes nothing");
     let names: Vec<_> = fs::read_dir(&fx.root).unwrap().map(|e| e.unwrap().file_name()).collect();
@@ -123,13 +126,13 @@ fn entries_without_a_sound_manifest_are_listed_as_incomplete() {
     use mcpsec_pathguard::trash::Listed;
     let (_fx, sb, t, dir) = with_files(&["a", "b", "c"]);
     // 1: kept, no manifest (a crash mid-keep).
-    sb.remove_keeping("a", false, &t.slot(1), u64::MAX).unwrap();
+    sb.remove_keeping("a", false, &t.slot(1), ANY).unwrap();
     // 2: a manifest cut short.
-    let kept = sb.remove_keeping("b", false, &t.slot(2), u64::MAX).unwrap();
+    let kept = sb.remove_keeping("b", false, &t.slot(2), ANY).unwrap();
     fs::write(dir.join("2.json"), "{\"v\":2,\"seq\":2,\"ti").unwrap();
     // 3: a complete manifest whose kept object is gone.
     let slot = t.slot(3);
-    let at = sb.remove_keeping("c", false, &slot, u64::MAX).unwrap();
+    let at = sb.remove_keeping("c", false, &slot, ANY).unwrap();
     slot.commit(&manifest(3, &at)).unwrap();
     fs::remove_file(dir.join("3")).unwrap();
     // 4: the earlier layout, a directory an entry.
@@ -172,7 +175,7 @@ fn manifests_are_rows_of_the_index() {
     assert!(!dir.join("index.db").exists());
     // ...the first kept entry does.
     let slot = t.slot(5);
-    let at = sb.remove_keeping("a", false, &slot, u64::MAX).unwrap();
+    let at = sb.remove_keeping("a", false, &slot, ANY).unwrap();
     slot.commit(&manifest(5, &at)).unwrap();
     assert_eq!(t.manifest(5).unwrap().unwrap().path, "a");
     assert_eq!(fs::metadata(dir.join("index.db")).unwrap().mode() & 0o777, 0o600);
@@ -191,9 +194,9 @@ fn manifests_are_rows_of_the_index() {
     assert!(moved.ensure_free().unwrap_err().to_string().contains("exists already"));
     assert!(matches!(&t.list().unwrap()[1], Listed::Entry(m) if m.seq == 6));
     // Rows damaged behind mcpsec's back: cut short, or naming another seq.
-    let kept = sb.remove_keeping("b", false, &t.slot(7), u64::MAX).unwrap();
+    let kept = sb.remove_keeping("b", false, &t.slot(7), ANY).unwrap();
     t.slot(7).commit(&manifest(7, &kept)).unwrap();
-    let kept = sb.remove_keeping("c", false, &t.slot(8), u64::MAX).unwrap();
+    let kept = sb.remove_keeping("c", false, &t.slot(8), ANY).unwrap();
     t.slot(8).commit(&manifest(8, &kept)).unwrap();
     let db = rusqlite::Connection::open(dir.join("index.db")).unwrap();
     db.execute("UPDATE manifests SET manifest = substr(manifest, 1, 20) WHERE seq = 7", []).unwrap();
@@ -240,7 +243,7 @@ fn a_symlinked_index_is_refused_and_its_target_left_alone() {
     let e = t.list().unwrap_err().to_string();
     assert!(e.contains("not a regular file"), "{e}");
     let slot = t.slot(1);
-    let e = sb.remove_keeping("a", false, &slot, u64::MAX).unwrap_err();
+    let e = sb.remove_keeping("a", false, &slot, ANY).unwrap_err();
     assert!(e.to_string().contains("not a regular file"), "{e}");
     assert!(!e.to_string().contains(SENTINEL) && !e.to_string().contains("victim"), "{e}");
     assert!(fx.root.join("a").exists(), "a refused keep changes nothing");
@@ -309,7 +312,7 @@ fn a_tree_that_cannot_be_kept_is_left_exactly_as_it_was() {
     let sb = sandbox(std::slice::from_ref(&fx.root), Rules::none(), 1 << 20);
     let t = trash(&fx);
     let slot = t.slot(4);
-    let e = sb.remove_keeping("tree", true, &slot, u64::MAX).unwrap_err();
+    let e = sb.remove_keeping("tree", true, &slot, ANY).unwrap_err();
     assert!(matches!(e, GuardError::NotKept { .. }), "{e}");
     assert_eq!(modes(&fx.root.join("tree")), before);
     assert!(!slot.has_data());
@@ -317,10 +320,10 @@ fn a_tree_that_cannot_be_kept_is_left_exactly_as_it_was() {
     // spelling (a trailing slash once made the put-back fail).
     fs::write(fx.root.join("big"), vec![b'x'; 5000]).unwrap();
     for path in ["big", "big/", "./big"] {
-        let e = sb.remove_keeping(path, false, &slot, 4096).unwrap_err();
+        let e = sb.remove_keeping(path, false, &slot, Room { disk: 4096, content: 4096 }).unwrap_err();
         assert!(matches!(e, GuardError::TooBigToKeep { size: 5000, room: 4096, .. }), "{path}: {e}");
         assert_eq!(fs::read(fx.root.join("big")).unwrap().len(), 5000);
-        let e = sb.write_keeping(path, b"new", &t.slot(40), 4096).unwrap_err();
+        let e = sb.write_keeping(path, b"new", &t.slot(40), Room { disk: 4096, content: 4096 }).unwrap_err();
         assert!(matches!(e, GuardError::TooBigToKeep { .. }), "{path}: {e}");
         assert_eq!(fs::read(fx.root.join("big")).unwrap().len(), 5000);
     }
@@ -339,7 +342,7 @@ fn a_restore_is_not_redirected_by_a_symlink_planted_since() {
     let sb = sandbox(std::slice::from_ref(&fx.root), Rules::none(), 1 << 20);
     let t = trash(&fx);
     let slot = t.slot(5);
-    let kept = sb.remove_keeping("a/pre-commit", false, &slot, u64::MAX).unwrap();
+    let kept = sb.remove_keeping("a/pre-commit", false, &slot, ANY).unwrap();
     fs::remove_dir(fx.root.join("a")).unwrap();
     symlink("hooks", fx.root.join("a")).unwrap();
     let abs = fx.root.join("a/pre-commit");
@@ -356,14 +359,53 @@ fn only_a_write_that_replaces_something_makes_an_entry() {
     let fx = Fx::bare();
     let sb = sandbox(std::slice::from_ref(&fx.root), Rules::none(), 1 << 20);
     let t = trash(&fx);
-    let w = sb.write_keeping("new.txt", b"fresh", &t.slot(1), u64::MAX).unwrap();
+    let w = sb.write_keeping("new.txt", b"fresh", &t.slot(1), ANY).unwrap();
     assert!(w.created && w.kept.is_none());
     assert!(t.list().unwrap().is_empty(), "no entry for a create");
     fs::write(fx.root.join("big"), vec![b'x'; 100]).unwrap();
-    let e = sb.write_keeping("big", b"small", &t.slot(2), 10).unwrap_err();
+    let e = sb.write_keeping("big", b"small", &t.slot(2), Room { disk: 10, content: 10 }).unwrap_err();
     assert!(matches!(e, GuardError::TooBigToKeep { .. }), "{e}");
     assert!(t.list().unwrap().is_empty(), "no entry for a refusal");
-    let w = sb.write_keeping("new.txt", b"second", &t.slot(3), u64::MAX).unwrap();
+    let w = sb.write_keeping("new.txt", b"second", &t.slot(3), ANY).unwrap();
     assert_eq!(w.kept.unwrap().kept.size, 5);
     assert!(t.slot(3).has_data());
+}
+
+/// Review finding: a sparse file was charged its apparent size and emptied
+/// the trash. It is charged its blocks on disk.
+#[test]
+fn a_sparse_file_is_charged_what_it_takes_on_disk() {
+    let fx = Fx::bare();
+    let f = fs::File::create(fx.root.join("sparse")).unwrap();
+    f.set_len(64 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_at(&f, &[1u8; 4096], 1 << 20).unwrap();
+    drop(f);
+    let on_disk = fs::metadata(fx.root.join("sparse")).unwrap().blocks() * 512;
+    assert!(on_disk < 1 << 20, "the filesystem keeps it sparse ({on_disk} bytes)");
+    let sb = sandbox(std::slice::from_ref(&fx.root), Rules::none(), 1 << 20);
+    let t = trash(&fx);
+    let room = Room { disk: 1 << 20, content: 128 << 20 };
+    let kept = sb.remove_keeping("sparse", false, &t.slot(1), room).unwrap().kept;
+    assert_eq!(kept.size, 64 << 20);
+    assert_eq!(kept.charge(), on_disk);
+    assert!(t.slot(1).has_data());
+}
+
+/// Keeping reads and hashes at most `Room::content` bytes: a tree whose
+/// files add up to more is refused part-way, and nothing moves.
+#[test]
+fn keeping_hashes_no_more_than_the_content_bound() {
+    let fx = Fx::bare();
+    fs::create_dir_all(fx.root.join("tree")).unwrap();
+    for n in ["a", "b", "c"] {
+        fs::write(fx.root.join("tree").join(n), vec![b'x'; 3000]).unwrap();
+    }
+    let sb = sandbox(std::slice::from_ref(&fx.root), Rules::none(), 1 << 20);
+    let t = trash(&fx);
+    let e = sb.remove_keeping("tree", true, &t.slot(1), Room { disk: u64::MAX, content: 5000 }).unwrap_err();
+    match e {
+        GuardError::TooBigToKeep { size, room: 5000, .. } => assert!((5001..=9000).contains(&size), "{size}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(fs::read_dir(fx.root.join("tree")).unwrap().count(), 3, "nothing moved");
 }
