@@ -622,22 +622,17 @@ impl McpsecServer {
         if how.sanitize {
             // From an upstream: every string of the result, not only text
             // blocks (embedded resources, links, structuredContent, its
-            // `_meta`), is scanned and then sanitised; binary payloads
-            // (`data`, `blob`) are left alone.
-            let Ok(mut v) = serde_json::to_value(&result) else {
-                return Ending::Error("the upstream's result could not be checked; it was not passed on".into());
-            };
-            crate::proxy::scan_and_sanitize(&mut v, None, &mut |s| {
+            // `_meta`), is scanned and then sanitised; only the binary
+            // payloads of image, audio and blob blocks are left alone.
+            let checked = crate::proxy::scan_and_sanitize_result(result, &mut |s| {
                 if scanning {
                     findings.extend(scan::scan(s));
                 }
             });
-            match serde_json::from_value(v) {
-                Ok(r) => result = r,
-                Err(_) => {
-                    return Ending::Error("the upstream's result could not be checked; it was not passed on".into());
-                }
-            }
+            let Some(checked) = checked else {
+                return Ending::Error("the upstream's result could not be checked; it was not passed on".into());
+            };
+            result = checked;
         } else if scanning {
             for block in &result.content {
                 if let Some(t) = block.as_text() {
