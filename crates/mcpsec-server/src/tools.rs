@@ -171,6 +171,16 @@ impl WithTitle for ToolAnnotations {
     }
 }
 
+/// Built-in tools offered under a second name: (alias, canonical tool).
+/// An alias is its tool for everything counted per tool (rate limits).
+const ALIASES: &[(&str, &str)] = &[("read_file", "read_text_file")];
+
+/// The canonical name of a built-in tool: the tool an alias names, else
+/// `name` itself.
+pub fn canonical(name: &str) -> &str {
+    ALIASES.iter().find(|(alias, _)| *alias == name).map_or(name, |(_, tool)| tool)
+}
+
 /// Every built-in tool.
 pub fn builtin() -> Vec<ToolSpec> {
     use Capability::{DeleteFiles, ReadFiles, WriteFiles};
@@ -827,6 +837,19 @@ mod tests {
             assert_eq!(read_only, t.capability == Capability::ReadFiles, "{}", t.tool.name);
             assert_eq!(t.tool.input_schema.get("additionalProperties"), Some(&json!(false)), "{}", t.tool.name);
         }
+    }
+
+    #[test]
+    fn an_alias_is_a_built_in_tool_with_its_canonical_tools_capability_and_schema() {
+        let tools = builtin();
+        let find = |name: &str| tools.iter().find(|t| t.tool.name == name).unwrap_or_else(|| panic!("{name}"));
+        for (alias, tool) in ALIASES {
+            let (a, t) = (find(alias), find(tool));
+            assert_eq!(canonical(alias), *tool);
+            assert_eq!(canonical(tool), *tool, "one step: a canonical tool is not an alias");
+            assert_eq!((a.capability, &a.tool.input_schema), (t.capability, &t.tool.input_schema), "{alias}");
+        }
+        assert_eq!(canonical("write_file"), "write_file");
     }
 
     #[test]
