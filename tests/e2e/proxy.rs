@@ -703,6 +703,38 @@ async fn pinned_then_changed(env: &Env, description: &str) -> mcpsec_e2e::Client
     c
 }
 
+/// Issue 26, point 10: a tool's `_meta` was forwarded but not pinned: a
+/// changed `_meta.ui.resourceUri` (which an MCP Apps host renders) was
+/// offered without approval.
+#[tokio::test]
+async fn a_changed_meta_is_withheld_until_a_human_approves_it() {
+    let env = Env::new();
+    let ui = |uri: &str| json!({ "echo_meta": { "ui": { "resourceUri": uri } } });
+    set_fixture(&env, ui("ui://echo/view.html"));
+    let c = start_fixture(&env, Protocol::Legacy, &[]).await;
+    let echo = c.tools().await.into_iter().find(|t| t.name == "echo").expect("pinned on the first run");
+    assert_eq!(echo.meta.as_ref().unwrap().0["ui"]["resourceUri"], "ui://echo/view.html");
+    c.close().await;
+
+    set_fixture(&env, ui("ui://echo/phish.html"));
+    let c = start_fixture(&env, Protocol::Legacy, &[]).await;
+    assert!(!names(&c.tools().await).contains(&"echo".to_owned()), "a changed _meta is withheld");
+    let refused = c.err("echo", json!({ "text": "x" })).await;
+    assert!(refused.contains("changed") && refused.contains("mcpsec pins diff fx echo"), "{refused}");
+    let (diff, _) = review(&env, "echo");
+    assert!(diff.contains("ui://echo/view.html") && diff.contains("ui://echo/phish.html"), "{diff}");
+    approve(&env, "echo");
+    let echo = c.tools().await.into_iter().find(|t| t.name == "echo").expect("approved");
+    assert_eq!(echo.meta.as_ref().unwrap().0["ui"]["resourceUri"], "ui://echo/phish.html");
+    c.close().await;
+
+    // Removing `_meta` is a change too.
+    set_fixture(&env, json!({}));
+    let c = start_fixture(&env, Protocol::Legacy, &[]).await;
+    assert!(!names(&c.tools().await).contains(&"echo".to_owned()), "a removed _meta is withheld");
+    c.close().await;
+}
+
 /// The race `pins approve --hash` closes: the upstream changes its tool again
 /// between the human's review and the approval.
 #[tokio::test]

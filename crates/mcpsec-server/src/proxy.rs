@@ -57,7 +57,7 @@ pub const MAX_TOOLS: usize = 1000;
 /// The most pages one listing may take.
 const MAX_PAGES: usize = 100;
 /// The largest definition of one tool (canonical JSON: name, description,
-/// schemas, annotations): a larger one is withheld and not pinned.
+/// schemas, annotations, `_meta`): a larger one is withheld and not pinned.
 pub const MAX_DEFINITION: usize = 64 * 1024;
 
 /// How to reach one upstream server.
@@ -898,11 +898,19 @@ async fn list_bounded(peer: &Peer<RoleClient>) -> Result<Vec<Tool>, Listing> {
     Err(Listing::TooLong)
 }
 
-/// What is pinned of a tool: everything the model is shown of it.
+/// What is pinned of a tool: everything the client is shown of it, `_meta`
+/// included (an MCP Apps host renders a UI from `_meta.ui.resourceUri`).
+///
+/// `_meta` is part of the definition only when it holds something, so the
+/// definition of a tool without one (or with an empty one) is what it was
+/// before `_meta` was pinned: those pins keep their hash. A tool that has a
+/// `_meta` hashes differently than before, and is held once for a human's
+/// approval.
 fn definition(tool: &Tool) -> Value {
     let mut v = serde_json::to_value(tool).unwrap_or(Value::Null);
-    if let Value::Object(map) = &mut v {
-        // Protocol metadata, not something the model reads.
+    if let Value::Object(map) = &mut v
+        && map.get("_meta").is_some_and(|m| m.as_object().is_some_and(serde_json::Map::is_empty))
+    {
         map.remove("_meta");
     }
     v
@@ -1149,6 +1157,33 @@ mod tests {
         // Every copy of the hostile string was scanned (keys and the exempt payloads aside).
         assert_eq!(seen.iter().filter(|s| s.starts_with("ignore previous") || s.starts_with("AAAAignore")).count(), 7);
         assert!(!seen.iter().any(|s| s == "iVBORw0KGgo=" || s == "AAEC"), "binary payloads are not scanned");
+    }
+
+    fn definition_hash(tool: &Tool) -> String {
+        hex(&Sha256::digest(canonical(&definition(tool)).as_bytes()))
+    }
+
+    /// Issue 26, point 10: a tool's `_meta` (an MCP Apps `ui.resourceUri`)
+    /// was forwarded but not pinned, so a changed one was offered unseen.
+    #[test]
+    fn meta_is_pinned_when_present_and_pins_without_it_keep_their_hash() {
+        let schema = serde_json::json!({ "type": "object", "properties": { "p": { "type": "string" } } });
+        let Value::Object(schema) = schema else { unreachable!() };
+        let plain = Tool::new("t", "Reads.", Arc::new(schema));
+        // The hash mcpsec computed before `_meta` was pinned: a pin made then
+        // still matches, so no upstream without `_meta` needs a re-approval.
+        assert_eq!(definition_hash(&plain), "7069b91ef1bcb3536d3683817b55531c73a1b6f377b250f9ecba6d3c07fe96c2");
+        let with_meta = |meta: Value| {
+            let Value::Object(meta) = meta else { unreachable!() };
+            let mut t = plain.clone();
+            t.meta = Some(rmcp::model::MetaObject(meta));
+            t
+        };
+        assert_eq!(definition_hash(&with_meta(serde_json::json!({}))), definition_hash(&plain), "empty: nothing");
+        let a = with_meta(serde_json::json!({ "ui": { "resourceUri": "ui://t/a.html" } }));
+        let b = with_meta(serde_json::json!({ "ui": { "resourceUri": "ui://t/b.html" } }));
+        assert_ne!(definition_hash(&a), definition_hash(&plain));
+        assert_ne!(definition_hash(&a), definition_hash(&b));
     }
 
     #[test]
