@@ -47,8 +47,10 @@ pub struct Entry {
     pub name: String,
     /// What it is (a symlink is reported as such, never followed).
     pub kind: EntryKind,
-    /// Size in bytes (of the link itself for a symlink).
-    pub size: u64,
+    /// Size in bytes; `None` for a symlink, whose own size is the length of
+    /// its target's path, which says something about where it points
+    /// (possibly outside the roots), and nothing about what is there.
+    pub size: Option<u64>,
 }
 
 /// What a directory entry is, without following symlinks.
@@ -421,7 +423,9 @@ impl Sandbox {
                 return Err(GuardError::TooManyEntries { path: input.to_owned(), limit: MAX_ENTRIES });
             }
             let meta = entry.metadata().map_err(|e| io_error("listing", input, e))?;
-            out.push(Entry { name: lossy(&name).into_owned(), kind: entry_kind(meta.file_type()), size: meta.len() });
+            let kind = entry_kind(meta.file_type());
+            let size = (kind != EntryKind::Symlink).then(|| meta.len());
+            out.push(Entry { name: lossy(&name).into_owned(), kind, size });
         }
         Ok(out)
     }
@@ -508,6 +512,11 @@ impl Sandbox {
             None => r.dir.dir_metadata(),
         }
         .map_err(|e| io_error("reading metadata of", input, e))?;
+        // The resolver followed every symlink: one here was swapped in
+        // since, and its size would be its target's path length.
+        if meta.is_symlink() {
+            return Err(GuardError::Changed { path: input.to_owned() });
+        }
         Ok(Info {
             size: meta.len(),
             created: meta.created().ok().map(|t| t.into_std()),

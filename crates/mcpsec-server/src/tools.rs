@@ -636,13 +636,17 @@ fn list_directory_with_sizes(ctx: &Ctx, tool: &'static str, args: JsonObject) ->
     let mut lines: Vec<String> = entries
         .iter()
         .map(|e| {
-            let size = if e.kind == EntryKind::Dir { String::new() } else { human_size(e.size) };
+            // A symlink has no size of its own worth showing (see `Entry::size`).
+            let size = match e.size {
+                Some(size) if e.kind != EntryKind::Dir => human_size(size),
+                _ => String::new(),
+            };
             format!("{} {:<30} {:>10}", tag(e.kind), e.name, size)
         })
         .collect();
     let files = entries.iter().filter(|e| e.kind != EntryKind::Dir).count();
     let dirs = entries.len() - files;
-    let total: u64 = entries.iter().filter(|e| e.kind != EntryKind::Dir).map(|e| e.size).sum();
+    let total: u64 = entries.iter().filter(|e| e.kind != EntryKind::Dir).filter_map(|e| e.size).sum();
     lines.push(String::new());
     lines.push(format!("Total: {files} files, {dirs} directories"));
     lines.push(format!("Combined size: {}", human_size(total)));

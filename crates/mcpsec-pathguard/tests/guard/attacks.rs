@@ -442,9 +442,12 @@ fn listing_reports_links_without_following_them() {
     let entries = sb.list(".").unwrap();
     let out = entries.iter().find(|e| e.name == "abs_out_link").unwrap();
     assert_eq!(out.kind, mcpsec_pathguard::EntryKind::Symlink);
-    // The size is the link's (its target's length), not the sentinel's.
-    assert_eq!(out.size, fx.outside.join("secret").as_os_str().len() as u64);
-    assert_ne!(out.size, SENTINEL.len() as u64);
+    // No size: neither the sentinel's nor the link's own, which is the length
+    // of its target's path (issue 26, point 13).
+    assert_eq!(out.size, None);
+    assert_eq!(entries.iter().find(|e| e.name == "in_link").unwrap().size, None);
+    assert_eq!(entries.iter().find(|e| e.name == "f.txt").unwrap().size, Some(INSIDE.len() as u64));
+    assert!(matches!(sb.info("abs_out_link"), Err(GuardError::Outside { .. })));
 }
 
 #[test]

@@ -203,7 +203,7 @@ fn list_and_info_describe_entries() {
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     let kinds: Vec<(&str, EntryKind)> = entries.iter().map(|e| (e.name.as_str(), e.kind)).collect();
     assert_eq!(kinds, [("d", EntryKind::Dir), ("f.txt", EntryKind::File), ("l", EntryKind::Symlink)]);
-    assert_eq!(entries[1].size, 5);
+    assert_eq!(entries[1].size, Some(5));
     let info = sb.info("f.txt").unwrap();
     assert!(info.is_file && !info.is_dir && info.size == 5 && info.modified.is_some());
     assert!(sb.info("d").unwrap().is_dir);
