@@ -16,8 +16,8 @@ use crate::rules::Rules;
 
 /// The most entries a listing, tree, search or recursive check visits.
 pub const MAX_ENTRIES: usize = 100_000;
-/// The deepest a tree walk descends.
-const MAX_DEPTH: usize = 256;
+/// The deepest a tree walk, search or recursive check descends.
+pub const MAX_DEPTH: usize = 256;
 
 /// One allowed root directory, opened once.
 #[derive(Debug)]
@@ -451,7 +451,7 @@ impl Sandbox {
         visit: &mut dyn FnMut(&WalkEntry<'_>) -> bool,
     ) -> Result<(), GuardError> {
         if depth > MAX_DEPTH {
-            return Err(GuardError::TooManyEntries { path: input.to_owned(), limit: MAX_ENTRIES });
+            return Err(GuardError::TooDeep { path: input.to_owned(), limit: MAX_DEPTH });
         }
         let mut entries: Vec<(OsString, EntryKind)> = Vec::new();
         for entry in dir.entries().map_err(|e| io_error("listing", input, e))? {
@@ -620,8 +620,11 @@ impl Sandbox {
                 let rel = if prefix.is_empty() { text.to_string() } else { format!("{prefix}/{text}") };
                 check(&rel)?;
                 count += 1;
-                if count > MAX_ENTRIES || depth > MAX_DEPTH {
+                if count > MAX_ENTRIES {
                     return Err(GuardError::TooManyEntries { path: input.to_owned(), limit: MAX_ENTRIES });
+                }
+                if depth > MAX_DEPTH {
+                    return Err(GuardError::TooDeep { path: input.to_owned(), limit: MAX_DEPTH });
                 }
                 let is_dir = entry.file_type().map_err(|e| io_error("reading", input, e))?.is_dir();
                 if is_dir {

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use mcpsec_pathguard::{EntryKind, GuardError, Rules};
+use mcpsec_pathguard::{EntryKind, GuardError, MAX_DEPTH, Rules};
 
 use crate::support::{Fx, default_rules, refused, sandbox};
 
@@ -235,6 +235,28 @@ fn walk_respects_the_visitor_and_reports_depth() {
             ("top.txt".to_owned(), 1)
         ]
     );
+}
+
+/// Issue 26, point 13: a tree deeper than 256 levels was refused as holding
+/// "more than 100000 entries".
+#[test]
+fn a_tree_too_deep_is_refused_as_too_deep() {
+    let fx = Fx::bare();
+    fx.dir(&["d"; MAX_DEPTH + 2].join("/"));
+    let sb = fx.sandbox();
+    let errors =
+        [sb.walk("d", |_| true).unwrap_err(), sb.remove("d", true).unwrap_err(), sb.rename("d", "moved").unwrap_err()];
+    for e in errors {
+        let msg = e.to_string();
+        assert!(matches!(e, GuardError::TooDeep { limit: MAX_DEPTH, .. }), "{e:?}");
+        assert!(msg.starts_with("`d` holds directories nested more than 256 levels deep"), "{msg}");
+        assert!(!msg.contains("entries") && msg.contains("further down"), "{msg}");
+        assert!(!e.is_refusal() && e.changed_nothing(), "{e:?}");
+    }
+    assert!(fx.root.join("d").is_dir(), "nothing was deleted or moved");
+    // The walk of a shallower part works.
+    let below = ["d"; 10].join("/");
+    sb.walk(&below, |_| true).unwrap();
 }
 
 /// Regression: reading a FIFO inside a root blocked forever in `open`
