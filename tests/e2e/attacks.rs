@@ -192,6 +192,26 @@ async fn a_symlink_is_listed_without_a_size() {
     c.close().await;
 }
 
+/// Issue 26, point 13: `hello.txt/` and `hello.txt/.` read the file.
+#[tokio::test]
+async fn a_path_ending_in_a_slash_names_a_directory() {
+    let env = Env::new();
+    let cfg = env.config(ALLOW_ALL);
+    let c = env.start(mcpsec_e2e::Protocol::Legacy, &["--config", cfg.to_str().unwrap()]).await;
+    for p in ["hello.txt/", "hello.txt/."] {
+        for (tool, args) in [
+            ("read_text_file", path(p)),
+            ("get_file_info", path(p)),
+            ("write_file", json!({ "path": p, "content": "x" })),
+        ] {
+            let e = c.err(tool, args).await;
+            assert_eq!(e, format!("`{p}` is not a directory"), "{tool}");
+        }
+    }
+    assert_eq!(env.read("ws/hello.txt"), "hello world\n");
+    c.close().await;
+}
+
 /// A symlink flipped between an inside and an outside target while the
 /// server reads it, thousands of times: never once does the outside
 /// content come back. Both a final-component link and a directory link in

@@ -542,6 +542,10 @@ impl Sandbox {
         if dst.kind != Kind::Missing {
             return Err(GuardError::AlreadyExists { path: to.to_owned() });
         }
+        // `to` ending in `/` names a directory: only a directory goes there.
+        if src.kind != Kind::Dir && crate::resolve::names_a_directory(to.as_bytes()) {
+            return Err(GuardError::NotDirectory { path: to.to_owned() });
+        }
         let (src_rel, dst_rel) = (src.rel(), dst.rel());
         self.rules.check_write(&src_rel, from)?;
         self.rules.check_write(&dst_rel, to)?;

@@ -197,7 +197,11 @@ fn read_attacks() {
         ("doubled leading slash", Read, "/{root}//f.txt", Gives(INSIDE)),
         ("dot components", Read, "./a/./b/./deep.txt", Gives("deep")),
         ("dotdot staying inside", Read, "a/b/../../f.txt", Gives(INSIDE)),
-        ("trailing slash", Read, "a/b/deep.txt/", Gives("deep")),
+        // A path ending in `/` names a directory: not a directory (issue 26, point 13).
+        ("trailing slash on a file", Read, "a/b/deep.txt/", Fails),
+        ("trailing slash and dot on a file", Read, "a/b/deep.txt/.", Fails),
+        ("trailing slash on a link to a file", Read, "in_link/", Fails),
+        ("trailing slash on a dir link inside", List, "in_dir_link/", Gives("b\nchain3\nup_link")),
         ("unicode names", Read, "ünïcødé/名前.txt", Gives("unicode")),
         ("dots inside a name", Read, "foo..bar.txt", Gives("dots in the middle")),
         ("name starting with two dots", Read, "..hidden", Gives("starts with two dots")),
