@@ -171,6 +171,47 @@ async fn recursive_delete_of_a_tree_with_an_outside_link_deletes_only_the_link()
     c.close().await;
 }
 
+/// Issue 26, point 13: a symlink pointing outside was listed with its own
+/// size, the length of its target's path.
+#[tokio::test]
+async fn a_symlink_is_listed_without_a_size() {
+    let env = Env::new();
+    let target = env.outside().join("a-long-name-that-tells-how-far-away-it-is/secret.txt");
+    env.symlink(&target, "ws/out");
+    env.symlink("hello.txt", "ws/in");
+    let c = env.start(mcpsec_e2e::Protocol::Legacy, &[]).await;
+    let listed = c.ok("list_directory_with_sizes", path(".")).await;
+    for name in ["out", "in"] {
+        let line = listed.lines().find(|l| l.split_whitespace().nth(1) == Some(name)).unwrap();
+        assert_eq!(line.split_whitespace().count(), 2, "no size for the symlink `{name}`: {listed}");
+    }
+    // Only hello.txt's 12 bytes are counted.
+    assert!(listed.ends_with("Combined size: 12 B"), "{listed}");
+    let e = c.err("get_file_info", path("out")).await;
+    assert!(e.contains("outside the allowed directories"), "{e}");
+    c.close().await;
+}
+
+/// Issue 26, point 13: `hello.txt/` and `hello.txt/.` read the file.
+#[tokio::test]
+async fn a_path_ending_in_a_slash_names_a_directory() {
+    let env = Env::new();
+    let cfg = env.config(ALLOW_ALL);
+    let c = env.start(mcpsec_e2e::Protocol::Legacy, &["--config", cfg.to_str().unwrap()]).await;
+    for p in ["hello.txt/", "hello.txt/."] {
+        for (tool, args) in [
+            ("read_text_file", path(p)),
+            ("get_file_info", path(p)),
+            ("write_file", json!({ "path": p, "content": "x" })),
+        ] {
+            let e = c.err(tool, args).await;
+            assert_eq!(e, format!("`{p}` is not a directory"), "{tool}");
+        }
+    }
+    assert_eq!(env.read("ws/hello.txt"), "hello world\n");
+    c.close().await;
+}
+
 /// A symlink flipped between an inside and an outside target while the
 /// server reads it, thousands of times: never once does the outside
 /// content come back. Both a final-component link and a directory link in

@@ -74,6 +74,25 @@ async fn per_tool_limits_leave_other_tools_alone() {
     c.close().await;
 }
 
+/// Issue 26, point 9: with `read_text_file = 2`, `read_file` (its alias)
+/// was never limited. A limit holds for the tool under either name.
+#[tokio::test]
+async fn a_per_tool_limit_holds_through_the_tools_alias() {
+    let env = Env::new();
+    for (limited, other) in [("read_text_file", "read_file"), ("read_file", "read_text_file")] {
+        let cfg = env.config(&format!("[rate_limit.tools]\n{limited} = 2\n"));
+        let c = env.start(Protocol::Legacy, &["--config", cfg.to_str().unwrap()]).await;
+        c.ok(limited, path("hello.txt")).await;
+        c.ok(other, path("hello.txt")).await;
+        for name in [other, limited] {
+            let e = c.err(name, path("hello.txt")).await;
+            assert!(e.contains("read_text_file allows 2 calls"), "{limited} = 2, then {name}: {e}");
+        }
+        c.ok("list_directory", path(".")).await;
+        c.close().await;
+    }
+}
+
 #[tokio::test]
 async fn failed_token_checks_have_their_own_stricter_limit() {
     let env = Env::new();

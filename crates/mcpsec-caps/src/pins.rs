@@ -1,8 +1,8 @@
 //! Tool pins: what each upstream tool looked like when a human last trusted it.
 //!
 //! `mcpsec proxy --name NAME` hashes every upstream tool's definition (name,
-//! description, input schema, annotations; the hash is the caller's, this
-//! module only compares) and asks [`Pins::check`] whether it may be offered:
+//! description, schemas, annotations, and `_meta` when it holds anything;
+//! the hash is the caller's, this module only compares) and asks [`Pins::check`] whether it may be offered:
 //!
 //! - the first time an upstream is seen, every tool it offers is pinned as
 //!   it is (trust on first use);

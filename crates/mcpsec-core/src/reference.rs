@@ -135,7 +135,12 @@ pub const SECTIONS: &[Section] = &[
             key("calls", D("100"), "Tool calls allowed per window."),
             key("window", D("\"60s\""), "The rate-limit window."),
             key("failed_token_checks", D("10"), "Failed capability token checks allowed per window."),
-            key("tools", E("{ delete_file = 10 }"), "Per-tool calls per window, on top of `calls`. Unset: none."),
+            key(
+                "tools",
+                E("{ delete_file = 10 }"),
+                "Per-tool calls per window, on top of `calls`; an alias counts as its tool (`read_file` as \
+                 `read_text_file`). Unset: none.",
+            ),
         ],
     },
     Section {

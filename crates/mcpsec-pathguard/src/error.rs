@@ -124,6 +124,18 @@ pub enum GuardError {
         /// The cap.
         limit: usize,
     },
+    /// Directories nested deeper than a tree walk, search or recursive
+    /// check descends.
+    #[error(
+        "`{path}` holds directories nested more than {limit} levels deep, deeper than mcpsec descends; \
+         use a path further down the tree"
+    )]
+    TooDeep {
+        /// The path as given.
+        path: String,
+        /// The deepest level descended.
+        limit: usize,
+    },
     /// Too many symlinks, or a cycle.
     #[error("`{path}`: too many levels of symbolic links")]
     SymlinkLoop {
@@ -252,6 +264,7 @@ impl GuardError {
             GuardError::DirectoryNotEmpty { .. } => GuardError::DirectoryNotEmpty { path },
             GuardError::TooLarge { size, limit, .. } => GuardError::TooLarge { path, size, limit },
             GuardError::TooManyEntries { limit, .. } => GuardError::TooManyEntries { path, limit },
+            GuardError::TooDeep { limit, .. } => GuardError::TooDeep { path, limit },
             GuardError::SymlinkLoop { .. } => GuardError::SymlinkLoop { path },
             GuardError::Changed { .. } => GuardError::Changed { path },
             GuardError::PartlyDone { what, .. } => GuardError::PartlyDone { path, what },

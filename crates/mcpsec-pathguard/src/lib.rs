@@ -71,5 +71,5 @@ pub mod trash;
 
 pub use error::{GuardError, Rule};
 pub use rules::{Rules, Scope, compile_glob, with_scope};
-pub use sandbox::{Entry, EntryKind, Info, MAX_ENTRIES, OpenError, Sandbox, SandboxOptions, WalkEntry};
+pub use sandbox::{Entry, EntryKind, Info, MAX_DEPTH, MAX_ENTRIES, OpenError, Sandbox, SandboxOptions, WalkEntry};
 pub use trash::{Room, Slot, Trash};

@@ -167,6 +167,9 @@ impl Sandbox {
             }
         }
         self.rules_in(root).check_denied(&requested, input)?;
+        // `a.txt/` and `a.txt/.` name a directory, though their steps are
+        // those of `a.txt`.
+        let mut dir_only = names_a_directory(input.as_bytes());
         let mut stack: Vec<Dir> = Vec::new();
         let mut names: Vec<OsString> = Vec::new();
         let mut links = 0usize;
@@ -196,6 +199,9 @@ impl Sandbox {
                         return Err(GuardError::SymlinkLoop { path: input.to_owned() });
                     }
                     let target = dir.read_link_contents(&name).map_err(|e| io_error("resolving", input, e))?;
+                    if is_last {
+                        dir_only |= names_a_directory(target.as_os_str().as_encoded_bytes());
+                    }
                     let mut rest = if target.is_absolute() {
                         let (r, below) = self
                             .root_of_absolute(&target)
@@ -248,6 +254,17 @@ impl Sandbox {
                 Kind::File | Kind::Other | Kind::Symlink if !is_last => {
                     return Err(GuardError::NotADirectory { path: input.to_owned() });
                 }
+                // Only a directory; or nothing, where one may be made (or
+                // moved to: `Sandbox::rename` checks what is moved); or a
+                // symlink not followed, which is what a delete or a move acts
+                // on however it is spelt (never what it names).
+                _ if dir_only
+                    && kind != Kind::Dir
+                    && !(kind == Kind::Missing && matches!(last, Last::CreateDirs | Last::NoFollow))
+                    && !(kind == Kind::Symlink && last == Last::NoFollow) =>
+                {
+                    return Err(GuardError::NotDirectory { path: input.to_owned() });
+                }
                 _ => {
                     let dir_rel: PathBuf = names.iter().collect();
                     let dir = match stack.pop() {
@@ -281,6 +298,12 @@ impl Sandbox {
             }
         }
     }
+}
+
+/// Whether a path names a directory whatever its last name is: it ends in
+/// `/` or `/.` (steps drop both, so `a.txt/` would otherwise be `a.txt`).
+pub(crate) fn names_a_directory(path: &[u8]) -> bool {
+    path.ends_with(b"/") || path.ends_with(b"/.")
 }
 
 /// Splits a path into steps; `.` and the root prefix vanish.

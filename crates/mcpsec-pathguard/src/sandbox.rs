@@ -17,8 +17,8 @@ use crate::rules::Rules;
 
 /// The most entries a listing, tree, search or recursive check visits.
 pub const MAX_ENTRIES: usize = 100_000;
-/// The deepest a tree walk descends.
-const MAX_DEPTH: usize = 256;
+/// The deepest a tree walk, search or recursive check descends.
+pub const MAX_DEPTH: usize = 256;
 
 /// One allowed root directory, opened once.
 #[derive(Debug)]
@@ -51,8 +51,10 @@ pub struct Entry {
     pub name: String,
     /// What it is (a symlink is reported as such, never followed).
     pub kind: EntryKind,
-    /// Size in bytes (of the link itself for a symlink).
-    pub size: u64,
+    /// Size in bytes; `None` for a symlink, whose own size is the length of
+    /// its target's path, which says something about where it points
+    /// (possibly outside the roots), and nothing about what is there.
+    pub size: Option<u64>,
 }
 
 /// What a directory entry is, without following symlinks.
@@ -454,7 +456,9 @@ impl Sandbox {
                 return Err(GuardError::TooManyEntries { path: input.to_owned(), limit: MAX_ENTRIES });
             }
             let meta = entry.metadata().map_err(|e| io_error("listing", input, e))?;
-            out.push(Entry { name: lossy(&name).into_owned(), kind: entry_kind(meta.file_type()), size: meta.len() });
+            let kind = entry_kind(meta.file_type());
+            let size = (kind != EntryKind::Symlink).then(|| meta.len());
+            out.push(Entry { name: lossy(&name).into_owned(), kind, size });
         }
         Ok(out)
     }
@@ -480,7 +484,7 @@ impl Sandbox {
         visit: &mut dyn FnMut(&WalkEntry<'_>) -> bool,
     ) -> Result<(), GuardError> {
         if depth > MAX_DEPTH {
-            return Err(GuardError::TooManyEntries { path: input.to_owned(), limit: MAX_ENTRIES });
+            return Err(GuardError::TooDeep { path: input.to_owned(), limit: MAX_DEPTH });
         }
         let mut entries: Vec<(OsString, EntryKind)> = Vec::new();
         for entry in dir.entries().map_err(|e| io_error("listing", input, e))? {
@@ -537,6 +541,11 @@ impl Sandbox {
             None => r.dir.dir_metadata(),
         }
         .map_err(|e| io_error("reading metadata of", input, e))?;
+        // The resolver followed every symlink: one here was swapped in
+        // since, and its size would be its target's path length.
+        if meta.is_symlink() {
+            return Err(GuardError::Changed { path: input.to_owned() });
+        }
         Ok(Info {
             size: meta.len(),
             created: meta.created().ok().map(|t| t.into_std()),
@@ -561,6 +570,10 @@ impl Sandbox {
         let dst_name = self.mutable_name(&dst, to, "replace")?;
         if dst.kind != Kind::Missing {
             return Err(GuardError::AlreadyExists { path: to.to_owned() });
+        }
+        // `to` ending in `/` names a directory: only a directory goes there.
+        if src.kind != Kind::Dir && crate::resolve::names_a_directory(to.as_bytes()) {
+            return Err(GuardError::NotDirectory { path: to.to_owned() });
         }
         let (src_rel, dst_rel) = (src.rel(), dst.rel());
         let (src_rules, dst_rules) = (self.rules_in(src.root), self.rules_in(dst.root));
@@ -643,8 +656,11 @@ impl Sandbox {
                 let rel = if prefix.is_empty() { text.to_string() } else { format!("{prefix}/{text}") };
                 check(&rel)?;
                 count += 1;
-                if count > MAX_ENTRIES || depth > MAX_DEPTH {
+                if count > MAX_ENTRIES {
                     return Err(GuardError::TooManyEntries { path: input.to_owned(), limit: MAX_ENTRIES });
+                }
+                if depth > MAX_DEPTH {
+                    return Err(GuardError::TooDeep { path: input.to_owned(), limit: MAX_DEPTH });
                 }
                 let is_dir = entry.file_type().map_err(|e| io_error("reading", input, e))?.is_dir();
                 if is_dir {

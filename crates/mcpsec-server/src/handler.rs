@@ -158,6 +158,7 @@ impl McpsecServer {
             tools.insert(name, spec);
         }
         let confirmer = options.authorizer.tokens().cloned().map(Confirmer::new);
+        let limits = options.limits.by_canonical_name(crate::tools::canonical);
         McpsecServer {
             inner: Arc::new(Inner {
                 ctx: Some(Arc::new(Ctx { sandbox: options.sandbox, shell: options.shell, undo: options.undo })),
@@ -167,8 +168,8 @@ impl McpsecServer {
                 audit: options.audit,
                 session: options.session,
                 confirmer,
-                limiter: crate::ratelimit::Limiter::new(&options.limits),
-                limits: options.limits,
+                limiter: crate::ratelimit::Limiter::new(&limits),
+                limits,
                 injection: options.injection,
                 tools,
                 listed,
@@ -300,7 +301,7 @@ impl McpsecServer {
             None => None,
         };
         // Rate limits come before any other work.
-        match inner.limiter.check(self.principal().name(), &request.name) {
+        match inner.limiter.check(self.principal().name(), self.limited_as(&request.name)) {
             Ok(0) => {}
             Ok(suppressed) => self.record_suppressed(suppressed).await?,
             Err(refused) => {
@@ -622,22 +623,17 @@ impl McpsecServer {
         if how.sanitize {
             // From an upstream: every string of the result, not only text
             // blocks (embedded resources, links, structuredContent, its
-            // `_meta`), is scanned and then sanitised; binary payloads
-            // (`data`, `blob`) are left alone.
-            let Ok(mut v) = serde_json::to_value(&result) else {
-                return Ending::Error("the upstream's result could not be checked; it was not passed on".into());
-            };
-            crate::proxy::scan_and_sanitize(&mut v, None, &mut |s| {
+            // `_meta`), is scanned and then sanitised; only the binary
+            // payloads of image, audio and blob blocks are left alone.
+            let checked = crate::proxy::scan_and_sanitize_result(result, &mut |s| {
                 if scanning {
                     findings.extend(scan::scan(s));
                 }
             });
-            match serde_json::from_value(v) {
-                Ok(r) => result = r,
-                Err(_) => {
-                    return Ending::Error("the upstream's result could not be checked; it was not passed on".into());
-                }
-            }
+            let Some(checked) = checked else {
+                return Ending::Error("the upstream's result could not be checked; it was not passed on".into());
+            };
+            result = checked;
         } else if scanning {
             for block in &result.content {
                 if let Some(t) = block.as_text() {
@@ -694,6 +690,12 @@ impl McpsecServer {
         };
         let details = facts.details.get_or_insert_with(|| serde_json::json!({}));
         details["capability_use"] = serde_json::json!(said);
+    }
+
+    /// The name a call's per-tool rate limit is counted under: a built-in
+    /// alias counts as its canonical tool; an upstream's names are its own.
+    fn limited_as<'a>(&self, name: &'a str) -> &'a str {
+        if self.inner.tools.contains_key(name) { crate::tools::canonical(name) } else { name }
     }
 
     fn limit_for(&self, limit: &str) -> u32 {

@@ -28,6 +28,26 @@ pub struct Limits {
     pub tools: Vec<(String, u32)>,
 }
 
+impl Limits {
+    /// The limits with every per-tool limit keyed by the tool's `canonical`
+    /// name, so that a limit holds for the tool whichever name a call uses
+    /// (an alias, such as `read_file` for `read_text_file`, shares its
+    /// tool's count). With limits set under both names, the lower one is the
+    /// tool's.
+    pub fn by_canonical_name(mut self, canonical: impl Fn(&str) -> &str) -> Limits {
+        let mut tools: Vec<(String, u32)> = Vec::new();
+        for (tool, n) in self.tools {
+            let tool = canonical(&tool).to_owned();
+            match tools.iter_mut().find(|(t, _)| *t == tool) {
+                Some((_, m)) => *m = (*m).min(n),
+                None => tools.push((tool, n)),
+            }
+        }
+        self.tools = tools;
+        self
+    }
+}
+
 type Keyed<C> =
     RateLimiter<String, governor::state::keyed::HashMapStateStore<String>, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
@@ -152,6 +172,21 @@ mod tests {
         // Allowed again, and the 5 counted refusals come back exactly once.
         assert_eq!(l.check("alice", "read_text_file"), Ok(5));
         assert!(l.check("alice", "read_text_file").unwrap_err().record);
+    }
+
+    /// Issue 26, point 9: a limit on a tool was bypassed through its alias.
+    #[test]
+    fn a_limit_set_under_either_name_of_an_aliased_tool_is_the_tools() {
+        fn canonical(t: &str) -> &str {
+            if t == "read_file" { "read_text_file" } else { t }
+        }
+        let limits = |tools: &[(&str, u32)]| {
+            let tools = tools.iter().map(|(t, n)| (t.to_string(), *n)).collect();
+            Limits { calls: 100, window: Duration::from_secs(60), tools }.by_canonical_name(canonical).tools
+        };
+        assert_eq!(limits(&[("read_file", 2), ("x", 1)]), [("read_text_file".to_owned(), 2), ("x".to_owned(), 1)]);
+        assert_eq!(limits(&[("read_text_file", 3), ("read_file", 2)]), [("read_text_file".to_owned(), 2)]);
+        assert_eq!(limits(&[("read_text_file", 2), ("read_file", 5)]), [("read_text_file".to_owned(), 2)]);
     }
 
     #[test]

@@ -171,6 +171,16 @@ impl WithTitle for ToolAnnotations {
     }
 }
 
+/// Built-in tools offered under a second name: (alias, canonical tool).
+/// An alias is its tool for everything counted per tool (rate limits).
+const ALIASES: &[(&str, &str)] = &[("read_file", "read_text_file")];
+
+/// The canonical name of a built-in tool: the tool an alias names, else
+/// `name` itself.
+pub fn canonical(name: &str) -> &str {
+    ALIASES.iter().find(|(alias, _)| *alias == name).map_or(name, |(_, tool)| tool)
+}
+
 /// Every built-in tool.
 pub fn builtin() -> Vec<ToolSpec> {
     use Capability::{DeleteFiles, ReadFiles, WriteFiles};
@@ -626,13 +636,17 @@ fn list_directory_with_sizes(ctx: &Ctx, tool: &'static str, args: JsonObject) ->
     let mut lines: Vec<String> = entries
         .iter()
         .map(|e| {
-            let size = if e.kind == EntryKind::Dir { String::new() } else { human_size(e.size) };
+            // A symlink has no size of its own worth showing (see `Entry::size`).
+            let size = match e.size {
+                Some(size) if e.kind != EntryKind::Dir => human_size(size),
+                _ => String::new(),
+            };
             format!("{} {:<30} {:>10}", tag(e.kind), e.name, size)
         })
         .collect();
     let files = entries.iter().filter(|e| e.kind != EntryKind::Dir).count();
     let dirs = entries.len() - files;
-    let total: u64 = entries.iter().filter(|e| e.kind != EntryKind::Dir).map(|e| e.size).sum();
+    let total: u64 = entries.iter().filter(|e| e.kind != EntryKind::Dir).filter_map(|e| e.size).sum();
     lines.push(String::new());
     lines.push(format!("Total: {files} files, {dirs} directories"));
     lines.push(format!("Combined size: {}", human_size(total)));
@@ -827,6 +841,19 @@ mod tests {
             assert_eq!(read_only, t.capability == Capability::ReadFiles, "{}", t.tool.name);
             assert_eq!(t.tool.input_schema.get("additionalProperties"), Some(&json!(false)), "{}", t.tool.name);
         }
+    }
+
+    #[test]
+    fn an_alias_is_a_built_in_tool_with_its_canonical_tools_capability_and_schema() {
+        let tools = builtin();
+        let find = |name: &str| tools.iter().find(|t| t.tool.name == name).unwrap_or_else(|| panic!("{name}"));
+        for (alias, tool) in ALIASES {
+            let (a, t) = (find(alias), find(tool));
+            assert_eq!(canonical(alias), *tool);
+            assert_eq!(canonical(tool), *tool, "one step: a canonical tool is not an alias");
+            assert_eq!((a.capability, &a.tool.input_schema), (t.capability, &t.tool.input_schema), "{alias}");
+        }
+        assert_eq!(canonical("write_file"), "write_file");
     }
 
     #[test]

@@ -197,7 +197,11 @@ fn read_attacks() {
         ("doubled leading slash", Read, "/{root}//f.txt", Gives(INSIDE)),
         ("dot components", Read, "./a/./b/./deep.txt", Gives("deep")),
         ("dotdot staying inside", Read, "a/b/../../f.txt", Gives(INSIDE)),
-        ("trailing slash", Read, "a/b/deep.txt/", Gives("deep")),
+        // A path ending in `/` names a directory: not a directory (issue 26, point 13).
+        ("trailing slash on a file", Read, "a/b/deep.txt/", Fails),
+        ("trailing slash and dot on a file", Read, "a/b/deep.txt/.", Fails),
+        ("trailing slash on a link to a file", Read, "in_link/", Fails),
+        ("trailing slash on a dir link inside", List, "in_dir_link/", Gives("b\nchain3\nup_link")),
         ("unicode names", Read, "ünïcødé/名前.txt", Gives("unicode")),
         ("dots inside a name", Read, "foo..bar.txt", Gives("dots in the middle")),
         ("name starting with two dots", Read, "..hidden", Gives("starts with two dots")),
@@ -442,9 +446,12 @@ fn listing_reports_links_without_following_them() {
     let entries = sb.list(".").unwrap();
     let out = entries.iter().find(|e| e.name == "abs_out_link").unwrap();
     assert_eq!(out.kind, mcpsec_pathguard::EntryKind::Symlink);
-    // The size is the link's (its target's length), not the sentinel's.
-    assert_eq!(out.size, fx.outside.join("secret").as_os_str().len() as u64);
-    assert_ne!(out.size, SENTINEL.len() as u64);
+    // No size: neither the sentinel's nor the link's own, which is the length
+    // of its target's path (issue 26, point 13).
+    assert_eq!(out.size, None);
+    assert_eq!(entries.iter().find(|e| e.name == "in_link").unwrap().size, None);
+    assert_eq!(entries.iter().find(|e| e.name == "f.txt").unwrap().size, Some(INSIDE.len() as u64));
+    assert!(matches!(sb.info("abs_out_link"), Err(GuardError::Outside { .. })));
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use mcpsec_pathguard::{EntryKind, GuardError, Rules};
+use mcpsec_pathguard::{EntryKind, GuardError, MAX_DEPTH, Rules};
 
 use crate::support::{Fx, default_rules, refused, sandbox};
 
@@ -203,7 +203,7 @@ fn list_and_info_describe_entries() {
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     let kinds: Vec<(&str, EntryKind)> = entries.iter().map(|e| (e.name.as_str(), e.kind)).collect();
     assert_eq!(kinds, [("d", EntryKind::Dir), ("f.txt", EntryKind::File), ("l", EntryKind::Symlink)]);
-    assert_eq!(entries[1].size, 5);
+    assert_eq!(entries[1].size, Some(5));
     let info = sb.info("f.txt").unwrap();
     assert!(info.is_file && !info.is_dir && info.size == 5 && info.modified.is_some());
     assert!(sb.info("d").unwrap().is_dir);
@@ -235,6 +235,89 @@ fn walk_respects_the_visitor_and_reports_depth() {
             ("top.txt".to_owned(), 1)
         ]
     );
+}
+
+/// Issue 26, point 13: a tree deeper than 256 levels was refused as holding
+/// "more than 100000 entries".
+#[test]
+fn a_tree_too_deep_is_refused_as_too_deep() {
+    let fx = Fx::bare();
+    fx.dir(&["d"; MAX_DEPTH + 2].join("/"));
+    let sb = fx.sandbox();
+    let errors =
+        [sb.walk("d", |_| true).unwrap_err(), sb.remove("d", true).unwrap_err(), sb.rename("d", "moved").unwrap_err()];
+    for e in errors {
+        let msg = e.to_string();
+        assert!(matches!(e, GuardError::TooDeep { limit: MAX_DEPTH, .. }), "{e:?}");
+        assert!(msg.starts_with("`d` holds directories nested more than 256 levels deep"), "{msg}");
+        assert!(!msg.contains("entries") && msg.contains("further down"), "{msg}");
+        assert!(!e.is_refusal() && e.changed_nothing(), "{e:?}");
+    }
+    assert!(fx.root.join("d").is_dir(), "nothing was deleted or moved");
+    // The walk of a shallower part works.
+    let below = ["d"; 10].join("/");
+    sb.walk(&below, |_| true).unwrap();
+}
+
+/// Issue 26, point 13: `a.txt/` and `a.txt/.` read the file `a.txt`. A path
+/// ending in `/` or `/.` names a directory, as for the kernel.
+#[test]
+fn a_trailing_slash_or_dot_names_a_directory() {
+    let fx = Fx::bare();
+    fx.file("a.txt", "file");
+    fx.dir("d");
+    fx.link("file_link", "a.txt");
+    fx.link("slash_link", "a.txt/");
+    fx.link("dir_link", "d");
+    let sb = fx.sandbox();
+    type Op = fn(&mcpsec_pathguard::Sandbox, &str) -> Result<(), GuardError>;
+    let following: [(&str, Op); 6] = [
+        ("read", |sb, p| sb.read(p).map(drop)),
+        ("head", |sb, p| sb.read_head(p, 1).map(drop)),
+        ("tail", |sb, p| sb.read_tail(p, 1).map(drop)),
+        ("info", |sb, p| sb.info(p).map(drop)),
+        ("write", |sb, p| sb.write(p, b"x").map(drop)),
+        ("mkdir", |sb, p| sb.create_dir_all(p)),
+    ];
+    let on_the_entry: [(&str, Op); 3] = [
+        ("remove", |sb, p| sb.remove(p, true)),
+        ("move from", |sb, p| sb.rename(p, "moved")),
+        ("move to", |sb, p| sb.rename("d", p)),
+    ];
+    let mut cases: Vec<(&str, &str, Op)> = Vec::new();
+    for path in ["a.txt/", "a.txt/.", "a.txt/./", "a.txt//"] {
+        cases.extend(following.iter().chain(&on_the_entry).map(|(op, run)| (*op, path, *run)));
+    }
+    // A symlink is followed by what reads or writes through it (a delete or
+    // a move acts on the link itself, however it is spelt).
+    cases.extend(following.iter().map(|(op, run)| (*op, "file_link/", *run)));
+    // A symlink whose target ends in `/`, wherever it is followed.
+    cases.extend(following.iter().map(|(op, run)| (*op, "slash_link", *run)));
+    // Nothing there: no file goes where a directory is named.
+    cases.push(("write a new file", "new.txt/", |sb, p| sb.write(p, b"x").map(drop)));
+    cases.push(("move a file", "new.txt/", |sb, p| sb.rename("a.txt", p)));
+    for (op, path, run) in cases {
+        match run(&sb, path) {
+            Err(GuardError::NotDirectory { path: shown }) => assert_eq!(shown, path, "{op}"),
+            other => panic!("{op} {path:?}: expected not a directory, got {other:?}"),
+        }
+    }
+    assert_eq!(fx.read("a.txt"), "file", "nothing was written");
+    assert!(fx.exists("file_link") && fx.exists("d"), "nothing was moved or deleted");
+    sb.remove("file_link/", false).unwrap();
+    assert!(!fx.exists("file_link") && fx.exists("a.txt"), "the link is deleted, not what it names");
+    assert!(!fx.exists("moved") && !fx.exists("new.txt"), "nothing was created");
+    let e = sb.read("a.txt/.").unwrap_err().to_string();
+    assert_eq!(e, "`a.txt/.` is not a directory");
+    // A directory is one, with or without the slash or dot.
+    for path in ["d/", "d/.", "dir_link/", "dir_link/."] {
+        assert!(sb.info(path).unwrap().is_dir, "{path}");
+        sb.list(path).unwrap();
+    }
+    // Where nothing is, a directory may be made or moved to.
+    sb.create_dir_all("new_dir/").unwrap();
+    sb.rename("d", "e/").unwrap();
+    assert!(fx.root.join("new_dir").is_dir() && fx.root.join("e").is_dir());
 }
 
 /// Regression: reading a FIFO inside a root blocked forever in `open`

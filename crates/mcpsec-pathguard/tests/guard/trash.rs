@@ -317,9 +317,14 @@ fn a_tree_that_cannot_be_kept_is_left_exactly_as_it_was() {
     assert_eq!(modes(&fx.root.join("tree")), before);
     assert!(!slot.has_data());
     // Too large for the room: refused before anything moves, whatever the
-    // spelling (a trailing slash once made the put-back fail).
+    // spelling (a trailing slash once made the put-back fail; now `big/`
+    // names a directory, and a file is not one).
     fs::write(fx.root.join("big"), vec![b'x'; 5000]).unwrap();
-    for path in ["big", "big/", "./big"] {
+    let e = sb.remove_keeping("big/", false, &slot, Room { disk: 4096, content: 4096 }).unwrap_err();
+    assert!(matches!(e, GuardError::NotDirectory { .. }), "{e}");
+    let e = sb.write_keeping("big/", b"new", &t.slot(40), Room { disk: 4096, content: 4096 }).unwrap_err();
+    assert!(matches!(e, GuardError::NotDirectory { .. }), "{e}");
+    for path in ["big", "./big"] {
         let e = sb.remove_keeping(path, false, &slot, Room { disk: 4096, content: 4096 }).unwrap_err();
         assert!(matches!(e, GuardError::TooBigToKeep { size: 5000, room: 4096, .. }), "{path}: {e}");
         assert_eq!(fs::read(fx.root.join("big")).unwrap().len(), 5000);
