@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -37,52 +38,49 @@ pub enum Protocol {
 /// Both generations, for tests that must hold on each.
 pub const BOTH: [Protocol; 2] = [Protocol::Legacy, Protocol::Modern];
 
-/// The path of the built `mcpsec` binary (next to the test executable's
-/// `deps/` directory). `cargo test` does not rebuild another package's
-/// binary, so this refuses a binary older than any source file of the
-/// product crates rather than silently testing stale code.
+/// The path of the `mcpsec` binary, built first. `cargo test` does not
+/// build another package's binary, so the first call runs `cargo build -p
+/// mcpsec-cli` into the same target directory (cargo's own freshness check:
+/// a no-op when it is up to date, and never a stale binary). This is what
+/// makes a plain `cargo test` work on a fresh clone.
 pub fn mcpsec_bin() -> PathBuf {
-    static CHECKED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    CHECKED
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
         .get_or_init(|| {
             let exe = std::env::current_exe().unwrap();
-            let dir = exe.parent().and_then(Path::parent).unwrap();
-            let bin = dir.join("mcpsec");
-            let hint = "build it first with `cargo build -p mcpsec-cli` (cargo xtask ci does)";
-            let built = std::fs::metadata(&bin)
-                .and_then(|m| m.modified())
-                .unwrap_or_else(|_| panic!("{} is missing: {hint}", bin.display()));
-            let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates");
-            if let Some(newer) = newest_source(&crates).filter(|(t, _)| *t > built) {
-                panic!("{} is older than {}: {hint}", bin.display(), newer.1.display());
+            // <target>/<profile>/deps/e2e-HASH
+            let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+            let target = profile_dir.parent().unwrap();
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut cmd = std::process::Command::new(cargo);
+            cmd.args(["build", "--quiet", "-p", "mcpsec-cli", "--target-dir"]).arg(target);
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
+                cmd.arg("--release");
             }
+            let out = cmd
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .stdin(Stdio::null())
+                .output()
+                .expect("running cargo to build mcpsec for the end-to-end tests");
+            assert!(
+                out.status.success(),
+                "`cargo build -p mcpsec-cli` failed, so the end-to-end tests have no binary:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let bin = profile_dir.join("mcpsec");
+            assert!(bin.is_file(), "{} is missing after `cargo build -p mcpsec-cli`", bin.display());
             bin
         })
         .clone()
 }
 
-fn newest_source(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
-    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        // A crate's own tests and benches are not inputs of the binary.
-        let not_input = path.file_name().is_some_and(|n| n == "tests" || n == "benches");
-        let candidate = if path.is_dir() && not_input {
-            None
-        } else if path.is_dir() {
-            newest_source(&path)
-        } else if path.extension().is_some_and(|e| e == "rs" || e == "toml") {
-            entry.metadata().and_then(|m| m.modified()).ok().map(|t| (t, path))
-        } else {
-            None
-        };
-        if let Some(c) = candidate
-            && newest.as_ref().is_none_or(|n| c.0 > n.0)
-        {
-            newest = Some(c);
-        }
-    }
-    newest
+/// Says, where it shows even for a passing test (straight to stderr, past
+/// the test harness's capture), that `test` did not run and why. Under CI
+/// (`CI` set), where `.ci/run` installs every dependency, a skip is a
+/// failure instead.
+pub fn skip(test: &str, why: &str) {
+    assert!(std::env::var_os("CI").is_none(), "{test} cannot run under CI: {why}");
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
 
 /// A test's private directory tree.
@@ -554,54 +552,97 @@ pub fn fixture_upstream() -> Vec<String> {
 /// (`tests/fixtures/npm`, pinned by its lock file). `cargo xtask ci`
 /// installs them first; if they are missing, the first test that needs them
 /// installs them with `npm ci` (into a private directory, then renamed into
-/// place, so concurrent test processes cannot see a half-installed tree).
-pub fn node_modules() -> PathBuf {
-    static INSTALLED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    INSTALLED
-        .get_or_init(|| {
-            let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
-            let deps = target.join("test-deps");
-            let modules = deps.join("node_modules");
-            let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/npm/package-lock.json");
-            let fresh = |p: &Path| {
-                let stamp = std::fs::read(p.join("package-lock.json")).ok();
-                stamp.is_some() && stamp == std::fs::read(&lock).ok()
-            };
-            if fresh(&deps) && modules.is_dir() {
-                return modules;
+/// place, so concurrent test processes cannot see a half-installed tree),
+/// for at most [`NPM_CI_LIMIT`]. An error says why that failed (no npm,
+/// no registry): the caller skips, saying so ([`skip`]; a failure under CI).
+pub fn node_modules() -> Result<PathBuf, String> {
+    static INSTALLED: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    INSTALLED.get_or_init(install_node_modules).clone()
+}
+
+/// How long an `npm ci` of the test dependencies may take.
+pub const NPM_CI_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+fn install_node_modules() -> Result<PathBuf, String> {
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    let deps = target.join("test-deps");
+    let modules = deps.join("node_modules");
+    let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/npm/package-lock.json");
+    let fresh = |p: &Path| {
+        let stamp = std::fs::read(p.join("package-lock.json")).ok();
+        stamp.is_some() && stamp == std::fs::read(&lock).ok()
+    };
+    if fresh(&deps) && modules.is_dir() {
+        return Ok(modules);
+    }
+    let tmp = target.join(format!("test-deps.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
+    for f in ["package.json", "package-lock.json"] {
+        let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/npm").join(f);
+        std::fs::copy(&from, tmp.join(f)).map_err(|e| format!("copying {}: {e}", from.display()))?;
+    }
+    let _ = writeln!(std::io::stderr(), "installing the reference MCP servers into {} (npm ci) …", deps.display());
+    let mut child = std::process::Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
+        .current_dir(&tmp)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("npm (Node.js 20 or later) could not be run: {e}"))?;
+    let status = poll_child(&mut child, NPM_CI_LIMIT);
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(format!("`npm ci` took longer than {NPM_CI_LIMIT:?} (no registry?)"));
+    };
+    if !status.success() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(format!("`npm ci` failed ({status}): offline, or the registry refused"));
+    }
+    if !fresh(&deps) {
+        let _ = std::fs::remove_dir_all(&deps);
+    }
+    // Another process may have won the race: its tree is as good.
+    if std::fs::rename(&tmp, &deps).is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    if fresh(&deps) && modules.is_dir() {
+        Ok(modules)
+    } else {
+        Err(format!("{} is missing after npm ci", modules.display()))
+    }
+}
+
+/// Waits for `child` to exit, at most `limit`; `None` if it is still running.
+fn poll_child(child: &mut std::process::Child, limit: std::time::Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
             }
-            let tmp = target.join(format!("test-deps.tmp-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&tmp);
-            std::fs::create_dir_all(&tmp).unwrap();
-            for f in ["package.json", "package-lock.json"] {
-                std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/npm").join(f), tmp.join(f)).unwrap();
-            }
-            eprintln!("installing the reference MCP servers into {} (npm ci) …", deps.display());
-            let status = std::process::Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
-                .current_dir(&tmp)
-                .stdout(Stdio::null())
-                .status()
-                .expect("npm is needed for the gateway tests (Node.js 20 or later)");
-            assert!(status.success(), "npm ci in {} failed", tmp.display());
-            if !fresh(&deps) {
-                let _ = std::fs::remove_dir_all(&deps);
-            }
-            // Another process may have won the race: its tree is as good.
-            if std::fs::rename(&tmp, &deps).is_err() {
-                let _ = std::fs::remove_dir_all(&tmp);
-            }
-            assert!(fresh(&deps) && modules.is_dir(), "{} is missing after npm ci", modules.display());
-            modules
-        })
-        .clone()
+            _ => return None,
+        }
+    }
 }
 
 /// The command line of a reference MCP server installed by [`node_modules`]
-/// (`server-filesystem`, `server-everything`), before its own arguments.
-pub fn reference_server(package: &str) -> Vec<String> {
-    let index = node_modules().join("@modelcontextprotocol").join(package).join("dist").join("index.js");
-    vec!["node".into(), index.display().to_string()]
+/// (`server-filesystem`, `server-everything`), before its own arguments;
+/// `None` (and the skip said, [`skip`]) when they could not be installed.
+pub fn reference_server(test: &str, package: &str) -> Option<Vec<String>> {
+    let modules = match node_modules() {
+        Ok(m) => m,
+        Err(why) => {
+            skip(test, &format!("it runs the reference server {package} from npm, and {why}"));
+            return None;
+        }
+    };
+    let index = modules.join("@modelcontextprotocol").join(package).join("dist").join("index.js");
+    Some(vec!["node".into(), index.display().to_string()])
 }
 
 /// A `mcpsec serve --http 127.0.0.1:0` process (killed when dropped).
