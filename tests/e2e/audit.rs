@@ -335,6 +335,85 @@ async fn audit_grep_tail_path_checkpoint_and_tampering() {
     assert!(out.contains("truncated"), "{out}");
 }
 
+/// Asserts that `out` holds no character that acts on a terminal or hides
+/// (line ends aside), and shows the model's escapes as `\u{XXXX}`.
+#[track_caller]
+fn assert_escaped(what: &str, out: &str) {
+    let raw = out.chars().find(|&c| {
+        c != '\n'
+            && (c.is_control()
+                || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
+    });
+    assert_eq!(raw, None, "{what}: a raw {raw:?} reaches the terminal: {out:?}");
+    assert!(out.contains("\\u{001B}"), "{what}: ESC is shown escaped: {out:?}");
+}
+
+#[tokio::test]
+async fn the_models_terminal_escapes_never_reach_the_investigators_terminal() {
+    // Issue 26, point 2: erase the line, cursor up, an OSC 52 clipboard
+    // write, a right-to-left override and a line break that would forge a
+    // line of its own, in a path, a tool name and a token's note.
+    let hostile = "x\u{1b}[2K\r\u{1b}[1A\u{1b}]52;c;cm0gLXJmIH4=\u{7}\u{202E}hs.txt\nforged line";
+    let env = Env::new();
+    let c = allow_all(&env, &["--user", "alice"]).await;
+    c.ok("write_file", json!({"path": hostile, "content": "one"})).await;
+    c.ok("write_file", json!({"path": hostile, "content": "two"})).await;
+    assert!(c.try_call("evil\u{1b}]0;owned\u{7}\u{200B}", json!({"path": hostile})).await.is_err());
+    c.close().await;
+    let writes = env.audit_records().iter().filter(|r| r["tool"] == "write_file").count();
+
+    let (code, out, err) = env.cli(&["audit", "grep", "--tool", "write_file"]);
+    assert_eq!(code, 0, "{err}");
+    assert_escaped("audit grep", &out);
+    assert_eq!(out.lines().count(), writes, "one line a record, none forged: {out}");
+    let (code, out, err) = env.cli(&["audit", "grep", "owned"]);
+    assert_eq!(code, 0, "{err}");
+    assert_escaped("audit grep, a tool name", &out);
+    let (code, out, err) = env.cli(&["audit", "tail", "-n", "20"]);
+    assert_eq!(code, 0, "{err}");
+    assert_escaped("audit tail", &out);
+    // --json stays JSON, the text exactly as recorded.
+    let (_, out, _) = env.cli(&["audit", "grep", "--tool", "write_file", "--json"]);
+    let first: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(first["args"]["path"], hostile);
+
+    let (code, out, err) = env.cli(&["trash", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert_escaped("trash list", &out);
+    let seq =
+        env.audit_records().iter().find(|r| r["tool"] == "write_file" && r["outcome"] == "pending").unwrap()["seq"]
+            .as_u64()
+            .unwrap();
+    let seq = (seq + 2).to_string();
+    let (code, out, err) = env.cli(&["undo", &seq, "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert_escaped("undo --dry-run", &out);
+    assert!(out.lines().next().unwrap().ends_with("\\u{000A}forged line"), "the path on one line: {out}");
+    // An error quoting a record: the unknown tool's.
+    let unknown =
+        env.audit_records().iter().find(|r| r["tool"].as_str().is_some_and(|t| t.starts_with("evil"))).unwrap()["seq"]
+            .as_u64()
+            .unwrap();
+    let (code, _, err) = env.cli(&["undo", &unknown.to_string()]);
+    assert_eq!(code, 1, "{err}");
+    assert_escaped("undo's refusal", &err);
+
+    env.grant(&["read_files", "--note", hostile]);
+    let (code, out, err) = env.cli(&["tokens"]);
+    assert_eq!(code, 0, "{err}");
+    assert_escaped("tokens", &out);
+    assert_eq!(out.lines().count(), 2, "a header and one row: {out}");
+
+    let odd = env.path().join("root\u{1b}]0;t\u{7}");
+    std::fs::create_dir(&odd).unwrap();
+    let (_, out, _) = env.cli(&["doctor", "--root", odd.to_str().unwrap()]);
+    assert_escaped("doctor", &out);
+    // A usage error quoting the argument.
+    let (code, _, err) = env.cli(&["undo", "1\u{202E}\u{1b}[2K"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(!err.contains('\u{202E}') && !err.contains('\u{1b}') && err.contains("\\u{202E}"), "{err:?}");
+}
+
 /// Issues `write_file` calls on 16 concurrent workers until the server
 /// dies; returns the paths whose writes were acknowledged.
 async fn write_until_killed(client: &Client, round: usize) -> Vec<String> {
