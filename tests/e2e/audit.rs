@@ -119,8 +119,10 @@ async fn no_secret_reaches_the_log_or_the_server_logs() {
     let gitlab = "glpat-Zq8Rt2Yw6Ux4Vs1Nm9Lk";
     let password = "hunter2-Corr3ct-H0rse";
     let stripe = "sk_live_4eC39HqLyjWDarjtT1zdp7dc";
+    // Known by its key name only (issue 26, point 11).
+    let pass = "Tr0ub4dor3Batt3ryStapl3";
     assert_eq!(github.len(), 4 + 36);
-    let secrets = [aws, mcps, github, gitlab, password, stripe];
+    let secrets = [aws, mcps, github, gitlab, password, stripe, pass];
 
     let cfg = env.config(ALLOW_ALL);
     let mut cmd = env.command(&["--config", cfg.to_str().unwrap(), "--user", "alice"]);
@@ -139,6 +141,10 @@ async fn no_secret_reaches_the_log_or_the_server_logs() {
     c.call("read_text_file", json!({"path": "hello.txt", "password": password})).await;
     c.call("list_directory", json!({"path": ".", "note": format!("use {github} please")})).await;
     c.call("write_file", json!({"path": "x.txt", "content": "x", "options": {"db_password": password}})).await;
+    c.call("read_text_file", json!({"path": "hello.txt", "pass": pass, "options": {"smtp_pw": pass}})).await;
+    c.ok("write_file", json!({"path": "smtp.conf", "content": format!("user=alice\nsmtp_pass={pass}\npw: {pass}\n")}))
+        .await;
+    c.ok("read_text_file", path("smtp.conf")).await;
     // A file name holding a token: in args and in the result text.
     c.ok("write_file", json!({"path": format!("{gitlab}.txt"), "content": "x"})).await;
     c.call("read_text_file", path(&format!("{gitlab}.txt"))).await;
