@@ -119,8 +119,10 @@ async fn no_secret_reaches_the_log_or_the_server_logs() {
     let gitlab = "glpat-Zq8Rt2Yw6Ux4Vs1Nm9Lk";
     let password = "hunter2-Corr3ct-H0rse";
     let stripe = "sk_live_4eC39HqLyjWDarjtT1zdp7dc";
+    // Known by its key name only (issue 26, point 11).
+    let pass = "Tr0ub4dor3Batt3ryStapl3";
     assert_eq!(github.len(), 4 + 36);
-    let secrets = [aws, mcps, github, gitlab, password, stripe];
+    let secrets = [aws, mcps, github, gitlab, password, stripe, pass];
 
     let cfg = env.config(ALLOW_ALL);
     let mut cmd = env.command(&["--config", cfg.to_str().unwrap(), "--user", "alice"]);
@@ -139,6 +141,10 @@ async fn no_secret_reaches_the_log_or_the_server_logs() {
     c.call("read_text_file", json!({"path": "hello.txt", "password": password})).await;
     c.call("list_directory", json!({"path": ".", "note": format!("use {github} please")})).await;
     c.call("write_file", json!({"path": "x.txt", "content": "x", "options": {"db_password": password}})).await;
+    c.call("read_text_file", json!({"path": "hello.txt", "pass": pass, "options": {"smtp_pw": pass}})).await;
+    c.ok("write_file", json!({"path": "smtp.conf", "content": format!("user=alice\nsmtp_pass={pass}\npw: {pass}\n")}))
+        .await;
+    c.ok("read_text_file", path("smtp.conf")).await;
     // A file name holding a token: in args and in the result text.
     c.ok("write_file", json!({"path": format!("{gitlab}.txt"), "content": "x"})).await;
     c.call("read_text_file", path(&format!("{gitlab}.txt"))).await;
@@ -333,6 +339,85 @@ async fn audit_grep_tail_path_checkpoint_and_tampering() {
     let (code, out, _) = env.cli(&["audit", "verify", "--checkpoint", cp.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("truncated"), "{out}");
+}
+
+/// Asserts that `out` holds no character that acts on a terminal or hides
+/// (line ends aside), and shows the model's escapes as `\u{XXXX}`.
+#[track_caller]
+fn assert_escaped(what: &str, out: &str) {
+    let raw = out.chars().find(|&c| {
+        c != '\n'
+            && (c.is_control()
+                || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
+    });
+    assert_eq!(raw, None, "{what}: a raw {raw:?} reaches the terminal: {out:?}");
+    assert!(out.contains("\\u{001B}"), "{what}: ESC is shown escaped: {out:?}");
+}
+
+#[tokio::test]
+async fn the_models_terminal_escapes_never_reach_the_investigators_terminal() {
+    // Issue 26, point 2: erase the line, cursor up, an OSC 52 clipboard
+    // write, a right-to-left override and a line break that would forge a
+    // line of its own, in a path, a tool name and a token's note.
+    let hostile = "x\u{1b}[2K\r\u{1b}[1A\u{1b}]52;c;cm0gLXJmIH4=\u{7}\u{202E}hs.txt\nforged line";
+    let env = Env::new();
+    let c = allow_all(&env, &["--user", "alice"]).await;
+    c.ok("write_file", json!({"path": hostile, "content": "one"})).await;
+    c.ok("write_file", json!({"path": hostile, "content": "two"})).await;
+    assert!(c.try_call("evil\u{1b}]0;owned\u{7}\u{200B}", json!({"path": hostile})).await.is_err());
+    c.close().await;
+    let writes = env.audit_records().iter().filter(|r| r["tool"] == "write_file").count();
+
+    let (code, out, err) = env.cli(&["audit", "grep", "--tool", "write_file"]);
+    assert_eq!(code, 0, "{err}");
+    assert_escaped("audit grep", &out);
+    assert_eq!(out.lines().count(), writes, "one line a record, none forged: {out}");
+    let (code, out, err) = env.cli(&["audit", "grep", "owned"]);
+    assert_eq!(code, 0, "{err}");
+    assert_escaped("audit grep, a tool name", &out);
+    let (code, out, err) = env.cli(&["audit", "tail", "-n", "20"]);
+    assert_eq!(code, 0, "{err}");
+    assert_escaped("audit tail", &out);
+    // --json stays JSON, the text exactly as recorded.
+    let (_, out, _) = env.cli(&["audit", "grep", "--tool", "write_file", "--json"]);
+    let first: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(first["args"]["path"], hostile);
+
+    let (code, out, err) = env.cli(&["trash", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert_escaped("trash list", &out);
+    let seq =
+        env.audit_records().iter().find(|r| r["tool"] == "write_file" && r["outcome"] == "pending").unwrap()["seq"]
+            .as_u64()
+            .unwrap();
+    let seq = (seq + 2).to_string();
+    let (code, out, err) = env.cli(&["undo", &seq, "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert_escaped("undo --dry-run", &out);
+    assert!(out.lines().next().unwrap().ends_with("\\u{000A}forged line"), "the path on one line: {out}");
+    // An error quoting a record: the unknown tool's.
+    let unknown =
+        env.audit_records().iter().find(|r| r["tool"].as_str().is_some_and(|t| t.starts_with("evil"))).unwrap()["seq"]
+            .as_u64()
+            .unwrap();
+    let (code, _, err) = env.cli(&["undo", &unknown.to_string()]);
+    assert_eq!(code, 1, "{err}");
+    assert_escaped("undo's refusal", &err);
+
+    env.grant(&["read_files", "--note", hostile]);
+    let (code, out, err) = env.cli(&["tokens"]);
+    assert_eq!(code, 0, "{err}");
+    assert_escaped("tokens", &out);
+    assert_eq!(out.lines().count(), 2, "a header and one row: {out}");
+
+    let odd = env.path().join("root\u{1b}]0;t\u{7}");
+    std::fs::create_dir(&odd).unwrap();
+    let (_, out, _) = env.cli(&["doctor", "--root", odd.to_str().unwrap()]);
+    assert_escaped("doctor", &out);
+    // A usage error quoting the argument.
+    let (code, _, err) = env.cli(&["undo", "1\u{202E}\u{1b}[2K"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(!err.contains('\u{202E}') && !err.contains('\u{1b}') && err.contains("\\u{202E}"), "{err:?}");
 }
 
 /// Issues `write_file` calls on 16 concurrent workers until the server

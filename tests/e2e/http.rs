@@ -177,6 +177,72 @@ async fn dns_rebinding_and_cross_origin_requests_are_refused() {
     assert_eq!(status, 200, "{body}");
 }
 
+/// Sends `head` (the request line and headers, without the blank line) and
+/// an `initialize` body over a connection of its own, byte for byte as
+/// given; returns the status and what came back within a few seconds.
+async fn raw_request(addr: &str, head: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = initialize_body();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{head}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    // An event stream may stay open: what came within the time is enough.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), stream.read_to_end(&mut got)).await;
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no answer: {text:?}"));
+    (status, text)
+}
+
+#[tokio::test]
+async fn a_second_host_or_origin_and_an_absolute_target_cannot_pass_the_host_check() {
+    // Issue 26, point 12: rmcp checked the first `Host` and `Origin` only,
+    // and `Host` rather than an absolute-form target's authority.
+    let env = Env::new();
+    let alice = env.add_user("alice");
+    let server = env.serve_http(&[]).await;
+    let addr = host_port(&server.url);
+    let own = format!("http://{addr}");
+    let auth = format!("Authorization: Bearer {alice}");
+    let ok = format!("POST /mcp HTTP/1.1\r\nHost: {addr}\r\n{auth}");
+    assert_eq!(raw_request(&addr, &ok).await.0, 200, "the well-formed request passes");
+    for (head, what) in [
+        (format!("POST /mcp HTTP/1.1\r\nHost: {addr}\r\nHost: evil.example\r\n{auth}"), "Host"),
+        (format!("POST /mcp HTTP/1.1\r\nHost: evil.example\r\nHost: {addr}\r\n{auth}"), "Host"),
+        (
+            format!("POST /mcp HTTP/1.1\r\nHost: {addr}\r\n{auth}\r\nOrigin: {own}\r\nOrigin: http://evil.example"),
+            "Origin",
+        ),
+    ] {
+        let (status, answer) = raw_request(&addr, &head).await;
+        assert_eq!(status, 400, "{head}: {answer}");
+        assert!(answer.contains(&format!("more than one `{what}` header")), "{answer}");
+    }
+    // An absolute-form target: its authority is checked as the Host.
+    let evil = format!("POST http://evil.example/mcp HTTP/1.1\r\nHost: {addr}\r\n{auth}");
+    let (status, answer) = raw_request(&addr, &evil).await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer.contains("Host `evil.example`") && answer.contains("[http] allowed_hosts"), "{answer}");
+    let own_target = format!("POST {own}/mcp HTTP/1.1\r\nHost: {addr}\r\n{auth}");
+    assert_eq!(raw_request(&addr, &own_target).await.0, 200, "an absolute target naming this server passes");
+    let userinfo = format!("POST http://{addr}@evil.example/mcp HTTP/1.1\r\nHost: {addr}\r\n{auth}");
+    let (status, answer) = raw_request(&addr, &userinfo).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("user information"), "{answer}");
+    // Every refusal of alice's is on record.
+    let refused: Vec<Value> = env.audit_records().into_iter().filter(|r| r["event"] == "request_refused").collect();
+    let statuses: Vec<_> = refused.iter().map(|r| r["details"]["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [400, 400, 400, 403, 400], "{refused:?}");
+    assert_eq!(refused[0]["reason"], "more than one Host header");
+    assert_eq!(refused[2]["reason"], "more than one Origin header");
+    assert_eq!(refused[3]["details"]["host"], "evil.example");
+    assert!(refused.iter().all(|r| r["user"] == "alice"), "{refused:?}");
+}
+
 #[tokio::test]
 async fn an_oversized_body_is_refused() {
     let env = Env::new();

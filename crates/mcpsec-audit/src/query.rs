@@ -354,7 +354,10 @@ pub fn tail(path: &Path, n: usize, unchained: bool) -> std::io::Result<Tail> {
 
 impl Entry {
     /// One human-readable line: time, user, tool (or event), outcome, and
-    /// the key argument.
+    /// the key argument. Every field is shown through
+    /// [`mcpsec_core::display::escape`]: a record holds what a model chose,
+    /// and its terminal escapes, line breaks or bidirectional controls must
+    /// not act on the terminal of whoever reads the log.
     pub fn human(&self) -> String {
         let ts = self.ts.get(..19).map_or(self.ts.as_str(), |s| s);
         let what = self.tool.as_deref().unwrap_or(&self.event);
@@ -378,6 +381,6 @@ impl Entry {
             line.push_str("  — ");
             line.push_str(reason);
         }
-        line.trim_end().to_owned()
+        mcpsec_core::display::escape(line.trim_end()).into_owned()
     }
 }

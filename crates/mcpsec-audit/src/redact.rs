@@ -3,10 +3,12 @@
 //! Two layers, both applied before anything is written:
 //!
 //! - [`redact_value`] walks a JSON value (tool arguments, a result). The
-//!   whole value under a sensitive key name (`password`, `db_password`,
-//!   `X-Api-Key`, `capability_token`, …) becomes `"[REDACTED]"`, whatever
-//!   its type; every other string, keys included, goes through
-//!   [`redact_text`].
+//!   whole value under a key name that names a secret (`password`,
+//!   `db_pass`, `X-Api-Key`, `capability_token`, …) becomes `"[REDACTED]"`,
+//!   whatever its type, and so does a random-looking string under one that
+//!   may hold a secret (`encryption_key`); every other string, keys
+//!   included, goes through [`redact_text`]. The key names cover gitleaks'
+//!   `generic-api-key` keywords at least.
 //! - [`redact_text`] finds credential formats inside free text (a curated
 //!   rule set in the spirit of gitleaks, listed in [`RULES`]) and replaces
 //!   each secret with `[REDACTED:<rule>]`. Where the context matters (a key
@@ -17,7 +19,7 @@
 //! alternation whose literal prefixes (`ghp_`, `AKIA`, `password`, …) drive
 //! a SIMD prefilter, so clean text — nearly all text — costs a single fast
 //! scan and no allocation (1–3 µs for 4 KiB of prose, code or JSON; text
-//! dense with `token`, `session` and URLs takes a few times longer). Only
+//! dense with `key`, `token`, `session` and URLs takes a few times longer). Only
 //! when that alternation matches do the rules run, each in turn. To keep
 //! the prefilter effective, the text rules spell out case variants
 //! (`password`, `Password`, `PASSWORD`) instead of matching case-blind;
@@ -59,13 +61,22 @@ pub const RULES: &[&str] = &RULE_NAMES;
 
 /// Replaces secrets inside a JSON value, in place.
 ///
-/// The whole value under a sensitive key name becomes the string
-/// `"[REDACTED]"`, whatever its type. A key is sensitive when, lowercased
+/// The whole value under a key that names a secret becomes the string
+/// `"[REDACTED]"`, whatever its type. A key names a secret when, lowercased
 /// and with separators removed, it contains one of `password`, `passwd`,
 /// `pwd`, `secret`, `token`, `apikey`, `accesskey`, `privatekey`,
-/// `authorization`, `auth`, `cookie`, `session`, `credential`, `passphrase`
-/// or `bearer` — unless that occurrence is part of a known harmless word
-/// (`author`, `authenticated`, `max_tokens`, `tokenizer`, `token_id`, …).
+/// `authorization`, `auth`, `cookie`, `session`, `credential`, `creds`,
+/// `passphrase` or `bearer`, or when one of its words (split at
+/// separators, case changes and digits: `db_pass`, `userPw`) is `pass` or
+/// `pw` (not `bypass` or `upward`) — unless that occurrence is part of a
+/// known harmless word (`author`, `authenticated`, `max_tokens`,
+/// `tokenizer`, `token_id`, …).
+///
+/// A key that only *may* hold a secret, containing `key`, `api` or `access`
+/// (gitleaks' generic keywords: `encryption_key`, `sshkey`, `api`), has its
+/// value redacted when it is a string that looks random, as in text; not
+/// `primary_key`, `keyboard`, `api_version` or `accessor`.
+///
 /// Every other string, object keys included, goes through [`redact_text`].
 /// Nested objects and arrays are walked without recursion, so depth is no
 /// concern.
@@ -82,7 +93,12 @@ pub fn redact_value(value: &mut Value) {
             Value::Object(map) => {
                 redact_keys(map);
                 for (key, value) in map.iter_mut() {
-                    if is_sensitive_key(key) {
+                    let redact = match key_sensitivity(key) {
+                        Sensitivity::Secret => true,
+                        Sensitivity::Maybe => value.as_str().is_some_and(|s| looks_random(s, Quoting::Quoted)),
+                        Sensitivity::None => false,
+                    };
+                    if redact {
                         *value = Value::String(REDACTED.to_owned());
                     } else {
                         stack.push(value);
@@ -141,20 +157,81 @@ pub fn redact_and_truncate(text: &str, max_chars: usize) -> String {
     out
 }
 
-/// Whether a JSON key (or a key in `key = value` text) names a secret.
+/// What a key name says about the value under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sensitivity {
+    /// Nothing: the value is treated as text.
+    None,
+    /// It may hold a secret (`key`, `api`, `access`): a value that looks
+    /// random is one.
+    Maybe,
+    /// It names a secret: the value is one, whatever it looks like.
+    Secret,
+}
+
+/// Whether a key in `key = value` text names a secret or may hold one
+/// (the value must look random either way).
 fn is_sensitive_key(key: &str) -> bool {
+    key_sensitivity(key) != Sensitivity::None
+}
+
+/// What a JSON key (or a key in `key = value` text) says about its value.
+fn key_sensitivity(key: &str) -> Sensitivity {
     let norm: Vec<u8> = key.bytes().filter(u8::is_ascii_alphanumeric).map(|b| b.to_ascii_lowercase()).collect();
-    SENSITIVE_KEY_WORDS.iter().any(|word| {
+    if contains_word(&norm, SECRET_KEY_WORDS) || key_words(key).any(|w| SECRET_KEY_SEGMENTS.contains(&w.as_str())) {
+        Sensitivity::Secret
+    } else if contains_word(&norm, MAYBE_SECRET_KEY_WORDS) {
+        Sensitivity::Maybe
+    } else {
+        Sensitivity::None
+    }
+}
+
+/// Whether one of `words` occurs in the normalised key `norm` other than
+/// inside one of [`HARMLESS_KEY_WORDS`].
+fn contains_word(norm: &[u8], words: &[&str]) -> bool {
+    words.iter().any(|word| {
         let word = word.as_bytes();
         (0..norm.len().saturating_sub(word.len() - 1))
             .filter(|&at| norm[at..].starts_with(word))
-            .any(|at| !HARMLESS_KEY_WORDS.iter().any(|harmless| covers(&norm, harmless.as_bytes(), at, word.len())))
+            .any(|at| !HARMLESS_KEY_WORDS.iter().any(|harmless| covers(norm, harmless.as_bytes(), at, word.len())))
     })
 }
 
-/// Key fragments, lowercased and without separators, that make a key
-/// sensitive wherever they occur in it.
-const SENSITIVE_KEY_WORDS: &[&str] = &[
+/// The words of a key, lowercased: split at every character that is not an
+/// ASCII letter or digit, between a lowercase letter or a digit and an
+/// uppercase one (`userPw`), before the last capital of a run followed by
+/// a lowercase letter (`APIPass`), and between letters and digits (`pw2`).
+fn key_words(key: &str) -> impl Iterator<Item = String> + '_ {
+    let bytes = key.as_bytes();
+    let mut words = Vec::new();
+    let mut word = String::new();
+    for (i, &b) in bytes.iter().enumerate() {
+        if !b.is_ascii_alphanumeric() {
+            words.push(std::mem::take(&mut word));
+            continue;
+        }
+        let prev = i.checked_sub(1).map(|p| bytes[p]).filter(u8::is_ascii_alphanumeric);
+        let next = bytes.get(i + 1).copied();
+        let boundary = prev.is_some_and(|p| {
+            (b.is_ascii_uppercase() && (p.is_ascii_lowercase() || p.is_ascii_digit()))
+                || (b.is_ascii_uppercase() && p.is_ascii_uppercase() && next.is_some_and(|n| n.is_ascii_lowercase()))
+                || (b.is_ascii_digit() != p.is_ascii_digit())
+        });
+        if boundary {
+            words.push(std::mem::take(&mut word));
+        }
+        word.push(char::from(b.to_ascii_lowercase()));
+    }
+    words.push(word);
+    words.into_iter().filter(|w| !w.is_empty())
+}
+
+/// Key fragments, lowercased and without separators, that make a key name a
+/// secret wherever they occur in it. With [`MAYBE_SECRET_KEY_WORDS`] they
+/// cover gitleaks' `generic-api-key` keywords (`access`, `api`, `auth`,
+/// `credential`, `creds`, `key`, `passwd`, `password`, `secret`, `token`).
+const SECRET_KEY_WORDS: &[&str] = &[
     "password",
     "passwd",
     "pwd",
@@ -168,9 +245,18 @@ const SENSITIVE_KEY_WORDS: &[&str] = &[
     "cookie",
     "session",
     "credential",
+    "creds",
     "passphrase",
     "bearer",
 ];
+
+/// Words of a key ([`key_words`]) that make it name a secret: too short to
+/// count inside other words (`bypass`, `compass`, `upward`).
+const SECRET_KEY_SEGMENTS: &[&str] = &["pass", "pw"];
+
+/// Key fragments that make a key *maybe* hold a secret: its value is
+/// redacted when it looks random.
+const MAYBE_SECRET_KEY_WORDS: &[&str] = &["key", "api", "access"];
 
 /// Harmless words that contain a sensitive fragment: an occurrence inside
 /// one of these does not count (`author`, `max_tokens`, `token_id`).
@@ -196,6 +282,53 @@ const HARMLESS_KEY_WORDS: &[&str] = &[
     "tokenfp",
     "tokenfingerprint",
     "tokentype",
+    // `key`, `api` and `access` in words and names that hold no secret
+    // (after gitleaks' allowlist for its generic rule).
+    "primarykey",
+    "foreignkey",
+    "publickey",
+    "pubkey",
+    "bucketkey",
+    "hotkey",
+    "idxkey",
+    "naturalkey",
+    "schemakey",
+    "sequencekey",
+    "sortkey",
+    "issuerkeyhash",
+    "keyalias",
+    "keyboard",
+    "keycode",
+    "keyframe",
+    "keyid",
+    "keylength",
+    "keyname",
+    "keypair",
+    "keypress",
+    "keyring",
+    "keysize",
+    "keystore",
+    "keytab",
+    "keyfile",
+    "keyword",
+    "keyup",
+    "keydown",
+    "keying",
+    "monkey",
+    "donkey",
+    "turkey",
+    "apiid",
+    "apiname",
+    "apiversion",
+    "apiurl",
+    "apiuri",
+    "apiendpoint",
+    "rapid",
+    "capital",
+    "accessor",
+    "accessib",
+    "accessid",
+    "randomaccess",
 ];
 
 /// Whether `word` occurs in `hay` at a position that covers
@@ -245,15 +378,16 @@ struct RuleDef {
 
 /// Sensitive key fragments, as a regex for `key = value` text, in lower,
 /// Capitalised and UPPER case (see the module docs for why not `(?i)`).
-/// Keep in step with [`SENSITIVE_KEY_WORDS`]: the whole key found around a
-/// fragment is checked against it.
+/// Keep in step with [`SECRET_KEY_WORDS`], [`SECRET_KEY_SEGMENTS`] and
+/// [`MAYBE_SECRET_KEY_WORDS`]: each must start with one of these, and the
+/// whole key found around a fragment is checked against them.
 macro_rules! key_words {
     () => {
         concat!(
-            r"(?:[Pp]assw(?:or)?d|PASSW(?:OR)?D|[Pp]wd|PWD|[Ss]ecret|SECRET|[Tt]oken|TOKEN",
-            r"|(?:[Aa]pi|API|[Aa]ccess|ACCESS|[Pp]rivate|PRIVATE)[_.-]?(?:[Kk]ey|KEY)",
-            r"|[Aa]uth|AUTH|[Cc]ookie|COOKIE|[Ss]ession|SESSION|[Cc]redential|CREDENTIAL",
-            r"|[Pp]assphrase|PASSPHRASE|[Bb]earer|BEARER)"
+            // `pass` and `pw` start `password`, `passwd`, `passphrase`, `pwd`;
+            // `key`, `api`, `access` and `cred` the rest of the compound names.
+            r"(?:[Pp]ass|PASS|[Pp]w|PW|[Ss]ecret|SECRET|[Tt]oken|TOKEN|[Kk]ey|KEY|[Aa]pi|API|[Aa]ccess|ACCESS",
+            r"|[Aa]uth|AUTH|[Cc]ookie|COOKIE|[Ss]ession|SESSION|[Cc]red|CRED|[Bb]earer|BEARER)"
         )
     };
 }
@@ -811,53 +945,145 @@ mod tests {
         }
     }
 
+    /// Key names and what they say, in JSON arguments and in `key=value`
+    /// text. gitleaks' `generic-api-key` keywords are the floor (`access`,
+    /// `api`, `auth`, `credential`, `creds`, `key`, `passwd`, `password`,
+    /// `secret`, `token`, as it finds them inside longer names); then the
+    /// names gitleaks leaves to other rules and `pass`/`pw` (issue 26,
+    /// point 11).
+    const KEY_NAMES: &[(&str, Sensitivity)] = &[
+        // gitleaks' keywords, alone and in the names its own tests use.
+        ("access", Sensitivity::Maybe),
+        ("access_token", Sensitivity::Secret),
+        ("api", Sensitivity::Maybe),
+        ("some_api_token_123", Sensitivity::Secret),
+        ("auth", Sensitivity::Secret),
+        ("user_auth", Sensitivity::Secret),
+        ("credential", Sensitivity::Secret),
+        ("credentials", Sensitivity::Secret),
+        ("creds", Sensitivity::Secret),
+        ("db_creds", Sensitivity::Secret),
+        ("key", Sensitivity::Maybe),
+        ("private-key", Sensitivity::Secret),
+        ("encryption_key", Sensitivity::Maybe),
+        ("signingKey", Sensitivity::Maybe),
+        ("sshkey", Sensitivity::Maybe),
+        ("keys", Sensitivity::Maybe),
+        ("passwd", Sensitivity::Secret),
+        ("password", Sensitivity::Secret),
+        ("db_password", Sensitivity::Secret),
+        ("secret", Sensitivity::Secret),
+        ("client_secret", Sensitivity::Secret),
+        ("mySecretString", Sensitivity::Secret),
+        ("token", Sensitivity::Secret),
+        ("api_token", Sensitivity::Secret),
+        // `pass` and `pw` as words of a name.
+        ("pass", Sensitivity::Secret),
+        ("db_pass", Sensitivity::Secret),
+        ("userPass", Sensitivity::Secret),
+        ("PASS", Sensitivity::Secret),
+        ("SMTP_PASS", Sensitivity::Secret),
+        ("pw", Sensitivity::Secret),
+        ("user_pw", Sensitivity::Secret),
+        ("adminPw", Sensitivity::Secret),
+        ("PW", Sensitivity::Secret),
+        ("pw2", Sensitivity::Secret),
+        ("pwd", Sensitivity::Secret),
+        ("APIPass", Sensitivity::Secret),
+        // mcpsec's own.
+        ("PASSWD", Sensitivity::Secret),
+        ("X-Api-Key", Sensitivity::Secret),
+        ("apikey", Sensitivity::Secret),
+        ("api-key", Sensitivity::Secret),
+        ("access_key", Sensitivity::Secret),
+        ("secret_key", Sensitivity::Secret),
+        ("private_key", Sensitivity::Secret),
+        ("Authorization", Sensitivity::Secret),
+        ("basic_auth", Sensitivity::Secret),
+        ("cookie", Sensitivity::Secret),
+        ("Set-Cookie", Sensitivity::Secret),
+        ("session", Sensitivity::Secret),
+        ("passphrase", Sensitivity::Secret),
+        ("bearer", Sensitivity::Secret),
+        ("capability_token", Sensitivity::Secret),
+        ("accessToken", Sensitivity::Secret),
+        ("refresh_token", Sensitivity::Secret),
+        ("oauth_token", Sensitivity::Secret),
+        ("authorization_token_id", Sensitivity::Secret),
+        // Harmless names.
+        ("path", Sensitivity::None),
+        ("content", Sensitivity::None),
+        ("author", Sensitivity::None),
+        ("authors", Sensitivity::None),
+        ("authority", Sensitivity::None),
+        ("authenticated", Sensitivity::None),
+        ("max_tokens", Sensitivity::None),
+        ("completion_tokens", Sensitivity::None),
+        ("tokenizer", Sensitivity::None),
+        ("token_id", Sensitivity::None),
+        ("token_fp", Sensitivity::None),
+        ("token_type", Sensitivity::None),
+        ("bypass", Sensitivity::None),
+        ("compass", Sensitivity::None),
+        ("passenger", Sensitivity::None),
+        ("passive", Sensitivity::None),
+        ("upward", Sensitivity::None),
+        ("stepwise", Sensitivity::None),
+        ("primary_key", Sensitivity::None),
+        ("publicKey", Sensitivity::None),
+        ("key_id", Sensitivity::None),
+        ("keyboard", Sensitivity::None),
+        ("monkey", Sensitivity::None),
+        ("rapid", Sensitivity::None),
+        ("capital", Sensitivity::None),
+        ("api_version", Sensitivity::None),
+        ("accessor", Sensitivity::None),
+        ("accessibility", Sensitivity::None),
+        ("", Sensitivity::None),
+    ];
+
     #[test]
-    fn sensitive_key_names() {
-        for key in [
-            "password",
-            "PASSWD",
-            "pwd",
-            "db_password",
-            "X-Api-Key",
-            "apikey",
-            "api-key",
-            "access_key",
-            "secret_key",
-            "private_key",
-            "Authorization",
-            "auth",
-            "basic_auth",
-            "cookie",
-            "Set-Cookie",
-            "session",
-            "credentials",
-            "client_secret",
-            "passphrase",
-            "bearer",
-            "capability_token",
-            "accessToken",
-            "refresh_token",
-            "oauth_token",
-            "authorization_token_id",
-        ] {
-            assert!(is_sensitive_key(key), "{key} should be sensitive");
+    fn every_key_name_in_json_arguments() {
+        for &(key, expect) in KEY_NAMES {
+            assert_eq!(key_sensitivity(key), expect, "{key}");
+            let redacted = |value: Value| {
+                let mut args = json!({ key: value });
+                redact_value(&mut args);
+                args[key] == REDACTED
+            };
+            // A random-looking value goes under every name that names or may
+            // hold a secret; any value, of any type, under one that names one.
+            assert_eq!(redacted(json!(fake(24))), expect != Sensitivity::None, "{key}: a random value");
+            let any = expect == Sensitivity::Secret;
+            assert_eq!(redacted(json!("hunter2")), any, "{key}: a short word");
+            assert_eq!(redacted(json!(12345)), any, "{key}: a number");
+            assert_eq!(redacted(json!({"nested": true})), any, "{key}: an object");
         }
-        for key in [
-            "path",
-            "author",
-            "authors",
-            "authority",
-            "authenticated",
-            "max_tokens",
-            "completion_tokens",
-            "tokenizer",
-            "token_id",
-            "token_fp",
-            "token_type",
-            "keys",
-            "",
-        ] {
-            assert!(!is_sensitive_key(key), "{key} should not be sensitive");
+    }
+
+    #[test]
+    fn every_key_name_in_key_value_text() {
+        // An upstream's output, a file written, a command line.
+        let secret = fake(24);
+        for &(key, expect) in KEY_NAMES {
+            if key.is_empty() {
+                continue;
+            }
+            for text in [
+                format!("{key}={secret}"),
+                format!("{key}: {secret}"),
+                format!("export {key}=\"{secret}\""),
+                format!("{{\"{key}\": \"{secret}\"}}"),
+                format!("x {key} := '{secret}' y"),
+            ] {
+                let out = redact_text(&text);
+                assert_eq!(!out.contains(&secret), expect != Sensitivity::None, "{key}: {text} -> {out}");
+                if expect != Sensitivity::None {
+                    assert!(out.contains(key) && out.contains("[REDACTED:"), "{text} -> {out}");
+                }
+            }
+            // Words and short values are not secrets in text, whatever the key.
+            clean(&format!("{key}=hunter2"));
         }
     }
 

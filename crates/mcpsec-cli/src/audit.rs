@@ -15,6 +15,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use mcpsec_audit::query::{self, Filter};
 use mcpsec_audit::{Checkpoint, Entry, VerifyError};
+use mcpsec_core::display::escape;
 use mcpsec_core::time::{parse_rfc3339, rfc3339, rfc3339_micros};
 use mcpsec_core::{AuditSync, Config, units};
 
@@ -203,13 +204,13 @@ fn verify(log: &Path, checkpoint: Option<&Path>, json: bool) -> Result<()> {
                 });
                 writeln!(out, "{v}")?;
             } else {
-                writeln!(out, "FAILED: {detail}")?;
+                writeln!(out, "FAILED: {}", escape(&detail))?;
             }
             Err(Failed.into())
         }
         Ok(report) => {
             for note in &report.notes {
-                eprintln!("note: {note}");
+                eprintln!("note: {}", escape(note));
             }
             let head =
                 report.head.as_ref().map_or("none (empty log)".to_string(), |(seq, h)| format!("{h} (seq {seq})"));
@@ -232,7 +233,7 @@ fn verify(log: &Path, checkpoint: Option<&Path>, json: bool) -> Result<()> {
                 });
                 writeln!(out, "{v}")?;
             } else {
-                writeln!(out, "FAILED: {p}")?;
+                writeln!(out, "FAILED: {}", escape(&p.to_string()))?;
             }
             Err(Failed.into())
         }
@@ -294,7 +295,7 @@ fn print_record(out: &mut impl Write, line: &str, entry: Option<&Entry>, json: b
         (Some(_), true) => writeln!(out, "{line}"),
         (Some(e), false) => writeln!(out, "{}", e.human()),
         (None, true) => writeln!(out, "{}", serde_json::json!({ "not_in_chain": true, "line": line })),
-        (None, false) => writeln!(out, "{NOT_IN_CHAIN} {}", line.escape_debug()),
+        (None, false) => writeln!(out, "{NOT_IN_CHAIN} {}", escape(line)),
     }
 }
 
@@ -412,7 +413,7 @@ fn checkpoint(log: &Path, out_file: Option<&Path>) -> Result<()> {
     let report = match mcpsec_audit::verify(log, None, &mut |_, _| {}) {
         Ok(r) => r,
         Err(VerifyError::Problem(p)) => {
-            println!("FAILED: {p}");
+            println!("FAILED: {}", escape(&p.to_string()));
             eprintln!("mcpsec: refusing to checkpoint a log that does not verify");
             return Err(Failed.into());
         }

@@ -149,8 +149,31 @@ impl std::fmt::Display for Failed {
 
 impl std::error::Error for Failed {}
 
+/// `text` for the terminal, line by line through
+/// [`mcpsec_core::display::escape`]: a multi-line message (a TOML parse
+/// error) keeps its lines, and nothing else in it acts on the terminal.
+/// Messages that quote what a model chose escape it themselves, line breaks
+/// included.
+fn shown(text: &str) -> String {
+    text.split('\n').map(mcpsec_core::display::escape).collect::<Vec<_>>().join("\n")
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap quotes the arguments it refuses, raw on a terminal: with
+            // an argument holding a hidden character, its error is shown
+            // escaped (its plain text, without colour). Help, version and
+            // other errors are printed by clap.
+            let hidden = std::env::args_os().any(|a| a.to_string_lossy().chars().any(mcpsec_core::display::is_hidden));
+            if e.use_stderr() && hidden {
+                eprint!("{}", shown(&e.render().to_string()));
+                return ExitCode::from(2);
+            }
+            e.exit()
+        }
+    };
     init_logging();
     // Tests make a debug build crash at named points; a release build has none.
     #[cfg(debug_assertions)]
@@ -161,7 +184,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<Failed>().is_some() => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("mcpsec: {e:#}");
+            eprintln!("mcpsec: {}", shown(&format!("{e:#}")));
             if e.downcast_ref::<UsageError>().is_some() { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
     }

@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use mcpsec_audit::{EventKind, Outcome};
 use mcpsec_caps::pins::{Approval, Pin, Pins};
 use mcpsec_caps::unix_ms;
+use mcpsec_core::display::escape;
 use mcpsec_core::time::rfc3339;
 
 use crate::{Failed, Global, usage};
@@ -105,7 +106,7 @@ fn list(pins: &Pins, args: &ListArgs) -> Result<()> {
     println!("{:<16} {:<32} {:<15} HASH", "UPSTREAM", "TOOL", "STATUS");
     for p in &all {
         let hash = p.pending_hash.as_ref().or(p.hash.as_ref()).map(|h| &h[..h.len().min(12)]).unwrap_or("");
-        println!("{:<16} {:<32} {:<15} {hash}", p.upstream, p.tool, status(p));
+        println!("{:<16} {:<32} {:<15} {hash}", escape(&p.upstream), escape(&p.tool), status(p));
     }
     let held = all.iter().filter(|p| p.is_held()).count();
     if held > 0 {
@@ -128,8 +129,15 @@ fn find(pins: &Pins, args: &ToolArgs) -> Result<Pin> {
 fn diff(pins: &Pins, args: &ToolArgs) -> Result<()> {
     let pin = find(pins, args)?;
     let (Some(_), Some(hash)) = (&pin.pending_definition, &pin.pending_hash) else {
-        let old = pin.definition.clone().unwrap_or_default();
-        println!("{}/{}: approved; nothing is pending. The approved definition:\n{old}", pin.upstream, pin.tool);
+        let old = pin.definition.as_deref().unwrap_or_default();
+        println!(
+            "{}/{}: approved; nothing is pending. The approved definition:",
+            escape(&pin.upstream),
+            escape(&pin.tool)
+        );
+        for line in old.lines() {
+            println!("{}", escape(line));
+        }
         return Ok(());
     };
     show(&pin);
@@ -145,23 +153,13 @@ fn diff(pins: &Pins, args: &ToolArgs) -> Result<()> {
 fn show(pin: &Pin) {
     let old = pin.definition.clone().unwrap_or_default();
     let new = pin.pending_definition.clone().unwrap_or_default();
-    // Shown escaped: the definition comes from the upstream and may carry
-    // terminal escapes or invisible characters meant to hide in this very view.
-    let escape = |s: &str| {
-        s.chars()
-            .map(|c| {
-                let hidden =
-                    c != '\t' && (c.is_control() || mcpsec_core::scan::sanitize(c.encode_utf8(&mut [0; 4])).is_empty());
-                if hidden { format!("\\u{{{:04X}}}", u32::from(c)) } else { c.to_string() }
-            })
-            .collect::<String>()
-    };
     let old_label = match ts(pin.approved_ms) {
         Some(t) => format!("approved ({t})"),
         None => "approved (none: a new tool)".to_owned(),
     };
-    println!("--- {}/{} {old_label}", pin.upstream, pin.tool);
-    println!("+++ {}/{} pending (seen {})", pin.upstream, pin.tool, ts(pin.pending_since_ms).unwrap_or_default());
+    let (upstream, tool) = (escape(&pin.upstream), escape(&pin.tool));
+    println!("--- {upstream}/{tool} {old_label}");
+    println!("+++ {upstream}/{tool} pending (seen {})", ts(pin.pending_since_ms).unwrap_or_default());
     let text_diff = similar::TextDiff::from_lines(&old, &new);
     for change in text_diff.iter_all_changes() {
         let sign = match change.tag() {
@@ -169,6 +167,8 @@ fn show(pin: &Pin) {
             similar::ChangeTag::Insert => '+',
             similar::ChangeTag::Equal => ' ',
         };
+        // Shown escaped: the definition comes from the upstream and may carry
+        // terminal escapes or invisible characters meant to hide in this very view.
         println!("{sign}{}", escape(change.value().trim_end_matches('\n')));
     }
     println!("pending sha256:{}", pin.pending_hash.as_deref().unwrap_or_default());

@@ -1,6 +1,12 @@
 //! Aligned tables for human output: columns padded to their widest cell,
 //! the last column wrapped to the terminal's width, the header in bold on a
 //! colour terminal unless `NO_COLOR` is set (no-color.org).
+//!
+//! Every cell is shown through [`mcpsec_core::display::escape`], line by
+//! line: a line break in a cell starts a new line of the table (as in the
+//! findings of `mcpsec doctor`, "…\nfix: …"), and nothing else in a cell can
+//! act on the terminal. A cell quoting untrusted text must escape it itself,
+//! line breaks included, so that it cannot forge a row.
 
 use std::io::{IsTerminal, Write};
 
@@ -54,6 +60,15 @@ fn print_with(
     width: Option<usize>,
     bold: bool,
 ) -> std::io::Result<()> {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|cell| cell.split('\n').map(mcpsec_core::display::escape).collect::<Vec<_>>().join("\n"))
+                .collect()
+        })
+        .collect();
+    let rows = &rows;
     let n = header.len();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
@@ -100,6 +115,22 @@ mod tests {
         assert_eq!(wrap("aa bb cc", 5), vec!["aa bb", "cc"]);
         assert_eq!(wrap("one\ntwo", 80), vec!["one", "two"]);
         assert_eq!(wrap("averyveryverylongword x", 5), vec!["averyveryverylongword", "x"]);
+    }
+
+    #[test]
+    fn cells_cannot_act_on_the_terminal() {
+        let mut out = Vec::new();
+        let rows = vec![vec!["a\u{1b}]52;c;eA==\u{7}".to_string(), "line one\nfix: \u{202E}gnp.exe".into()]];
+        print_with(&mut out, &["A", "B"], &rows, None, false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let cell = "a\\u{001B}]52;c;eA==\\u{0007}";
+        let pad = " ".repeat(cell.len() + 2);
+        assert_eq!(
+            text,
+            format!("A{}B\n{cell}  line one\n{pad}fix: \\u{{202E}}gnp.exe\n", &pad[1..]),
+            "the first cell is {} characters wide once escaped",
+            cell.len()
+        );
     }
 
     #[test]

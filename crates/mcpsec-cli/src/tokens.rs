@@ -17,6 +17,7 @@ use mcpsec_audit::{AuditLog, EventKind, Outcome, Record};
 use mcpsec_caps::key::ServerKey;
 use mcpsec_caps::store::{SqliteStore, TokenRecord, TokenStore};
 use mcpsec_caps::{GrantRequest, Tokens, unix_ms};
+use mcpsec_core::display::escape;
 use mcpsec_core::time::rfc3339;
 use mcpsec_core::{Capability, Config, units};
 use secrecy::{ExposeSecret, SecretString};
@@ -255,7 +256,7 @@ pub fn grant(state: &State, args: GrantArgs) -> Result<()> {
         writeln!(out, "{v}")?;
     } else {
         writeln!(out, "{}", new.token.expose_secret())?;
-        eprintln!(
+        let granted = format!(
             "granted {capability} token {} until {expires} ({}s){}{}{}",
             new.id,
             ttl.as_secs(),
@@ -263,6 +264,7 @@ pub fn grant(state: &State, args: GrantArgs) -> Result<()> {
             args.uses.map(|u| format!(", {u} use(s)")).unwrap_or_default(),
             args.user.as_deref().map(|u| format!(", for user {u}")).unwrap_or_default(),
         );
+        eprintln!("{}", escape(&granted));
     }
     Ok(())
 }
@@ -328,9 +330,9 @@ pub fn list(state: &State, args: TokensArgs) -> Result<()> {
                 status(t, now_ms).to_owned(),
                 expires,
                 t.uses_left.map_or("-".to_string(), |u| u.to_string()),
-                t.user.clone().unwrap_or_else(|| "any".into()),
-                if t.paths.is_empty() { "any".to_string() } else { t.paths.join(" ") },
-                t.note.clone().unwrap_or_default(),
+                escape(t.user.as_deref().unwrap_or("any")).into_owned(),
+                if t.paths.is_empty() { "any".to_string() } else { escape(&t.paths.join(" ")).into_owned() },
+                escape(t.note.as_deref().unwrap_or_default()).into_owned(),
             ]
         })
         .collect();
@@ -370,7 +372,8 @@ pub fn revoke(state: &State, args: RevokeArgs) -> Result<()> {
         }
     }
     if !missing.is_empty() {
-        eprintln!("not found or already revoked: {}", missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "));
+        let missing = missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ");
+        eprintln!("not found or already revoked: {}", escape(&missing));
         return Err(Failed.into());
     }
     Ok(())

@@ -7,6 +7,7 @@ use anyhow::{Context, Result, anyhow};
 use clap::{Args, Subcommand};
 use mcpsec_audit::{AuditLog, EventKind, Outcome, Record};
 use mcpsec_core::Config;
+use mcpsec_core::display::escape;
 use mcpsec_pathguard::trash::{Action, Kept, Listed, MANIFEST_VERSION, Manifest, Trash, now_secs};
 use mcpsec_pathguard::{Rules, Sandbox, SandboxOptions};
 use serde_json::json;
@@ -91,25 +92,27 @@ pub fn trash(ctx: &Ctx<'_>, command: TrashCommand) -> Result<()> {
                         if let Some(to) = &m.moved_to {
                             path = format!("{path} -> {to}");
                         }
-                        writeln!(
-                            out,
+                        let row = format!(
                             "{:>8}  {:<20}  {:<10}  {:<9}  {:>9}  {path}",
                             m.seq,
                             &time_text(m.time)[..19],
                             m.tool,
                             action_text(m.action),
                             mcpsec_core::units::format_size(m.size()),
-                        )?;
+                        );
+                        writeln!(out, "{}", escape(&row))?;
                     }
-                    Listed::Incomplete { seq, problem, time } => writeln!(
-                        out,
-                        "{seq:>8}  {:<20}  {:<10}  {:<9}  {:>9}  (incomplete: {problem}; kept as {})",
-                        &time_text(*time)[..19],
-                        "?",
-                        "?",
-                        "?",
-                        ctx.state.join("trash").join(seq.to_string()).display()
-                    )?,
+                    Listed::Incomplete { seq, problem, time } => {
+                        let row = format!(
+                            "{seq:>8}  {:<20}  {:<10}  {:<9}  {:>9}  (incomplete: {problem}; kept as {})",
+                            &time_text(*time)[..19],
+                            "?",
+                            "?",
+                            "?",
+                            ctx.state.join("trash").join(seq.to_string()).display()
+                        );
+                        writeln!(out, "{}", escape(&row))?;
+                    }
                 }
             }
             writeln!(
@@ -219,12 +222,13 @@ fn find_entry(ctx: &Ctx<'_>, trash: &Trash, seq: u64) -> Result<Manifest> {
     }
     let what = match &record {
         None => format!("audit record {seq} was not found"),
-        Some(r) => format!(
+        Some(r) => escape(&format!(
             "audit record {seq} is a `{}` {}{}",
             r.event,
             r.tool.as_deref().map(|t| format!("of `{t}` ")).unwrap_or_default(),
             r.outcome.as_deref().map(|o| format!("({o})")).unwrap_or_default()
-        ),
+        ))
+        .into_owned(),
     };
     Err(anyhow!(
         "nothing to undo for {seq}: {what}, and the trash holds no entry for it. Only delete_file, write_file over an \
@@ -252,7 +256,7 @@ pub fn undo(ctx: &Ctx<'_>, args: UndoArgs) -> Result<()> {
     // a second undo restore it twice.
     let _lock = trash.lock().context("locking the trash")?;
     let manifest = find_entry(ctx, &trash, args.seq)?;
-    let plan = plan(ctx, &trash, manifest, args.force, args.danger_unverified)?;
+    let plan = plan(ctx, &trash, manifest, args.force, args.danger_unverified).map_err(escaped)?;
     let m = &plan.manifest;
     let target = m.host_path();
     let describe = |verb: &str| -> String {
@@ -308,7 +312,7 @@ pub fn undo(ctx: &Ctx<'_>, args: UndoArgs) -> Result<()> {
         Err(e) => {
             result.outcome = Some(Outcome::Error);
             result.reason = Some(format!("{e:#}"));
-            Err(anyhow!("{e:#}"))
+            Err(escaped(anyhow!("{e:#}")))
         }
     };
     let recorded = log.append(result).wait();
@@ -321,6 +325,13 @@ pub fn undo(ctx: &Ctx<'_>, args: UndoArgs) -> Result<()> {
     }
     lines.push(format!("audit records {intent_seq} and {result_seq}"));
     print_outcome(&args, &plan, Some(result_seq), kept_as, &lines, false)
+}
+
+/// An error that may quote the entry's paths, which a model chose: its
+/// message escaped whole, line breaks included (the top-level printer keeps
+/// them). One that was already reported (`Failed`) passes as it is.
+fn escaped(e: anyhow::Error) -> anyhow::Error {
+    if e.is::<Failed>() { e } else { anyhow!("{}", escape(&format!("{e:#}"))) }
 }
 
 fn print_outcome(
@@ -351,8 +362,9 @@ fn print_outcome(
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
     } else {
+        // Each line quotes paths a model chose: one line each, escaped.
         for l in lines {
-            writeln!(out, "{l}")?;
+            writeln!(out, "{}", escape(l))?;
         }
     }
     Ok(())
@@ -417,7 +429,7 @@ fn plan(ctx: &Ctx<'_>, trash: &Trash, manifest: Manifest, force: bool, unverifie
             forced.push(problem);
             Ok(())
         } else {
-            eprintln!("mcpsec: refused: {problem}");
+            eprintln!("mcpsec: refused: {}", escape(&problem));
             Err(Failed.into())
         }
     };
@@ -453,7 +465,10 @@ fn plan(ctx: &Ctx<'_>, trash: &Trash, manifest: Manifest, force: bool, unverifie
     if manifest.action == Action::Move {
         let to = manifest.moved_to.as_deref().ok_or_else(|| anyhow!("trash entry {seq}: a move without moved_to"))?;
         let Some(there) = sandbox.describe_current(to)? else {
-            eprintln!("mcpsec: refused: {to} no longer exists (moved or deleted since), so it cannot be moved back");
+            eprintln!(
+                "mcpsec: refused: {} no longer exists (moved or deleted since), so it cannot be moved back",
+                escape(to)
+            );
             return Err(Failed.into());
         };
         match &manifest.moved_sha256 {
@@ -479,7 +494,7 @@ fn plan(ctx: &Ctx<'_>, trash: &Trash, manifest: Manifest, force: bool, unverifie
         if sandbox.describe_current(target_text)?.is_some() {
             eprintln!(
                 "mcpsec: refused: {} exists again, and undo does not replace it on a move; move it aside first",
-                target.display()
+                escape(target_text)
             );
             return Err(Failed.into());
         }

@@ -13,6 +13,8 @@
 //! - [`reference`](mod@reference): every config key with its default and meaning, the one
 //!   source of the commented default file and of `docs/configuration.md`;
 //! - [`scan`]: flags text that looks like instructions to a model in untrusted content;
+//! - [`display`]: shows untrusted text to a human with its control, bidirectional and
+//!   invisible characters as `\u{XXXX}` (the CLI's output, a confirmation prompt);
 //! - [`units`]: durations (`60s`, `5m`) and sizes (`10MiB`);
 //! - [`time`]: RFC 3339 formatting and parsing;
 //! - [`failpoint`]: named points a test arms to make the binary crash there.
@@ -38,6 +40,7 @@
 
 mod capability;
 mod config;
+pub mod display;
 pub mod failpoint;
 pub mod proxy;
 pub mod reference;

@@ -250,14 +250,16 @@ pub const SECTIONS: &[Section] = &[
             key(
                 "allowed_hosts",
                 D("[\"localhost\", \"127.0.0.1\", \"::1\"]"),
-                "`Host` header values accepted (a name, or name:port); any other is refused with 403 (DNS rebinding).",
+                "`Host` header values accepted (a name, or name:port), also for the host of an absolute-form \
+                 target; any other is refused with 403 (DNS rebinding), and two `Host` headers with 400.",
             ),
             key(
                 "allowed_origins",
                 D("[]"),
                 "`Origin` values accepted (`scheme://host:port`, `:*` for any port); a request with any other \
-                 `Origin` is refused with 403. Requests without one (non-browser clients) pass, and so do \
-                 those from the server's own loopback origin (`http://127.0.0.1:PORT` as bound).",
+                 `Origin` is refused with 403, and one with two `Origin` headers with 400. Requests without one \
+                 (non-browser clients) pass, and so do those from the server's own loopback origin \
+                 (`http://127.0.0.1:PORT` as bound).",
             ),
             key("max_body", D("\"16MiB\""), "The largest request body; a larger one is refused with 413."),
             key("max_concurrent", D("64"), "Requests handled at once; more are refused with 503 and `Retry-After`."),

@@ -24,7 +24,10 @@
 //! head within `[http] header_timeout` (slowloris, or idle between
 //! requests) is closed.
 //!
-//! rmcp then checks `Host` and `Origin` against the allowlists (403: DNS
+//! A request with two `Host` or two `Origin` headers is refused (400), and
+//! the authority of an absolute-form target (`POST http://host/mcp`) takes
+//! the place of `Host` (RFC 9112), so that the values checked below are the
+//! only ones. rmcp then checks `Host` and `Origin` against the allowlists (403: DNS
 //! rebinding and cross-origin browser requests; the server's own loopback
 //! origin, `http://127.0.0.1:PORT` as bound, is same-origin and passes) and the body size (413);
 //! the gate answers those refusals with what was refused, why and what the
@@ -442,6 +445,11 @@ async fn guard(
         // As for a session that does not exist: its owner is not revealed.
         return plain(StatusCode::NOT_FOUND, "session not found; start a new one");
     }
+    if let Err((message, reason)) = one_host(&mut request) {
+        let details = serde_json::json!({ "status": 400 });
+        gate.record(EventKind::RequestRefused, Some(&user), Outcome::Denied, reason, ip, details).await;
+        return plain(StatusCode::BAD_REQUEST, &message);
+    }
     let closing = request.method() == axum::http::Method::DELETE;
     let posted = request.method() == axum::http::Method::POST;
     let (host, origin) = (request.headers().get(header::HOST).cloned(), request.headers().get(header::ORIGIN).cloned());
@@ -715,6 +723,41 @@ fn bearer(headers: &HeaderMap) -> Option<SecretString> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, key) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| SecretString::from(key.trim().to_owned()))
+}
+
+/// Makes the request name one host and one origin, the ones rmcp checks:
+/// a request with two `Host` or two `Origin` headers is refused (rmcp checks
+/// the first; whatever reads another would act on a value never checked),
+/// and the authority of an absolute-form target (`POST http://host/mcp`),
+/// which HTTP says wins over `Host` (RFC 9112, 3.2.2), becomes the `Host`
+/// that is checked (one with user information in it is refused). Returns
+/// the message and the audit reason of a refusal.
+fn one_host(request: &mut Request) -> Result<(), (String, &'static str)> {
+    for (name, shown, reason) in
+        [(header::HOST, "Host", "more than one Host header"), (header::ORIGIN, "Origin", "more than one Origin header")]
+    {
+        if request.headers().get_all(&name).iter().nth(1).is_some() {
+            return Err((
+                format!(
+                    "bad request: more than one `{shown}` header; a request names one, and this server checks it \
+                     (against DNS rebinding and cross-site requests). Send it once"
+                ),
+                reason,
+            ));
+        }
+    }
+    let Some(authority) = request.uri().authority().cloned() else { return Ok(()) };
+    let host = HeaderValue::from_str(authority.as_str()).ok().filter(|_| !authority.as_str().contains('@'));
+    let Some(host) = host else {
+        return Err((
+            "bad request: the request target names its host with user information (`user@host`); send the path \
+             alone (`POST /mcp`) and the host in a `Host` header"
+                .to_owned(),
+            "user information in the request target",
+        ));
+    };
+    request.headers_mut().insert(header::HOST, host);
+    Ok(())
 }
 
 /// rmcp's own refusals (a `Host` or `Origin` not allowed, a body too large)
