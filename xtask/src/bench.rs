@@ -635,7 +635,7 @@ fn print_headline(goals: &[goals::Goal]) {
         count(None)
     );
     for g in goals {
-        println!("{}", g.line());
+        println!("{}", g.short_line());
     }
 }
 

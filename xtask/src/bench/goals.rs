@@ -39,19 +39,17 @@ impl Goal {
         }
     }
 
-    /// One line of the table.
+    /// One line of the table: the goal, its verdict and what it is made of.
     pub(crate) fn line(&self) -> String {
+        format!("{}  {}", self.short_line(), self.detail)
+    }
+
+    /// The goal and its verdict.
+    pub(crate) fn short_line(&self) -> String {
         let cmp = if self.at_least { ">=" } else { "<=" };
         let value = self.value.map_or_else(|| "—".into(), |v| format!("{v:.2}{}", self.unit));
-        format!(
-            "  {:<44} {:>11}  (goal {cmp} {}{})  {:<4}  {}",
-            self.what,
-            value,
-            self.goal,
-            self.unit,
-            self.verdict(),
-            self.detail
-        )
+        let goal = format!("(goal {cmp} {}{})", self.goal, self.unit);
+        format!("  {:<48} {:>11}  {goal:<18} {:<4}", self.what, value, self.verdict())
     }
 
     pub(crate) fn to_json(&self) -> serde_json::Value {
@@ -138,7 +136,7 @@ pub(crate) fn stdio(entries: &[Entry], variant: &str) -> Vec<Goal> {
             unit: "x",
             goal: 1.5,
             at_least: true,
-            detail: vs("its", rust, 1),
+            detail: vs(peers::RUST_PEER, rust, 1),
         },
         Goal {
             what: "calls/s @1 vs node-reference".into(),
@@ -146,7 +144,7 @@ pub(crate) fn stdio(entries: &[Entry], variant: &str) -> Vec<Goal> {
             unit: "x",
             goal: 3.0,
             at_least: true,
-            detail: vs("its", node, 0),
+            detail: vs(peers::NODE_PEER, node, 0),
         },
         Goal {
             what: "peak RSS".into(),
