@@ -65,8 +65,8 @@ fn newest_source(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
     let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
         let path = entry.path();
-        // A crate's own tests and benches are not inputs of the binary.
-        let not_input = path.file_name().is_some_and(|n| n == "tests" || n == "benches");
+        // A crate's own tests, benches and examples are not inputs of the binary.
+        let not_input = path.file_name().is_some_and(|n| n == "tests" || n == "benches" || n == "examples");
         let candidate = if path.is_dir() && not_input {
             None
         } else if path.is_dir() {
