@@ -191,7 +191,10 @@ impl Floor {
                 let path = args.get("path").and_then(|v| v.as_str()).unwrap_or_default();
                 #[allow(clippy::disallowed_methods)] // the floor: no guard, by design
                 match std::fs::read(path) {
-                    Ok(bytes) => text_result(String::from_utf8_lossy(&bytes).into_owned()),
+                    // As the built-in tool turns bytes into text: no copy when they are UTF-8.
+                    Ok(bytes) => text_result(
+                        String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+                    ),
                     Err(e) => error(&e.to_string()),
                 }
             }
