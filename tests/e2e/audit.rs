@@ -585,6 +585,34 @@ async fn a_torn_tail_is_reported_recovered_and_skipped_by_readers() {
     assert!(std::fs::read_to_string(env.audit_log()).unwrap().starts_with(&torn), "nothing was deleted");
 }
 
+/// The start record is written while the handshake is answered, and no
+/// request but the handshake's reaches the server before it is durable: a
+/// start that cannot be recorded (here, a full log) refuses every request
+/// with the reason, and nothing acts.
+#[tokio::test]
+async fn a_start_that_cannot_be_recorded_refuses_every_call_with_the_reason() {
+    let env = Env::new();
+    let cfg = env.config(&format!("{ALLOW_ALL}[audit]\nmax_size = \"100\"\n"));
+    for protocol in BOTH {
+        let c = env.start(protocol, &["--config", cfg.to_str().unwrap()]).await;
+        let refused = |e: &str| {
+            e.contains("refused: the server's start could not be recorded")
+                && e.contains("full")
+                && e.contains("max_size")
+        };
+        let e = c.try_call("write_file", json!({"path": "new.txt", "content": "x"})).await.unwrap_err();
+        assert!(refused(&e), "{e}");
+        let e = c.try_call("delete_file", path("hello.txt")).await.unwrap_err();
+        assert!(refused(&e), "{e}");
+        let e = c.try_call("read_text_file", path("hello.txt")).await.unwrap_err();
+        assert!(refused(&e) && !e.contains("hello world"), "{e}");
+        c.close().await;
+        assert!(!env.exists("ws/new.txt"), "a refused write changed the disk");
+        assert_eq!(env.read("ws/hello.txt"), "hello world\n");
+    }
+    assert_eq!(std::fs::read(env.audit_log()).unwrap_or_default(), b"", "nothing was recorded");
+}
+
 #[tokio::test]
 async fn calls_are_refused_when_the_log_is_full() {
     let env = Env::new();
@@ -596,6 +624,9 @@ async fn calls_are_refused_when_the_log_is_full() {
     let max = log.len() + start_len + 40;
     let cfg = env.config(&format!("{ALLOW_ALL}[audit]\nmax_size = \"{max}\"\n"));
     let c = env.start(Protocol::Legacy, &["--config", cfg.to_str().unwrap()]).await;
+    // The start is recorded while the handshake is answered; every request
+    // after it waits until it is.
+    c.tools().await;
     let before = std::fs::read(env.audit_log()).unwrap();
     assert_eq!(before.len(), log.len() + start_len, "the second start is recorded");
 

@@ -1,13 +1,20 @@
-//! `cargo xtask bench`: mcpsec against the reference Node filesystem server
-//! and rust-mcp-filesystem, on the same workload, in the same invocation.
+//! `cargo xtask bench`: mcpsec against floors and peers, on the same
+//! workload, in the same invocation.
 //!
-//! For every server: the median time from spawn to the `initialize`
-//! response; `read_text_file` calls per second on a 4 KiB file with 1 and
-//! with 16 requests in flight (a raw pipelining JSON-RPC client over stdio);
-//! and peak resident memory (`VmHWM`). Beside it: audit verify and grep, a
-//! token check, the scanner, grant latency, the cost of undo on
-//! overwrites, and the HTTP load run (`bench/http.rs`: N clients of
-//! `serve --http`). See BENCHMARKS.md for the method and the latest figures.
+//! For every row: the median time from spawn to the `initialize` response;
+//! `read_text_file` calls per second on a 4 KiB file with 1 and with 16
+//! requests in flight (a raw pipelining JSON-RPC client over stdio), the
+//! median latency, the server's CPU a call; and peak resident memory
+//! (`VmHWM`). The rows are mcpsec (every layer on, and variants), the
+//! stdio floor (`stdio_floor`: mcpsec's stack with no security layer) and
+//! its rungs (mcpsec's layers added back one at a time, which price each
+//! layer), the two peers, and the gateway in front of the reference server
+//! beside a bare relay (`stdio_relay`) in front of it. The goals are ratios
+//! to a floor or a peer of the same run (`bench/goals.rs`). Beside them:
+//! audit verify and grep, a token check, the scanner, grant latency, the
+//! cost of undo on overwrites, and the HTTP load run against `http_floor`
+//! (`bench/http.rs`). See BENCHMARKS.md for the method and the latest
+//! figures.
 
 // The task exists to print a report.
 #![allow(clippy::print_stdout)]
@@ -16,6 +23,7 @@
 
 mod client;
 mod extra;
+mod goals;
 mod http;
 mod layout;
 mod peers;
@@ -36,20 +44,26 @@ cargo xtask bench [options]
   --warmup S         unmeasured warm-up seconds before each run (default 0.5)
   --runs N           throughput runs per server and depth, and HTTP load runs; median kept (default 5)
   --startup-runs N   spawns timed per server for startup; median kept (default 10)
-  --only A,B         bench only these servers (mcpsec, mcpsec/changes, mcpsec/token,
-                     rust-mcp-filesystem, node-reference, mcpsec/proxy, http)
+  --only A,B         bench only these rows: mcpsec, mcpsec/always, mcpsec/token, floor,
+                     floor+rate-limit, floor+authorize, floor+guard, floor+scan, floor+marking,
+                     floor+audit, rust-mcp-filesystem, node-reference, relay, mcpsec/proxy;
+                     `layers` (the floor and its rungs), `gateway` (node-reference, relay,
+                     mcpsec/proxy), `http` (the HTTP load run)
   --clients N        concurrent clients of the HTTP load run (`http`; default 64)
-  --no-build         use the existing target/release/mcpsec instead of building it
+  --no-build         use the existing release builds instead of building them
   --audit-records N  records in the generated log for audit verify/grep (default 1000000)
   --serve-only       skip the audit, token-check, scanner and grant-latency benchmarks
                      (the serve rows and the undo cost on overwrites still run)
   --undo-only        run only the undo cost on overwrites (mcpsec, undo on and off)
   --json             print the results as JSON instead of a table
 
-mcpsec rows: `mcpsec` runs the defaults ([audit] sync = \"always\"), `mcpsec/changes`
-runs [audit] sync = \"changes\", `mcpsec/token` puts reads in token mode so every
-call carries a capability token to check. `mcpsec/proxy` is `mcpsec proxy` in front
-of the reference Node server (compare it with node-reference: the gateway's cost).
+rows: `mcpsec` is every layer on with the default sync ([audit] sync = \"changes\", set
+explicitly); `mcpsec/always` the same with sync = \"always\"; `mcpsec/token` reads in token
+mode, so every call carries a capability token to check. `floor` is the stdio floor
+(crates/mcpsec-server/examples/stdio_floor.rs: mcpsec's transport, runtime and allocator, no
+security layer); each `floor+X` row is the row above it plus mcpsec's layer X, which prices the
+layers. `mcpsec/proxy` is `mcpsec proxy` in front of the reference Node server, `relay` a bare
+line relay (examples/stdio_relay.rs) in front of it: the gateway's floor.
 ";
 
 /// Requests kept in flight, in table order.
@@ -99,11 +113,13 @@ fn parse(args: &[String]) -> Result<Options> {
             "--runs" => o.runs = count(&value("--runs")?, "--runs")?,
             "--startup-runs" => o.startup_runs = count(&value("--startup-runs")?, "--startup-runs")?,
             "--only" => {
-                let names: Vec<String> = value("--only")?.split(',').map(|s| s.trim().to_owned()).collect();
-                for n in &names {
-                    if !peers::ALL.contains(&n.as_str()) && n != "http" {
-                        bail!("unknown server `{n}` in --only\n\n{USAGE}");
+                let mut names: Vec<String> = Vec::new();
+                for n in value("--only")?.split(',').map(str::trim) {
+                    let rows = peers::expand(n);
+                    if rows.is_empty() {
+                        bail!("unknown row `{n}` in --only\n\n{USAGE}");
                     }
+                    names.extend(rows.into_iter().map(str::to_owned));
                 }
                 o.only = Some(names);
             }
@@ -335,17 +351,11 @@ pub fn run(args: &[String]) -> Result<()> {
         );
     }
 
+    let headline = headline(&entries, &extra);
     if opts.json {
         let mut v = to_json(&opts, &entries, load);
-        v["other_goals"] = serde_json::Value::Array(
-            extra
-                .iter()
-                .map(|f| {
-                    json!({"what": f.what, "value": f.value, "unit": f.unit.trim(), "goal": f.goal,
-                           "at_least": f.at_least, "pass": f.pass(), "detail": f.detail})
-                })
-                .collect(),
-        );
+        v["other_goals"] = extra.iter().map(|f| f.goal().to_json()).collect();
+        v["floor_goals"] = headline.iter().map(goals::Goal::to_json).collect();
         println!("{v:#}");
     } else {
         if opts.undo_only || entries.is_empty() {
@@ -358,18 +368,10 @@ pub fn run(args: &[String]) -> Result<()> {
             println!();
             println!("other mcpsec goals");
             for f in &extra {
-                println!(
-                    "  {:<36} {:>10}  (goal {} {}{})  {}   {}",
-                    f.what,
-                    format!("{:.2}{}", f.value, f.unit),
-                    if f.at_least { ">=" } else { "<=" },
-                    f.goal,
-                    f.unit,
-                    f.verdict(),
-                    f.detail
-                );
+                println!("{}", f.goal().line());
             }
         }
+        print_headline(&headline);
     }
 
     let failed = entries.iter().any(|e| e.figures.error.is_some());
@@ -478,68 +480,9 @@ fn median(xs: &[f64]) -> Option<f64> {
     Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
 }
 
-/// One of mcpsec's performance goals.
-#[derive(Debug)]
-struct Goal {
-    what: &'static str,
-    /// Measured value (a ratio, ms or MiB), if both sides were measured.
-    value: Option<f64>,
-    unit: &'static str,
-    goal: f64,
-    /// The value must be at least (`true`) or at most (`false`) the goal.
-    at_least: bool,
-}
-
-impl Goal {
-    fn pass(&self) -> Option<bool> {
-        self.value.map(|v| if self.at_least { v >= self.goal } else { v <= self.goal })
-    }
-    fn verdict(&self) -> &'static str {
-        match self.pass() {
-            Some(true) => "PASS",
-            Some(false) => "MISS",
-            None => "n/a",
-        }
-    }
-}
-
-/// The mcpsec rows goals are reported for.
-const MCPSEC_VARIANTS: [&str; 3] = [peers::MCPSEC, peers::MCPSEC_CHANGES, peers::MCPSEC_TOKEN];
-
-fn goals(entries: &[Entry], variant: &str) -> Vec<Goal> {
-    let get = |name: &str| entries.iter().find(|e| e.name == name && e.figures.error.is_none()).map(|e| &e.figures);
-    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
-        _ => None,
-    };
-    let me = get(variant);
-    let rust = get(peers::RUST_PEER);
-    let node = get(peers::NODE_PEER);
-    vec![
-        Goal {
-            what: "calls/s @16 vs rust-mcp-filesystem",
-            value: ratio(me.and_then(|f| f.calls_median(1)), rust.and_then(|f| f.calls_median(1))),
-            unit: "x",
-            goal: 1.5,
-            at_least: true,
-        },
-        Goal {
-            what: "calls/s @1 vs node-reference",
-            value: ratio(me.and_then(|f| f.calls_median(0)), node.and_then(|f| f.calls_median(0))),
-            unit: "x",
-            goal: 3.0,
-            at_least: true,
-        },
-        Goal {
-            what: "startup (median)",
-            value: me.and_then(Figures::startup_median),
-            unit: " ms",
-            goal: 10.0,
-            at_least: false,
-        },
-        Goal { what: "peak RSS", value: me.and_then(Figures::rss_mib), unit: " MiB", goal: 16.0, at_least: false },
-    ]
-}
+/// The mcpsec rows goals are reported for: `mcpsec` is the product's, the
+/// others are shown for comparison.
+const MCPSEC_VARIANTS: [&str; 3] = [peers::MCPSEC, peers::MCPSEC_ALWAYS, peers::MCPSEC_TOKEN];
 
 fn machine() -> (usize, String) {
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
@@ -610,21 +553,33 @@ fn print_table(opts: &Options, entries: &[Entry], load: Option<f64>) {
         fmt_opt(load, 2)
     );
     println!("scratch directory (roots, state, audit logs): {}", filesystem(&std::env::temp_dir()));
+    println!("CPU µs: the row's own process (all threads) a call; its children (an upstream) are not counted");
     println!();
     println!(
-        "{:<22} {:>11} {:>13} {:>14} {:>11} {:>12} {:>13}",
-        "server", "startup ms", "calls/s @1", "calls/s @16", "p50 ms @1", "p50 ms @16", "peak RSS MiB"
+        "{:<20} {:>10} {:>11} {:>12} {:>10} {:>11} {:>10} {:>11} {:>9}",
+        "row",
+        "startup ms",
+        "calls/s @1",
+        "calls/s @16",
+        "p50 ms @1",
+        "p50 ms @16",
+        "CPU µs @1",
+        "CPU µs @16",
+        "RSS MiB"
     );
     for e in entries {
         let f = &e.figures;
+        let cpu = |d: usize| f.cpu_median(d).map(|c| c.0 * 1e3);
         println!(
-            "{:<22} {:>11} {:>13} {:>14} {:>11} {:>12} {:>13}",
+            "{:<20} {:>10} {:>11} {:>12} {:>10} {:>11} {:>10} {:>11} {:>9}",
             e.name,
-            fmt_opt(f.startup_median(), 1),
+            fmt_opt(f.startup_median(), 2),
             fmt_opt(f.calls_median(0), 0),
             fmt_opt(f.calls_median(1), 0),
             fmt_opt(f.p50_median(0), 3),
             fmt_opt(f.p50_median(1), 3),
+            fmt_opt(cpu(0), 1),
+            fmt_opt(cpu(1), 1),
             fmt_opt(f.rss_mib(), 1),
         );
     }
@@ -640,116 +595,47 @@ fn print_table(opts: &Options, entries: &[Entry], load: Option<f64>) {
             continue;
         }
         println!();
-        println!("{variant} goals");
-        for g in goals(entries, variant) {
-            let cmp = if g.at_least { ">=" } else { "<=" };
-            println!(
-                "  {:<36} {:>10}  (goal {cmp} {}{})  {}",
-                g.what,
-                g.value.map_or_else(|| "—".into(), |v| format!("{v:.2}{}", g.unit)),
-                g.goal,
-                g.unit,
-                g.verdict()
-            );
+        let what = if variant == peers::MCPSEC { " (the product's goals)" } else { " (for comparison)" };
+        println!("{variant} goals{what}");
+        for g in goals::stdio(entries, variant) {
+            println!("{}", g.line());
         }
     }
-    print_proxy_cost(entries);
+    goals::print_layers(entries);
+    goals::print_gateway(entries);
 }
 
-/// The gateway against the server behind it: calls/s ratios and added
-/// median latency (ms) at each depth, if both rows were measured.
-fn proxy_cost(entries: &[Entry]) -> Option<([f64; 2], [Option<f64>; 2])> {
-    let get = |name: &str| entries.iter().find(|e| e.name == name && e.figures.error.is_none()).map(|e| &e.figures);
-    let (proxy, direct) = (get(peers::MCPSEC_PROXY)?, get(peers::NODE_PEER)?);
-    let ratio = |d: usize| Some(proxy.calls_median(d)? / direct.calls_median(d)?);
-    let added = |d: usize| Some(proxy.p50_median(d)? - direct.p50_median(d)?);
-    Some(([ratio(0)?, ratio(1)?], [added(0), added(1)]))
+/// The goals of the floors issue, from every part of the run: stdio and
+/// start-up (the `mcpsec` row), the gateway, HTTP.
+fn headline(entries: &[Entry], extra: &[extra::Figure]) -> Vec<goals::Goal> {
+    let mut out: Vec<goals::Goal> = Vec::new();
+    if entries.iter().any(|e| e.name == peers::MCPSEC) {
+        out.extend(goals::stdio(entries, peers::MCPSEC).into_iter().take(3).map(|mut g| {
+            g.what = format!("mcpsec {}", g.what);
+            g
+        }));
+    }
+    if let Some(g) = goals::gateway(entries) {
+        out.extend(g.goals);
+    }
+    out.extend(extra.iter().filter(|f| f.what.starts_with("http ") && f.unit != " MiB").map(extra::Figure::goal));
+    out
 }
 
-/// The gateway's goal: at 16 in flight, at least this share of the direct
-/// server's throughput (it costs at most 15%).
-const PROXY_GOAL: f64 = 0.85;
-
-fn print_proxy_cost(entries: &[Entry]) {
-    let Some((ratio, added)) = proxy_cost(entries) else { return };
-    let ms = |v: Option<f64>| v.map_or_else(|| "—".into(), |v| format!("{v:+.3} ms"));
+fn print_headline(goals: &[goals::Goal]) {
+    if goals.is_empty() {
+        return;
+    }
+    let count = |p: Option<bool>| goals.iter().filter(|g| g.pass() == p).count();
     println!();
-    println!("mcpsec/proxy vs node-reference direct (the gateway's cost)");
-    println!("  calls/s @1  ratio {:>6.2}x   p50 {}", ratio[0], ms(added[0]));
     println!(
-        "  calls/s @16 ratio {:>6.2}x   p50 {}   (goal >= {PROXY_GOAL}x)  {}",
-        ratio[1],
-        ms(added[1]),
-        if ratio[1] >= PROXY_GOAL { "PASS" } else { "MISS" }
+        "the floor goals at a glance: {} PASS, {} MISS, {} not measured",
+        count(Some(true)),
+        count(Some(false)),
+        count(None)
     );
-    // Where the CPU went at 16 in flight: with both on two cores, the
-    // gateway's CPU is taken from the upstream's.
-    let get = |name: &str| entries.iter().find(|e| e.name == name).and_then(|e| e.figures.cpu_median(1));
-    if let (Some((gateway, upstream, idle)), Some((direct, _, direct_idle))) =
-        (get(peers::MCPSEC_PROXY), get(peers::NODE_PEER))
-    {
-        let pct = |v: Option<f64>| v.map_or_else(|| "?".into(), |v| format!("{:.0} %", v * 100.0));
-        println!(
-            "  CPU a call @16: gateway {gateway:.3} ms, upstream behind it {upstream:.3} ms, upstream direct \
-             {direct:.3} ms; machine idle {} (direct {})",
-            pct(idle),
-            pct(direct_idle)
-        );
-        if let Some(b) = proxy_budget(entries) {
-            let (calls, cores, others) = b.at(PROXY_GOAL);
-            println!(
-                "  CPU at the goal ({calls:.0} calls/s): upstream + gateway + client and the rest \
-                 ({others:.3} ms a call, from the direct run) = {cores:.2} of {} cores, {:.0} % busy \
-                 (direct ran {:.0} % busy)",
-                b.cpus,
-                cores / b.cpus * 100.0,
-                (1.0 - b.direct_idle) * 100.0
-            );
-        }
-    }
-}
-
-/// The gateway's CPU budget, if both rows have CPU figures at 16 in flight.
-fn proxy_budget(entries: &[Entry]) -> Option<Budget> {
-    let figures = |name: &str| entries.iter().find(|e| e.name == name).map(|e| &e.figures);
-    let (proxy, direct) = (figures(peers::MCPSEC_PROXY)?, figures(peers::NODE_PEER)?);
-    let (gateway_ms, upstream_ms, _) = proxy.cpu_median(1)?;
-    let (direct_ms, _, direct_idle) = direct.cpu_median(1)?;
-    let budget = Budget {
-        cpus: machine().0 as f64,
-        direct_calls: direct.calls_median(1)?,
-        direct_ms,
-        direct_idle: direct_idle?,
-        gateway_ms,
-        upstream_ms,
-    };
-    (budget.cpus > 0.0).then_some(budget)
-}
-
-/// What the gateway's goal asks of the machine's CPU, from the per-call CPU
-/// of one invocation: the upstream behind the gateway and the gateway at
-/// their measured cost, and everything else (the bench's client, the
-/// system) at what it took a call in the direct run.
-struct Budget {
-    cpus: f64,
-    /// The direct run at 16 in flight: calls/s, the upstream's CPU ms a
-    /// call, the machine's idle share.
-    direct_calls: f64,
-    direct_ms: f64,
-    direct_idle: f64,
-    /// The gateway run: the gateway's and the upstream's CPU ms a call.
-    gateway_ms: f64,
-    upstream_ms: f64,
-}
-
-impl Budget {
-    /// At `ratio` of the direct throughput: the calls/s, the cores the
-    /// three would need, and the CPU ms a call of the rest.
-    fn at(&self, ratio: f64) -> (f64, f64, f64) {
-        let busy = (1.0 - self.direct_idle) * self.cpus;
-        let others = ((busy - self.direct_ms * self.direct_calls / 1e3) / self.direct_calls * 1e3).max(0.0);
-        let calls = ratio * self.direct_calls;
-        (calls, calls * (self.upstream_ms + self.gateway_ms + others) / 1e3, others)
+    for g in goals {
+        println!("{}", g.short_line());
     }
 }
 
@@ -759,6 +645,7 @@ fn to_json(opts: &Options, entries: &[Entry], load: Option<f64>) -> serde_json::
         .iter()
         .map(|e| {
             let f = &e.figures;
+            let cpu = |d: usize| f.cpu_median(d);
             json!({
                 "server": e.name,
                 "skipped": e.server.as_ref().err(),
@@ -770,9 +657,12 @@ fn to_json(opts: &Options, entries: &[Entry], load: Option<f64>) -> serde_json::
                 "calls_per_s_16_in_flight": f.calls_median(1),
                 "p50_ms_1_in_flight": f.p50_median(0),
                 "p50_ms_16_in_flight": f.p50_median(1),
-                "cpu_ms_per_call_16_in_flight": f.cpu_median(1).map(|c| c.0),
-                "children_cpu_ms_per_call_16_in_flight": f.cpu_median(1).map(|c| c.1),
-                "machine_idle_16_in_flight": f.cpu_median(1).and_then(|c| c.2),
+                "cpu_ms_per_call_1_in_flight": cpu(0).map(|c| c.0),
+                "cpu_ms_per_call_16_in_flight": cpu(1).map(|c| c.0),
+                "children_cpu_ms_per_call_1_in_flight": cpu(0).map(|c| c.1),
+                "children_cpu_ms_per_call_16_in_flight": cpu(1).map(|c| c.1),
+                "machine_idle_1_in_flight": cpu(0).and_then(|c| c.2),
+                "machine_idle_16_in_flight": cpu(1).and_then(|c| c.2),
                 "runs_calls_per_s_1_in_flight": f.calls[0],
                 "runs_calls_per_s_16_in_flight": f.calls[1],
                 "peak_rss_mib": f.rss_mib(),
@@ -784,18 +674,7 @@ fn to_json(opts: &Options, entries: &[Entry], load: Option<f64>) -> serde_json::
     let goals: serde_json::Map<String, serde_json::Value> = MCPSEC_VARIANTS
         .iter()
         .map(|variant| {
-            let list: Vec<_> = goals(entries, variant)
-                .iter()
-                .map(|g| {
-                    json!({
-                        "what": g.what,
-                        "value": g.value,
-                        "goal": g.goal,
-                        "at_least": g.at_least,
-                        "pass": g.pass(),
-                    })
-                })
-                .collect();
+            let list: Vec<_> = goals::stdio(entries, variant).iter().map(goals::Goal::to_json).collect();
             ((*variant).to_owned(), serde_json::Value::Array(list))
         })
         .collect();
@@ -813,52 +692,14 @@ fn to_json(opts: &Options, entries: &[Entry], load: Option<f64>) -> serde_json::
         },
         "servers": servers,
         "goals": goals,
-        "proxy_vs_direct": proxy_cost(entries).map(|(ratio, added)| json!({
-            "calls_per_s_ratio_1_in_flight": ratio[0],
-            "calls_per_s_ratio_16_in_flight": ratio[1],
-            "p50_added_ms_1_in_flight": added[0],
-            "p50_added_ms_16_in_flight": added[1],
-            "goal_16_in_flight": PROXY_GOAL,
-            "pass": ratio[1] >= PROXY_GOAL,
-            "cpu_at_goal": proxy_budget(entries).map(|b| {
-                let (calls, cores, others) = b.at(PROXY_GOAL);
-                json!({
-                    "calls_per_s": calls,
-                    "cores_needed": cores,
-                    "machine_busy_share_needed": cores / b.cpus,
-                    "machine_busy_share_direct": 1.0 - b.direct_idle,
-                    "others_cpu_ms_per_call": others,
-                })
-            }),
-        })),
+        "layers": goals::layers_json(entries),
+        "gateway": goals::gateway_json(entries),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_gateways_cpu_budget_adds_the_three_at_the_goal() {
-        // Session figures of 2026-12-03: direct 9 686 calls/s, Node 0.126 ms
-        // a call, 28 % idle; the gateway 0.071 ms, Node behind it 0.143 ms.
-        let b = Budget {
-            cpus: 2.0,
-            direct_calls: 9686.0,
-            direct_ms: 0.126,
-            direct_idle: 0.28,
-            gateway_ms: 0.071,
-            upstream_ms: 0.143,
-        };
-        let (calls, cores, others) = b.at(0.85);
-        assert!((calls - 8233.1).abs() < 0.1, "{calls}");
-        // busy 1.44 cores, Node 1.220: the rest 0.220 cores, 0.0227 ms a call.
-        assert!((others - 0.0227).abs() < 0.0001, "{others}");
-        assert!((cores - 8233.1 * (0.143 + 0.071 + 0.0227) / 1e3).abs() < 0.001, "{cores}");
-        // A run with more idle than the upstream's share leaves nothing negative.
-        let idle = Budget { direct_idle: 0.99, ..b };
-        assert_eq!(idle.at(0.85).2, 0.0);
-    }
 
     #[test]
     fn median_of_odd_even_and_empty() {
@@ -884,6 +725,12 @@ mod tests {
         assert_eq!(o.only.as_deref(), Some(&["mcpsec".to_owned(), "node-reference".to_owned()][..]));
         assert!(o.json && !o.build);
         assert!(parse(&args("--only nginx")).is_err());
+        // Group names stand for their rows.
+        let o = parse(&args("--only gateway,http")).expect("valid");
+        assert_eq!(o.only.as_deref().map(<[String]>::len), Some(4));
+        let o = parse(&args("--only layers")).expect("valid");
+        assert_eq!(o.only.as_ref().map(|o| o[0].as_str()), Some(peers::FLOOR));
+        assert_eq!(o.only.as_ref().map(Vec::len), Some(1 + peers::RUNGS.len()));
         assert!(parse(&args("--seconds 0")).is_err());
         assert!(parse(&args("--runs")).is_err());
     }

@@ -439,10 +439,14 @@ impl HttpFront {
 }
 
 fn serve(global: &Global, args: ServeArgs) -> Result<()> {
-    // Compile the redaction rules while the state is being opened, rather
-    // than on the first record (a few ms of the start-up budget).
-    std::thread::spawn(mcpsec_audit::redact::warm_up);
     let http_front = args.http.front()?;
+    // Over HTTP the start is recorded before the server listens: compile
+    // the redaction rules while the state is being opened, rather than on
+    // that record (a few ms). Over stdio the start record is written on a
+    // thread of its own while the handshake is answered, and compiles them.
+    if http_front.is_some() {
+        std::thread::spawn(mcpsec_audit::redact::warm_up);
+    }
     let (config, config_file) = load_config(global)?;
     let base = config_file.as_deref().and_then(Path::parent).unwrap_or(Path::new("."));
     let mut roots: Vec<PathBuf> = config.roots.iter().map(|r| base.join(r)).collect();

@@ -4,7 +4,7 @@
 //!
 //! `http_floor FILE` serves `POST /mcp` on a free loopback port with the
 //! same stack as `mcpsec serve --http` (axum on hyper, tokio's multi-thread
-//! runtime, `TCP_NODELAY`): it parses each request as JSON and answers
+//! runtime, `TCP_NODELAY`, mimalloc): it parses each request as JSON and answers
 //! with a JSON-RPC result shaped like `read_text_file`'s (the text of
 //! `FILE`, read once at start, as content and as structured content). No
 //! authentication, no session, no audit, no file access per call.
@@ -16,6 +16,10 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+
+/// The allocator of `mcpsec` (its default feature `mimalloc`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let file = std::env::args_os().nth(1).ok_or("usage: http_floor FILE")?;

@@ -50,8 +50,11 @@ use rmcp::ServiceExt;
 
 /// Serves MCP on stdin/stdout until the client closes stdin, or until a
 /// SIGTERM, SIGINT or SIGHUP (calls under way are finished and recorded).
-/// The server's start and stop are audit records; if the start cannot be
-/// recorded the server does not start.
+/// The server's start and stop are audit records. The start is recorded
+/// while the handshake is answered: no request but the handshake's reaches
+/// the server before the start record is durable, and if it cannot be
+/// written every request is refused with the reason (and serving ends in
+/// an error).
 pub async fn serve_stdio(options: ServerOptions) -> Result<(), ServeError> {
     let details = serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -133,12 +136,26 @@ where
     };
     let start = lifecycle(mcpsec_audit::EventKind::ServerStart);
     let mut stop = lifecycle(mcpsec_audit::EventKind::ServerStop);
-    // Written before serving; its fdatasync runs in the background (the
-    // first call's record cannot be durable before it, being chained to it).
-    audit.append_nowait(start).map_err(|e| ServeError(format!("cannot record the server start: {e}")))?;
+    // The start record is written and made durable (per the sync mode) on
+    // a thread of its own, while the handshake is answered: nothing needs
+    // to be durable for it. The transport hands the server no other request
+    // until the record is durable, and refuses them all if it cannot be
+    // written (fail closed).
+    let (gate, recorded) = transport::StartGate::new();
+    let writer = audit.clone();
+    std::thread::Builder::new()
+        .name("mcpsec-start".into())
+        .spawn(move || {
+            let written = writer.append(start).wait();
+            recorded.open(written.map(|_| ()).map_err(|e| e.to_string()));
+        })
+        .map_err(|e| ServeError(format!("cannot record the server start: no thread to write it: {e}")))?;
+    let mut started = gate.clone();
     let server = match make().await {
         Ok(server) => server,
         Err(e) => {
+            // The stop record follows the start record, whatever became of it.
+            let _ = started.wait().await;
             stop.reason = Some(format!("failed to start: {e}"));
             let _ = audit.append(stop).await;
             audit.close();
@@ -147,7 +164,7 @@ where
     };
     let flusher = server.clone();
     let (stdin, stdout) = rmcp::transport::io::stdio_pipes();
-    let transport = transport::LineTransport::new(stdin, stdout);
+    let transport = transport::LineTransport::new(stdin, stdout).with_start_gate(gate);
     let mut signal = None;
     let served = async {
         let running = tokio::select! {
@@ -175,10 +192,13 @@ where
         tracing::info!("stopping on {name}");
         stop.reason = Some(format!("stopped by {name}"));
     }
+    // Nothing is recorded before the start record (a client may leave
+    // before it is written); if it could not be written, say so.
+    let start_recorded = started.wait().await.map_err(|e| ServeError(format!("cannot record the server start: {e}")));
     flusher.flush_rate_limit_records().await;
     let stopped = audit.append(stop).await.map_err(|e| ServeError(format!("cannot record the server stop: {e}")));
     audit.close();
-    served.and(stopped.map(|_| ()))
+    start_recorded.and(served).and(stopped.map(|_| ()))
 }
 
 /// Resolves with the name of the first SIGTERM, SIGINT or SIGHUP received

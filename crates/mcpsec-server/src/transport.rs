@@ -5,14 +5,20 @@
 //! an operator debugging a client deserves one. This transport answers every
 //! malformed line (not JSON, not a JSON-RPC message, too long) with an error
 //! and keeps serving. Nothing but JSON-RPC is ever written to stdout.
+//!
+//! It also holds a server's requests until its start is recorded
+//! ([`StartGate`]): the handshake is answered at once, and nothing else is
+//! handed to the server before the start record is durable; if it cannot
+//! be written, every such request is refused with the reason.
 
 use std::sync::Arc;
 
 use rmcp::RoleServer;
+use rmcp::model::{ClientRequest, JsonRpcMessage};
 use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::Transport;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 
 /// The longest request line accepted (a `write_file` carries the whole
 /// file). Longer lines are discarded with an error reply.
@@ -23,12 +29,83 @@ pub const MAX_LINE: usize = 64 << 20;
 pub struct LineTransport<R, W> {
     lines: LineReader<R>,
     writer: Arc<Mutex<W>>,
+    /// Until the server's start is recorded: what requests wait for
+    /// (`None` once it is, or for a transport without one).
+    gate: Option<StartGate>,
+    /// A request read while the gate was closed, waiting for it. Kept here,
+    /// not on the stack: rmcp cancels `receive`, and a cancelled wait must
+    /// not lose the request.
+    held: Option<RxJsonRpcMessage<RoleServer>>,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> LineTransport<R, W> {
     /// A transport reading requests from `reader`, writing to `writer`.
     pub fn new(reader: R, writer: W) -> Self {
-        LineTransport { lines: LineReader::new(reader), writer: Arc::new(Mutex::new(writer)) }
+        LineTransport { lines: LineReader::new(reader), writer: Arc::new(Mutex::new(writer)), gate: None, held: None }
+    }
+
+    /// This transport, handing the server no request but the handshake's
+    /// (`initialize`, `ping`, `server/discover`) until `gate` opens; if it
+    /// opens with an error, every other request is answered with that error
+    /// and never reaches the server. Notifications pass.
+    pub fn with_start_gate(mut self, gate: StartGate) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+}
+
+/// Whether a server's start is recorded durably: what a [`LineTransport`]
+/// holds requests for. Made with [`StartGate::new`], opened by its
+/// [`StartRecorded`].
+#[derive(Debug, Clone)]
+pub struct StartGate {
+    state: watch::Receiver<Option<Result<(), String>>>,
+}
+
+/// Opens a [`StartGate`]: once, with whether the start record is durable.
+/// Dropped without opening, the gate opens with an error (no call acts on
+/// a start nobody vouched for).
+#[derive(Debug)]
+pub struct StartRecorded {
+    state: watch::Sender<Option<Result<(), String>>>,
+}
+
+impl StartGate {
+    /// A closed gate and what opens it.
+    pub fn new() -> (StartGate, StartRecorded) {
+        let (tx, rx) = watch::channel(None);
+        (StartGate { state: rx }, StartRecorded { state: tx })
+    }
+
+    /// Resolves once the gate is open: `Ok` if the start is recorded
+    /// durably, else why not. Cancel-safe.
+    pub async fn wait(&mut self) -> Result<(), String> {
+        match self.state.wait_for(Option::is_some).await {
+            Ok(state) => state.clone().unwrap_or_else(|| Err("the server's start was not recorded".into())),
+            Err(_) => Err("the server's start was not recorded (its writer stopped)".into()),
+        }
+    }
+}
+
+impl StartRecorded {
+    /// Opens the gate: requests go through (`Ok`), or are refused with
+    /// the error.
+    pub fn open(self, recorded: Result<(), String>) {
+        self.state.send_replace(Some(recorded));
+    }
+}
+
+/// Whether a request may reach the server before its start is recorded:
+/// the handshake's, which act on nothing.
+fn before_start(msg: &RxJsonRpcMessage<RoleServer>) -> bool {
+    match msg {
+        JsonRpcMessage::Request(r) => matches!(
+            r.request,
+            ClientRequest::InitializeRequest(_) | ClientRequest::PingRequest(_) | ClientRequest::DiscoverRequest(_)
+        ),
+        // Notifications (`notifications/initialized` ends the handshake),
+        // and anything else a client sends that is not a request.
+        _ => true,
     }
 }
 
@@ -176,6 +253,28 @@ where
     }
 }
 
+impl<R, W: AsyncWrite + Unpin + Send + 'static> LineTransport<R, W> {
+    /// Writes `line` from a task of its own, so that a cancelled `receive`
+    /// never leaves half a line on stdout.
+    fn write_detached(&self, line: Vec<u8>) {
+        let writer = self.writer.clone();
+        tokio::spawn(async move {
+            if let Err(e) = write_line(&writer, &line).await {
+                tracing::error!("writing stdout failed: {e}");
+            }
+        });
+    }
+}
+
+/// The answer to a request while the server's start could not be recorded.
+fn start_refusal(why: &str) -> String {
+    format!(
+        "refused: the server's start could not be recorded in the audit log ({why}), and mcpsec does not act \
+         without a record. The operator can check the disk and the log with `mcpsec audit verify`, then restart \
+         the server"
+    )
+}
+
 fn memchr(buf: &[u8]) -> Option<usize> {
     buf.iter().position(|&b| b == b'\n')
 }
@@ -201,6 +300,29 @@ where
 
     async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
         loop {
+            if self.held.is_some() {
+                let opened = match &mut self.gate {
+                    // The only await while a request is held; it stays in `self`.
+                    Some(gate) => gate.wait().await,
+                    None => Ok(()),
+                };
+                let msg = self.held.take()?;
+                match opened {
+                    Ok(()) => {
+                        self.gate = None;
+                        return Some(msg);
+                    }
+                    Err(why) => {
+                        let id = match &msg {
+                            JsonRpcMessage::Request(r) => serde_json::to_value(&r.id).unwrap_or_default(),
+                            _ => serde_json::Value::Null,
+                        };
+                        let reply = error_line(&id, -32603, &start_refusal(&why));
+                        self.write_detached(reply);
+                        continue;
+                    }
+                }
+            }
             let read = self.lines.next("stdin").await;
             // No await from here on: a line is used and cleared in one go.
             let reply = match read {
@@ -215,24 +337,116 @@ where
                     self.lines.clear();
                     match parsed {
                         None => continue,
-                        Some(Ok(msg)) => return Some(msg),
+                        Some(Ok(msg)) if self.gate.is_none() || before_start(&msg) => return Some(msg),
+                        Some(Ok(msg)) => {
+                            self.held = Some(msg);
+                            continue;
+                        }
                         Some(Err(reply)) => reply,
                     }
                 }
             };
-            // Written by a task of its own, so that a cancelled `receive`
-            // never leaves half an error line on stdout.
-            let writer = self.writer.clone();
-            tokio::spawn(async move {
-                if let Err(e) = write_line(&writer, &reply).await {
-                    tracing::error!("writing stdout failed: {e}");
-                }
-            });
+            self.write_detached(reply);
         }
     }
 
     async fn close(&mut self) -> Result<(), Self::Error> {
         let mut w = self.writer.lock().await;
         w.flush().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INIT: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    const CALL: &str = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"write_file","arguments":{"path":"x","content":"y"}}}"#;
+    const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+
+    type Duplex = tokio::io::DuplexStream;
+
+    /// A gated transport with `lines` already sent to it (and its input
+    /// closed after them), what opens its gate, and its output.
+    async fn gated(lines: &[&str]) -> (LineTransport<Duplex, Duplex>, StartRecorded, BufReader<Duplex>) {
+        let (mut client_in, server_in) = tokio::io::duplex(1 << 16);
+        let (server_out, client_out) = tokio::io::duplex(1 << 16);
+        for line in lines {
+            client_in.write_all(format!("{line}\n").as_bytes()).await.unwrap();
+        }
+        drop(client_in);
+        let (gate, recorded) = StartGate::new();
+        (LineTransport::new(server_in, server_out).with_start_gate(gate), recorded, BufReader::new(client_out))
+    }
+
+    fn method(msg: Option<RxJsonRpcMessage<RoleServer>>) -> String {
+        match msg {
+            Some(JsonRpcMessage::Request(r)) => r.request.method().to_owned(),
+            Some(JsonRpcMessage::Notification(_)) => "a notification".into(),
+            Some(_) => "something else".into(),
+            None => "the end".into(),
+        }
+    }
+
+    /// `receive` polled once: what it returns if it does not wait (for the
+    /// gate: the input is all there). Dropping it cancels it, as rmcp does.
+    async fn without_waiting(t: &mut LineTransport<Duplex, Duplex>) -> Option<String> {
+        tokio::select! {
+            biased;
+            msg = t.receive() => Some(method(msg)),
+            () = std::future::ready(()) => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_waits_for_the_start_record_and_the_handshake_does_not() {
+        let (mut t, recorded, _out) = gated(&[INIT, INITIALIZED, CALL]).await;
+        assert_eq!(method(t.receive().await), "initialize");
+        assert_eq!(method(t.receive().await), "a notification");
+        // The call is held, and a cancelled wait keeps it.
+        assert_eq!(without_waiting(&mut t).await, None);
+        assert_eq!(without_waiting(&mut t).await, None);
+        recorded.open(Ok(()));
+        assert_eq!(method(t.receive().await), "tools/call");
+        assert_eq!(method(t.receive().await), "the end");
+    }
+
+    #[tokio::test]
+    async fn a_start_record_that_failed_refuses_every_call_with_the_reason() {
+        let (mut t, recorded, mut out) = gated(&[INIT, CALL, INITIALIZED, CALL]).await;
+        recorded.open(Err("audit log /s/audit.log is full".into()));
+        assert_eq!(method(t.receive().await), "initialize");
+        // Neither call reaches the server; the notification between them does.
+        assert_eq!(method(t.receive().await), "a notification");
+        assert_eq!(method(t.receive().await), "the end");
+        for _ in 0..2 {
+            let mut line = String::new();
+            out.read_line(&mut line).await.unwrap();
+            let reply: serde_json::Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(reply["id"], 7, "{line}");
+            assert_eq!(reply["error"]["code"], -32603, "{line}");
+            let message = reply["error"]["message"].as_str().unwrap();
+            assert!(message.starts_with("refused: the server's start could not be recorded"), "{message}");
+            assert!(message.contains("is full") && message.contains("mcpsec audit verify"), "{message}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_start_nobody_vouched_for_refuses_calls() {
+        let (mut t, recorded, mut out) = gated(&[CALL]).await;
+        drop(recorded);
+        assert_eq!(method(t.receive().await), "the end");
+        let mut line = String::new();
+        out.read_line(&mut line).await.unwrap();
+        assert!(line.contains("refused") && line.contains("its writer stopped"), "{line}");
+    }
+
+    #[tokio::test]
+    async fn without_a_gate_nothing_is_held() {
+        let (mut client_in, server_in) = tokio::io::duplex(1 << 16);
+        let (server_out, _client_out) = tokio::io::duplex(1 << 16);
+        client_in.write_all(format!("{CALL}\n").as_bytes()).await.unwrap();
+        let mut t = LineTransport::new(server_in, server_out);
+        assert_eq!(method(t.receive().await), "tools/call");
     }
 }

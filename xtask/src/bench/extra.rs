@@ -24,12 +24,16 @@ pub(crate) struct Figure {
 }
 
 impl Figure {
-    pub(crate) fn pass(&self) -> bool {
-        if self.at_least { self.value >= self.goal } else { self.value <= self.goal }
-    }
-
-    pub(crate) fn verdict(&self) -> &'static str {
-        if self.pass() { "PASS" } else { "MISS" }
+    /// The figure as a goal (a value that is not a number is one not measured).
+    pub(crate) fn goal(&self) -> super::goals::Goal {
+        super::goals::Goal {
+            what: self.what.clone(),
+            value: Some(self.value).filter(|v| v.is_finite()),
+            unit: self.unit,
+            goal: self.goal,
+            at_least: self.at_least,
+            detail: self.detail.clone(),
+        }
     }
 }
 
@@ -275,11 +279,15 @@ pub(crate) fn undo_cost(
     warmup: Duration,
     measure: Duration,
 ) -> Result<Vec<Figure>> {
-    const WRITES: &str = "[policy]\nwrite_files = \"allow\"\n[rate_limit]\ncalls = 1000000000\n";
+    const WRITES: &str =
+        "[policy]\nwrite_files = \"allow\"\n[audit]\nsync = \"changes\"\n[rate_limit]\ncalls = 1000000000\n";
     let on = mcpsec.variant("mcpsec/undo-on", WRITES);
     let off = mcpsec.variant(
         "mcpsec/undo-off",
-        concat!("[policy]\nwrite_files = \"allow\"\n[rate_limit]\ncalls = 1000000000\n", "[undo]\nenabled = false\n"),
+        concat!(
+            "[policy]\nwrite_files = \"allow\"\n[audit]\nsync = \"changes\"\n[rate_limit]\ncalls = 1000000000\n",
+            "[undo]\nenabled = false\n"
+        ),
     );
     let file = root.join("bench-overwrite.txt");
     std::fs::write(&file, "x")?;

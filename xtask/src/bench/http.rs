@@ -1,6 +1,6 @@
 //! The HTTP load run: N concurrent clients making authenticated
 //! `read_text_file` calls to `mcpsec serve --http` (the release build, the
-//! default durable audit), for calls/s, p50 and p99 latency and the
+//! default sync, `changes`, set explicitly), for calls/s, p50 and p99 latency and the
 //! server's peak RSS. It runs once per protocol generation: 2026-07-28,
 //! where every request stands alone (its version in a header and in
 //! `_meta`, no handshake, rmcp serves it statelessly), and 2025-11-25, an
@@ -10,7 +10,7 @@
 //! (an example of mcpsec-server): the same HTTP stack answering a fixed
 //! result of the same shape, with no MCP, authentication, audit or file
 //! access. Its calls/s are what this machine, loopback TCP and this client
-//! allow at all; each mcpsec row says what share of it mcpsec reaches.
+//! allow at all; the goal is a share of it, measured in the same round.
 //!
 //! The client is deliberately lean, so that on a small machine it leaves
 //! the CPU to the server: one OS thread per client, one keep-alive
@@ -54,8 +54,9 @@ struct Shape {
     measure: Duration,
 }
 
-/// The goals of issue 7 at 64 clients.
-pub(crate) const GOAL_CALLS_PER_S: f64 = 20_000.0;
+/// The goals at 64 clients: calls/s at least this share of the floor's
+/// (median over the rounds of each), p99 and RSS at most these.
+pub(crate) const GOAL_OF_FLOOR: f64 = 0.50;
 pub(crate) const GOAL_P99_MS: f64 = 20.0;
 pub(crate) const GOAL_RSS_MIB: f64 = 64.0;
 
@@ -73,7 +74,7 @@ fn run(mcpsec: &Server, scratch: &super::Scratch, shape: Shape, protocol: Protoc
     std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
     // Room for every client, all from 127.0.0.1: a connection, a request in flight and a session each.
     let config = format!(
-        "[rate_limit]\ncalls = 1000000000\n\n[http]\nmax_concurrent = {n}\nmax_sessions = {n}\nmax_connections = {c}\nmax_connections_per_address = {n}\n",
+        "[audit]\nsync = \"changes\"\n\n[rate_limit]\ncalls = 1000000000\n\n[http]\nmax_concurrent = {n}\nmax_sessions = {n}\nmax_connections = {c}\nmax_connections_per_address = {n}\n",
         n = clients.max(64),
         c = clients.max(512)
     );
@@ -430,7 +431,7 @@ pub(crate) fn bench(
     let floor_calls = median_of(&floors, |f| Some(f.calls_per_s)).unwrap_or(f64::NAN);
     let mut figures = Vec::new();
     for (row, (protocol, tag)) in rows.iter().zip(PROTOCOLS) {
-        let detail = format!("{clients} clients, keep-alive, {}, [audit] sync = \"always\"", protocol.describe());
+        let detail = format!("{clients} clients, keep-alive, {}, [audit] sync = \"changes\"", protocol.describe());
         let figure = |what: &str, value: f64, unit: &'static str, goal: f64, at_least: bool, detail: String| {
             super::extra::Figure { what: format!("http {tag} {what}"), value, unit, goal, at_least, detail }
         };
@@ -439,9 +440,8 @@ pub(crate) fn bench(
         let idle = median_of(row, |f| f.cpu.and_then(|w| w.machine_idle))
             .map_or("?".to_owned(), |i| format!("{:.0} %", i * 100.0));
         let of_floor = format!(
-            "median of {runs} (each run: {each}); {:.0} % of the floor's {floor_calls:.0} /s; server CPU {} ms a call \
-             (the floor's {}), machine idle {idle}; {detail}",
-            100.0 * calls / floor_calls,
+            "{calls:.0} vs the floor's {floor_calls:.0} calls/s, medians of {runs} (each run: {each}); server CPU {} ms \
+             a call (the floor's {}), machine idle {idle}; {detail}",
             cpu(row),
             cpu(&floors),
         );
@@ -450,7 +450,7 @@ pub(crate) fn bench(
         let p99 = median_of(row, |f| Some(f.p99_ms)).unwrap_or(f64::NAN);
         let rss = row.iter().map(|f| f.peak_rss).max().unwrap_or(0);
         figures.extend([
-            figure("read_text_file calls/s", calls, " /s", GOAL_CALLS_PER_S, true, of_floor),
+            figure("calls/s vs http_floor", calls / floor_calls, "x", GOAL_OF_FLOOR, true, of_floor),
             figure(
                 "p99 latency",
                 p99,

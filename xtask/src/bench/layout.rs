@@ -8,7 +8,7 @@
 //! about 2.5 MB of functions run. Laid out together, they take a few windows.
 //!
 //! The workload is the bench's: the `mcpsec`, `mcpsec/token` and
-//! `mcpsec/changes` rows (start, handshake, `read_text_file` at 16 and at 1
+//! `mcpsec/always` rows (start, handshake, `read_text_file` at 16 and at 1
 //! in flight, stop), each under valgrind's callgrind, which names every
 //! function executed. The list is sorted by instructions executed, hottest
 //! first. It is a snapshot: functions renamed since are ignored by the
@@ -38,7 +38,7 @@ pub(crate) fn run(workspace: &Path) -> Result<()> {
     }
     let scratch = Scratch::create()?;
     let mut cost: HashMap<String, u64> = HashMap::new();
-    for (i, name) in [peers::MCPSEC, peers::MCPSEC_TOKEN, peers::MCPSEC_CHANGES].into_iter().enumerate() {
+    for (i, name) in [peers::MCPSEC, peers::MCPSEC_TOKEN, peers::MCPSEC_ALWAYS].into_iter().enumerate() {
         // The first row builds the release binary, the others reuse it.
         let server = peers::prepare(name, workspace, i == 0).map_err(|e| anyhow::anyhow!(e))?;
         let token = server.token(&scratch.state)?;
@@ -120,7 +120,7 @@ fn render(cost: &HashMap<String, u64>) -> String {
     names.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     let mut out = String::from(
         "# Written by `cargo xtask hot-symbols`: the functions the stdio server runs (the bench's\n\
-         # mcpsec, mcpsec/token and mcpsec/changes rows under callgrind), hottest first. The\n\
+         # mcpsec, mcpsec/token and mcpsec/always rows under callgrind), hottest first. The\n\
          # release build's linker places them first (crates/mcpsec-cli/build.rs); see\n\
          # BENCHMARKS.md, \"Code layout\".\n",
     );

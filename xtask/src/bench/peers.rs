@@ -55,6 +55,20 @@ impl Server {
         self.token_for.map(|capability| self.grant(capability, state_dir).map_err(anyhow::Error::msg)).transpose()
     }
 
+    /// A row's server that is never started (the goals' tests).
+    #[cfg(test)]
+    pub(crate) fn fake(name: &'static str) -> Server {
+        Server {
+            name,
+            program: PathBuf::from("/nonexistent"),
+            args: Vec::new(),
+            root_flag: false,
+            state_env: false,
+            config: None,
+            token_for: None,
+        }
+    }
+
     /// The same binary as another row, with its own config.
     pub(crate) fn variant(&self, name: &'static str, config: &'static str) -> Server {
         Server { name, config: Some(config), token_for: None, ..self.clone() }
@@ -103,18 +117,70 @@ macro_rules! rate_limit {
     };
 }
 
+/// The default sync, set explicitly: a row measures the same thing whatever
+/// the default of the build.
+macro_rules! sync_changes {
+    () => {
+        "[audit]\nsync = \"changes\"\n"
+    };
+}
+
+/// The config of the `mcpsec` and `mcpsec/proxy` rows: every layer on, the
+/// default sync.
+const MCPSEC_CONFIG: &str = concat!(sync_changes!(), rate_limit!());
+
 pub(crate) const MCPSEC: &str = "mcpsec";
-/// mcpsec with `[audit] sync = "changes"`.
-pub(crate) const MCPSEC_CHANGES: &str = "mcpsec/changes";
+/// mcpsec with `[audit] sync = "always"`.
+pub(crate) const MCPSEC_ALWAYS: &str = "mcpsec/always";
 /// mcpsec with reads in `token` mode: every call carries a token to check.
 pub(crate) const MCPSEC_TOKEN: &str = "mcpsec/token";
-/// `mcpsec proxy` in front of the reference Node server (the gateway's cost).
-pub(crate) const MCPSEC_PROXY: &str = "mcpsec/proxy";
+/// The stdio floor: `stdio_floor`, mcpsec's stack with no security layer.
+pub(crate) const FLOOR: &str = "floor";
+/// The floor with mcpsec's layers added back one at a time (`stdio_floor
+/// --layers`): each rung is the one before it plus its layer.
+pub(crate) const RUNGS: [(&str, &str); 6] = [
+    ("floor+rate-limit", "rate-limit"),
+    ("floor+authorize", "authorize"),
+    ("floor+guard", "guard"),
+    ("floor+scan", "scan"),
+    ("floor+marking", "marking"),
+    ("floor+audit", "audit"),
+];
 pub(crate) const RUST_PEER: &str = "rust-mcp-filesystem";
 pub(crate) const NODE_PEER: &str = "node-reference";
+/// `stdio_relay` in front of the reference Node server: the gateway's floor.
+pub(crate) const RELAY: &str = "relay";
+/// `mcpsec proxy` in front of the reference Node server (the gateway's cost).
+pub(crate) const MCPSEC_PROXY: &str = "mcpsec/proxy";
 
 /// All server names, in table order.
-pub(crate) const ALL: [&str; 6] = [MCPSEC, MCPSEC_CHANGES, MCPSEC_TOKEN, RUST_PEER, NODE_PEER, MCPSEC_PROXY];
+pub(crate) const ALL: [&str; 14] = [
+    MCPSEC,
+    MCPSEC_ALWAYS,
+    MCPSEC_TOKEN,
+    FLOOR,
+    RUNGS[0].0,
+    RUNGS[1].0,
+    RUNGS[2].0,
+    RUNGS[3].0,
+    RUNGS[4].0,
+    RUNGS[5].0,
+    RUST_PEER,
+    NODE_PEER,
+    RELAY,
+    MCPSEC_PROXY,
+];
+
+/// What an `--only` name stands for: a row, several (`layers`, `gateway`),
+/// or the HTTP load run (`http`); nothing if it is unknown.
+pub(crate) fn expand(name: &str) -> Vec<&'static str> {
+    match name {
+        "http" => vec!["http"],
+        "layers" => std::iter::once(FLOOR).chain(RUNGS.iter().map(|r| r.0)).collect(),
+        "gateway" => vec![NODE_PEER, RELAY, MCPSEC_PROXY],
+        other => ALL.iter().copied().filter(|n| *n == other).collect(),
+    }
+}
 
 /// Makes `name` ready to run, building or installing it if needed.
 /// `Err` carries a human-readable reason to skip it.
@@ -122,14 +188,14 @@ pub(crate) fn prepare(name: &str, workspace: &Path, build: bool) -> Result<Serve
     match name {
         MCPSEC => mcpsec(workspace, build),
         // The variants reuse the binary the first entry built.
-        MCPSEC_CHANGES => mcpsec(workspace, false).map(|s| Server {
-            name: MCPSEC_CHANGES,
-            config: Some(concat!("[audit]\nsync = \"changes\"\n", rate_limit!())),
+        MCPSEC_ALWAYS => mcpsec(workspace, false).map(|s| Server {
+            name: MCPSEC_ALWAYS,
+            config: Some(concat!("[audit]\nsync = \"always\"\n", rate_limit!())),
             ..s
         }),
         MCPSEC_TOKEN => mcpsec(workspace, false).map(|s| Server {
             name: MCPSEC_TOKEN,
-            config: Some(concat!("[policy]\nread_files = \"token\"\n", rate_limit!())),
+            config: Some(concat!("[policy]\nread_files = \"token\"\n", sync_changes!(), rate_limit!())),
             token_for: Some("read_files"),
             ..s
         }),
@@ -142,16 +208,68 @@ pub(crate) fn prepare(name: &str, workspace: &Path, build: bool) -> Result<Serve
             args.extend(node.args);
             Ok(Server { name: MCPSEC_PROXY, args, root_flag: false, ..built })
         }
+        FLOOR => example(workspace, build, "stdio_floor").map(|program| Server {
+            name: FLOOR,
+            program,
+            args: Vec::new(),
+            root_flag: false,
+            // The audit rung's log goes into the state directory.
+            state_env: true,
+            config: None,
+            token_for: None,
+        }),
+        RELAY => {
+            let node = node_peer(workspace)?;
+            let program = example(workspace, build, "stdio_relay")?;
+            let mut args = vec!["--".to_owned(), node.program.to_string_lossy().into_owned()];
+            args.extend(node.args);
+            Ok(Server { name: RELAY, program, args, ..node })
+        }
         RUST_PEER => rust_peer(workspace),
         NODE_PEER => node_peer(workspace),
-        other => Err(format!("unknown server `{other}`")),
+        other => match RUNGS.iter().position(|(rung, _)| *rung == other) {
+            Some(i) => {
+                let layers: Vec<&str> = RUNGS[..=i].iter().map(|(_, layer)| *layer).collect();
+                let floor = prepare(FLOOR, workspace, build)?;
+                Ok(Server { name: RUNGS[i].0, args: vec!["--layers".into(), layers.join(",")], ..floor })
+            }
+            None => Err(format!("unknown server `{other}`")),
+        },
     }
+}
+
+/// Whether `what` is to be built now: the first time it is asked for in
+/// this run (several rows share a binary).
+fn first_build(what: &str) -> bool {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if built.iter().any(|b| b == what) {
+        return false;
+    }
+    built.push(what.to_owned());
+    true
+}
+
+/// Builds (with `build`) the bench example `name` of mcpsec-server, in
+/// release mode as mcpsec is, and returns its path.
+fn example(workspace: &Path, build: bool, name: &str) -> Result<PathBuf, String> {
+    let target = workspace.join("target");
+    let bin = target.join("release").join("examples").join(name);
+    if build && first_build(name) {
+        let target_arg = target.to_string_lossy().into_owned();
+        let args = ["build", "--release", "-p", "mcpsec-server", "--example", name, "--target-dir", &target_arg];
+        crate::cargo(&args, &[]).map_err(|e| format!("could not build the {name} example: {e:#}"))?;
+    }
+    if !bin.is_file() {
+        return Err(format!("{} does not exist (run without --no-build)", bin.display()));
+    }
+    Ok(bin)
 }
 
 fn mcpsec(workspace: &Path, build: bool) -> Result<Server, String> {
     let target = workspace.join("target");
     let bin = target.join("release").join("mcpsec");
-    if build {
+    if build && first_build("mcpsec") {
         // Explicit --target-dir: the binary must land in target/release even
         // when CARGO_TARGET_DIR points elsewhere.
         let target_arg = target.to_string_lossy().into_owned();
@@ -167,7 +285,7 @@ fn mcpsec(workspace: &Path, build: bool) -> Result<Server, String> {
         args: vec!["serve".into()],
         root_flag: true,
         state_env: true,
-        config: Some(rate_limit!()),
+        config: Some(MCPSEC_CONFIG),
         token_for: None,
     })
 }
