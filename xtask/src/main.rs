@@ -4,7 +4,7 @@
 //! peers (npm, cargo install) into `target/bench-peers` on first use.
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::thread::JoinHandle;
@@ -103,10 +103,67 @@ fn ci() -> Result<()> {
     cargo(&["build", "--locked", "-p", "mcpsec-cli"], &[])?;
     // The gateway tests run the reference MCP servers from npm.
     install_test_deps()?;
-    cargo(&["test", "--workspace", "--locked"], &[])?;
+    cargo_test(&["test", "--workspace", "--locked", "--no-fail-fast"])?;
     cargo(&["doc", "--workspace", "--no-deps", "--locked"], &[("RUSTDOCFLAGS", "-D warnings")])?;
     eprintln!("xtask ci: all green in {:.0?}", started.elapsed());
     Ok(())
+}
+
+/// Runs `cargo ARGS` (a `cargo test`), passing its output through as it
+/// comes, and on failure ends with the failed tests by name and how to rerun
+/// each test binary: the last lines of a red CI say what broke.
+fn cargo_test(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("$ cargo {}", args.join(" "));
+    let mut child = Command::new(cargo)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    let failed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let pass = |stream: Box<dyn std::io::Read + Send>, to_stderr: bool| {
+        let failed = failed.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                // Each stream goes where it came from.
+                if to_stderr {
+                    eprintln!("{line}");
+                } else {
+                    let _ = writeln!(std::io::stdout(), "{line}");
+                }
+                if let Some(what) = failed_line(&line) {
+                    failed.lock().unwrap_or_else(|p| p.into_inner()).push(what);
+                }
+            }
+        })
+    };
+    let out = pass(Box::new(child.stdout.take().context("no stdout")?), false);
+    let err = pass(Box::new(child.stderr.take().context("no stderr")?), true);
+    let status = child.wait().context("waiting for cargo test")?;
+    let _ = (out.join(), err.join());
+    if status.success() {
+        return Ok(());
+    }
+    let failed = failed.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    eprintln!("\nxtask ci: `cargo {}` failed ({status}):", args.join(" "));
+    for f in &failed {
+        eprintln!("  {f}");
+    }
+    if failed.is_empty() {
+        eprintln!("  (no test named as failed: a build or a test binary failed; see above)");
+    }
+    bail!("{} test line(s) failed", failed.len())
+}
+
+/// What a line of `cargo test` output says failed, if it says so: a test
+/// (`test NAME ... FAILED`) or a test binary (`error: test failed, to rerun
+/// pass …`).
+fn failed_line(line: &str) -> Option<String> {
+    if let Some(name) = line.strip_prefix("test ").and_then(|l| l.strip_suffix(" ... FAILED")) {
+        return Some(format!("FAILED {name}"));
+    }
+    line.strip_prefix("error: test failed, to rerun pass ").map(|hint| format!("rerun with {hint}"))
 }
 
 /// Installs the npm packages the end-to-end tests run behind `mcpsec proxy`
@@ -202,4 +259,20 @@ pub(crate) fn spawn_http_server(
         }
     });
     Ok((child, url, drain))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn failed_tests_and_binaries_are_named() {
+        assert_eq!(
+            super::failed_line("test tokens::a_refused_call ... FAILED").as_deref(),
+            Some("FAILED tokens::a_refused_call")
+        );
+        assert_eq!(super::failed_line("test tokens::ok ... ok"), None);
+        assert_eq!(
+            super::failed_line("error: test failed, to rerun pass `-p mcpsec-e2e --test e2e`").as_deref(),
+            Some("rerun with `-p mcpsec-e2e --test e2e`")
+        );
+    }
 }
