@@ -10,6 +10,7 @@ mod doctor;
 mod http;
 mod json;
 mod limits;
+mod promises;
 mod protocol;
 mod proxy;
 mod shell_and_content;
