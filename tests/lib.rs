@@ -38,11 +38,13 @@ pub enum Protocol {
 /// Both generations, for tests that must hold on each.
 pub const BOTH: [Protocol; 2] = [Protocol::Legacy, Protocol::Modern];
 
-/// The path of the `mcpsec` binary, built first. `cargo test` does not
-/// build another package's binary, so the first call runs `cargo build -p
-/// mcpsec-cli` into the same target directory (cargo's own freshness check:
-/// a no-op when it is up to date, and never a stale binary). This is what
-/// makes a plain `cargo test` work on a fresh clone.
+/// The path of the `mcpsec` binary. `cargo test` does not build another
+/// package's binary: when it is missing, or older than a source file of the
+/// product crates, the first call runs `cargo build -p mcpsec-cli` into the
+/// same target directory, so a plain `cargo test` works on a fresh clone and
+/// never tests stale code. (Not on every run: `cargo build -p mcpsec-cli`
+/// and `cargo test --workspace` unify features differently, and each would
+/// rebuild what the other built.)
 pub fn mcpsec_bin() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
@@ -50,28 +52,64 @@ pub fn mcpsec_bin() -> PathBuf {
             let exe = std::env::current_exe().unwrap();
             // <target>/<profile>/deps/e2e-HASH
             let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-            let target = profile_dir.parent().unwrap();
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let mut cmd = std::process::Command::new(cargo);
-            cmd.args(["build", "--quiet", "-p", "mcpsec-cli", "--target-dir"]).arg(target);
-            if profile_dir.file_name().is_some_and(|n| n == "release") {
-                cmd.arg("--release");
-            }
-            let out = cmd
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .stdin(Stdio::null())
-                .output()
-                .expect("running cargo to build mcpsec for the end-to-end tests");
-            assert!(
-                out.status.success(),
-                "`cargo build -p mcpsec-cli` failed, so the end-to-end tests have no binary:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
             let bin = profile_dir.join("mcpsec");
+            let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+            let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates");
+            let stale = built.is_none_or(|b| newest_source(&crates).is_some_and(|(t, _)| t > b));
+            if stale {
+                build_mcpsec(profile_dir);
+            }
             assert!(bin.is_file(), "{} is missing after `cargo build -p mcpsec-cli`", bin.display());
             bin
         })
         .clone()
+}
+
+/// `cargo build -p mcpsec-cli` into the target directory `profile_dir` is in.
+fn build_mcpsec(profile_dir: &Path) {
+    let target = profile_dir.parent().unwrap();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let _ = writeln!(std::io::stderr(), "building mcpsec for the end-to-end tests (cargo build -p mcpsec-cli) …");
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", "mcpsec-cli", "--target-dir"]).arg(target);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let out = cmd
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("running cargo to build mcpsec for the end-to-end tests");
+    assert!(
+        out.status.success(),
+        "`cargo build -p mcpsec-cli` failed, so the end-to-end tests have no binary:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The newest `.rs` or `.toml` file below `dir` that goes into the binary.
+fn newest_source(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        // A crate's own tests, benches and examples are not inputs of the binary.
+        let not_input = path.file_name().is_some_and(|n| n == "tests" || n == "benches" || n == "examples");
+        let candidate = if path.is_dir() && not_input {
+            None
+        } else if path.is_dir() {
+            newest_source(&path)
+        } else if path.extension().is_some_and(|e| e == "rs" || e == "toml") {
+            entry.metadata().and_then(|m| m.modified()).ok().map(|t| (t, path))
+        } else {
+            None
+        };
+        if let Some(c) = candidate
+            && newest.as_ref().is_none_or(|n| c.0 > n.0)
+        {
+            newest = Some(c);
+        }
+    }
+    newest
 }
 
 /// Says, where it shows even for a passing test (straight to stderr, past
