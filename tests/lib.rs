@@ -330,16 +330,28 @@ impl Env {
     /// Runs `mcpsec ARGS` (e.g. `audit verify`) with this env's state
     /// directory and no config; returns (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        let out = std::process::Command::new(mcpsec_bin())
+        self.cli_with_stdin(args, None)
+    }
+
+    /// [`Env::cli`] with `stdin` written to the command's standard input
+    /// (`None`: none at all), as a passphrase is given with `--passphrase-stdin`.
+    pub fn cli_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+        let mut child = std::process::Command::new(mcpsec_bin())
             .args(args)
             .current_dir(self.path())
             .env("MCPSEC_STATE_DIR", self.state())
             .env("XDG_CONFIG_HOME", self.path().join("no-config"))
             .env_remove("MCPSEC_CONFIG")
             .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .output()
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .unwrap();
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(text.as_bytes()).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),

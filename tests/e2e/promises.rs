@@ -9,21 +9,7 @@ use serde_json::{Value, json};
 
 /// `mcpsec ARGS` with this env's state, `stdin` written to it: (exit code, stdout, stderr).
 fn run_with_stdin(env: &Env, args: &[&str], stdin: &str) -> (i32, String, String) {
-    use std::io::Write;
-    let mut child = std::process::Command::new(mcpsec_e2e::mcpsec_bin())
-        .args(args)
-        .env("MCPSEC_STATE_DIR", env.state())
-        .env_remove("MCPSEC_CONFIG")
-        .env("XDG_CONFIG_HOME", env.path().join("no-config"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+    env.cli_with_stdin(args, Some(stdin))
 }
 
 /// SECURITY.md: "`grant` and `revoke --all` ask for an argon2id-checked

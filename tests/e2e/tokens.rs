@@ -374,19 +374,8 @@ fn grant_cli_contract() {
 fn a_passphrase_guards_grant() {
     let env = Env::new();
     let run = |args: &[&str], stdin: &str| {
-        use std::io::Write;
-        let mut child = std::process::Command::new(mcpsec_e2e::mcpsec_bin())
-            .args(args)
-            .env("MCPSEC_STATE_DIR", env.state())
-            .env("XDG_CONFIG_HOME", env.path().join("no-config"))
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+        let (code, out, _) = env.cli_with_stdin(args, Some(stdin));
+        (code, out)
     };
     assert_eq!(run(&["init", "--passphrase-stdin"], "correct horse battery\n").0, 0);
     let (code, out) = run(&["grant", "delete_files", "--passphrase-stdin"], "wrong guess\n");

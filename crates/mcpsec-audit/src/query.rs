@@ -178,6 +178,26 @@ pub fn scan(
 ) -> std::io::Result<Seen> {
     let mut chain = Chain::new();
     let mut n = 0;
+    each_line(path, |line| {
+        let Some(linked) = chain.link(line) else { return };
+        let matches = filter.pattern.as_ref().is_none_or(|re| re.is_match(line));
+        if linked && matches && chain.hash_checked(line) == Place::Member {
+            let Ok(text) = std::str::from_utf8(line) else { return };
+            let Ok(entry) = serde_json::from_str::<Entry>(text) else { return };
+            if filter.keeps(&entry) {
+                n += 1;
+                each(text, Some(&entry));
+            }
+        } else if unchained && matches && !linked {
+            each(&String::from_utf8_lossy(line), None);
+        }
+    })?;
+    Ok(Seen { records: n, left_out: chain.left_out() })
+}
+
+/// Calls `f` with every line of the log's files, oldest first, without its
+/// newline.
+fn each_line(path: &Path, mut f: impl FnMut(&[u8])) -> std::io::Result<()> {
     let mut buf = Vec::new();
     for file in files(path) {
         let mut reader = BufReader::with_capacity(1 << 20, File::open(&file)?);
@@ -186,22 +206,10 @@ pub fn scan(
             if reader.read_until(b'\n', &mut buf)? == 0 {
                 break;
             }
-            let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
-            let Some(linked) = chain.link(line) else { continue };
-            let matches = filter.pattern.as_ref().is_none_or(|re| re.is_match(line));
-            if linked && matches && chain.hash_checked(line) == Place::Member {
-                let Ok(text) = std::str::from_utf8(line) else { continue };
-                let Ok(entry) = serde_json::from_str::<Entry>(text) else { continue };
-                if filter.keeps(&entry) {
-                    n += 1;
-                    each(text, Some(&entry));
-                }
-            } else if unchained && matches && !linked {
-                each(&String::from_utf8_lossy(line), None);
-            }
+            f(buf.strip_suffix(b"\n").unwrap_or(&buf));
         }
     }
-    Ok(Seen { records: n, left_out: chain.left_out() })
+    Ok(())
 }
 
 /// Counts the records of the chain the filter keeps. Without structured
@@ -317,26 +325,15 @@ pub fn tail(path: &Path, n: usize, unchained: bool) -> std::io::Result<Tail> {
     let mut last = std::collections::VecDeque::with_capacity(n + 1);
     let mut chain = Chain::new();
     let mut records = 0;
-    let mut buf = Vec::new();
-    for file in files(path) {
-        let mut reader = BufReader::with_capacity(1 << 20, File::open(&file)?);
-        loop {
-            buf.clear();
-            if reader.read_until(b'\n', &mut buf)? == 0 {
-                break;
-            }
-            let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
-            match chain.link(line) {
-                Some(linked) if linked || unchained => {
-                    last.push_back((line.to_vec(), linked));
-                    if last.len() > n {
-                        last.pop_front();
-                    }
-                }
-                _ => {}
+    each_line(path, |line| match chain.link(line) {
+        Some(linked) if linked || unchained => {
+            last.push_back((line.to_vec(), linked));
+            if last.len() > n {
+                last.pop_front();
             }
         }
-    }
+        _ => {}
+    })?;
     // Only the lines shown are hash-checked.
     let mut shown = Vec::with_capacity(last.len());
     for (line, linked) in last {

@@ -330,18 +330,7 @@ pub(crate) fn parse_links(line: &[u8]) -> Option<Links<'_>> {
 
 /// Whether a record line's content matches its `hash` field.
 pub(crate) fn hash_matches(line: &[u8]) -> bool {
-    let n = line.len();
-    let (Some(body), Some(hash)) = (
-        line.get(..n.saturating_sub(HASH_SUFFIX_LEN)),
-        line.get(n.saturating_sub(HASH_SUFFIX_LEN - 9)..n.saturating_sub(2)),
-    ) else {
-        return false;
-    };
-    let mut h = Sha256::new();
-    h.update(body);
-    h.update(b"}");
-    let actual: [u8; 32] = h.finalize().into();
-    unhex(hash).is_some_and(|want| want == actual)
+    parse_links(line).and_then(|l| unhex(l.hash_hex)).is_some_and(|want| want == content_hash(line))
 }
 
 /// Whether `bytes`, found after a log's last newline, can be what a crash
@@ -388,33 +377,21 @@ impl TornBytes {
 }
 
 pub(crate) fn parse_meta(line: &[u8]) -> Option<Meta> {
-    let rest = line.strip_prefix(HEAD)?;
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || digits > 19 || rest.get(digits) != Some(&b',') {
-        return None;
-    }
-    let seq: u64 = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
-    let n = line.len();
-    if n < HEAD.len() + HASH_SUFFIX_LEN + PREV_LEN {
-        return None;
-    }
-    let suffix = &line[n - HASH_SUFFIX_LEN..];
-    if !suffix.starts_with(b",\"hash\":\"") || !suffix.ends_with(b"\"}") {
-        return None;
-    }
-    let hash = unhex(&suffix[9..9 + 64])?;
-    let body = &line[..n - HASH_SUFFIX_LEN];
-    let prev_part = &body[body.len() - PREV_LEN..];
-    if !prev_part.starts_with(b",\"prev\":\"") || !prev_part.ends_with(b"\"") {
-        return None;
-    }
-    let prev = unhex(&prev_part[9..9 + 64])?;
+    let links = parse_links(line)?;
+    let (seq, prev, hash) = (links.seq, unhex(links.prev_hex)?, unhex(links.hash_hex)?);
+    let recovered = memmem(line, b"\"event\":\"recovered\"");
+    Some(Meta { seq, prev, hash, hash_ok: content_hash(line) == hash, recovered })
+}
+
+/// SHA-256 of a record line without its `hash` field: the line minus its
+/// trailing `,"hash":"…"}`, closed with `}` again. The caller has checked
+/// the line's shape ([`parse_links`]).
+fn content_hash(line: &[u8]) -> [u8; 32] {
+    let body = &line[..line.len().saturating_sub(HASH_SUFFIX_LEN)];
     let mut h = Sha256::new();
     h.update(body);
     h.update(b"}");
-    let actual: [u8; 32] = h.finalize().into();
-    let recovered = memmem(line, b"\"event\":\"recovered\"");
-    Some(Meta { seq, prev, hash, hash_ok: actual == hash, recovered })
+    h.finalize().into()
 }
 
 fn memmem(hay: &[u8], needle: &[u8]) -> bool {
