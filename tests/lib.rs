@@ -821,6 +821,13 @@ impl HttpServer {
         Ok(Client { service, asked, changed, protocol, pid: None })
     }
 
+    /// Waits for the server to exit by itself (after a signal the test
+    /// sent), at most `limit`; its exit code.
+    pub async fn wait(&mut self, limit: std::time::Duration) -> i32 {
+        let exit = tokio::time::timeout(limit, self.child.wait()).await;
+        exit.unwrap_or_else(|_| panic!("the server did not exit within {limit:?}")).unwrap().code().unwrap_or(-1)
+    }
+
     /// Sends SIGTERM and waits (at most 20 s) for the server to exit; its exit code.
     pub async fn stop(mut self) -> i32 {
         let status = std::process::Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().unwrap();
