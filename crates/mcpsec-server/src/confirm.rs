@@ -317,4 +317,66 @@ mod tests {
         assert!(message.contains(&format!("- content: \"{text}\"")), "{message}");
         assert!(message.contains("- k\\u{001B}]0;x\\u{0007}: []"), "{message}");
     }
+
+    /// A confirmer over a fresh token store, and the store's directory.
+    fn confirmer() -> (tempfile::TempDir, Confirmer) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = mcpsec_caps::store::SqliteStore::open(&dir.path().join("mcpsec.db")).unwrap();
+        let key = mcpsec_caps::key::ServerKey::from_bytes([7; 32]);
+        (dir, Confirmer::new(Arc::new(Tokens::new(Arc::new(store), key))))
+    }
+
+    /// The request state a confirmation of `call` asks the client to echo.
+    fn asked(c: &Confirmer, call: &Pending<'_>) -> String {
+        match c.ask(call) {
+            Confirmation::Ask(result) => result.request_state.expect("sealed state"),
+            _ => panic!("expected a question"),
+        }
+    }
+
+    fn accepted() -> InputResponses {
+        let mut r = InputResponses::new();
+        r.insert(KEY.to_owned(), serde_json::json!({ "action": "accept", "content": {} }));
+        r
+    }
+
+    /// SECURITY.md: the confirmation state is "bound to the principal, the
+    /// tool and a digest of the arguments … single use".
+    #[test]
+    fn a_confirmation_is_bound_to_its_principal_tool_and_arguments_and_used_once() {
+        let (_dir, c) = confirmer();
+        let args = serde_json::json!({ "path": "a.txt", "content": "x" }).as_object().cloned().unwrap();
+        let other_args = serde_json::json!({ "path": "b.txt", "content": "x" }).as_object().cloned().unwrap();
+        let call = |user, tool, args| Pending {
+            tool,
+            capability: mcpsec_core::Capability::WriteFiles,
+            user,
+            args,
+            path_hint: None,
+        };
+        let alices = call("alice", "write_file", &args);
+        let refused_as = |result: Confirmation| match result {
+            Confirmation::Refused { reason, declined: false, .. } => reason,
+            _ => panic!("expected a refusal"),
+        };
+        // Another user, another tool or other arguments cannot use it.
+        let state = asked(&c, &alices);
+        for wrong in [
+            call("bob", "write_file", &args),
+            call("alice", "edit_file", &args),
+            call("alice", "write_file", &other_args),
+        ] {
+            let reason = refused_as(c.answer(&wrong, &state, Some(&accepted())));
+            assert!(reason.contains("request state rejected"), "{reason}");
+        }
+        // Its own call can, once.
+        assert!(matches!(c.answer(&alices, &state, Some(&accepted())), Confirmation::Granted));
+        let reason = refused_as(c.answer(&alices, &state, Some(&accepted())));
+        assert!(reason.contains("replayed"), "{reason}");
+        // Altered state is refused.
+        let mut altered = asked(&c, &alices);
+        altered.pop();
+        altered.push('A');
+        assert!(refused_as(c.answer(&alices, &altered, Some(&accepted()))).contains("request state rejected"));
+    }
 }
