@@ -1085,4 +1085,27 @@ mod tests {
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer mcpsu_abc"));
         assert_eq!(bearer(&h).unwrap().expose_secret(), "mcpsu_abc");
     }
+
+    /// SECURITY.md: the failed-authentication table is bounded and, full of
+    /// live entries, refuses a new address (fail closed) rather than forget
+    /// one that is guessing.
+    #[test]
+    fn a_full_failed_auth_table_refuses_new_addresses() {
+        use std::net::{IpAddr, Ipv6Addr};
+        let window = Duration::from_secs(60);
+        let t = FailedAuth::new(3, window);
+        let ip = |n: u128| IpAddr::V6(Ipv6Addr::from(n));
+        for n in 0..MAX_TRACKED as u128 {
+            t.failed(ip(n));
+        }
+        let newcomer = ip(u128::MAX);
+        assert_eq!(t.blocked(newcomer), Some(window), "a new address is refused while the table is full");
+        t.failed(newcomer);
+        assert_eq!(t.seen.lock().unwrap().len(), MAX_TRACKED, "and not tracked");
+        // A tracked address is judged by its own count.
+        assert_eq!(t.blocked(ip(5)), None);
+        t.failed(ip(5));
+        t.failed(ip(5));
+        assert!(t.blocked(ip(5)).is_some(), "three failures block it");
+    }
 }
