@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mcpsec_e2e::{ALLOW_ALL, BOTH, Client, Env, Protocol, mcpsec_bin, path, text};
+use mcpsec_e2e::{ALLOW_ALL, BOTH, Client, Env, Protocol, path, text};
 use rmcp::model::CallToolRequestParams;
 use serde_json::{Value, json};
 
@@ -389,12 +389,11 @@ async fn without_user_the_principal_is_the_name_of_the_uid_in_the_password_datab
     c.ok("read_text_file", path("hello.txt")).await;
     c.close().await;
     // And the CLI's own records (a grant).
-    let out = std::process::Command::new(mcpsec_bin())
+    let out = mcpsec_e2e::mcpsec_command()
         .args(["grant", "read_files"])
         .current_dir(env.path())
         .env("MCPSEC_STATE_DIR", env.state())
         .env("XDG_CONFIG_HOME", env.path().join("no-config"))
-        .env_remove("MCPSEC_CONFIG")
         .env_remove("USER")
         .env_remove("LOGNAME")
         .stdin(Stdio::null())
@@ -644,11 +643,10 @@ async fn the_chain_continues_across_rotated_files_and_tail_follows_it() {
     let env = Env::new();
     // Follow the (empty) log from the start, in the background.
     std::fs::write(env.audit_log(), "").unwrap();
-    let mut follow = std::process::Command::new(mcpsec_e2e::mcpsec_bin())
+    let mut follow = mcpsec_e2e::mcpsec_command()
         .args(["audit", "tail", "-n", "0", "-f", "--json"])
         .env("MCPSEC_STATE_DIR", env.state())
         .env("XDG_CONFIG_HOME", env.path().join("no-config"))
-        .env_remove("MCPSEC_CONFIG")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

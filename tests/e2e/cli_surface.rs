@@ -32,11 +32,10 @@ fn check_snapshot(name: &str, actual: &str) {
 
 /// `mcpsec ARGS` with no mcpsec variable from the environment, in `dir`.
 fn mcpsec(dir: &Path, args: &[&str], envs: &[(&str, &Path)]) -> (i32, String, String) {
-    let out = Command::new(mcpsec_bin())
+    let out = mcpsec_e2e::mcpsec_command()
         .args(args)
         .current_dir(dir)
         .env_remove("MCPSEC_STATE_DIR")
-        .env_remove("MCPSEC_CONFIG")
         .env_remove("COLUMNS")
         .env("NO_COLOR", "1")
         .env("XDG_CONFIG_HOME", dir.join("no-config"))
@@ -224,7 +223,7 @@ fn init_on_a_terminal_offers_the_grant_passphrase() {
     assert_eq!(code, 0, "{screen}");
     assert!(screen.contains("set a grant passphrase now") && screen.contains("grant passphrase set"), "{screen}");
     let grant = |passphrase: &str| {
-        let mut child = Command::new(mcpsec_bin())
+        let mut child = mcpsec_e2e::mcpsec_command()
             .args(["grant", "delete_files", "--passphrase-stdin"])
             .env("MCPSEC_STATE_DIR", env.state())
             .env("XDG_CONFIG_HOME", env.path().join("cfg"))

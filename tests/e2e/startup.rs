@@ -1,15 +1,14 @@
 //! Start-up: roots, configuration errors, policy, stdout discipline.
 
-use mcpsec_e2e::{ALLOW_ALL, BOTH, Env, mcpsec_bin, path};
+use mcpsec_e2e::{ALLOW_ALL, BOTH, Env, path};
 use serde_json::json;
 
 fn run(env: &Env, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(mcpsec_bin())
+    mcpsec_e2e::mcpsec_command()
         .args(args)
         .current_dir(env.path())
         .env("MCPSEC_STATE_DIR", env.path().join("state"))
         .env("XDG_CONFIG_HOME", env.path().join("no-config"))
-        .env_remove("MCPSEC_CONFIG")
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap()
@@ -61,12 +60,11 @@ fn serve_over_http_refuses_a_damaged_token_database_at_start() {
     std::fs::write(&db, &bytes).unwrap();
     let _ = std::fs::remove_file(env.state().join("mcpsec.db-wal"));
     std::fs::create_dir_all(env.path().join("ws")).unwrap();
-    let mut child = std::process::Command::new(mcpsec_bin())
+    let mut child = mcpsec_e2e::mcpsec_command()
         .args(["serve", "--root", "ws", "--http", "127.0.0.1:0"])
         .current_dir(env.path())
         .env("MCPSEC_STATE_DIR", env.state())
         .env("XDG_CONFIG_HOME", env.path().join("no-config"))
-        .env_remove("MCPSEC_CONFIG")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())

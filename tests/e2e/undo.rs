@@ -507,11 +507,10 @@ async fn undo_and_a_busy_server_run_side_by_side() {
             let mut wins = 0;
             for seq in seqs {
                 let run = || {
-                    std::process::Command::new(mcpsec_e2e::mcpsec_bin())
+                    mcpsec_e2e::mcpsec_command()
                         .args(["undo", &seq.to_string()])
                         .env("MCPSEC_STATE_DIR", env_path.join("state"))
                         .env("XDG_CONFIG_HOME", env_path.join("no-config"))
-                        .env_remove("MCPSEC_CONFIG")
                         .output()
                         .unwrap()
                 };
@@ -541,13 +540,12 @@ async fn a_root_holding_the_state_directory_is_refused() {
     let env = Env::new();
     // The state dir inside the root would put the trash, the key and the
     // log within reach of the tools.
-    let mut cmd = std::process::Command::new(mcpsec_e2e::mcpsec_bin());
+    let mut cmd = mcpsec_e2e::mcpsec_command();
     let out = cmd
         .args(["serve", "--root"])
         .arg(env.path())
         .env("MCPSEC_STATE_DIR", env.state())
         .env("XDG_CONFIG_HOME", env.path().join("no-config"))
-        .env_remove("MCPSEC_CONFIG")
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
@@ -556,12 +554,11 @@ async fn a_root_holding_the_state_directory_is_refused() {
     assert!(err.contains("state directory") && err.contains("overlap"), "{err}");
     // Nor a root inside the state directory (the trash, the key).
     std::fs::create_dir_all(env.state().join("trash")).unwrap();
-    let out = std::process::Command::new(mcpsec_e2e::mcpsec_bin())
+    let out = mcpsec_e2e::mcpsec_command()
         .args(["serve", "--root"])
         .arg(env.state().join("trash"))
         .env("MCPSEC_STATE_DIR", env.state())
         .env("XDG_CONFIG_HOME", env.path().join("no-config"))
-        .env_remove("MCPSEC_CONFIG")
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
@@ -600,11 +597,10 @@ async fn across_filesystems_what_is_removed_is_copied_and_comes_back() {
     c.ok("write_file", json!({"path": "over.txt", "content": "after\n"})).await;
     c.close().await;
     let cli = |args: &[&str]| {
-        let out = std::process::Command::new(mcpsec_e2e::mcpsec_bin())
+        let out = mcpsec_e2e::mcpsec_command()
             .args(args)
             .env("MCPSEC_STATE_DIR", state.path())
             .env("XDG_CONFIG_HOME", env.path().join("no-config"))
-            .env_remove("MCPSEC_CONFIG")
             .output()
             .unwrap();
         (
