@@ -96,6 +96,21 @@ fn newest_source(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
     newest
 }
 
+/// Whether the tests run in CI (`CI` set, and not empty, `0` or `false`).
+/// There, nothing may be skipped for want of a tool that `.ci/run`
+/// installs, and snapshots may not be rewritten.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// Skips part of a test because a tool is missing: says so on stderr
+/// ("SKIPPED: WHAT because WHY", shown with the test's output), or, in
+/// CI (where `.ci/run` installs the tool), fails the test.
+pub fn skip(what: &str, why: &str) {
+    assert!(!in_ci(), "{what} cannot be skipped in CI ({why}): .ci/run installs it, so this CI machine is broken");
+    eprintln!("SKIPPED: {what} because {why}");
+}
+
 /// A test's private directory tree.
 #[derive(Debug)]
 pub struct Env {
@@ -283,11 +298,12 @@ impl Env {
     }
 
     /// Runs `mcpsec ARGS` on a pseudo-terminal (util-linux `script`), typing
-    /// `input`; None when `script` is not installed.
-    pub fn on_a_terminal(&self, args: &str, input: &str) -> Option<(i32, String)> {
+    /// `input`; None when `script` is not installed (after [`skip`]ping
+    /// `what`, which fails the test in CI).
+    pub fn on_a_terminal(&self, what: &str, args: &str, input: &str) -> Option<(i32, String)> {
         use std::io::Write;
         let cmd = format!("{} {args}", mcpsec_bin().display());
-        let mut child = std::process::Command::new("script")
+        let spawned = std::process::Command::new("script")
             .args(["-qec", &cmd, "/dev/null"])
             .current_dir(self.path())
             .env_remove("MCPSEC_CONFIG")
@@ -296,8 +312,15 @@ impl Env {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .spawn()
-            .ok()?;
+            .spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                skip(what, "util-linux `script` is not installed (Debian: bsdutils)");
+                return None;
+            }
+            Err(e) => panic!("running `script`: {e}"),
+        };
         child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
         Some((out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).replace('\r', "")))

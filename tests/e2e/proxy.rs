@@ -715,8 +715,8 @@ async fn an_approval_is_bound_to_the_definition_reviewed() {
 async fn approve_on_a_terminal_shows_the_definition_and_asks() {
     let env = Env::new();
     let c = pinned_then_changed(&env, "Echoes, \u{1b}[8mquietly\u{1b}[0m.").await;
-    let Some((code, screen)) = env.on_a_terminal("pins approve fx echo", "n\n") else {
-        eprintln!("util-linux `script` is not installed: the terminal flow was not tested");
+    let terminal = "`pins approve`'s terminal flow";
+    let Some((code, screen)) = env.on_a_terminal(terminal, "pins approve fx echo", "n\n") else {
         return;
     };
     assert_eq!(code, 1, "{screen}");
@@ -724,7 +724,7 @@ async fn approve_on_a_terminal_shows_the_definition_and_asks() {
     assert!(!screen.contains('\u{1b}'), "shown escaped: {screen}");
     assert!(screen.contains("not approved"), "{screen}");
     c.err("echo", json!({ "text": "x" })).await;
-    let (code, screen) = env.on_a_terminal("pins approve fx echo", "y\n").unwrap();
+    let (code, screen) = env.on_a_terminal(terminal, "pins approve fx echo", "y\n").unwrap();
     assert_eq!(code, 0, "{screen}");
     c.ok("echo", json!({ "text": "now" })).await;
     c.close().await;
