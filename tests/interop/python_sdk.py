@@ -179,9 +179,16 @@ class HttpServer:
         if not self.url:
             raise RuntimeError("mcpsec serve --http exited before listening")
 
-    def transport(self, key: str | None):
+    def transport(self, key: str | None, statuses: list[int] | None = None):
+        """The SDK's transport with `key`; the HTTP status of every response goes into `statuses`."""
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return streamable_http_client(self.url, http_client=httpx2.AsyncClient(headers=headers, timeout=30))
+
+        async def record(response) -> None:
+            if statuses is not None:
+                statuses.append(response.status_code)
+
+        client = httpx2.AsyncClient(headers=headers, timeout=30, event_hooks={"response": [record]})
+        return streamable_http_client(self.url, http_client=client)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -191,13 +198,20 @@ class HttpServer:
 async def http_session(ws: Workspace, server: HttpServer, mode: str) -> None:
     """The same checks over streamable HTTP with a user's key, and a confirmation accepted and one declined."""
     tag = f"[http {mode}]"
-    served = True
+    # The SDK raises when the server refuses it, but so it would for any
+    # other failure: what the server answered is what is checked.
+    statuses: list[int] = []
+    error = None
     try:
-        async with Client(server.transport(None), mode=mode) as client:
+        async with Client(server.transport(None, statuses), mode=mode) as client:
             await client.list_tools()
-    except Exception:  # the SDK raises when the server refuses it
-        served = False
-    check(not served, f"{tag} the SDK without a key gets no session", "it was served")
+    except Exception as e:
+        error = e
+    check(
+        error is not None and 401 in statuses and all(s == 401 for s in statuses),
+        f"{tag} the SDK without a key gets 401 and no session",
+        f"HTTP statuses {statuses}, error {type(error).__name__}: {error}",
+    )
     initialize = {
         "jsonrpc": "2.0",
         "id": 1,
