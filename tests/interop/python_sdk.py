@@ -32,6 +32,12 @@ SECRET = "TOP-SECRET-OUTSIDE-CONTENT"
 RESULTS: list[tuple[bool, str]] = []
 
 
+def ambient() -> dict[str, str]:
+    """This process's environment without MCPSEC_CONFIG: a config file set where the
+    interop sessions run must not change what they test."""
+    return {k: v for k, v in os.environ.items() if k != "MCPSEC_CONFIG"}
+
+
 def check(ok: bool, what: str, detail: str = "") -> None:
     RESULTS.append((ok, what))
     print(f"{'ok  ' if ok else 'FAIL'} {what}{'' if ok else ': ' + detail}", flush=True)
@@ -67,7 +73,7 @@ class Workspace:
     def grant(self, *args: str) -> str:
         out = subprocess.run(
             [self.mcpsec, "grant", *args],
-            env={**os.environ, **self.env},
+            env={**ambient(), **self.env},
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -154,7 +160,7 @@ class HttpServer:
         self.ws = ws
         out = subprocess.run(
             [ws.mcpsec, "users", "add", "alice"],
-            env={**os.environ, **ws.env},
+            env={**ambient(), **ws.env},
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -163,7 +169,7 @@ class HttpServer:
         self.key = out.stdout.strip()
         self.proc = subprocess.Popen(
             [ws.mcpsec, "serve", "--root", str(ws.dir / "ws"), "--http", "127.0.0.1:0"],
-            env={**os.environ, **ws.env, "RUST_LOG": "warn,mcpsec_server::http=info"},
+            env={**ambient(), **ws.env, "RUST_LOG": "warn,mcpsec_server::http=info"},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
