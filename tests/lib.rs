@@ -87,6 +87,17 @@ fn build_mcpsec(profile_dir: &Path) {
     );
 }
 
+/// A command line for the built `mcpsec` without the caller's
+/// `MCPSEC_CONFIG`: a config file set in the environment that runs the
+/// tests must not change what they test. Every command the tests build
+/// for `mcpsec` starts here (or at [`Env::command`] and [`Env::cli`],
+/// which do the same), and sets what it needs on top.
+pub fn mcpsec_command() -> std::process::Command {
+    let mut cmd = std::process::Command::new(mcpsec_bin());
+    cmd.env_remove("MCPSEC_CONFIG");
+    cmd
+}
+
 /// The newest `.rs` or `.toml` file below `dir` that goes into the binary.
 fn newest_source(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
     let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
@@ -112,13 +123,21 @@ fn newest_source(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
     newest
 }
 
-/// Says, where it shows even for a passing test (straight to stderr, past
-/// the test harness's capture), that `test` did not run and why. Under CI
-/// (`CI` set), where `.ci/run` installs every dependency, a skip is a
-/// failure instead.
-pub fn skip(test: &str, why: &str) {
-    assert!(std::env::var_os("CI").is_none(), "{test} cannot run under CI: {why}");
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+/// Whether the tests run in CI (`CI` set, and not empty, `0` or `false`).
+/// There, nothing may be skipped for want of a tool that `.ci/run`
+/// installs, and snapshots may not be rewritten.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// Skips part of a test because a tool is missing: says so on stderr
+/// ("SKIPPED: WHAT because WHY", shown even for a passing test), or, in
+/// CI (where `.ci/run` installs the tool), fails the test.
+pub fn skip(what: &str, why: &str) {
+    assert!(!in_ci(), "{what} cannot be skipped in CI ({why}): .ci/run installs it, so this CI machine is broken");
+    // Straight to stderr, past the test harness's capture: shown even
+    // when the test passes.
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {what} because {why}");
 }
 
 /// A test's private directory tree.
@@ -308,20 +327,29 @@ impl Env {
     }
 
     /// Runs `mcpsec ARGS` on a pseudo-terminal (util-linux `script`), typing
-    /// `input`; None when `script` is not installed.
-    pub fn on_a_terminal(&self, args: &str, input: &str) -> Option<(i32, String)> {
+    /// `input`; None when `script` is not installed (after [`skip`]ping
+    /// `what`, which fails the test in CI).
+    pub fn on_a_terminal(&self, what: &str, args: &str, input: &str) -> Option<(i32, String)> {
         use std::io::Write;
         let cmd = format!("{} {args}", mcpsec_bin().display());
-        let mut child = std::process::Command::new("script")
+        let spawned = std::process::Command::new("script")
             .args(["-qec", &cmd, "/dev/null"])
             .current_dir(self.path())
+            .env_remove("MCPSEC_CONFIG")
             .env("MCPSEC_STATE_DIR", self.state())
             .env("XDG_CONFIG_HOME", self.path().join("cfg"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .spawn()
-            .ok()?;
+            .spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                skip(what, "util-linux `script` is not installed (Debian: bsdutils)");
+                return None;
+            }
+            Err(e) => panic!("running `script`: {e}"),
+        };
         child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
         Some((out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).replace('\r', "")))
@@ -336,12 +364,11 @@ impl Env {
     /// [`Env::cli`] with `stdin` written to the command's standard input
     /// (`None`: none at all), as a passphrase is given with `--passphrase-stdin`.
     pub fn cli_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
-        let mut child = std::process::Command::new(mcpsec_bin())
+        let mut child = mcpsec_command()
             .args(args)
             .current_dir(self.path())
             .env("MCPSEC_STATE_DIR", self.state())
             .env("XDG_CONFIG_HOME", self.path().join("no-config"))
-            .env_remove("MCPSEC_CONFIG")
             .env("RUST_LOG", "warn")
             .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
@@ -547,17 +574,38 @@ impl Client {
     }
 }
 
-/// Calls `probe` until `done` holds for what it returns, every 50 ms for 5 s
-/// at most, and returns the last answer (for what a server does in the
-/// background; the caller asserts on it).
+/// How long [`poll`] and [`poll_async`] wait at most. Generous: it is only
+/// reached when the awaited event never comes, and then the test fails on
+/// the caller's assertion (a loaded machine must not fail a test that
+/// would pass).
+pub const POLL_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Calls `probe` until `done` holds for what it returns, every 50 ms for
+/// [`POLL_LIMIT`] at most, and returns the last answer (for what a server
+/// does in the background; the caller asserts on it). Blocks the thread:
+/// in an async test use [`poll_async`].
 pub fn poll<T>(mut probe: impl FnMut() -> T, done: impl Fn(&T) -> bool) -> T {
+    let deadline = std::time::Instant::now() + POLL_LIMIT;
     let mut answer = probe();
-    for _ in 0..100 {
-        if done(&answer) {
-            break;
-        }
+    while !done(&answer) && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));
         answer = probe();
+    }
+    answer
+}
+
+/// [`poll`] for async tests and probes: awaits `probe` until `done` holds
+/// for its answer, every 20 ms for [`POLL_LIMIT`] at most, without blocking
+/// the runtime; returns the last answer.
+pub async fn poll_async<T, F: std::future::Future<Output = T>>(
+    mut probe: impl FnMut() -> F,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = tokio::time::Instant::now() + POLL_LIMIT;
+    let mut answer = probe().await;
+    while !done(&answer) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        answer = probe().await;
     }
     answer
 }
@@ -821,19 +869,24 @@ impl HttpServer {
         Ok(Client { service, asked, changed, protocol, pid: None })
     }
 
-    /// Waits for the server to exit by itself (after a signal the test
-    /// sent), at most `limit`; its exit code.
-    pub async fn wait(&mut self, limit: std::time::Duration) -> i32 {
-        let exit = tokio::time::timeout(limit, self.child.wait()).await;
-        exit.unwrap_or_else(|_| panic!("the server did not exit within {limit:?}")).unwrap().code().unwrap_or(-1)
+    /// Sends SIGTERM and waits for the server to exit; its exit code.
+    pub async fn stop(self) -> i32 {
+        self.terminate();
+        self.wait().await
     }
 
-    /// Sends SIGTERM and waits (at most 20 s) for the server to exit; its exit code.
-    pub async fn stop(mut self) -> i32 {
+    /// Sends SIGTERM (see [`HttpServer::wait`]).
+    pub fn terminate(&self) {
         let status = std::process::Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().unwrap();
         assert!(status.success());
-        let exit = tokio::time::timeout(std::time::Duration::from_secs(20), self.child.wait()).await;
-        exit.expect("the server did not stop within 20 s after SIGTERM").unwrap().code().unwrap_or(-1)
+    }
+
+    /// Waits (at most 60 s: a server that does not stop fails the test
+    /// instead of hanging it) for the server to exit; its exit code.
+    pub async fn wait(mut self) -> i32 {
+        let exit = tokio::time::timeout(std::time::Duration::from_secs(60), self.child.wait()).await;
+        let stderr = self.stderr.lock().unwrap().clone();
+        exit.unwrap_or_else(|_| panic!("the server did not stop within 60 s: {stderr}")).unwrap().code().unwrap_or(-1)
     }
 }
 
@@ -847,16 +900,47 @@ pub async fn raw_post(url: &str, headers: &[(&str, &str)], body: String) -> (u16
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = req.body(body).send().await.unwrap();
+    let mut resp = req.body(body).send().await.unwrap();
     let status = resp.status().as_u16();
-    let headers = resp
+    let headers: Vec<(String, String)> = resp
         .headers()
         .iter()
         .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
         .collect();
-    // An event stream may stay open: read what comes within a moment.
-    let text = tokio::time::timeout(std::time::Duration::from_secs(2), resp.text()).await.unwrap_or(Ok(String::new()));
-    (status, headers, text.unwrap_or_default())
+    // An event stream may stay open after its message: read until the body
+    // ends or, on an event stream, until a message has come.
+    let stream = headers.iter().any(|(k, v)| k == "content-type" && v.starts_with("text/event-stream"));
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(POLL_LIMIT, async {
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => got.extend_from_slice(&chunk),
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+            if stream && has_event_message(&got) {
+                return Ok(());
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&got).into_owned();
+    match read {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => panic!("reading the answer ({status}) failed: {e}; read so far: {text:?}"),
+        Err(_) => panic!("the answer ({status}) neither ended nor brought a message in {POLL_LIMIT:?}: {text:?}"),
+    }
+    (status, headers, text)
+}
+
+/// Whether an event stream's text holds a complete event with a JSON
+/// message (rmcp's priming event has an empty `data:`).
+fn has_event_message(stream: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(stream).replace("\r\n", "\n");
+    let mut events: Vec<&str> = text.split("\n\n").collect();
+    // What follows the last blank line is not a complete event yet.
+    events.pop();
+    events.iter().any(|e| e.lines().any(|l| l.strip_prefix("data:").is_some_and(|d| d.trim().starts_with(['{', '[']))))
 }
 
 /// A JSON-RPC `initialize` request body (protocol 2025-11-25).
@@ -917,7 +1001,8 @@ impl TestCert {
     }
 
     /// One `POST /mcp` over TLS to `url`'s port (as `localhost`), with a
-    /// bearer key if `auth` and `headers` besides: what came back within 3 s.
+    /// bearer key if `auth` and `headers` besides (`Connection: close`):
+    /// everything that came back until the server closed the connection.
     pub async fn post(&self, url: &str, auth: Option<&str>, headers: &[(&str, &str)], body: &str) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let port: u16 = url.rsplit(':').next().unwrap().trim_end_matches("/mcp").parse().unwrap();
@@ -935,7 +1020,24 @@ impl TestCert {
         );
         tls.write_all(request.as_bytes()).await.unwrap();
         let mut out = Vec::new();
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), tls.read_to_end(&mut out)).await;
-        String::from_utf8_lossy(&out).into_owned()
+        let read = tokio::time::timeout(POLL_LIMIT, async {
+            let mut buf = [0u8; 4096];
+            loop {
+                match tls.read(&mut buf).await {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                    // A close without TLS close_notify still ends the answer.
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .await;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        match read {
+            Ok(Ok(())) => text,
+            Ok(Err(e)) => panic!("reading the TLS answer failed: {e}; read so far: {text:?}"),
+            Err(_) => panic!("the server kept the connection open for {POLL_LIMIT:?}: {text:?}"),
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mcpsec_e2e::{ALLOW_ALL, BOTH, Client, Env, Protocol, mcpsec_bin, path, text};
+use mcpsec_e2e::{ALLOW_ALL, BOTH, Client, Env, POLL_LIMIT, Protocol, path, poll_async, text};
 use rmcp::model::CallToolRequestParams;
 use serde_json::{Value, json};
 
@@ -444,15 +444,16 @@ async fn write_until_killed(client: &Client, round: usize) -> Vec<String> {
     }
     // Kill once a round-dependent number of writes were acknowledged.
     let target = 20 + 17 * round;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while acked.lock().unwrap().len() < target {
-        assert!(tokio::time::Instant::now() < deadline, "writes are too slow");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let acked_now = || {
+        let n = acked.lock().unwrap().len();
+        async move { n }
+    };
+    let n = poll_async(acked_now, |n| *n >= target).await;
+    assert!(n >= target, "only {n} of {target} writes were acknowledged in {POLL_LIMIT:?}");
     let status = std::process::Command::new("kill").args(["-9", &client.pid().to_string()]).status().unwrap();
     assert!(status.success());
     for w in workers {
-        tokio::time::timeout(Duration::from_secs(10), w).await.expect("a call hangs after the kill").unwrap();
+        tokio::time::timeout(POLL_LIMIT, w).await.expect("a call hangs after the kill").unwrap();
     }
     Arc::try_unwrap(acked).unwrap().into_inner().unwrap()
 }
@@ -474,12 +475,11 @@ async fn without_user_the_principal_is_the_name_of_the_uid_in_the_password_datab
     c.ok("read_text_file", path("hello.txt")).await;
     c.close().await;
     // And the CLI's own records (a grant).
-    let out = std::process::Command::new(mcpsec_bin())
+    let out = mcpsec_e2e::mcpsec_command()
         .args(["grant", "read_files"])
         .current_dir(env.path())
         .env("MCPSEC_STATE_DIR", env.state())
         .env("XDG_CONFIG_HOME", env.path().join("no-config"))
-        .env_remove("MCPSEC_CONFIG")
         .env_remove("USER")
         .env_remove("LOGNAME")
         .stdin(Stdio::null())
@@ -743,12 +743,13 @@ async fn a_server_stopped_by_a_signal_records_its_stop() {
         c.ok("write_file", json!({"path": "s.txt", "content": signal})).await;
         let status = std::process::Command::new("kill").args([&format!("-{signal}"), &c.pid().to_string()]).status();
         assert!(status.unwrap().success());
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while env.audit_records().last().is_none_or(|r| r["event"] != "server_stop") {
-            assert!(std::time::Instant::now() < deadline, "no server_stop after SIG{signal}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let stop = env.audit_records().pop().unwrap();
+        let last = poll_async(
+            || async { env.audit_records().pop() },
+            |r| r.as_ref().is_some_and(|r| r["event"] == "server_stop"),
+        )
+        .await;
+        let stop = last.unwrap();
+        assert_eq!(stop["event"], "server_stop", "no server_stop after SIG{signal}: {stop}");
         assert_eq!(stop["reason"], format!("stopped by SIG{signal}"), "{stop}");
         drop(c);
     }
@@ -760,31 +761,43 @@ async fn the_chain_continues_across_rotated_files_and_tail_follows_it() {
     let env = Env::new();
     // Follow the (empty) log from the start, in the background.
     std::fs::write(env.audit_log(), "").unwrap();
-    let mut follow = std::process::Command::new(mcpsec_e2e::mcpsec_bin())
+    let mut follow = mcpsec_e2e::mcpsec_command()
         .args(["audit", "tail", "-n", "0", "-f", "--json"])
         .env("MCPSEC_STATE_DIR", env.state())
         .env("XDG_CONFIG_HOME", env.path().join("no-config"))
-        .env_remove("MCPSEC_CONFIG")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let followed = {
+    // What it prints, record by record.
+    let (tx, followed) = std::sync::mpsc::channel::<Value>();
+    {
         let stdout = follow.stdout.take().unwrap();
         std::thread::spawn(move || {
             use std::io::BufRead;
-            let mut seqs = Vec::new();
             for line in std::io::BufReader::new(stdout).lines() {
                 let r: Value = serde_json::from_str(&line.unwrap()).unwrap();
-                seqs.push(r["seq"].as_u64().unwrap());
-                if r["event"] == "server_stop" {
+                if tx.send(r).is_err() {
                     break;
                 }
             }
-            seqs
-        })
+        });
+    }
+    // It follows once it prints a sentinel record (a user added) written
+    // after it started: one written before it had opened the log is not
+    // shown (`-n 0`), so another is written until one is.
+    let mut sentinels = 0;
+    let first = loop {
+        sentinels += 1;
+        assert!(sentinels <= 60, "audit tail -f printed none of {} sentinel records", sentinels - 1);
+        let (code, _, err) = env.cli(&["users", "add", &format!("sentinel-{sentinels}")]);
+        assert_eq!(code, 0, "{err}");
+        if let Ok(r) = followed.recv_timeout(Duration::from_millis(500)) {
+            break r;
+        }
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(first["event"], "user_add", "{first}");
+    let first_seen = first["seq"].as_u64().unwrap();
     let cfg = env.config(&format!("{ALLOW_ALL}[audit]\nrotate_size = \"4KiB\"\n"));
     let c = env.start(Protocol::Legacy, &["--config", cfg.to_str().unwrap()]).await;
     for i in 0..12 {
@@ -792,7 +805,7 @@ async fn the_chain_continues_across_rotated_files_and_tail_follows_it() {
         c.ok("read_text_file", path(&format!("r{i}.txt"))).await;
     }
     c.close().await;
-    let records = 2 + 12 * 3;
+    let records = sentinels + 2 + 12 * 3;
     let rotated: Vec<_> = std::fs::read_dir(env.state())
         .unwrap()
         .flatten()
@@ -810,13 +823,18 @@ async fn the_chain_continues_across_rotated_files_and_tail_follows_it() {
     let seqs: Vec<u64> =
         out.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, [records as u64 - 2, records as u64 - 1, records as u64]);
-    // tail -f saw every record once, in order, across the rotations.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(followed.join().unwrap()));
-    let seen = rx.recv_timeout(Duration::from_secs(5));
+    // tail -f saw every record once, in order, across the rotations, from
+    // the first sentinel it printed to the server's stop.
+    let mut seen = vec![first_seen];
+    while seen.len() as u64 <= records as u64 - first_seen {
+        match followed.recv_timeout(POLL_LIMIT) {
+            Ok(r) => seen.push(r["seq"].as_u64().unwrap()),
+            Err(e) => panic!("tail -f stopped following ({e}) after {seen:?}"),
+        }
+    }
     let _ = follow.kill();
     let _ = follow.wait();
-    assert_eq!(seen.expect("tail -f stopped following"), (1..=records as u64).collect::<Vec<_>>());
+    assert_eq!(seen, (first_seen..=records as u64).collect::<Vec<_>>());
     // Deleting a rotated file is caught.
     let mut names: Vec<_> = rotated.iter().map(|e| e.path()).collect();
     names.sort();

@@ -6,17 +6,22 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use mcpsec_e2e::{Env, mcpsec_bin};
+use mcpsec_e2e::{Env, in_ci, mcpsec_bin, skip};
 
 fn snapshots() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots")
 }
 
 /// Compares `actual` with the snapshot `name`, or rewrites it with
-/// `UPDATE_SNAPSHOTS=1`.
+/// `UPDATE_SNAPSHOTS=1` (refused in CI, where every check would pass).
 fn check_snapshot(name: &str, actual: &str) {
     let path = snapshots().join(name);
     if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        assert!(
+            !in_ci(),
+            "UPDATE_SNAPSHOTS is set in CI: it would rewrite {name} instead of checking it; \
+             rewrite snapshots locally, review the diff and commit it"
+        );
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, actual).unwrap();
         return;
@@ -32,11 +37,10 @@ fn check_snapshot(name: &str, actual: &str) {
 
 /// `mcpsec ARGS` with no mcpsec variable from the environment, in `dir`.
 fn mcpsec(dir: &Path, args: &[&str], envs: &[(&str, &Path)]) -> (i32, String, String) {
-    let out = Command::new(mcpsec_bin())
+    let out = mcpsec_e2e::mcpsec_command()
         .args(args)
         .current_dir(dir)
         .env_remove("MCPSEC_STATE_DIR")
-        .env_remove("MCPSEC_CONFIG")
         .env_remove("COLUMNS")
         .env("NO_COLOR", "1")
         .env("XDG_CONFIG_HOME", dir.join("no-config"))
@@ -196,9 +200,12 @@ fn completions_parse_in_every_shell_at_hand() {
         std::fs::write(&path, &script).unwrap();
         match Command::new(check[0]).args(&check[1..]).arg(&path).output() {
             Ok(o) => assert!(o.status.success(), "{shell}: {}", String::from_utf8_lossy(&o.stderr)),
-            // bash is on every machine this runs on; zsh and fish may not be.
-            Err(_) if shell != "bash" => eprintln!("{shell} is not installed: its script was not parsed"),
-            Err(e) => panic!("bash: {e}"),
+            // bash is on every machine this runs on; zsh and fish may not be
+            // (.ci/run installs them).
+            Err(e) if shell != "bash" && e.kind() == std::io::ErrorKind::NotFound => {
+                skip(&format!("parsing the {shell} completions"), &format!("{shell} is not installed"));
+            }
+            Err(e) => panic!("{shell}: {e}"),
         }
     }
 }
@@ -217,14 +224,14 @@ fn man_pages_for_every_subcommand() {
 #[test]
 fn init_on_a_terminal_offers_the_grant_passphrase() {
     let env = Env::new();
-    let Some((code, screen)) = env.on_a_terminal("init", "y\ncorrect horse\ncorrect horse\n") else {
-        eprintln!("util-linux `script` is not installed: the terminal flow was not tested");
+    let terminal = "init's terminal flow";
+    let Some((code, screen)) = env.on_a_terminal(terminal, "init", "y\ncorrect horse\ncorrect horse\n") else {
         return;
     };
     assert_eq!(code, 0, "{screen}");
     assert!(screen.contains("set a grant passphrase now") && screen.contains("grant passphrase set"), "{screen}");
     let grant = |passphrase: &str| {
-        let mut child = Command::new(mcpsec_bin())
+        let mut child = mcpsec_e2e::mcpsec_command()
             .args(["grant", "delete_files", "--passphrase-stdin"])
             .env("MCPSEC_STATE_DIR", env.state())
             .env("XDG_CONFIG_HOME", env.path().join("cfg"))
@@ -242,7 +249,7 @@ fn init_on_a_terminal_offers_the_grant_passphrase() {
 
     // Declined: no passphrase, and the warning says how to set one later.
     let env = Env::new();
-    let (code, screen) = env.on_a_terminal("init", "n\n").unwrap();
+    let (code, screen) = env.on_a_terminal(terminal, "init", "n\n").unwrap();
     assert_eq!(code, 0, "{screen}");
     assert!(screen.contains("no grant passphrase is set") && screen.contains("init --passphrase"), "{screen}");
 }

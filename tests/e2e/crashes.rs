@@ -76,13 +76,12 @@ fn a_panic_in_the_audit_writer_stops_the_server_before_the_call_acts() {
     let env = Env::new();
     let cfg = env.config(ALLOW_ALL);
     // The start record is written; the first tool call's record panics.
-    let mut child = std::process::Command::new(mcpsec_e2e::mcpsec_bin())
+    let mut child = mcpsec_e2e::mcpsec_command()
         .args(["serve", "--root"])
         .arg(env.root())
         .arg("--config")
         .arg(&cfg)
         .env("MCPSEC_STATE_DIR", env.state())
-        .env_remove("MCPSEC_CONFIG")
         .env("XDG_CONFIG_HOME", env.path().join("no-config"))
         .env("MCPSEC_FAILPOINTS", "panic-in-audit-append:tool_call")
         .stdin(Stdio::piped())

@@ -1,7 +1,7 @@
 //! The streamable HTTP transport: authentication on every request, the
 //! user as the principal, DNS-rebinding and size defences, shutdown.
 
-use mcpsec_e2e::{BOTH, Env, Protocol, initialize_body, raw_post, text};
+use mcpsec_e2e::{BOTH, Env, POLL_LIMIT, Protocol, initialize_body, poll_async, raw_post, text};
 use serde_json::{Value, json};
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -347,18 +347,29 @@ async fn a_call_under_way_at_sigterm_finishes_and_is_recorded_before_the_stop() 
     let env = Env::new();
     let alice = env.add_user("alice");
     let server = env
-        .serve_http_with("[policy]\nexecute_shell = \"allow\"\n[shell]\nallow = [\"sleep\"]\ntimeout = \"10s\"\n")
+        .serve_http_with("[policy]\nexecute_shell = \"allow\"\n[shell]\nallow = [\"sh\"]\ntimeout = \"60s\"\n")
         .await;
     let c = server.connect(&alice, Protocol::Legacy).await.unwrap();
     let peer = c.peer();
+    // The call says it has started (`started`), then waits for `go`.
+    let script = ": > started; while [ ! -e go ]; do sleep 0.05; done; echo finished";
     let call = tokio::spawn(async move {
         let mut params = rmcp::model::CallToolRequestParams::new("execute_command");
-        params.arguments = json!({"command": "sleep", "args": ["1"]}).as_object().cloned();
+        params.arguments = json!({"command": "sh", "args": ["-c", script]}).as_object().cloned();
         peer.call_tool(params).await
     });
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-    assert_eq!(server.stop().await, 0);
-    let r = call.await.unwrap().expect("the call under way is answered");
+    let started = poll_async(|| async { env.exists("ws/started") }, |s| *s).await;
+    assert!(started, "the call never started");
+    // SIGTERM while it runs; it is let go only once the server is stopping.
+    server.terminate();
+    let stopping = poll_async(|| async { server.stderr.lock().unwrap().contains("stopping on SIGTERM") }, |s| *s).await;
+    assert!(stopping, "the server never said it was stopping: {}", server.stderr.lock().unwrap());
+    assert!(!call.is_finished(), "the call ended before it was let go");
+    env.write("ws/go", "");
+    assert_eq!(server.wait().await, 0);
+    let answer = tokio::time::timeout(POLL_LIMIT, call).await.expect("the call under way was never answered");
+    let r = answer.unwrap().expect("the call under way is answered");
+    assert!(text(&r).contains("finished"), "{}", text(&r));
     assert_eq!(r.is_error, Some(false), "{}", text(&r));
     let records = env.audit_records();
     let events: Vec<_> = records.iter().map(|r| (r["event"].as_str().unwrap(), r["outcome"].as_str())).collect();
@@ -423,11 +434,12 @@ fn host_port(url: &str) -> String {
 }
 
 #[tokio::test]
-async fn slow_clients_are_disconnected_and_the_connection_cap_holds_against_a_flood() {
-    use tokio::io::AsyncWriteExt;
+async fn the_connection_cap_holds_against_a_flood_of_idle_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let env = Env::new();
     let alice = env.add_user("alice");
-    let server = env.serve_http_with("[http]\nmax_connections = 2\nheader_timeout = \"1s\"\n").await;
+    // A header timeout far beyond the test: the held connections stay.
+    let server = env.serve_http_with("[http]\nmax_connections = 2\nheader_timeout = \"600s\"\n").await;
     let addr = host_port(&server.url);
     // Two slowloris clients take every connection: one sends half a request
     // head and stops, the other sends nothing at all.
@@ -435,18 +447,57 @@ async fn slow_clients_are_disconnected_and_the_connection_cap_holds_against_a_fl
     half.write_all(format!("POST /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {alice}\r\n").as_bytes())
         .await
         .unwrap();
-    let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let _silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
     // A third connection is over the cap: closed without an answer, whatever it sends.
     closed_unanswered(|| async { tokio::net::TcpStream::connect(&addr).await.unwrap() }).await;
+    // The connections holding the cap were kept: the half request, completed, is served.
+    let body = initialize_body();
+    let rest = format!(
+        "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    half.write_all(rest.as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    half.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200", "{}", String::from_utf8_lossy(&head));
+    assert!(!server.stderr.lock().unwrap().contains(&alice[6..]), "no key in the server's log");
+    assert_eq!(server.stop().await, 0);
+}
+
+#[tokio::test]
+async fn slow_clients_are_disconnected_after_the_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let env = Env::new();
+    let alice = env.add_user("alice");
+    let server = env.serve_http_with("[http]\nmax_connections = 2\nheader_timeout = \"1s\"\n").await;
+    let addr = host_port(&server.url);
+    let mut half = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    half.write_all(format!("POST /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {alice}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
     // Neither slow client holds its connection for ever (header_timeout).
     for (stream, what) in [(&mut half, "half a request head"), (&mut silent, "nothing")] {
-        let answer = closed_by_server(stream, std::time::Duration::from_secs(30)).await;
+        let answer = closed_by_server(stream, POLL_LIMIT).await;
         assert!(!answer.contains("HTTP/1.1 2"), "a client that sent {what} was served: {answer}");
     }
-    // Their slots are free again: a real client is served.
+    // Their slots are free again: a real client is served (once the server
+    // has let go of them, which it may do just after closing them).
     let auth = format!("Bearer {alice}");
-    let (status, _, body) = raw_post(&server.url, &[("authorization", &auth)], initialize_body()).await;
-    assert_eq!(status, 200, "{body}");
+    let post = || async {
+        let r = reqwest::Client::new()
+            .post(&server.url)
+            .header("authorization", &auth)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(initialize_body())
+            .send()
+            .await;
+        r.map(|r| r.status().as_u16()).map_err(|e| e.to_string())
+    };
+    let status = poll_async(post, |s| *s == Ok(200)).await;
+    assert_eq!(status, Ok(200));
     assert!(!server.stderr.lock().unwrap().contains(&alice[6..]), "no key in the server's log");
     assert_eq!(server.stop().await, 0);
 }

@@ -369,7 +369,7 @@ async fn a_stopping_server_refuses_new_requests_and_flags_a_call_it_cut_short() 
     std::fs::write(env.path().join("fixture.json"), json!({"hang_marker": marker}).to_string()).unwrap();
     let mut cmd = env.proxy_http_command("fx", &[], &upstream);
     cmd.env("FIXTURE_STATE", env.path().join("fixture.json"));
-    let mut server = mcpsec_e2e::HttpServer::spawn(cmd).await;
+    let server = mcpsec_e2e::HttpServer::spawn(cmd).await;
     let session = raw_session(&server.url, &auth).await;
     let held = {
         let (url, auth, session) = (server.url.clone(), auth.clone(), session.clone());
@@ -410,7 +410,7 @@ async fn a_stopping_server_refuses_new_requests_and_flags_a_call_it_cut_short() 
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(refused.is_some(), "a stopping server still took a new request");
-    let code = server.wait(std::time::Duration::from_secs(90)).await;
+    let code = server.wait().await;
     assert_eq!(code, 0);
     held.abort();
     let records = env.audit_records();

@@ -1,9 +1,9 @@
 //! Both protocol generations, and malformed JSON-RPC on the wire.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use mcpsec_e2e::{BOTH, Env, Protocol, mcpsec_bin, path};
+use mcpsec_e2e::{BOTH, Env, Protocol, path};
 use rmcp::model::ProtocolVersion;
 use serde_json::{Value, json};
 
@@ -42,7 +42,7 @@ async fn unknown_tool_is_a_protocol_error() {
 /// `mcpsec serve` on `env`'s root with `extra` arguments, its stdin and
 /// stdout piped for raw JSON-RPC lines.
 fn raw_server(env: &Env, extra: &[&std::ffi::OsStr]) -> std::process::Child {
-    Command::new(mcpsec_bin())
+    mcpsec_e2e::mcpsec_command()
         .arg("serve")
         .args(extra)
         .arg("--root")

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use mcpsec_e2e::{
-    BOTH, Env, HttpServer, Protocol, fixture_upstream, initialize_body, raw_post, reference_server, text,
+    BOTH, Env, HttpServer, Protocol, fixture_upstream, initialize_body, poll_async, raw_post, reference_server, text,
 };
 use serde_json::{Value, json};
 
@@ -253,14 +253,7 @@ async fn a_tool_that_appears_later_is_held_and_list_changes_re_pin() {
     let c = start_fixture(&env, Protocol::Legacy, &[]).await;
     assert!(c.try_call("late", json!({})).await.is_err(), "no such tool yet");
     assert_eq!(c.ok("grow", json!({})).await, "grown");
-    let mut answer = c.try_call("late", json!({})).await;
-    for _ in 0..50 {
-        if answer.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        answer = c.try_call("late", json!({})).await;
-    }
+    let answer = poll_async(|| c.try_call("late", json!({})), Result::is_ok).await;
     let held = answer.expect("the gateway re-listed after notifications/tools/list_changed");
     assert_eq!(held.is_error, Some(true));
     assert!(text(&held).contains("mcpsec pins approve fx late"), "{}", text(&held));
@@ -396,7 +389,7 @@ async fn a_hung_call_times_out() {
     let started = Instant::now();
     let hung = c.err("hang", json!({})).await;
     assert!(hung.contains("did not answer") && hung.contains("call_timeout"), "{hung}");
-    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(started.elapsed() >= Duration::from_secs(1), "answered before the call_timeout");
     c.ok("echo", json!({ "text": "still serving" })).await;
     c.close().await;
     assert!(env.audit_records().iter().any(|r| r["tool"] == "fx/hang" && r["outcome"] == "error"));
@@ -645,25 +638,13 @@ async fn http_sessions_share_one_upstream_its_pins_and_its_restarts() {
     b.ok("echo", json!({ "text": "after the crash" })).await;
     // A tool the upstream adds (announced during bob's call) is held for alice too.
     assert_eq!(b.ok("grow", json!({})).await, "grown");
-    let mut answer = a.try_call("late", json!({})).await;
-    for _ in 0..50 {
-        if answer.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        answer = a.try_call("late", json!({})).await;
-    }
+    let answer = poll_async(|| a.try_call("late", json!({})), Result::is_ok).await;
     let held = answer.expect("the gateway re-listed after the upstream's list change");
     assert!(text(&held).contains("mcpsec pins approve fx late"), "{}", text(&held));
     // Every session of the 2025-11-25 protocol was told that the list
     // changed (the 2026-07-28 protocol has no channel for it outside a
     // request: its sessions see the change on their next listing).
-    for _ in 0..100 {
-        if a.list_changes() > 0 && b2.list_changes() > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll_async(|| async { (a.list_changes(), b2.list_changes()) }, |(x, y)| *x > 0 && *y > 0).await;
     assert!(a.list_changes() > 0 && b2.list_changes() > 0, "{} {}", a.list_changes(), b2.list_changes());
     b2.close().await;
     a.close().await;
@@ -794,8 +775,8 @@ async fn an_approval_is_bound_to_the_definition_reviewed() {
 async fn approve_on_a_terminal_shows_the_definition_and_asks() {
     let env = Env::new();
     let c = pinned_then_changed(&env, "Echoes, \u{1b}[8mquietly\u{1b}[0m.").await;
-    let Some((code, screen)) = env.on_a_terminal("pins approve fx echo", "n\n") else {
-        eprintln!("util-linux `script` is not installed: the terminal flow was not tested");
+    let terminal = "`pins approve`'s terminal flow";
+    let Some((code, screen)) = env.on_a_terminal(terminal, "pins approve fx echo", "n\n") else {
         return;
     };
     assert_eq!(code, 1, "{screen}");
@@ -803,7 +784,7 @@ async fn approve_on_a_terminal_shows_the_definition_and_asks() {
     assert!(!screen.contains('\u{1b}'), "shown escaped: {screen}");
     assert!(screen.contains("not approved"), "{screen}");
     c.err("echo", json!({ "text": "x" })).await;
-    let (code, screen) = env.on_a_terminal("pins approve fx echo", "y\n").unwrap();
+    let (code, screen) = env.on_a_terminal(terminal, "pins approve fx echo", "y\n").unwrap();
     assert_eq!(code, 0, "{screen}");
     c.ok("echo", json!({ "text": "now" })).await;
     c.close().await;

@@ -1,6 +1,6 @@
 //! `execute_command` and untrusted-content marking through the real server.
 
-use mcpsec_e2e::{Env, Protocol, path, text};
+use mcpsec_e2e::{Env, Protocol, path, poll_async, text};
 use serde_json::json;
 
 const SHELL: &str = "[policy]\nexecute_shell = \"allow\"\n[shell]\nallow = [\"ls\", \"sh\", \"echo\"]\ntimeout = \"5s\"\nmax_output = \"1KiB\"\n";
@@ -42,15 +42,13 @@ async fn execute_command_runs_allowlisted_programs_only_and_confines_them() {
     let s = r.structured_content.unwrap();
     assert_eq!(s["stdout_truncated"], true, "{s}");
     assert!(s["stdout"].as_str().unwrap().len() <= 1024);
-    // A timeout kills the whole group, grandchildren included.
-    let r = c
-        .call(
-            "execute_command",
-            json!({"command": "sh", "args": ["-c", "sleep 30 & echo $! > bg.pid; sleep 30"], "timeout_s": 0.5}),
-        )
-        .await;
+    // A timeout kills the whole group, grandchildren included. (3 s: time
+    // for `sh` to start and write `ready` even on a loaded machine.)
+    let script = "sleep 30 & echo $! > bg.pid; : > ready; sleep 30";
+    let r = c.call("execute_command", json!({"command": "sh", "args": ["-c", script], "timeout_s": 3})).await;
     assert_eq!(r.is_error, Some(true));
     assert_eq!(r.structured_content.as_ref().unwrap()["timed_out"], true);
+    assert!(env.exists("ws/ready"), "sh was not ready within its 3 s timeout: {}", text(&r));
     let pid = env.read("ws/bg.pid").trim().to_owned();
     // Dead: gone, or a zombie waiting for its new parent to reap it.
     let alive = || {
@@ -59,7 +57,7 @@ async fn execute_command_runs_allowlisted_programs_only_and_confines_them() {
             .and_then(|s| s.rsplit(')').next().map(|rest| !rest.trim_start().starts_with('Z')))
             .unwrap_or(false)
     };
-    assert!(!alive(), "the grandchild {pid} survived the timeout");
+    assert!(!poll_async(|| async { alive() }, |a| !*a).await, "the grandchild {pid} survived the timeout");
     c.close().await;
     let records = env.audit_records();
     assert!(records.iter().any(|r| r["tool"] == "execute_command" && r["outcome"] == "denied"));

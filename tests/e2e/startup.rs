@@ -1,15 +1,14 @@
 //! Start-up: roots, configuration errors, policy, stdout discipline.
 
-use mcpsec_e2e::{ALLOW_ALL, BOTH, Env, mcpsec_bin, path};
+use mcpsec_e2e::{ALLOW_ALL, BOTH, Env, path, poll};
 use serde_json::json;
 
 fn run(env: &Env, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(mcpsec_bin())
+    mcpsec_e2e::mcpsec_command()
         .args(args)
         .current_dir(env.path())
         .env("MCPSEC_STATE_DIR", env.path().join("state"))
         .env("XDG_CONFIG_HOME", env.path().join("no-config"))
-        .env_remove("MCPSEC_CONFIG")
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap()
@@ -61,27 +60,20 @@ fn serve_over_http_refuses_a_damaged_token_database_at_start() {
     std::fs::write(&db, &bytes).unwrap();
     let _ = std::fs::remove_file(env.state().join("mcpsec.db-wal"));
     std::fs::create_dir_all(env.path().join("ws")).unwrap();
-    let mut child = std::process::Command::new(mcpsec_bin())
+    let mut child = mcpsec_e2e::mcpsec_command()
         .args(["serve", "--root", "ws", "--http", "127.0.0.1:0"])
         .current_dir(env.path())
         .env("MCPSEC_STATE_DIR", env.state())
         .env("XDG_CONFIG_HOME", env.path().join("no-config"))
-        .env_remove("MCPSEC_CONFIG")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("serve --http started on a damaged token database");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    // It exits at once; were it serving, it would never exit.
+    let Some(status) = poll(|| child.try_wait().unwrap(), Option::is_some) else {
+        let _ = child.kill();
+        panic!("serve --http started on a damaged token database");
     };
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();

@@ -44,6 +44,18 @@ fn read_manifest(trash: &Path, details: &Value) -> String {
     index(trash).query_row("SELECT manifest FROM manifests WHERE seq = ?1", [seq], |r| r.get(0)).unwrap()
 }
 
+/// Makes every complete entry of the trash `secs` older: its time in the
+/// index and in its manifest.
+fn age_entries(trash: &Path, secs: i64) {
+    let n = index(trash)
+        .execute(
+            "UPDATE manifests SET time = time - ?1, manifest = json_set(manifest, '$.time', json_extract(manifest, '$.time') - ?1)",
+            [secs],
+        )
+        .unwrap();
+    assert!(n > 0, "no entry in the trash to age");
+}
+
 fn write_manifest(trash: &Path, details: &Value, text: &str) {
     let seq = details["trash"].as_i64().expect("a trash entry");
     let n = index(trash).execute("UPDATE manifests SET manifest = ?2 WHERE seq = ?1", rusqlite::params![seq, text]);
@@ -376,8 +388,9 @@ async fn retention_purges_the_oldest_first_and_a_full_trash_behaves_as_configure
     c.close().await;
     assert!(env.audit_records().iter().any(|r| r["event"] == "trash_purge"));
 
-    // Age: entries older than the retention go when a server starts.
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // Age: entries older than the retention go when a server starts. The
+    // entries are made an hour old in the index (no waiting for the clock).
+    age_entries(&env.state().join("trash"), 3600);
     let cfg = env.config(&format!("{ALLOW_ALL}[undo]\nretention = \"1s\"\n"));
     let c = env.start(Protocol::Modern, &["--config", cfg.to_str().unwrap()]).await;
     let left = poll(|| listed(&env), Vec::is_empty);
@@ -508,11 +521,10 @@ async fn undo_and_a_busy_server_run_side_by_side() {
             let mut wins = 0;
             for seq in seqs {
                 let run = || {
-                    std::process::Command::new(mcpsec_e2e::mcpsec_bin())
+                    mcpsec_e2e::mcpsec_command()
                         .args(["undo", &seq.to_string()])
                         .env("MCPSEC_STATE_DIR", env_path.join("state"))
                         .env("XDG_CONFIG_HOME", env_path.join("no-config"))
-                        .env_remove("MCPSEC_CONFIG")
                         .output()
                         .unwrap()
                 };
@@ -542,13 +554,12 @@ async fn a_root_holding_the_state_directory_is_refused() {
     let env = Env::new();
     // The state dir inside the root would put the trash, the key and the
     // log within reach of the tools.
-    let mut cmd = std::process::Command::new(mcpsec_e2e::mcpsec_bin());
+    let mut cmd = mcpsec_e2e::mcpsec_command();
     let out = cmd
         .args(["serve", "--root"])
         .arg(env.path())
         .env("MCPSEC_STATE_DIR", env.state())
         .env("XDG_CONFIG_HOME", env.path().join("no-config"))
-        .env_remove("MCPSEC_CONFIG")
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
@@ -557,12 +568,11 @@ async fn a_root_holding_the_state_directory_is_refused() {
     assert!(err.contains("state directory") && err.contains("overlap"), "{err}");
     // Nor a root inside the state directory (the trash, the key).
     std::fs::create_dir_all(env.state().join("trash")).unwrap();
-    let out = std::process::Command::new(mcpsec_e2e::mcpsec_bin())
+    let out = mcpsec_e2e::mcpsec_command()
         .args(["serve", "--root"])
         .arg(env.state().join("trash"))
         .env("MCPSEC_STATE_DIR", env.state())
         .env("XDG_CONFIG_HOME", env.path().join("no-config"))
-        .env_remove("MCPSEC_CONFIG")
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
@@ -601,11 +611,10 @@ async fn across_filesystems_what_is_removed_is_copied_and_comes_back() {
     c.ok("write_file", json!({"path": "over.txt", "content": "after\n"})).await;
     c.close().await;
     let cli = |args: &[&str]| {
-        let out = std::process::Command::new(mcpsec_e2e::mcpsec_bin())
+        let out = mcpsec_e2e::mcpsec_command()
             .args(args)
             .env("MCPSEC_STATE_DIR", state.path())
             .env("XDG_CONFIG_HOME", env.path().join("no-config"))
-            .env_remove("MCPSEC_CONFIG")
             .output()
             .unwrap();
         (
@@ -696,6 +705,8 @@ async fn an_incomplete_entry_is_listed_never_restored_and_kept_through_its_grace
     assert!(!env.exists("ws/a.txt"));
 
     // Purging everything, or everything older than a second, keeps it.
+    // A real second passes: an incomplete entry's age comes from its
+    // ctime, which nothing can set back (its manifest is not in the index).
     std::thread::sleep(std::time::Duration::from_millis(1100));
     for args in [&["trash", "purge"][..], &["trash", "purge", "--older-than", "1s"]] {
         let (code, _, err) = env.cli(args);

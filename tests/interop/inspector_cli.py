@@ -38,7 +38,9 @@ def main() -> int:
     (d / "state").mkdir(mode=0o700)
     (d / "ws" / "hello.txt").write_text("hello from the workspace\n")
     (d / "outside" / "secret.txt").write_text(SECRET)
-    env = {**os.environ, "MCPSEC_STATE_DIR": str(d / "state"), "XDG_CONFIG_HOME": str(d / "no-config"), "RUST_LOG": "warn"}
+    # Without MCPSEC_CONFIG: a config file set where this runs must not change what it tests.
+    ambient = {k: v for k, v in os.environ.items() if k != "MCPSEC_CONFIG"}
+    env = {**ambient, "MCPSEC_STATE_DIR": str(d / "state"), "XDG_CONFIG_HOME": str(d / "no-config"), "RUST_LOG": "warn"}
 
     def inspect(*method_args: str):
         cmd = [inspector, "--cli", mcpsec, "serve", "--root", str(d / "ws"), *method_args]

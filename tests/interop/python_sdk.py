@@ -32,6 +32,12 @@ SECRET = "TOP-SECRET-OUTSIDE-CONTENT"
 RESULTS: list[tuple[bool, str]] = []
 
 
+def ambient() -> dict[str, str]:
+    """This process's environment without MCPSEC_CONFIG: a config file set where the
+    interop sessions run must not change what they test."""
+    return {k: v for k, v in os.environ.items() if k != "MCPSEC_CONFIG"}
+
+
 def check(ok: bool, what: str, detail: str = "") -> None:
     RESULTS.append((ok, what))
     print(f"{'ok  ' if ok else 'FAIL'} {what}{'' if ok else ': ' + detail}", flush=True)
@@ -67,7 +73,7 @@ class Workspace:
     def grant(self, *args: str) -> str:
         out = subprocess.run(
             [self.mcpsec, "grant", *args],
-            env={**os.environ, **self.env},
+            env={**ambient(), **self.env},
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -154,7 +160,7 @@ class HttpServer:
         self.ws = ws
         out = subprocess.run(
             [ws.mcpsec, "users", "add", "alice"],
-            env={**os.environ, **ws.env},
+            env={**ambient(), **ws.env},
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -163,7 +169,7 @@ class HttpServer:
         self.key = out.stdout.strip()
         self.proc = subprocess.Popen(
             [ws.mcpsec, "serve", "--root", str(ws.dir / "ws"), "--http", "127.0.0.1:0"],
-            env={**os.environ, **ws.env, "RUST_LOG": "warn,mcpsec_server::http=info"},
+            env={**ambient(), **ws.env, "RUST_LOG": "warn,mcpsec_server::http=info"},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -179,9 +185,16 @@ class HttpServer:
         if not self.url:
             raise RuntimeError("mcpsec serve --http exited before listening")
 
-    def transport(self, key: str | None):
+    def transport(self, key: str | None, statuses: list[int] | None = None):
+        """The SDK's transport with `key`; the HTTP status of every response goes into `statuses`."""
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return streamable_http_client(self.url, http_client=httpx2.AsyncClient(headers=headers, timeout=30))
+
+        async def record(response) -> None:
+            if statuses is not None:
+                statuses.append(response.status_code)
+
+        client = httpx2.AsyncClient(headers=headers, timeout=30, event_hooks={"response": [record]})
+        return streamable_http_client(self.url, http_client=client)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -191,13 +204,20 @@ class HttpServer:
 async def http_session(ws: Workspace, server: HttpServer, mode: str) -> None:
     """The same checks over streamable HTTP with a user's key, and a confirmation accepted and one declined."""
     tag = f"[http {mode}]"
-    served = True
+    # The SDK raises when the server refuses it, but so it would for any
+    # other failure: what the server answered is what is checked.
+    statuses: list[int] = []
+    error = None
     try:
-        async with Client(server.transport(None), mode=mode) as client:
+        async with Client(server.transport(None, statuses), mode=mode) as client:
             await client.list_tools()
-    except Exception:  # the SDK raises when the server refuses it
-        served = False
-    check(not served, f"{tag} the SDK without a key gets no session", "it was served")
+    except Exception as e:
+        error = e
+    check(
+        error is not None and 401 in statuses and all(s == 401 for s in statuses),
+        f"{tag} the SDK without a key gets 401 and no session",
+        f"HTTP statuses {statuses}, error {type(error).__name__}: {error}",
+    )
     initialize = {
         "jsonrpc": "2.0",
         "id": 1,

@@ -402,7 +402,7 @@ async fn guard(
         );
     };
     let ip = peer.ip();
-    if let Some(wait) = gate.failures.blocked(ip) {
+    if let Some(wait) = gate.failures.blocked(ip, Instant::now()) {
         return retry_later(
             StatusCode::TOO_MANY_REQUESTS,
             "too many failed authentications from this address; wait before retrying",
@@ -828,7 +828,7 @@ async fn refused_session(gate: &Gate, user: &str, ip: IpAddr, outcome: Outcome, 
 /// 401, after recording the failure (without the key) and counting it
 /// against the client's address.
 async fn unauthorized(gate: &Gate, ip: IpAddr, had_key: bool, target: &str) -> Response {
-    gate.failures.failed(ip);
+    gate.failures.failed(ip, Instant::now());
     let reason = if had_key { "invalid bearer key" } else { "no bearer key" };
     let details = serde_json::json!({ "request": mcpsec_audit::redact::redact_and_truncate(target, 100) });
     gate.record(EventKind::AuthFailure, None, Outcome::Denied, reason, ip, details).await;
@@ -868,10 +868,16 @@ impl FailedAuth {
         FailedAuth { limit, window, seen: Mutex::new(HashMap::new()) }
     }
 
-    /// How long `ip` must wait, if it has used up its failures.
-    fn blocked(&self, ip: IpAddr) -> Option<Duration> {
-        let now = Instant::now();
-        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+    /// How long `ip` must wait at `now`, if it has used up its failures.
+    /// (The clock is the caller's, so that tests can move it.)
+    fn blocked(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= MAX_TRACKED && !seen.contains_key(&ip) {
+            // Full: forget the entries whose window is over first, or a table
+            // filled once would refuse every new address for good.
+            let window = self.window;
+            seen.retain(|_, (start, _)| now.duration_since(*start) < window);
+        }
         match seen.get(&ip) {
             Some((start, n)) if *n >= self.limit && now.duration_since(*start) < self.window => {
                 Some(self.window.saturating_sub(now.duration_since(*start)))
@@ -881,8 +887,8 @@ impl FailedAuth {
         }
     }
 
-    fn failed(&self, ip: IpAddr) {
-        let now = Instant::now();
+    /// Counts a failure of `ip` at `now`.
+    fn failed(&self, ip: IpAddr, now: Instant) {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if seen.len() >= MAX_TRACKED {
             let window = self.window;
@@ -1062,17 +1068,24 @@ mod tests {
 
     #[test]
     fn failed_authentications_are_limited_per_address_and_forgotten_after_the_window() {
-        let f = FailedAuth::new(2, Duration::from_millis(200));
+        let window = Duration::from_secs(60);
+        let f = FailedAuth::new(2, window);
         let a: IpAddr = "127.0.0.1".parse().unwrap();
         let b: IpAddr = "127.0.0.2".parse().unwrap();
-        assert!(f.blocked(a).is_none());
-        f.failed(a);
-        assert!(f.blocked(a).is_none());
-        f.failed(a);
-        assert!(f.blocked(a).is_some());
-        assert!(f.blocked(b).is_none(), "another address is not affected");
-        std::thread::sleep(Duration::from_millis(250));
-        assert!(f.blocked(a).is_none());
+        let start = Instant::now();
+        let at = |d: Duration| start + d;
+        assert!(f.blocked(a, at(Duration::ZERO)).is_none());
+        f.failed(a, at(Duration::ZERO));
+        assert!(f.blocked(a, at(Duration::ZERO)).is_none());
+        f.failed(a, at(Duration::from_secs(1)));
+        // Blocked for what is left of the window, counted from the first failure.
+        assert_eq!(f.blocked(a, at(Duration::from_secs(1))), Some(Duration::from_secs(59)));
+        assert!(f.blocked(b, at(Duration::from_secs(1))).is_none(), "another address is not affected");
+        assert!(f.blocked(a, at(window - Duration::from_millis(1))).is_some(), "still within the window");
+        assert!(f.blocked(a, at(window)).is_none(), "forgotten once the window has passed");
+        // A failure after the window starts a new count.
+        f.failed(a, at(window));
+        assert!(f.blocked(a, at(window)).is_none());
     }
 
     #[test]
@@ -1094,18 +1107,22 @@ mod tests {
         use std::net::{IpAddr, Ipv6Addr};
         let window = Duration::from_secs(60);
         let t = FailedAuth::new(3, window);
+        let now = Instant::now();
         let ip = |n: u128| IpAddr::V6(Ipv6Addr::from(n));
         for n in 0..MAX_TRACKED as u128 {
-            t.failed(ip(n));
+            t.failed(ip(n), now);
         }
         let newcomer = ip(u128::MAX);
-        assert_eq!(t.blocked(newcomer), Some(window), "a new address is refused while the table is full");
-        t.failed(newcomer);
+        assert_eq!(t.blocked(newcomer, now), Some(window), "a new address is refused while the table is full");
+        t.failed(newcomer, now);
         assert_eq!(t.seen.lock().unwrap().len(), MAX_TRACKED, "and not tracked");
         // A tracked address is judged by its own count.
-        assert_eq!(t.blocked(ip(5)), None);
-        t.failed(ip(5));
-        t.failed(ip(5));
-        assert!(t.blocked(ip(5)).is_some(), "three failures block it");
+        assert_eq!(t.blocked(ip(5), now), None);
+        t.failed(ip(5), now);
+        t.failed(ip(5), now);
+        assert!(t.blocked(ip(5), now).is_some(), "three failures block it");
+        // Once the window is over, the table makes room again.
+        let later = now + window;
+        assert_eq!(t.blocked(newcomer, later), None, "a table filled once does not refuse new addresses for good");
     }
 }

@@ -802,11 +802,18 @@ mod tests {
     #[tokio::test]
     #[allow(clippy::disallowed_methods)] // reads /proc to see the child gone, not a tool's file
     async fn a_transport_dropped_without_close_ends_its_calls_and_its_child() {
-        let (t, direct) = upstream("read -r req; exec sleep 30");
+        let tmp = tempfile::tempdir().unwrap();
+        let read = tmp.path().join("read");
+        let (t, direct) = upstream(&format!("read -r req; : > '{}'; exec sleep 30", read.display()));
         let pid = t.child.as_ref().and_then(Child::id).expect("a pid");
         let pending = call(&direct, Duration::from_secs(30));
-        // The request is written and read.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The request is written and read: the upstream says so in a file.
+        let seen = async {
+            while !read.exists() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), seen).await.expect("the upstream never read the request");
         drop(t);
         let answer = tokio::time::timeout(Duration::from_secs(5), pending).await.expect("answered at once").unwrap();
         assert!(matches!(answer, Err(NoAnswer::Closed(_))), "{answer:?}");

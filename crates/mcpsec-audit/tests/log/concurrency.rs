@@ -74,20 +74,18 @@ fn two_opens_in_one_process_share_the_chain() {
     assert_eq!(text.matches("\"session\":\"b-").count(), 2000);
 }
 
-/// Not a test on its own: the body of a child process spawned by
-/// `processes_share_the_chain` (does nothing unless the variable is set).
-#[test]
-fn child_writer() {
-    let (Some(log), Some(out)) = (std::env::var_os(CHILD_LOG), std::env::var_os(CHILD_OUT)) else { return };
-    let log = AuditLog::open(Path::new(&log), Options::default()).unwrap();
-    let seqs = hammer(&log, 2, CHILD_RECORDS / 2, "child");
-    log.close();
-    let text: Vec<String> = seqs.iter().map(u64::to_string).collect();
-    std::fs::write(out, text.join("\n")).unwrap();
-}
-
+/// Several processes append to one log: this one and two children.
+///
+/// A child is this same test binary running this same test with
+/// `CHILD_LOG` and `CHILD_OUT` set: it appends its records, writes their
+/// seqs to `CHILD_OUT` and returns. The parent checks what each child wrote
+/// (a child that did not run the writer leaves no seqs, and fails it).
 #[test]
 fn processes_share_the_chain() {
+    if let (Some(log), Some(out)) = (std::env::var_os(CHILD_LOG), std::env::var_os(CHILD_OUT)) {
+        child_writer(Path::new(&log), Path::new(&out));
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let path = log_in(&dir);
     let exe = std::env::current_exe().unwrap();
@@ -95,9 +93,10 @@ fn processes_share_the_chain() {
         .map(|i| {
             let out = dir.path().join(format!("child-{i}.seqs"));
             let child = Command::new(&exe)
-                .args(["--exact", "concurrency::child_writer", "--test-threads=1", "--quiet"])
+                .args(["--exact", "concurrency::processes_share_the_chain", "--test-threads=1", "--quiet"])
                 .env(CHILD_LOG, &path)
                 .env(CHILD_OUT, &out)
+                .stdout(std::process::Stdio::null())
                 .spawn()
                 .unwrap();
             (child, out)
@@ -108,10 +107,22 @@ fn processes_share_the_chain() {
     log.close();
     for (mut child, out) in children {
         assert!(child.wait().unwrap().success());
-        let text = std::fs::read_to_string(out).unwrap();
+        let text = std::fs::read_to_string(&out)
+            .unwrap_or_else(|e| panic!("the child wrote no {} ({e}): did it run the writer?", out.display()));
         let seqs: Vec<u64> = text.lines().map(|l| l.parse().unwrap()).collect();
         assert_eq!(seqs.len(), CHILD_RECORDS);
         receipts.extend(seqs);
     }
     check_log(&path, 300 + 2 * CHILD_RECORDS as u64, &receipts);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.matches("\"session\":\"child-").count(), 2 * CHILD_RECORDS, "every child record is in the log");
+}
+
+/// A child's part of [`processes_share_the_chain`].
+fn child_writer(log: &Path, out: &Path) {
+    let log = AuditLog::open(log, Options::default()).unwrap();
+    let seqs = hammer(&log, 2, CHILD_RECORDS / 2, "child");
+    log.close();
+    let text: Vec<String> = seqs.iter().map(u64::to_string).collect();
+    std::fs::write(out, text.join("\n")).unwrap();
 }
