@@ -119,6 +119,14 @@ pub trait TokenStore: Send + Sync + std::fmt::Debug {
     fn users(&self) -> Result<Vec<UserRecord>, StoreError>;
 }
 
+/// How long [`SqliteStore::open`] retries a database that is locked.
+pub const OPEN_RETRY: Duration = Duration::from_secs(10);
+
+/// Whether SQLite said the database is locked (busy), a passing state.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+}
+
 /// The SQLite store.
 pub struct SqliteStore {
     path: String,
@@ -170,9 +178,32 @@ const MIGRATIONS: &[&str] = &[
 
 impl SqliteStore {
     /// Opens (creating, 0600) the database and runs pending migrations.
+    ///
+    /// Opening a WAL database can find it locked for a moment whatever the
+    /// busy timeout (another process recovering or checkpointing the WAL as
+    /// it opens or closes, the journal mode being set): that is retried for
+    /// up to [`OPEN_RETRY`], so many CLI processes and a server can open it
+    /// at once. Any other error, or a lock that lasts, is the caller's.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            match Self::open_once(path) {
+                Err((_, true)) if started.elapsed() < OPEN_RETRY => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                Err((e, _)) => return Err(e),
+                Ok(store) => return Ok(store),
+            }
+        }
+    }
+
+    /// One attempt of [`SqliteStore::open`]; an error says whether it was
+    /// the database being locked.
+    fn open_once(path: &Path) -> Result<SqliteStore, (StoreError, bool)> {
         let shown = path.display().to_string();
-        let db = |e: rusqlite::Error| StoreError::Db { path: shown.clone(), message: e.to_string() };
+        let db = |e: rusqlite::Error| (StoreError::Db { path: shown.clone(), message: e.to_string() }, is_busy(&e));
         let existed = path.exists();
         let conn = Connection::open(path).map_err(db)?;
         if !existed {
@@ -185,7 +216,7 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
         let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(db)?;
         if check != "ok" {
-            return Err(StoreError::Db { path: shown, message: format!("the database is damaged: {check}") });
+            return Err((StoreError::Db { path: shown, message: format!("the database is damaged: {check}") }, false));
         }
         let store = SqliteStore { path: shown.clone(), conn: Mutex::new(conn) };
         store.migrate()?;
@@ -219,19 +250,23 @@ impl SqliteStore {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn migrate(&self) -> Result<(), StoreError> {
+    fn migrate(&self) -> Result<(), (StoreError, bool)> {
+        let err = |e: rusqlite::Error| {
+            let busy = is_busy(&e);
+            (self.err(e), busy)
+        };
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| self.err(e))?;
-        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| self.err(e))?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(err)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(err)?;
         let known = MIGRATIONS.len() as i64;
         if version > known {
-            return Err(StoreError::TooNew { path: self.path.clone(), found: version, known });
+            return Err((StoreError::TooNew { path: self.path.clone(), found: version, known }, false));
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            tx.execute_batch(sql).map_err(|e| self.err(e))?;
-            tx.pragma_update(None, "user_version", i as i64 + 1).map_err(|e| self.err(e))?;
+            tx.execute_batch(sql).map_err(err)?;
+            tx.pragma_update(None, "user_version", i as i64 + 1).map_err(err)?;
         }
-        tx.commit().map_err(|e| self.err(e))
+        tx.commit().map_err(err)
     }
 }
 
