@@ -29,22 +29,18 @@
 //! [`Sandbox`](mcpsec_pathguard::Sandbox)), never parses command lines and
 //! never decides exit codes.
 
-mod confirm;
-mod edit;
-mod handler;
-pub mod http;
-pub mod proxy;
-pub mod ratelimit;
-pub mod shell;
-mod tls;
+pub mod gateway;
+pub mod pipeline;
+mod server;
 pub mod tools;
 pub mod transport;
-pub mod undo;
-mod upstream_io;
 
-pub use handler::{McpsecServer, ServerOptions};
-pub use http::{HttpOptions, serve_http};
-pub use tls::TlsFiles;
+pub use gateway as proxy;
+pub use pipeline::ratelimit;
+pub use server::{McpsecServer, ServerOptions};
+pub use tools::{shell, undo};
+pub use transport::http::{self, HttpOptions, serve_http};
+pub use transport::tls::TlsFiles;
 
 use rmcp::ServiceExt;
 

@@ -11,6 +11,9 @@
 //! handed to the server before the start record is durable; if it cannot
 //! be written, every such request is refused with the reason.
 
+pub mod http;
+pub(crate) mod tls;
+
 use std::sync::Arc;
 
 use rmcp::RoleServer;

@@ -24,6 +24,8 @@
 //! - a crash is a tool error and the next call restarts it (with backoff); a
 //!   call it does not answer in `call_timeout` is a tool error.
 
+mod line_io;
+
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -87,7 +89,7 @@ pub struct GatewayOptions {
     /// This server's session id (in every audit record).
     pub session: String,
     /// Per-principal rate limits.
-    pub limits: crate::ratelimit::Limits,
+    pub limits: crate::pipeline::ratelimit::Limits,
     /// What to do with instruction-like content in results.
     pub injection: mcpsec_core::InjectionMode,
     /// The upstream server.
@@ -233,7 +235,7 @@ struct Catalog {
 /// the upstream stops reading, possibly before rmcp notices.
 struct Session {
     service: RunningService<RoleClient, UpstreamClient>,
-    line: Arc<crate::upstream_io::Direct>,
+    line: Arc<crate::gateway::line_io::Direct>,
     /// Whether `tools/call` takes the direct path on `line`: the upstream
     /// negotiated a protocol with a handshake (a newer one gets every call
     /// through rmcp). Fixed for the session, so read once.
@@ -246,7 +248,7 @@ impl Session {
     }
 
     /// The peer, and the direct `tools/call` path if the session has one.
-    fn paths(&self) -> (Peer<RoleClient>, Option<Arc<crate::upstream_io::Direct>>) {
+    fn paths(&self) -> (Peer<RoleClient>, Option<Arc<crate::gateway::line_io::Direct>>) {
         (self.service.peer().clone(), self.direct_calls.then(|| self.line.clone()))
     }
 }
@@ -404,7 +406,7 @@ impl Upstream {
     }
 
     /// [`Upstream::peer`], with the session's direct `tools/call` path.
-    async fn session(&self) -> Result<(Peer<RoleClient>, Option<Arc<crate::upstream_io::Direct>>), String> {
+    async fn session(&self) -> Result<(Peer<RoleClient>, Option<Arc<crate::gateway::line_io::Direct>>), String> {
         let mut conn = self.conn.lock().await;
         if let Some(running) = &conn.running {
             if !running.is_over() {
@@ -445,7 +447,7 @@ impl Upstream {
         };
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args);
-        let (transport, line) = crate::upstream_io::UpstreamTransport::spawn(cmd)
+        let (transport, line) = crate::gateway::line_io::UpstreamTransport::spawn(cmd)
             .map_err(|e| format!("could not start the upstream `{}` (`{}`): {e}", self.name, self.program()))?;
         match tokio::time::timeout(self.settings.call_timeout, self.client.clone().serve(transport)).await {
             Ok(Ok(service)) => {
@@ -599,7 +601,7 @@ impl Upstream {
             }
             let mut listed = sanitized(tool);
             if authorizer.takes_token(capability) {
-                crate::handler::add_token_argument(&mut listed);
+                crate::server::add_token_argument(&mut listed);
             }
             let arguments = match compiled.get(&hash) {
                 Some(check) => check.clone(),
@@ -708,7 +710,7 @@ impl Upstream {
     /// arguments match the tool's pinned input schema: on the direct path
     /// when the session has one, else through rmcp; both end the same way.
     pub(crate) async fn call(&self, t: &UpstreamTool, args: JsonObject) -> Result<CallToolResult, ToolError> {
-        use crate::upstream_io::{Answer, NoAnswer};
+        use crate::gateway::line_io::{Answer, NoAnswer};
         let args = t.arguments.check(&t.qualified, args)?;
         let tool = t.tool.as_str();
         let (peer, direct) =

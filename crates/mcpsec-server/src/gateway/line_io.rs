@@ -39,7 +39,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::process::{Child, ChildStdout};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::proxy::upstream_text;
+use crate::gateway::upstream_text;
 use crate::transport::{LineReader, Read};
 
 /// The prefix of the ids [`Direct`] gives its requests.

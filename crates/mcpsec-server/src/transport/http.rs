@@ -58,8 +58,13 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use secrecy::SecretString;
 
-use crate::handler::Authenticated;
+use crate::server::Authenticated;
 use crate::{McpsecServer, ServeError, ServerOptions};
+
+/// The target of this module's log lines: its path before it moved under
+/// `transport/`, which operators (and the tests) filter on
+/// (`RUST_LOG=mcpsec_server::http=info`).
+const LOG_TARGET: &str = "mcpsec_server::http";
 
 /// What the HTTP transport needs besides the server's options.
 #[derive(Debug)]
@@ -108,7 +113,7 @@ pub(crate) async fn serve(
         .await
         .map_err(|e| ServeError(format!("cannot listen on {}: {e}", http.addr)))?;
     let local = listener.local_addr().map_err(|e| ServeError(format!("cannot listen on {}: {e}", http.addr)))?;
-    let acceptor = http.tls.as_ref().map(crate::tls::acceptor).transpose().map_err(ServeError)?;
+    let acceptor = http.tls.as_ref().map(crate::transport::tls::acceptor).transpose().map_err(ServeError)?;
     let scheme = if acceptor.is_some() { "https" } else { "http" };
     let audit = server.audit().clone();
     let session = server.session().to_owned();
@@ -196,21 +201,21 @@ pub(crate) async fn serve(
             // TCP_NODELAY, Nagle's algorithm and the client's delayed ACK add ~40 ms to each request.
             let listener = listener.tap_io(|tcp| {
                 if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!("cannot set TCP_NODELAY: {e}");
+                    tracing::debug!(target: LOG_TARGET, "cannot set TCP_NODELAY: {e}");
                 }
             });
             tokio::spawn(serve_connections(listener, app, limits, stop_rx))
         }
         Some(acceptor) => {
-            let tls = crate::tls::TlsListener::new(listener, acceptor, http.config.request_timeout)
+            let tls = crate::transport::tls::TlsListener::new(listener, acceptor, http.config.request_timeout)
                 .map_err(|e| ServeError(format!("cannot listen on {}: {e}", http.addr)))?;
             tokio::spawn(serve_connections(tls, app, limits, stop_rx))
         }
     };
-    tracing::info!("listening on {scheme}://{local}{MCP_PATH}");
+    tracing::info!(target: LOG_TARGET, "listening on {scheme}://{local}{MCP_PATH}");
     let failed = tokio::select! {
         name = &mut signalled => {
-            tracing::info!("stopping on {name}");
+            tracing::info!(target: LOG_TARGET, "stopping on {name}");
             stop.reason = Some(format!("stopped by {name}"));
             None
         }
@@ -229,7 +234,7 @@ pub(crate) async fn serve(
         answering.none().await;
     };
     if tokio::time::timeout(http.shutdown_grace, finished).await.is_err() {
-        tracing::warn!("calls still under way after {:?}; stopping anyway", http.shutdown_grace);
+        tracing::warn!(target: LOG_TARGET, "calls still under way after {:?}; stopping anyway", http.shutdown_grace);
         stop.details.get_or_insert_with(|| serde_json::json!({}))["unfinished_calls"] = true.into();
     }
     cancel.cancel();
@@ -327,11 +332,11 @@ async fn serve_connections<L>(
             _ = &mut stop => break,
         };
         let Ok(permit) = open.clone().try_acquire_owned() else {
-            tracing::debug!("{} connections open; closing the one from {peer}", limits.max_connections);
+            tracing::debug!(target: LOG_TARGET, "{} connections open; closing the one from {peer}", limits.max_connections);
             continue;
         };
         let Some(slot) = PerAddress::take(&per_address, peer.ip(), limits.per_address) else {
-            tracing::debug!("{} connections open from {}; closing one more", limits.per_address, peer.ip());
+            tracing::debug!(target: LOG_TARGET, "{} connections open from {}; closing one more", limits.per_address, peer.ip());
             continue;
         };
         let app = app.clone();
@@ -347,7 +352,7 @@ async fn serve_connections<L>(
             tokio::select! {
                 r = connection.as_mut() => {
                     if let Err(e) = r {
-                        tracing::debug!("connection from {peer} ended: {e}");
+                        tracing::debug!(target: LOG_TARGET, "connection from {peer} ended: {e}");
                     }
                     return;
                 }
@@ -420,7 +425,7 @@ async fn guard(
             match gate.users.authenticate(&key) {
                 Ok(user) => user,
                 Err(e) => {
-                    tracing::error!("cannot check a bearer key: {e}");
+                    tracing::error!(target: LOG_TARGET, "cannot check a bearer key: {e}");
                     return plain(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "the server cannot check keys right now (its database failed); the operator can run \
@@ -473,7 +478,7 @@ async fn guard(
         // Over the user's cap: the session rmcp just opened is closed again.
         let id: rmcp::transport::common::server_side_http::SessionId = id.into();
         if let Err(e) = gate.sessions.close_session(&id).await {
-            tracing::warn!("cannot close a session over the cap: {e}");
+            tracing::warn!(target: LOG_TARGET, "cannot close a session over the cap: {e}");
         }
         refused_session(&gate, &user, ip, Outcome::RateLimited, "more open sessions than [http] max_sessions").await;
         return retry_later(
@@ -698,7 +703,7 @@ impl Gate {
         r.reason = Some(reason.to_owned());
         r.details = Some(details);
         if let Err(e) = self.audit.append(r).await {
-            tracing::error!("cannot record a refusal ({}): {e}", event.as_str());
+            tracing::error!(target: LOG_TARGET, "cannot record a refusal ({}): {e}", event.as_str());
         }
     }
 

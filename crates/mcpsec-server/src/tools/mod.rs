@@ -4,6 +4,10 @@
 //! `@modelcontextprotocol/server-filesystem`, so an existing client
 //! configuration keeps working; `delete_file` is ours.
 
+pub(crate) mod edit;
+pub mod shell;
+pub mod undo;
+
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -13,7 +17,6 @@ use rmcp::model::{CallToolResult, ContentBlock, JsonObject, ResourceContents, To
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::edit;
 use mcpsec_core::time::rfc3339;
 
 /// Why a tool's execute step did not succeed.
@@ -70,14 +73,14 @@ pub struct Ctx {
     /// The roots and the protected-path rules.
     pub sandbox: Sandbox,
     /// The program runner, when `[shell] allow` names programs.
-    pub shell: Option<crate::shell::Shell>,
+    pub shell: Option<crate::tools::shell::Shell>,
     /// The trash, when undo is on.
-    pub undo: Option<crate::undo::Undo>,
+    pub undo: Option<crate::tools::undo::Undo>,
 }
 
 impl Ctx {
     /// The undo of calls needing `capability`, unless it is off for them.
-    fn undo_for(&self, capability: Capability) -> Option<&crate::undo::Undo> {
+    fn undo_for(&self, capability: Capability) -> Option<&crate::tools::undo::Undo> {
         self.undo.as_ref().filter(|u| u.keeps(capability))
     }
 
@@ -384,7 +387,7 @@ pub fn builtin() -> Vec<ToolSpec> {
 }
 
 fn execute_command(ctx: &Ctx, tool: &'static str, args: JsonObject) -> Result<CallToolResult, ToolError> {
-    let a: crate::shell::ExecArgs = parse(tool, args)?;
+    let a: crate::tools::shell::ExecArgs = parse(tool, args)?;
     let Some(shell) = &ctx.shell else {
         return Err(ToolError::Refused(
             "refused: no program may run: [shell] allow is empty. The operator can list programs there".into(),

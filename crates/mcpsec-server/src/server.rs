@@ -19,10 +19,10 @@ use rmcp::{ErrorData, RoleServer, ServerHandler};
 use secrecy::SecretString;
 use serde_json::Value;
 
-use crate::confirm::{self, Confirmation, Confirmer};
-use crate::proxy::Lookup;
+use crate::gateway::Lookup;
+use crate::pipeline::confirm::{self, Confirmation, Confirmer};
+use crate::tools::undo::run_call;
 use crate::tools::{Ctx, ToolError, ToolSpec, builtin};
-use crate::undo::run_call;
 
 /// Everything a server needs, built by the caller (the CLI).
 #[derive(Debug)]
@@ -30,7 +30,7 @@ pub struct ServerOptions {
     /// The roots and the protected-path rules.
     pub sandbox: Sandbox,
     /// The program runner for `execute_command` (`None`: no program allowed).
-    pub shell: Option<crate::shell::Shell>,
+    pub shell: Option<crate::tools::shell::Shell>,
     /// The policy.
     pub authorizer: Authorizer,
     /// On whose behalf every call of this server is made.
@@ -40,18 +40,18 @@ pub struct ServerOptions {
     /// This server's session id (in every audit record).
     pub session: String,
     /// Per-principal rate limits.
-    pub limits: crate::ratelimit::Limits,
+    pub limits: crate::pipeline::ratelimit::Limits,
     /// What to do with instruction-like content in results.
     pub injection: mcpsec_core::InjectionMode,
     /// The trash, when undo is on.
-    pub undo: Option<crate::undo::Undo>,
+    pub undo: Option<crate::tools::undo::Undo>,
 }
 
 struct Inner {
     /// What the built-in tools work with (`None` in a gateway: no built-in tools).
     ctx: Option<Arc<Ctx>>,
     /// The upstream server whose tools a gateway offers.
-    upstream: Option<Arc<crate::proxy::Upstream>>,
+    upstream: Option<Arc<crate::gateway::Upstream>>,
     authorizer: Authorizer,
     principal: Principal,
     audit: Arc<AuditLog>,
@@ -59,8 +59,8 @@ struct Inner {
     tools: HashMap<&'static str, ToolSpec>,
     /// Asks humans to confirm calls (`confirm` mode); needs the token store.
     confirmer: Option<Confirmer>,
-    limiter: crate::ratelimit::Limiter,
-    limits: crate::ratelimit::Limits,
+    limiter: crate::pipeline::ratelimit::Limiter,
+    limits: crate::pipeline::ratelimit::Limits,
     injection: mcpsec_core::InjectionMode,
     /// What `tools/list` returns: the tools whose capability is not denied.
     listed: Vec<Tool>,
@@ -168,7 +168,7 @@ impl McpsecServer {
                 audit: options.audit,
                 session: options.session,
                 confirmer,
-                limiter: crate::ratelimit::Limiter::new(&limits),
+                limiter: crate::pipeline::ratelimit::Limiter::new(&limits),
                 limits,
                 injection: options.injection,
                 tools,
@@ -239,9 +239,9 @@ impl McpsecServer {
 
     /// A gateway: no built-in tool, the tools of `upstream` through the
     /// same pipeline.
-    pub(crate) fn gateway(options: crate::proxy::GatewayOptions) -> Self {
+    pub(crate) fn gateway(options: crate::gateway::GatewayOptions) -> Self {
         let audit = Some((options.audit.clone(), options.session.clone()));
-        let upstream = Arc::new(crate::proxy::Upstream::new(options.upstream, audit));
+        let upstream = Arc::new(crate::gateway::Upstream::new(options.upstream, audit));
         let confirmer = options.authorizer.tokens().cloned().map(Confirmer::new);
         McpsecServer {
             inner: Arc::new(Inner {
@@ -252,7 +252,7 @@ impl McpsecServer {
                 audit: options.audit,
                 session: options.session,
                 confirmer,
-                limiter: crate::ratelimit::Limiter::new(&options.limits),
+                limiter: crate::pipeline::ratelimit::Limiter::new(&options.limits),
                 limits: options.limits,
                 injection: options.injection,
                 tools: HashMap::new(),
@@ -265,7 +265,7 @@ impl McpsecServer {
     }
 
     /// The upstream of a gateway.
-    pub(crate) fn upstream(&self) -> Option<&Arc<crate::proxy::Upstream>> {
+    pub(crate) fn upstream(&self) -> Option<&Arc<crate::gateway::Upstream>> {
         self.inner.upstream.as_ref()
     }
 
@@ -625,7 +625,7 @@ impl McpsecServer {
             // blocks (embedded resources, links, structuredContent, its
             // `_meta`), is scanned and then sanitised; only the binary
             // payloads of image, audio and blob blocks are left alone.
-            let checked = crate::proxy::scan_and_sanitize_result(result, &mut |s| {
+            let checked = crate::gateway::scan_and_sanitize_result(result, &mut |s| {
                 if scanning {
                     findings.extend(scan::scan(s));
                 }
@@ -852,7 +852,7 @@ fn static_name(spec: &ToolSpec) -> &'static str {
 /// A tool found for a call: built in, or offered by the upstream.
 enum Found<'a> {
     Builtin(&'a ToolSpec),
-    Upstream(&'a Arc<crate::proxy::Upstream>, crate::proxy::UpstreamTool),
+    Upstream(&'a Arc<crate::gateway::Upstream>, crate::gateway::UpstreamTool),
 }
 
 /// How a tool's results are treated as untrusted data.

@@ -1,0 +1,4 @@
+//! The guard pipeline behind `tools/call`.
+
+pub(crate) mod confirm;
+pub mod ratelimit;
