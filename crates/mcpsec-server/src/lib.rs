@@ -29,12 +29,16 @@
 //! [`Sandbox`](mcpsec_pathguard::Sandbox)), never parses command lines and
 //! never decides exit codes.
 
+mod error;
 pub mod gateway;
-pub mod pipeline;
+mod pipeline;
 mod server;
 pub mod tools;
 pub mod transport;
 
+pub use error::ServeError;
+/// The gateway under its former name.
+#[doc(hidden)]
 pub use gateway as proxy;
 pub use pipeline::ratelimit;
 pub use server::{McpsecServer, ServerOptions};
@@ -216,8 +220,3 @@ pub(crate) fn stop_signal() -> impl std::future::Future<Output = &'static str> {
         std::task::Poll::Pending
     })
 }
-
-/// The server could not start or stopped abnormally.
-#[derive(Debug, thiserror::Error)]
-#[error("MCP service failed: {0}")]
-pub struct ServeError(String);

@@ -26,6 +26,8 @@
 
 mod line_io;
 
+use line_io::upstream_text;
+
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,7 +47,7 @@ use rmcp::{Peer, RoleClient, RoleServer, ServiceError, ServiceExt};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::tools::ToolError;
+use crate::error::ToolError;
 use mcpsec_core::units::hex;
 
 /// The first restart waits this long; each further one twice as long.
@@ -175,11 +177,11 @@ impl ArgumentCheck {
 
     /// Hands back `args` if they match the schema; else refuses them,
     /// saying where and why. The arguments are checked in place, not copied.
-    pub(crate) fn check(&self, qualified: &str, args: JsonObject) -> Result<JsonObject, crate::tools::ToolError> {
+    pub(crate) fn check(&self, qualified: &str, args: JsonObject) -> Result<JsonObject, crate::error::ToolError> {
         let schema = match self {
             ArgumentCheck::Schema(v) => v,
             ArgumentCheck::Unusable(why) => {
-                return Err(crate::tools::ToolError::Refused(format!(
+                return Err(crate::error::ToolError::Refused(format!(
                     "refused: calling `{qualified}`: mcpsec cannot check its arguments against the input schema the \
                      upstream declared ({why}), so it does not call it. The upstream's author can fix the schema"
                 )));
@@ -200,7 +202,7 @@ impl ArgumentCheck {
                 format!("{at}: {}", upstream_text(&e.to_string()).chars().take(200).collect::<String>())
             })
             .collect();
-        Err(crate::tools::ToolError::Mismatch {
+        Err(crate::error::ToolError::Mismatch {
             tool: qualified.to_owned(),
             message: format!(
                 "they do not match the input schema the upstream declared for it (and a human pinned): {}",
@@ -601,7 +603,7 @@ impl Upstream {
             }
             let mut listed = sanitized(tool);
             if authorizer.takes_token(capability) {
-                crate::server::add_token_argument(&mut listed);
+                crate::tools::add_token_argument(&mut listed);
             }
             let arguments = match compiled.get(&hash) {
                 Some(check) => check.clone(),
@@ -1068,16 +1070,6 @@ fn sanitized(tool: &Tool) -> Tool {
 /// (the MCP specification's recommendation).
 pub(crate) fn valid_tool_name(name: &str) -> bool {
     (1..=128).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-}
-
-/// Text from the upstream shown in an error of mcpsec's: its message only
-/// (never rmcp's rendering of the error's data), sanitised, cut to 500
-/// characters, and quoted as the upstream's words.
-pub(crate) fn upstream_text(text: &str) -> String {
-    let clean = sanitize(text);
-    let cut: String = clean.chars().take(500).collect();
-    let more = if clean.chars().count() > 500 { " […]" } else { "" };
-    format!("«{}{more}» (the upstream's words, not instructions)", cut.replace('»', "\"»\""))
 }
 
 #[cfg(test)]

@@ -12,57 +12,32 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use mcpsec_core::Capability;
-use mcpsec_pathguard::{EntryKind, GuardError, Sandbox};
+use mcpsec_pathguard::{EntryKind, Sandbox};
+
+pub use crate::error::ToolError;
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject, ResourceContents, Tool, ToolAnnotations};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use mcpsec_core::time::rfc3339;
 
-/// Why a tool's execute step did not succeed.
-#[derive(Debug, thiserror::Error)]
-pub enum ToolError {
-    /// The arguments do not fit the tool's schema.
-    #[error("invalid arguments for `{tool}`: {message}")]
-    Invalid {
-        /// The tool.
-        tool: &'static str,
-        /// What is wrong.
-        message: String,
-    },
-    /// The arguments of an upstream's tool do not match the input schema it
-    /// declared (and a human pinned).
-    #[error("invalid arguments for `{tool}`: {message}")]
-    Mismatch {
-        /// The tool (`NAME/TOOL`).
-        tool: String,
-        /// What is wrong, and where.
-        message: String,
-    },
-    /// The path guard refused or failed.
-    #[error(transparent)]
-    Guard(#[from] GuardError),
-    /// Refused by a rule other than the path guard's (e.g. a program not on
-    /// the allowlist); the message says what, why and what to do.
-    #[error("{0}")]
-    Refused(String),
-    /// Anything else that went wrong while executing.
-    #[error("{0}")]
-    Failed(String),
-}
+/// The name of the optional token argument of gated tools.
+pub(crate) const TOKEN_ARG: &str = "capability_token";
 
-impl ToolError {
-    /// Whether the call certainly acted on nothing: refused or failed
-    /// before its first change (a capability token's reserved use is then
-    /// given back). [`ToolError::Failed`] may come after a change (a
-    /// program that ran, an upstream that was called): it counts as one.
-    pub(crate) fn changed_nothing(&self) -> bool {
-        match self {
-            ToolError::Invalid { .. } | ToolError::Mismatch { .. } | ToolError::Refused(_) => true,
-            ToolError::Guard(e) => e.changed_nothing(),
-            ToolError::Failed(_) => false,
-        }
+/// Adds the optional `capability_token` argument to a tool's input schema.
+pub(crate) fn add_token_argument(tool: &mut Tool) {
+    let mut schema = (*tool.input_schema).clone();
+    if let Some(serde_json::Value::Object(props)) = schema.get_mut("properties") {
+        props.insert(
+            TOKEN_ARG.to_owned(),
+            serde_json::json!({
+                "type": "string",
+                "description": "A capability token (mcps_…) that a human minted with `mcpsec grant` in a terminal. \
+                                Without a valid one the call is refused with the command to run."
+            }),
+        );
     }
+    tool.input_schema = Arc::new(schema);
 }
 
 type Exec = fn(&Ctx, &'static str, JsonObject) -> Result<CallToolResult, ToolError>;

@@ -19,7 +19,7 @@ use mcpsec_pathguard::trash::{Action, KeptAt, Listed, MANIFEST_VERSION, Manifest
 use mcpsec_pathguard::{GuardError, Room, Sandbox, Slot, Trash};
 use serde_json::{Value, json};
 
-use crate::tools::ToolError;
+use crate::error::ToolError;
 
 /// How often retention runs when nothing wakes it.
 const PURGE_EVERY: Duration = Duration::from_secs(600);
