@@ -1,7 +1,6 @@
 //! Execute: the built-in tool's execute step, or the upstream's call, and
 //! what its result is: data marked untrusted, scanned for instructions.
 
-use mcpsec_pathguard::with_scope;
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
 
 use super::authorize::Authorized;
@@ -11,8 +10,7 @@ use super::intent::Intent;
 use super::resolve::{Found, Resolved, static_name};
 use crate::error::ToolError;
 use crate::server::McpsecServer;
-use crate::tools::Ctx;
-use crate::tools::undo::run_call;
+use crate::tools::Call;
 
 /// The `_meta` key that marks a result as untrusted data.
 pub(crate) const UNTRUSTED_META: &str = "dev.mcpsec/untrusted";
@@ -44,24 +42,25 @@ impl McpsecServer {
         let (result, untrusted, kept) = match &tool.found {
             Found::Builtin(spec, ctx) => {
                 let tool = static_name(spec);
-                let scope = authorized.scope().cloned();
-                // `run_call` tells undo which intent record a keeping call
-                // belongs to, and hands back what it kept.
+                // The call's own context: the sandbox confined to the
+                // token's paths, the intent undo keys what it keeps by, and
+                // a place for what it kept.
+                let call = Call::new((*ctx).clone(), self.principal().clone(), tool, authorized.scope().cloned(), seq);
                 let exec = spec.exec;
-                let run = move |ctx: &Ctx| {
+                let run = move || {
                     mcpsec_core::failpoint::panic_if_armed("panic-in-tool", tool);
-                    run_call(seq, || with_scope(scope, || exec(ctx, tool, args)))
+                    let result = exec(&call, args);
+                    (result, call.into_kept())
                 };
                 // A panic on the blocking pool ends here; one on the runtime
                 // thread is caught by `call_tool`. Either way: this call
                 // fails, the server goes on.
                 let (result, kept) = if spec.blocking {
-                    let ctx = (*ctx).clone();
-                    tokio::task::spawn_blocking(move || run(&ctx))
+                    tokio::task::spawn_blocking(run)
                         .await
                         .unwrap_or_else(|_| (Err(ToolError::Failed(crashed(tool))), None))
                 } else {
-                    run(ctx)
+                    run()
                 };
                 let source = if tool == "execute_command" { "process" } else { "filesystem" };
                 (result, spec.untrusted.then_some(Untrusted { source: source.into(), sanitize: false }), kept)

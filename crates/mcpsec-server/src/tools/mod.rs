@@ -4,9 +4,12 @@
 //! `@modelcontextprotocol/server-filesystem`, so an existing client
 //! configuration keeps working; `delete_file` is ours.
 
+mod call;
 pub(crate) mod edit;
 pub mod shell;
 pub mod undo;
+
+pub use call::{Call, Ctx};
 
 use std::sync::Arc;
 
@@ -40,33 +43,8 @@ pub(crate) fn add_token_argument(tool: &mut Tool) {
     tool.input_schema = Arc::new(schema);
 }
 
-type Exec = fn(&Ctx, &'static str, JsonObject) -> Result<CallToolResult, ToolError>;
-
-/// What a tool's execute step works with.
-#[derive(Debug)]
-pub struct Ctx {
-    /// The roots and the protected-path rules.
-    pub sandbox: Sandbox,
-    /// The program runner, when `[shell] allow` names programs.
-    pub shell: Option<crate::tools::shell::Shell>,
-    /// The trash, when undo is on.
-    pub undo: Option<crate::tools::undo::Undo>,
-}
-
-impl Ctx {
-    /// The undo of calls needing `capability`, unless it is off for them.
-    fn undo_for(&self, capability: Capability) -> Option<&crate::tools::undo::Undo> {
-        self.undo.as_ref().filter(|u| u.keeps(capability))
-    }
-
-    /// Writes a file, keeping the one it replaces when undo is on.
-    fn write(&self, tool: &str, path: &str, contents: &[u8]) -> Result<bool, ToolError> {
-        match self.undo_for(Capability::WriteFiles) {
-            Some(undo) => undo.write(&self.sandbox, tool, path, contents),
-            None => Ok(self.sandbox.write(path, contents)?),
-        }
-    }
-}
+/// A built-in tool's execute step: what the call may use, and its arguments.
+type Exec = fn(&Call, JsonObject) -> Result<CallToolResult, ToolError>;
 
 /// A tool: a description plus an execute step.
 #[derive(Debug)]
@@ -361,14 +339,15 @@ pub fn builtin() -> Vec<ToolSpec> {
     ]
 }
 
-fn execute_command(ctx: &Ctx, tool: &'static str, args: JsonObject) -> Result<CallToolResult, ToolError> {
+fn execute_command(call: &Call, args: JsonObject) -> Result<CallToolResult, ToolError> {
+    let tool = call.tool();
     let a: crate::tools::shell::ExecArgs = parse(tool, args)?;
-    let Some(shell) = &ctx.shell else {
+    let Some(shell) = call.shell() else {
         return Err(ToolError::Refused(
             "refused: no program may run: [shell] allow is empty. The operator can list programs there".into(),
         ));
     };
-    let out = shell.run(&ctx.sandbox, &a)?;
+    let out = shell.run(&call.sandbox, &a)?;
     let status = match (out.exit_code, out.signal, out.timed_out) {
         (_, _, true) => format!("killed after the {}s timeout", out.timeout_s),
         (Some(code), _, _) => format!("exit code {code}"),
@@ -441,8 +420,9 @@ fn line_count(tool: &'static str, name: &str, n: f64) -> Result<usize, ToolError
     }
 }
 
-fn read_text_file(ctx: &Ctx, tool: &'static str, args: JsonObject) -> Result<CallToolResult, ToolError> {
-    let sb = &ctx.sandbox;
+fn read_text_file(call: &Call, args: JsonObject) -> Result<CallToolResult, ToolError> {
+    let tool = call.tool();
+    let sb = &call.sandbox;
     let a: ReadArgs = parse(tool, args)?;
     let bytes = match (a.head, a.tail) {
         (Some(_), Some(_)) => {
@@ -472,8 +452,9 @@ fn mime_of(path: &str) -> &'static str {
     }
 }
 
-fn read_media_file(ctx: &Ctx, tool: &'static str, args: JsonObject) -> Result<CallToolResult, ToolError> {
-    let sb = &ctx.sandbox;
+fn read_media_file(call: &Call, args: JsonObject) -> Result<CallToolResult, ToolError> {
+    let tool = call.tool();
+    let sb = &call.sandbox;
     let a: PathArgs = parse(tool, args)?;
     let data = base64::engine::general_purpose::STANDARD.encode(sb.read(&a.path)?);
     let mime = mime_of(&a.path);
@@ -499,8 +480,9 @@ struct MultiArgs {
     paths: Vec<String>,
 }
 
-fn read_multiple_files(ctx: &Ctx, tool: &'static str, args: JsonObject) -> Result<CallToolResult, ToolError> {
-    let sb = &ctx.sandbox;
+fn read_multiple_files(call: &Call, args: JsonObject) -> Result<CallToolResult, ToolError> {
+    let tool = call.tool();
+    let sb = &call.sandbox;
     let a: MultiArgs = parse(tool, args)?;
     if a.paths.is_empty() {
         return Err(ToolError::Invalid { tool, message: "`paths` must name at least one file".into() });
@@ -523,9 +505,10 @@ struct WriteArgs {
     content: String,
 }
 
-fn write_file(ctx: &Ctx, tool: &'static str, args: JsonObject) -> Result<CallToolResult, ToolError> {
+fn write_file(call: &Call, args: JsonObject) -> Result<CallToolResult, ToolError> {
+    let tool = call.tool();
     let a: WriteArgs = parse(tool, args)?;
-    ctx.write(tool, &a.path, a.content.as_bytes())?;
+    call.write(&a.path, a.content.as_bytes())?;
     Ok(text_result(format!("Successfully wrote to {}", a.path)))
 }
 
@@ -538,19 +521,21 @@ struct EditArgs {
     dry_run: bool,
 }
 
-fn edit_file(ctx: &Ctx, tool: &'static str, args: JsonObject) -> Result<CallToolResult, ToolError> {
-    let sb = &ctx.sandbox;
+fn edit_file(call: &Call, args: JsonObject) -> Result<CallToolResult, ToolError> {
+    let tool = call.tool();
+    let sb = &call.sandbox;
     let a: EditArgs = parse(tool, args)?;
     let original = to_text(sb.read(&a.path)?);
     let (modified, diff) = edit::apply(&original, &a.edits, &a.path).map_err(ToolError::Failed)?;
     if !a.dry_run {
-        ctx.write(tool, &a.path, modified.as_bytes())?;
+        call.write(&a.path, modified.as_bytes())?;
     }
     Ok(text_result(diff))
 }
 
-fn create_directory(ctx: &Ctx, tool: &'static str, args: JsonObject) -> Result<CallToolResult, ToolError> {
-    let sb = &ctx.sandbox;
+fn create_directory(call: &Call, args: JsonObject) -> Result<CallToolResult, ToolError> {
+    let tool = call.tool();
+    let sb = &call.sandbox;
     let a: PathArgs = parse(tool, args)?;
     sb.create_dir_all(&a.path)?;
     Ok(text_result(format!("Successfully created directory {}", a.path)))
@@ -566,8 +551,9 @@ fn tag(kind: EntryKind) -> &'static str {
     if kind == EntryKind::Dir { "[DIR]" } else { "[FILE]" }
 }
 
-fn list_directory(ctx: &Ctx, tool: &'static str, args: JsonObject) -> Result<CallToolResult, ToolError> {
-    let sb = &ctx.sandbox;
+fn list_directory(call: &Call, args: JsonObject) -> Result<CallToolResult, ToolError> {
+    let tool = call.tool();
+    let sb = &call.sandbox;
     let a: PathArgs = parse(tool, args)?;
     let lines: Vec<String> =
         sorted_entries(sb, &a.path)?.iter().map(|e| format!("{} {}", tag(e.kind), e.name)).collect();
@@ -604,8 +590,9 @@ fn human_size(bytes: u64) -> String {
     format!("{:.2} {}", bytes as f64 / 1024f64.powi(i as i32), UNITS[i])
 }
 
-fn list_directory_with_sizes(ctx: &Ctx, tool: &'static str, args: JsonObject) -> Result<CallToolResult, ToolError> {
-    let sb = &ctx.sandbox;
+fn list_directory_with_sizes(call: &Call, args: JsonObject) -> Result<CallToolResult, ToolError> {
+    let tool = call.tool();
+    let sb = &call.sandbox;
     let a: SizesArgs = parse(tool, args)?;
     let mut entries = sorted_entries(sb, &a.path)?;
     if a.sort_by == SortBy::Size {
@@ -668,8 +655,9 @@ struct Node {
     children: Option<Vec<Node>>,
 }
 
-fn directory_tree(ctx: &Ctx, tool: &'static str, args: JsonObject) -> Result<CallToolResult, ToolError> {
-    let sb = &ctx.sandbox;
+fn directory_tree(call: &Call, args: JsonObject) -> Result<CallToolResult, ToolError> {
+    let tool = call.tool();
+    let sb = &call.sandbox;
     let a: TreeArgs = parse(tool, args)?;
     let exclude = glob_set(tool, &a.exclude_patterns, true)?;
     // `levels[d]` collects the children of the directory open at depth d.
@@ -717,11 +705,12 @@ struct MoveArgs {
     destination: String,
 }
 
-fn move_file(ctx: &Ctx, tool: &'static str, args: JsonObject) -> Result<CallToolResult, ToolError> {
-    let sb = &ctx.sandbox;
+fn move_file(call: &Call, args: JsonObject) -> Result<CallToolResult, ToolError> {
+    let tool = call.tool();
+    let sb = &call.sandbox;
     let a: MoveArgs = parse(tool, args)?;
-    match ctx.undo_for(Capability::WriteFiles) {
-        Some(undo) => undo.moved(sb, tool, &a.source, &a.destination)?,
+    match call.undo_for(Capability::WriteFiles) {
+        Some(undo) => undo.moved(call, &a.source, &a.destination)?,
         None => sb.rename(&a.source, &a.destination)?,
     }
     Ok(text_result(format!("Successfully moved {} to {}", a.source, a.destination)))
@@ -736,8 +725,9 @@ struct SearchArgs {
     exclude_patterns: Vec<String>,
 }
 
-fn search_files(ctx: &Ctx, tool: &'static str, args: JsonObject) -> Result<CallToolResult, ToolError> {
-    let sb = &ctx.sandbox;
+fn search_files(call: &Call, args: JsonObject) -> Result<CallToolResult, ToolError> {
+    let tool = call.tool();
+    let sb = &call.sandbox;
     let a: SearchArgs = parse(tool, args)?;
     let pattern = glob_set(tool, std::slice::from_ref(&a.pattern), false)?;
     let exclude = glob_set(tool, &a.exclude_patterns, false)?;
@@ -756,8 +746,9 @@ fn search_files(ctx: &Ctx, tool: &'static str, args: JsonObject) -> Result<CallT
     Ok(text_result(text))
 }
 
-fn get_file_info(ctx: &Ctx, tool: &'static str, args: JsonObject) -> Result<CallToolResult, ToolError> {
-    let sb = &ctx.sandbox;
+fn get_file_info(call: &Call, args: JsonObject) -> Result<CallToolResult, ToolError> {
+    let tool = call.tool();
+    let sb = &call.sandbox;
     let a: PathArgs = parse(tool, args)?;
     let info = sb.info(&a.path)?;
     let time = |t: Option<std::time::SystemTime>| t.map(rfc3339).unwrap_or_else(|| "unknown".into());
@@ -778,8 +769,9 @@ fn get_file_info(ctx: &Ctx, tool: &'static str, args: JsonObject) -> Result<Call
 #[serde(deny_unknown_fields)]
 struct NoArgs {}
 
-fn list_allowed_directories(ctx: &Ctx, tool: &'static str, args: JsonObject) -> Result<CallToolResult, ToolError> {
-    let sb = &ctx.sandbox;
+fn list_allowed_directories(call: &Call, args: JsonObject) -> Result<CallToolResult, ToolError> {
+    let tool = call.tool();
+    let sb = &call.sandbox;
     let NoArgs {} = parse(tool, args)?;
     let roots: Vec<String> = sb.roots().map(|r| r.display().to_string()).collect();
     Ok(text_result(format!("Allowed directories:\n{}", roots.join("\n"))))
@@ -793,11 +785,12 @@ struct DeleteArgs {
     recursive: bool,
 }
 
-fn delete_file(ctx: &Ctx, tool: &'static str, args: JsonObject) -> Result<CallToolResult, ToolError> {
-    let sb = &ctx.sandbox;
+fn delete_file(call: &Call, args: JsonObject) -> Result<CallToolResult, ToolError> {
+    let tool = call.tool();
+    let sb = &call.sandbox;
     let a: DeleteArgs = parse(tool, args)?;
-    match ctx.undo_for(Capability::DeleteFiles) {
-        Some(undo) => undo.delete(sb, tool, &a.path, a.recursive)?,
+    match call.undo_for(Capability::DeleteFiles) {
+        Some(undo) => undo.delete(call, &a.path, a.recursive)?,
         None => sb.remove(&a.path, a.recursive)?,
     }
     Ok(text_result(format!("Successfully deleted {}", a.path)))
