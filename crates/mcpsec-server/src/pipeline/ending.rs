@@ -7,8 +7,8 @@ use mcpsec_audit::{EventKind, Outcome, Record};
 use rmcp::ErrorData;
 use rmcp::model::{CallToolResponse, CallToolResult, ContentBlock, JsonObject};
 
-use super::resolve::Resolved;
 use crate::server::McpsecServer;
+use mcpsec_core::Capability;
 
 /// How one call ended, before it becomes a tool result and an audit event.
 pub(crate) enum Ending {
@@ -36,8 +36,8 @@ pub(crate) struct Facts {
 impl Facts {
     /// The facts of a call known once its tool is: the capability, and
     /// the arguments summarised once.
-    pub(crate) fn of(tool: &Resolved<'_>, args: &JsonObject) -> Facts {
-        Facts { capability: Some(tool.capability), args: Some(mcpsec_audit::summarize_args(args)), ..Facts::default() }
+    pub(crate) fn of(capability: Capability, args: &JsonObject) -> Facts {
+        Facts { capability: Some(capability), args: Some(mcpsec_audit::summarize_args(args)), ..Facts::default() }
     }
 }
 

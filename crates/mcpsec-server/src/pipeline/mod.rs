@@ -93,7 +93,7 @@ impl McpsecServer {
             Ok(tool) => tool,
             Err(early) => return self.answer_early(early).await,
         };
-        let mut facts = Facts::of(&tool, &call.args);
+        let mut facts = Facts::of(tool.capability, &call.args);
         let ending = match self.guard(call, &tool, &mut facts, context).await {
             Ok(ending) | Err(Stop::End(ending)) => ending,
             Err(Stop::Answer(answer)) => return answer,

@@ -58,8 +58,9 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use secrecy::SecretString;
 
+use crate::error::ServeError;
 use crate::server::Authenticated;
-use crate::{McpsecServer, ServeError, ServerOptions};
+use crate::server::{McpsecServer, ServerOptions};
 
 /// The target of this module's log lines: its path before it moved under
 /// `transport/`, which operators (and the tests) filter on
@@ -108,7 +109,7 @@ pub(crate) async fn serve(
     details: serde_json::Value,
     http: HttpOptions,
 ) -> Result<(), ServeError> {
-    let mut signalled = std::pin::pin!(crate::stop_signal());
+    let mut signalled = std::pin::pin!(super::stdio::stop_signal());
     let listener = tokio::net::TcpListener::bind(http.addr)
         .await
         .map_err(|e| ServeError(format!("cannot listen on {}: {e}", http.addr)))?;

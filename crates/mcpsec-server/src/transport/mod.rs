@@ -4,6 +4,7 @@
 
 pub mod http;
 mod line;
+pub(crate) mod stdio;
 pub(crate) mod tls;
 
 pub use line::*;
