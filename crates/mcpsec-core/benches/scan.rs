@@ -11,7 +11,7 @@ use mcpsec_core::scan;
 
 const CORPUS: &[&str] = &[
     include_str!("../../mcpsec-pathguard/src/sandbox.rs"),
-    include_str!("../../mcpsec-server/src/tools.rs"),
+    include_str!("../../mcpsec-server/src/tools/mod.rs"),
     include_str!("../../mcpsec-audit/src/log.rs"),
     include_str!("../../../README.md"),
     include_str!("../../../SECURITY.md"),

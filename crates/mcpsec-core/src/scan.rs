@@ -970,7 +970,7 @@ mod tests {
     /// The repository's own source and prose: ordinary text that must not be flagged.
     const CORPUS: &[(&str, &str)] = &[
         ("sandbox.rs", include_str!("../../mcpsec-pathguard/src/sandbox.rs")),
-        ("tools.rs", include_str!("../../mcpsec-server/src/tools.rs")),
+        ("tools.rs", include_str!("../../mcpsec-server/src/tools/mod.rs")),
         ("log.rs", include_str!("../../mcpsec-audit/src/log.rs")),
         ("config.rs", include_str!("config.rs")),
         ("SECURITY.md", include_str!("../../../SECURITY.md")),

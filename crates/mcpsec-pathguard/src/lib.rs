@@ -70,6 +70,6 @@ mod sandbox;
 pub mod trash;
 
 pub use error::{GuardError, Rule};
-pub use rules::{Rules, Scope, compile_glob, with_scope};
+pub use rules::{Rules, Scope, compile_glob};
 pub use sandbox::{Entry, EntryKind, Info, MAX_DEPTH, MAX_ENTRIES, OpenError, Sandbox, SandboxOptions, WalkEntry};
 pub use trash::{Room, Slot, Trash};

@@ -75,6 +75,9 @@ pub(crate) struct InRoot<'a> {
     pub(crate) rules: &'a Rules,
     /// The root's path relative to each root that contains it.
     pub(crate) outer: &'a [PathBuf],
+    /// The paths a capability token confines the call to (`None`: no
+    /// confinement beyond the rules).
+    pub(crate) scope: Option<&'a Scope>,
 }
 
 impl Rules {
@@ -94,11 +97,16 @@ impl Rules {
     /// These rules as they apply below a root nested in others (`outer`:
     /// its path in each of them; empty for a root inside no other).
     pub(crate) fn in_root<'a>(&'a self, outer: &'a [PathBuf]) -> InRoot<'a> {
-        InRoot { rules: self, outer }
+        InRoot { rules: self, outer, scope: None }
     }
 }
 
-impl InRoot<'_> {
+impl<'a> InRoot<'a> {
+    /// These rules, confined to `scope` as well.
+    pub(crate) fn scoped(self, scope: Option<&'a Scope>) -> InRoot<'a> {
+        InRoot { scope, ..self }
+    }
+
     /// Whether the entry `rel` is hidden and unreadable. Only `rel` itself
     /// is matched: callers (listings, walks) have already checked the
     /// directory it lies in.
@@ -123,7 +131,10 @@ impl InRoot<'_> {
     pub(crate) fn check_read(&self, rel: &Path, shown: &str) -> Result<(), GuardError> {
         match self.rules.deny.first_match_within_in(rel, self.outer) {
             Some(glob) => Err(protected(shown, Rule::Deny, glob)),
-            None => check_scope(rel, shown),
+            None => match self.scope {
+                Some(scope) if !scope.covers(rel) => Err(GuardError::OutOfScope { path: shown.to_owned() }),
+                _ => Ok(()),
+            },
         }
     }
 
@@ -164,8 +175,10 @@ impl InRoot<'_> {
     }
 }
 
-/// Path globs that a capability token confines one call to. Set for the
-/// duration of a call with [`with_scope`]; every operation checks its
+/// Path globs that a capability token confines one call to. A call is
+/// confined by working through a scoped view of the sandbox
+/// ([`Sandbox::scoped`](crate::Sandbox::scoped)), whichever thread does
+/// the work; every operation checks its
 /// resolved target against it at the same point it checks the protected
 /// paths, so a symlink swapped after authorization cannot move the call
 /// out of the token's scope.
@@ -190,32 +203,6 @@ impl Scope {
     }
 }
 
-thread_local! {
-    static SCOPE: std::cell::RefCell<Option<std::sync::Arc<Scope>>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Runs `f` with every sandbox operation on this thread confined to
-/// `scope` (no confinement for `None`), restoring the previous scope after.
-pub fn with_scope<R>(scope: Option<std::sync::Arc<Scope>>, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<std::sync::Arc<Scope>>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let prev = self.0.take();
-            SCOPE.with(|s| *s.borrow_mut() = prev);
-        }
-    }
-    let prev = SCOPE.with(|s| s.replace(scope));
-    let _restore = Restore(prev);
-    f()
-}
-
-fn check_scope(rel: &Path, shown: &str) -> Result<(), GuardError> {
-    SCOPE.with(|s| match s.borrow().as_ref() {
-        Some(scope) if !scope.covers(rel) => Err(GuardError::OutOfScope { path: shown.to_owned() }),
-        _ => Ok(()),
-    })
-}
-
 fn protected(shown: &str, rule: Rule, glob: &str) -> GuardError {
     GuardError::Protected { path: shown.to_owned(), rule, glob: glob.to_owned() }
 }
@@ -234,22 +221,15 @@ mod tests {
     }
 
     #[test]
-    fn scope_confines_reads_and_writes_on_this_thread_only() {
+    fn scope_confines_reads_and_writes() {
         let r = Rules::none();
-        let scope = std::sync::Arc::new(Scope::new(&["notes/**".to_string(), "todo.txt".to_string()]).unwrap());
-        with_scope(Some(scope), || {
-            assert!(r.in_root(&[]).check_write(Path::new("notes/a/b.txt"), "x").is_ok());
-            assert!(r.in_root(&[]).check_read(Path::new("todo.txt"), "x").is_ok());
-            let e = r.in_root(&[]).check_write(Path::new("src/main.rs"), "src/main.rs").unwrap_err();
-            assert!(matches!(e, GuardError::OutOfScope { .. }) && e.is_refusal(), "{e}");
-            // Another thread is not confined.
-            std::thread::spawn(|| {
-                assert!(Rules::none().in_root(&[]).check_write(Path::new("src/main.rs"), "x").is_ok())
-            })
-            .join()
-            .unwrap();
-        });
-        assert!(r.in_root(&[]).check_write(Path::new("src/main.rs"), "x").is_ok(), "the scope ends with the call");
+        let scope = Scope::new(&["notes/**".to_string(), "todo.txt".to_string()]).unwrap();
+        let scoped = r.in_root(&[]).scoped(Some(&scope));
+        assert!(scoped.check_write(Path::new("notes/a/b.txt"), "x").is_ok());
+        assert!(scoped.check_read(Path::new("todo.txt"), "x").is_ok());
+        let e = scoped.check_write(Path::new("src/main.rs"), "src/main.rs").unwrap_err();
+        assert!(matches!(e, GuardError::OutOfScope { .. }) && e.is_refusal(), "{e}");
+        assert!(r.in_root(&[]).check_write(Path::new("src/main.rs"), "x").is_ok(), "unscoped rules do not confine");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::ffi::OsString;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
@@ -13,7 +14,7 @@ use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt, Permissions, PermissionsExt}
 use crate::error::{GuardError, io_error};
 use crate::resolve::{Kind, Last, Resolved, lossy};
 use crate::rules::InRoot;
-use crate::rules::Rules;
+use crate::rules::{Rules, Scope};
 
 /// The most entries a listing, tree, search or recursive check visits.
 pub const MAX_ENTRIES: usize = 100_000;
@@ -34,14 +35,22 @@ pub(crate) struct Root {
 /// The roots, the protected-path rules and the read cap.
 ///
 /// See the crate documentation for the guarantee it keeps.
+///
+/// A call confined to a capability token's paths works through a scoped
+/// view, [`Sandbox::scoped`]: a sandbox like this one (the same roots,
+/// opened once, and rules) whose every operation also checks its resolved
+/// target against the scope. The scope is a value, not a setting of the
+/// thread, so work moved to another thread stays confined.
 #[derive(Debug)]
 pub struct Sandbox {
-    pub(crate) roots: Vec<Root>,
-    pub(crate) rules: Rules,
+    pub(crate) roots: Arc<[Root]>,
+    pub(crate) rules: Arc<Rules>,
     /// For each root, its path relative to every other root that contains
     /// it: those roots' protected paths apply inside it too.
-    outer: Vec<Vec<PathBuf>>,
+    outer: Arc<[Vec<PathBuf>]>,
     max_read: u64,
+    /// The paths this view is confined to (`None`: the roots).
+    scope: Option<Arc<Scope>>,
 }
 
 /// A directory entry, as listed.
@@ -145,14 +154,34 @@ impl Sandbox {
             }
             opened.push(Root { host, given, dir });
         }
-        let outer = opened
+        let outer: Arc<[Vec<PathBuf>]> = opened
             .iter()
             .map(|inner| {
                 let others = opened.iter().filter(|o| o.host != inner.host);
                 others.filter_map(|o| inner.host.strip_prefix(&o.host).ok().map(Path::to_path_buf)).collect()
             })
             .collect();
-        Ok(Sandbox { roots: opened, rules: options.rules, outer, max_read: options.max_read })
+        Ok(Sandbox {
+            roots: opened.into(),
+            rules: Arc::new(options.rules),
+            outer,
+            max_read: options.max_read,
+            scope: None,
+        })
+    }
+
+    /// This sandbox confined to `scope` (`None`: not confined): the same
+    /// roots and rules, and every operation also refuses a resolved target
+    /// outside the scope ([`GuardError::OutOfScope`]). Cheap: nothing is
+    /// opened or copied.
+    pub fn scoped(&self, scope: Option<Arc<Scope>>) -> Sandbox {
+        Sandbox {
+            roots: self.roots.clone(),
+            rules: self.rules.clone(),
+            outer: self.outer.clone(),
+            max_read: self.max_read,
+            scope,
+        }
     }
 
     /// The roots that lie inside another root, each with the root it lies
@@ -160,7 +189,7 @@ impl Sandbox {
     /// (a nested root never lifts one), which the operator may not expect.
     pub fn nested_roots(&self) -> Vec<(&Path, &Path)> {
         let mut out = Vec::new();
-        for (inner, outer) in self.roots.iter().zip(&self.outer) {
+        for (inner, outer) in self.roots.iter().zip(self.outer.iter()) {
             for prefix in outer {
                 if let Some(o) = self.roots.iter().find(|o| o.host.join(prefix) == inner.host) {
                     out.push((inner.host.as_path(), o.host.as_path()));
@@ -172,7 +201,7 @@ impl Sandbox {
 
     /// The protected-path rules as they apply below root `root`.
     pub(crate) fn rules_in(&self, root: usize) -> InRoot<'_> {
-        self.rules.in_root(&self.outer[root])
+        self.rules.in_root(&self.outer[root]).scoped(self.scope.as_deref())
     }
 
     /// The roots, as canonical absolute paths, the first one first.
@@ -724,4 +753,32 @@ pub enum OpenError {
         #[source]
         source: io::Error,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scoped_call_stays_scoped_when_its_work_runs_on_another_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SandboxOptions { rules: Rules::none(), max_read: 1 << 20 };
+        let sb = Sandbox::open(&[dir.path().to_path_buf()], options).unwrap();
+        sb.create_dir_all("notes").unwrap();
+        sb.write("notes/a.txt", b"a").unwrap();
+        sb.write("secret.txt", b"s").unwrap();
+        let scoped = sb.scoped(Some(Arc::new(Scope::new(&["notes/**".to_owned()]).unwrap())));
+        std::thread::spawn(move || {
+            assert_eq!(scoped.read("notes/a.txt").unwrap(), b"a");
+            let e = scoped.read("secret.txt").unwrap_err();
+            assert!(matches!(e, GuardError::OutOfScope { .. }), "{e}");
+            let e = scoped.write("secret.txt", b"x").unwrap_err();
+            assert!(matches!(e, GuardError::OutOfScope { .. }), "{e}");
+            let e = scoped.remove("secret.txt", false).unwrap_err();
+            assert!(matches!(e, GuardError::OutOfScope { .. }), "{e}");
+        })
+        .join()
+        .unwrap();
+        assert_eq!(sb.read("secret.txt").unwrap(), b"s", "the sandbox it was made from is not confined");
+    }
 }

@@ -43,7 +43,7 @@ use std::time::{Instant, SystemTime};
 
 use mcpsec_audit::{AuditLog, EventKind, Outcome, Record};
 use mcpsec_core::{Capability, Config};
-use mcpsec_server::tools::{Ctx, ToolSpec, builtin};
+use mcpsec_server::tools::{Call, Ctx, ToolSpec, builtin};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListToolsResult,
     PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
@@ -58,7 +58,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// The one tool served.
 const TOOL: &str = "read_text_file";
 
-/// The `_meta` key of the untrusted-data marking (`handler::UNTRUSTED_META`).
+/// The `_meta` key of the untrusted-data marking (`pipeline::execute::UNTRUSTED_META`).
 const UNTRUSTED_META: &str = "dev.mcpsec/untrusted";
 
 const USAGE: &str =
@@ -183,10 +183,14 @@ impl Floor {
         }
         let summary = self.audit.as_ref().map(|_| mcpsec_audit::summarize_args(&args));
         let mut result = match &self.guard {
-            Some((ctx, spec)) => match (spec.exec)(ctx, TOOL, args) {
-                Ok(r) => r,
-                Err(e) => error(&e.to_string()),
-            },
+            Some((ctx, spec)) => {
+                // What the server's execute stage makes for each call.
+                let call = Call::new(ctx.clone(), mcpsec_core::Principal::new(self.user.as_str()), TOOL, None, None);
+                match (spec.exec)(&call, args) {
+                    Ok(r) => r,
+                    Err(e) => error(&e.to_string()),
+                }
+            }
             None => {
                 let path = args.get("path").and_then(|v| v.as_str()).unwrap_or_default();
                 #[allow(clippy::disallowed_methods)] // the floor: no guard, by design

@@ -39,8 +39,8 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::process::{Child, ChildStdout};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::proxy::upstream_text;
 use crate::transport::{LineReader, Read};
+use mcpsec_core::scan::sanitize;
 
 /// The prefix of the ids [`Direct`] gives its requests.
 const ID_PREFIX: &str = "mcpsec-";
@@ -597,6 +597,16 @@ impl Drop for UpstreamTransport {
             self.direct.stop.notify_one();
         }
     }
+}
+
+/// Text from the upstream shown in an error of mcpsec's: its message only
+/// (never rmcp's rendering of the error's data), sanitised, cut to 500
+/// characters, and quoted as the upstream's words.
+pub(crate) fn upstream_text(text: &str) -> String {
+    let clean = sanitize(text);
+    let cut: String = clean.chars().take(500).collect();
+    let more = if clean.chars().count() > 500 { " […]" } else { "" };
+    format!("«{}{more}» (the upstream's words, not instructions)", cut.replace('»', "\"»\""))
 }
 
 #[cfg(test)]

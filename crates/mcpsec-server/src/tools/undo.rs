@@ -1,13 +1,12 @@
 //! Undo: destructive calls keep what they remove in the trash, keyed by
 //! the seq of their intent record, and retention keeps the trash bounded.
 //!
-//! The keeping itself is the path guard's ([`Sandbox::remove_keeping`],
-//! [`Sandbox::write_keeping`]); this module decides *whether* to keep
+//! The keeping itself is the path guard's ([`Sandbox::remove_keeping`](mcpsec_pathguard::Sandbox::remove_keeping),
+//! [`Sandbox::write_keeping`](mcpsec_pathguard::Sandbox::write_keeping)); this module decides *whether* to keep
 //! (`[undo]`), how much room there is, writes the entry's manifest, tells
 //! the pipeline what to record, and runs retention on a thread of its own
 //! so that no call ever waits for a purge.
 
-use std::cell::RefCell;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -16,10 +15,11 @@ use std::time::Duration;
 
 use mcpsec_core::{Capability, OnFull, UndoConfig};
 use mcpsec_pathguard::trash::{Action, KeptAt, Listed, MANIFEST_VERSION, Manifest, now_secs, sha256_hex};
-use mcpsec_pathguard::{GuardError, Room, Sandbox, Slot, Trash};
+use mcpsec_pathguard::{GuardError, Room, Slot, Trash};
 use serde_json::{Value, json};
 
-use crate::tools::ToolError;
+use crate::error::ToolError;
+use crate::tools::Call;
 
 /// How often retention runs when nothing wakes it.
 const PURGE_EVERY: Duration = Duration::from_secs(600);
@@ -34,34 +34,6 @@ pub struct Undo {
     /// kept since (others, e.g. `mcpsec undo`, may change it meanwhile).
     size: Arc<AtomicU64>,
     wake: Mutex<mpsc::Sender<()>>,
-}
-
-thread_local! {
-    /// The call being executed on this thread: its intent's seq, and what
-    /// it kept (for its result record).
-    static CURRENT: RefCell<Option<(u64, Option<Value>)>> = const { RefCell::new(None) };
-}
-
-/// Runs `f` as the execution of the call whose intent record is `seq`;
-/// returns its result and what it kept (the `undo` details of its result
-/// record).
-pub(crate) fn run_call<R>(seq: Option<u64>, f: impl FnOnce() -> R) -> (R, Option<Value>) {
-    let previous = CURRENT.with(|c| c.replace(seq.map(|s| (s, None))));
-    let r = f();
-    let kept = CURRENT.with(|c| c.replace(previous)).and_then(|(_, kept)| kept);
-    (r, kept)
-}
-
-fn current_seq() -> Option<u64> {
-    CURRENT.with(|c| c.borrow().as_ref().map(|(s, _)| *s))
-}
-
-fn set_kept(details: Value) {
-    CURRENT.with(|c| {
-        if let Some((_, kept)) = c.borrow_mut().as_mut() {
-            *kept = Some(details);
-        }
-    });
 }
 
 impl Undo {
@@ -166,29 +138,31 @@ impl Undo {
         total
     }
 
-    /// The seq of the intent record of the call being executed.
-    fn intent() -> Result<u64, ToolError> {
-        current_seq().ok_or_else(|| ToolError::Failed("internal error: no intent record for undo".into()))
+    /// The seq of the intent record of `call`, which keys its entry.
+    fn intent(call: &Call) -> Result<u64, ToolError> {
+        call.intent().ok_or_else(|| ToolError::Failed("internal error: no intent record for undo".into()))
     }
 
     /// `delete_file`, keeping what it deletes.
-    pub(crate) fn delete(&self, sb: &Sandbox, tool: &str, path: &str, recursive: bool) -> Result<(), ToolError> {
-        let seq = Self::intent()?;
+    pub(crate) fn delete(&self, call: &Call, path: &str, recursive: bool) -> Result<(), ToolError> {
+        let sb = &call.sandbox;
+        let seq = Self::intent(call)?;
         let slot = self.trash.slot(seq);
         let at = self.with_room(path, |room| sb.remove_keeping(path, recursive, &slot, room))?;
-        self.finish(&slot, seq, tool, Action::Delete, at, None)
+        self.finish(call, &slot, seq, Action::Delete, at, None)
     }
 
     /// `write_file` / `edit_file`, keeping the file it replaces. Returns
     /// whether the file was created.
-    pub(crate) fn write(&self, sb: &Sandbox, tool: &str, path: &str, contents: &[u8]) -> Result<bool, ToolError> {
-        let seq = Self::intent()?;
+    pub(crate) fn write(&self, call: &Call, path: &str, contents: &[u8]) -> Result<bool, ToolError> {
+        let sb = &call.sandbox;
+        let seq = Self::intent(call)?;
         let slot = self.trash.slot(seq);
         let written = self.with_room(path, |room| sb.write_keeping(path, contents, &slot, room))?;
         match written.kept {
             Some(at) => {
                 let left = sha256_hex(contents);
-                self.finish(&slot, seq, tool, Action::Overwrite, at, Some(left)).map(|()| false)
+                self.finish(call, &slot, seq, Action::Overwrite, at, Some(left)).map(|()| false)
             }
             None => Ok(written.created),
         }
@@ -196,21 +170,22 @@ impl Undo {
 
     /// `move_file`: nothing is removed (the destination must not exist), but
     /// the entry lets `mcpsec undo` move it back.
-    pub(crate) fn moved(&self, sb: &Sandbox, tool: &str, from: &str, to: &str) -> Result<(), ToolError> {
+    pub(crate) fn moved(&self, call: &Call, from: &str, to: &str) -> Result<(), ToolError> {
+        let sb = &call.sandbox;
         let (root, rel) = sb.locate_resolved(from)?;
-        let seq = Self::intent()?;
+        let seq = Self::intent(call)?;
         let slot = self.trash.slot(seq);
         // A move keeps nothing but its manifest: refused up front if the
         // entry is taken, so that it can always be moved back.
         slot.ensure_free()
             .map_err(|e| ToolError::Guard(GuardError::NotKept { path: from.to_owned(), reason: e.to_string() }))?;
         sb.rename(from, to)?;
-        let mut manifest = self.manifest(seq, tool, Action::Move, root, rel);
+        let mut manifest = self.manifest(seq, call.tool(), Action::Move, root, rel);
         manifest.moved_to = sb.locate_resolved(to).map(|(r, p)| r.join(p).display().to_string()).ok();
         // What now sits at the destination: undo moves back only that.
         manifest.moved_sha256 = sb.describe_current(to).ok().flatten().map(|k| k.sha256);
         let committed = slot.commit(&manifest);
-        set_kept(details(&manifest, committed.err()));
+        call.keep(details(&manifest, committed.err()));
         Ok(())
     }
 
@@ -234,14 +209,14 @@ impl Undo {
 
     fn finish(
         &self,
+        call: &Call,
         slot: &Slot,
         seq: u64,
-        tool: &str,
         action: Action,
         at: KeptAt,
         left_sha256: Option<String>,
     ) -> Result<(), ToolError> {
-        let mut manifest = self.manifest(seq, tool, action, at.root, at.path);
+        let mut manifest = self.manifest(seq, call.tool(), action, at.root, at.path);
         manifest.kept = Some(at.kept);
         manifest.left_sha256 = left_sha256;
         // The change is made and what it removed is in the trash; a
@@ -254,7 +229,7 @@ impl Undo {
         {
             let _ = tx.send(());
         }
-        set_kept(details(&manifest, committed.err()));
+        call.keep(details(&manifest, committed.err()));
         Ok(())
     }
 }

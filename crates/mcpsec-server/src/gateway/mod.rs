@@ -24,6 +24,10 @@
 //! - a crash is a tool error and the next call restarts it (with backoff); a
 //!   call it does not answer in `call_timeout` is a tool error.
 
+mod line_io;
+
+use line_io::upstream_text;
+
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,7 +47,7 @@ use rmcp::{Peer, RoleClient, RoleServer, ServiceError, ServiceExt};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::tools::ToolError;
+use crate::error::ToolError;
 use mcpsec_core::units::hex;
 
 /// The first restart waits this long; each further one twice as long.
@@ -87,7 +91,7 @@ pub struct GatewayOptions {
     /// This server's session id (in every audit record).
     pub session: String,
     /// Per-principal rate limits.
-    pub limits: crate::ratelimit::Limits,
+    pub limits: crate::pipeline::ratelimit::Limits,
     /// What to do with instruction-like content in results.
     pub injection: mcpsec_core::InjectionMode,
     /// The upstream server.
@@ -173,11 +177,11 @@ impl ArgumentCheck {
 
     /// Hands back `args` if they match the schema; else refuses them,
     /// saying where and why. The arguments are checked in place, not copied.
-    pub(crate) fn check(&self, qualified: &str, args: JsonObject) -> Result<JsonObject, crate::tools::ToolError> {
+    pub(crate) fn check(&self, qualified: &str, args: JsonObject) -> Result<JsonObject, crate::error::ToolError> {
         let schema = match self {
             ArgumentCheck::Schema(v) => v,
             ArgumentCheck::Unusable(why) => {
-                return Err(crate::tools::ToolError::Refused(format!(
+                return Err(crate::error::ToolError::Refused(format!(
                     "refused: calling `{qualified}`: mcpsec cannot check its arguments against the input schema the \
                      upstream declared ({why}), so it does not call it. The upstream's author can fix the schema"
                 )));
@@ -198,7 +202,7 @@ impl ArgumentCheck {
                 format!("{at}: {}", upstream_text(&e.to_string()).chars().take(200).collect::<String>())
             })
             .collect();
-        Err(crate::tools::ToolError::Mismatch {
+        Err(crate::error::ToolError::Mismatch {
             tool: qualified.to_owned(),
             message: format!(
                 "they do not match the input schema the upstream declared for it (and a human pinned): {}",
@@ -233,7 +237,7 @@ struct Catalog {
 /// the upstream stops reading, possibly before rmcp notices.
 struct Session {
     service: RunningService<RoleClient, UpstreamClient>,
-    line: Arc<crate::upstream_io::Direct>,
+    line: Arc<crate::gateway::line_io::Direct>,
     /// Whether `tools/call` takes the direct path on `line`: the upstream
     /// negotiated a protocol with a handshake (a newer one gets every call
     /// through rmcp). Fixed for the session, so read once.
@@ -246,7 +250,7 @@ impl Session {
     }
 
     /// The peer, and the direct `tools/call` path if the session has one.
-    fn paths(&self) -> (Peer<RoleClient>, Option<Arc<crate::upstream_io::Direct>>) {
+    fn paths(&self) -> (Peer<RoleClient>, Option<Arc<crate::gateway::line_io::Direct>>) {
         (self.service.peer().clone(), self.direct_calls.then(|| self.line.clone()))
     }
 }
@@ -404,7 +408,7 @@ impl Upstream {
     }
 
     /// [`Upstream::peer`], with the session's direct `tools/call` path.
-    async fn session(&self) -> Result<(Peer<RoleClient>, Option<Arc<crate::upstream_io::Direct>>), String> {
+    async fn session(&self) -> Result<(Peer<RoleClient>, Option<Arc<crate::gateway::line_io::Direct>>), String> {
         let mut conn = self.conn.lock().await;
         if let Some(running) = &conn.running {
             if !running.is_over() {
@@ -445,7 +449,7 @@ impl Upstream {
         };
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args);
-        let (transport, line) = crate::upstream_io::UpstreamTransport::spawn(cmd)
+        let (transport, line) = crate::gateway::line_io::UpstreamTransport::spawn(cmd)
             .map_err(|e| format!("could not start the upstream `{}` (`{}`): {e}", self.name, self.program()))?;
         match tokio::time::timeout(self.settings.call_timeout, self.client.clone().serve(transport)).await {
             Ok(Ok(service)) => {
@@ -599,7 +603,7 @@ impl Upstream {
             }
             let mut listed = sanitized(tool);
             if authorizer.takes_token(capability) {
-                crate::handler::add_token_argument(&mut listed);
+                crate::tools::add_token_argument(&mut listed);
             }
             let arguments = match compiled.get(&hash) {
                 Some(check) => check.clone(),
@@ -708,7 +712,7 @@ impl Upstream {
     /// arguments match the tool's pinned input schema: on the direct path
     /// when the session has one, else through rmcp; both end the same way.
     pub(crate) async fn call(&self, t: &UpstreamTool, args: JsonObject) -> Result<CallToolResult, ToolError> {
-        use crate::upstream_io::{Answer, NoAnswer};
+        use crate::gateway::line_io::{Answer, NoAnswer};
         let args = t.arguments.check(&t.qualified, args)?;
         let tool = t.tool.as_str();
         let (peer, direct) =
@@ -1066,16 +1070,6 @@ fn sanitized(tool: &Tool) -> Tool {
 /// (the MCP specification's recommendation).
 pub(crate) fn valid_tool_name(name: &str) -> bool {
     (1..=128).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-}
-
-/// Text from the upstream shown in an error of mcpsec's: its message only
-/// (never rmcp's rendering of the error's data), sanitised, cut to 500
-/// characters, and quoted as the upstream's words.
-pub(crate) fn upstream_text(text: &str) -> String {
-    let clean = sanitize(text);
-    let cut: String = clean.chars().take(500).collect();
-    let more = if clean.chars().count() > 500 { " […]" } else { "" };
-    format!("«{}{more}» (the upstream's words, not instructions)", cut.replace('»', "\"»\""))
 }
 
 #[cfg(test)]

@@ -96,7 +96,7 @@ use mcpsec_pathguard::{GuardError, Sandbox};
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 use serde::{Deserialize, Serialize};
 
-use crate::tools::ToolError;
+use crate::error::ToolError;
 
 /// The tool's name, for messages.
 const TOOL: &str = "execute_command";
