@@ -22,6 +22,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod audit;
 mod client_config;
 mod completions;
+mod confine_exec;
 mod doctor;
 mod init;
 mod passwd;
@@ -159,6 +160,12 @@ fn shown(text: &str) -> String {
 }
 
 fn main() -> ExitCode {
+    // The re-executed self that confines a program, before anything else
+    // (no logging, no config, no threads: the rules apply to this thread).
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|a| a == mcpsec_confine::SUBCOMMAND) {
+        return confine_exec::run(args);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
