@@ -240,3 +240,27 @@ async fn a_proxied_upstream_reaches_only_its_grants_and_still_works() {
     assert!(out.contains("failed: EPERM"), "{out}");
     c.close().await;
 }
+
+#[test]
+fn doctor_reports_the_landlock_abi_and_what_holds() {
+    let env = Env::new();
+    let finding = |pretend: bool| {
+        let mut cmd = std::process::Command::new(mcpsec_e2e::mcpsec_bin());
+        cmd.args(["doctor", "--json"]).env("MCPSEC_STATE_DIR", env.path().join("state")).env_remove("MCPSEC_CONFIG");
+        if pretend {
+            cmd.env("MCPSEC_TEST_ONLY_PRETEND_NO_LANDLOCK", "1");
+        }
+        let out = cmd.output().unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["findings"].as_array().unwrap().iter().find(|f| f["check"] == "confine").cloned().unwrap()
+    };
+    let f = finding(false);
+    assert!(f["message"].as_str().unwrap().contains("Landlock ABI"), "{f}");
+    println!("this kernel: {}", f["message"]);
+    let f = finding(true);
+    assert_eq!(f["status"], "fail", "{f}");
+    assert!(
+        f["message"].as_str().unwrap().contains("Landlock ABI 0") && f["fix"].as_str().unwrap().contains("best_effort"),
+        "{f}"
+    );
+}
