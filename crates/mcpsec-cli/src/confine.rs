@@ -68,11 +68,21 @@ pub(crate) fn launcher(config: &Config, src: &Sources<'_>) -> Result<Option<Arc<
     })))
 }
 
-/// The confinement of `execute_command` programs.
+/// The confinement of `execute_command` programs: besides the roots (added
+/// per call), each allowed program's installation, for reading.
 pub(crate) fn shell(launcher: Option<&Arc<Launcher>>, config: &Config) -> Confinement {
     let confinement = match launcher {
         None => Confinement::off(),
-        Some(l) => Confinement::new(l.clone(), Grants::default(), network(&config.confine.network), None),
+        Some(l) => {
+            let home = home();
+            let mut extra = Grants::default();
+            for name in &config.shell.allow {
+                for p in installation(&[name.into()], home.as_deref()).0 {
+                    extra.read(&p, &l.never);
+                }
+            }
+            Confinement::new(l.clone(), extra, network(&config.confine.network), None)
+        }
     };
     warn("execute_command programs", &confinement);
     confinement

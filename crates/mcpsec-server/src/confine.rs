@@ -131,7 +131,13 @@ impl Confinement {
                      protected paths in the roots)"
                 )));
             }
-            Err(_) => Default::default(),
+            Err(e) => {
+                tracing::warn!(
+                    "[confine] mode = \"best_effort\": {e}; this program may read [paths] deny and write \
+                     [paths] readonly paths in the roots"
+                );
+                Default::default()
+            }
         };
         let mut no_read = launcher.never.clone();
         for p in &protected.deny {
