@@ -49,9 +49,15 @@ pub(crate) fn launcher(config: &Config, src: &Sources<'_>) -> Result<Option<Arc<
     for p in &c.write {
         base.write(p, &never);
     }
-    let exe = std::env::current_exe().context("finding the mcpsec executable (to start confined processes)")?;
+    // The running executable itself, even after an upgrade replaced or
+    // removed the file (a child resolves `/proc/self/exe` after the fork).
+    let proc_exe = PathBuf::from("/proc/self/exe");
     #[allow(clippy::disallowed_methods)] // mcpsec's own executable, not a tool call
-    let exe = std::fs::canonicalize(&exe).unwrap_or(exe);
+    let exe = if std::fs::metadata(&proc_exe).is_ok() {
+        proc_exe
+    } else {
+        std::env::current_exe().context("finding the mcpsec executable (to start confined processes)")?
+    };
     Ok(Some(Arc::new(Launcher {
         exe,
         mode,
