@@ -62,8 +62,12 @@
 //! # What is not caught
 //!
 //! The argument check is a guardrail against the obvious escapes (a model
-//! asked to `rm -rf /`), not a sandbox: the program runs with the full
-//! authority of the mcpsec user. Not caught:
+//! asked to `rm -rf /`), not a sandbox. The sandbox is the kernel's: the
+//! program is started confined ([`crate::confine`], `[confine]`), which
+//! holds whatever it does with its arguments (it reads the system paths and
+//! the roots, writes the roots and its `TMPDIR`, without the protected
+//! paths, has no network). With `[confine] mode = "off"` it runs with the
+//! full authority of the mcpsec user. Not caught by the argument check:
 //!
 //! - paths the program finds by itself: in its configuration, in files of
 //!   the working directory (a Makefile, `.git/config`, `build.rs`), in
