@@ -144,6 +144,10 @@ pub fn skip(what: &str, why: &str) {
 #[derive(Debug)]
 pub struct Env {
     tmp: tempfile::TempDir,
+    /// Where the fixture upstream's state file lives: outside `tmp`, which
+    /// holds the config file, whose directory a confined upstream may never
+    /// read.
+    fixture: tempfile::TempDir,
 }
 
 impl Default for Env {
@@ -156,7 +160,7 @@ impl Env {
     /// `ws/` with a few files, `outside/` with sentinels, a state dir.
     pub fn new() -> Env {
         let tmp = tempfile::tempdir().unwrap();
-        let env = Env { tmp };
+        let env = Env { tmp, fixture: tempfile::tempdir().unwrap() };
         for d in ["ws", "outside", "outside/dir", "state", "ws-evil"] {
             std::fs::create_dir_all(env.path().join(d)).unwrap();
         }
@@ -173,6 +177,12 @@ impl Env {
     /// The temporary directory.
     pub fn path(&self) -> &Path {
         self.tmp.path()
+    }
+
+    /// The fixture upstream's state file (`FIXTURE_STATE`, see
+    /// `tests/fixtures/upstream.mjs`).
+    pub fn fixture_state(&self) -> PathBuf {
+        self.fixture.path().join("fixture.json")
     }
 
     /// The root the server is given.
@@ -237,11 +247,23 @@ impl Env {
     /// Tests make far more calls than the default rate limit (100 a
     /// minute) allows: unless `toml` says something about `[rate_limit]`,
     /// a limit no test reaches is added.
+    ///
+    /// Confined upstreams may read nothing of the test's directory: unless
+    /// `toml` says something about `[confine]`, the fixture's state file
+    /// (`fixture.json`, see `tests/fixtures/upstream.mjs`) is granted.
     pub fn config(&self, toml: &str) -> PathBuf {
         let p = self.path().join("mcpsec.toml");
-        let text = if toml.contains("[rate_limit") { toml.to_owned() } else { format!("{toml}\n{HIGH_LIMIT}") };
+        let mut text = if toml.contains("[rate_limit") { toml.to_owned() } else { format!("{toml}\n{HIGH_LIMIT}") };
+        if !toml.contains("[confine]") {
+            text.push_str(&self.fixture_grant());
+        }
         std::fs::write(&p, text).unwrap();
         p
+    }
+
+    /// `[confine] read` granting the fixture's state file.
+    fn fixture_grant(&self) -> String {
+        format!("\n[confine]\nread = [{:?}]\n", self.fixture_state().display().to_string())
     }
 
     /// A command line for `mcpsec serve` on this env's root with `extra` arguments.
@@ -282,7 +304,7 @@ impl Env {
         if !has_config {
             // The defaults, but for a rate limit no test reaches.
             let p = self.path().join("defaults-for-tests.toml");
-            std::fs::write(&p, HIGH_LIMIT).unwrap();
+            std::fs::write(&p, format!("{HIGH_LIMIT}{}", self.fixture_grant())).unwrap();
             cmd.env("MCPSEC_CONFIG", p);
         }
         cmd

@@ -5,6 +5,7 @@
 mod attacks;
 mod audit;
 mod cli_surface;
+mod confine;
 mod crashes;
 mod doctor;
 mod http;

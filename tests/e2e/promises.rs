@@ -266,27 +266,24 @@ fn call_body(id: u64, tool: &str) -> String {
 }
 
 /// SECURITY.md (the HTTP gate): past `max_concurrent`, 503 with `Retry-After`.
+/// A request whose body is still coming holds its place.
 #[tokio::test]
 async fn past_max_concurrent_a_request_gets_503_with_retry_after() {
+    use tokio::io::AsyncWriteExt;
     let env = Env::new();
     let alice = env.add_user("alice");
     let auth = format!("Bearer {alice}");
-    let cfg = env.config("[http]\nmax_concurrent = 1\n");
-    let upstream = fixture_upstream();
-    let upstream: Vec<&str> = upstream.iter().map(String::as_str).collect();
-    let server = env.proxy_http("fx", &["--config", cfg.to_str().unwrap()], &upstream).await;
-    let session = raw_session(&server.url, &auth).await;
-    // A call that never answers holds the one place...
-    let held = {
-        let (url, auth, session) = (server.url.clone(), auth.clone(), session.clone());
-        tokio::spawn(async move {
-            raw_post(&url, &[("authorization", &auth), ("mcp-session-id", &session)], call_body(7, "hang")).await
-        })
-    };
-    // ...so another request is turned away, saying when to retry (asked
-    // again until the held one is seen to hold, bounded).
+    let server = env.serve_http_with("[http]\nmax_concurrent = 1\n").await;
+    let addr = server.url.trim_start_matches("http://").trim_end_matches("/mcp").to_owned();
+    let mut held = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: 1000\r\n\r\n{{\"jsonrpc\""
+    );
+    held.write_all(head.as_bytes()).await.unwrap();
+    // Asked again until the held request is seen to hold the one place (bounded).
     let mut busy = (0, Vec::new(), String::new());
-    for _ in 0..200 {
+    for _ in 0..250 {
         busy = raw_post(&server.url, &[("authorization", &auth)], initialize_body()).await;
         if busy.0 == 503 {
             break;
@@ -295,9 +292,18 @@ async fn past_max_concurrent_a_request_gets_503_with_retry_after() {
     }
     assert_eq!(busy.0, 503, "{busy:?}");
     assert!(busy.1.iter().any(|(k, _)| k == "retry-after"), "{busy:?}");
-    held.abort();
-    // Not a graceful stop: it would wait for the call that never ends.
-    drop(server);
+    // Once it goes, the place is free again.
+    drop(held);
+    let mut again = 0;
+    for _ in 0..250 {
+        again = raw_post(&server.url, &[("authorization", &auth)], initialize_body()).await.0;
+        if again == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(again, 200);
+    server.stop().await;
 }
 
 /// SECURITY.md (the HTTP gate): a client that does not finish sending its
@@ -365,10 +371,18 @@ async fn a_stopping_server_refuses_new_requests_and_flags_a_call_it_cut_short() 
     let auth = format!("Bearer {alice}");
     let upstream = fixture_upstream();
     let upstream: Vec<&str> = upstream.iter().map(String::as_str).collect();
-    let marker = env.path().join("hung");
-    std::fs::write(env.path().join("fixture.json"), json!({"hang_marker": marker}).to_string()).unwrap();
-    let mut cmd = env.proxy_http_command("fx", &[], &upstream);
-    cmd.env("FIXTURE_STATE", env.path().join("fixture.json"));
+    // The upstream is confined: it may write its marker only where granted.
+    let marks = env.path().join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    let marker = marks.join("hung");
+    std::fs::write(env.fixture_state(), json!({"hang_marker": marker}).to_string()).unwrap();
+    let cfg = env.config(&format!(
+        "[confine]\nread = [{:?}]\n[proxy.fx]\nwrite = [{:?}]\n",
+        env.fixture_state().display().to_string(),
+        marks.display().to_string()
+    ));
+    let mut cmd = env.proxy_http_command("fx", &["--config", cfg.to_str().unwrap()], &upstream);
+    cmd.env("FIXTURE_STATE", env.fixture_state());
     let server = mcpsec_e2e::HttpServer::spawn(cmd).await;
     let session = raw_session(&server.url, &auth).await;
     let held = {

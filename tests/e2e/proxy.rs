@@ -17,11 +17,11 @@ fn strs(v: &[String]) -> Vec<&str> {
 
 /// The fixture's state file: what it offers on its next `tools/list`.
 fn set_fixture(env: &Env, state: Value) {
-    env.write("fixture.json", &state.to_string());
+    std::fs::write(env.fixture_state(), state.to_string()).unwrap();
 }
 
 fn fixture(env: &Env) -> Vec<String> {
-    if !env.exists("fixture.json") {
+    if !env.fixture_state().exists() {
         set_fixture(env, json!({}));
     }
     fixture_upstream()
@@ -31,7 +31,7 @@ fn fixture(env: &Env) -> Vec<String> {
 async fn start_fixture(env: &Env, protocol: Protocol, extra: &[&str]) -> mcpsec_e2e::Client {
     let upstream = fixture(env);
     let mut cmd = env.proxy_command(FX, extra, &strs(&upstream));
-    cmd.env("FIXTURE_STATE", env.path().join("fixture.json"));
+    cmd.env("FIXTURE_STATE", env.fixture_state());
     mcpsec_e2e::Client::connect(cmd, protocol).await
 }
 
@@ -39,7 +39,7 @@ async fn start_fixture(env: &Env, protocol: Protocol, extra: &[&str]) -> mcpsec_
 async fn fixture_http(env: &Env, extra: &[&str]) -> HttpServer {
     let upstream = fixture(env);
     let mut cmd = env.proxy_http_command(FX, extra, &strs(&upstream));
-    cmd.env("FIXTURE_STATE", env.path().join("fixture.json"));
+    cmd.env("FIXTURE_STATE", env.fixture_state());
     HttpServer::spawn(cmd).await
 }
 
@@ -78,8 +78,10 @@ async fn reference_filesystem_server_reads_pass_and_destructive_tools_need_a_tok
     };
     upstream.push(env.root().display().to_string());
     let hello = env.root().join("hello.txt").display().to_string();
+    // Confined: it may write the directory it serves, because it is told so.
+    let config = env.config(&format!("[proxy.fs]\nwrite = [{:?}]", env.root().display().to_string()));
     for protocol in BOTH {
-        let c = env.start_proxy(protocol, "fs", &[], &strs(&upstream)).await;
+        let c = env.start_proxy(protocol, "fs", &["--config", config.to_str().unwrap()], &strs(&upstream)).await;
         let tools = c.tools().await;
         let listed = names(&tools);
         assert!(
@@ -309,7 +311,7 @@ async fn without_a_name_the_upstream_is_named_after_the_script_it_runs() {
     set_fixture(&env, json!({}));
     // `node …/fixtures/upstream.mjs`: `upstream`, not `node`.
     let mut cmd = env.proxy_command("", &[], &strs(&fixture_upstream()));
-    cmd.env("FIXTURE_STATE", env.path().join("fixture.json"));
+    cmd.env("FIXTURE_STATE", env.fixture_state());
     let c = mcpsec_e2e::Client::connect(cmd, Protocol::Legacy).await;
     c.ok("echo", json!({ "text": "one" })).await;
     c.close().await;
@@ -833,7 +835,7 @@ async fn an_upstream_listing_too_many_tools_or_pages_offers_none() {
     set_fixture(&env, json!({ "extra_tools": 1001 }));
     let upstream = fixture(&env);
     let mut cmd = env.proxy_command(FX, &[], &strs(&upstream));
-    cmd.env("FIXTURE_STATE", env.path().join("fixture.json")).stdin(std::process::Stdio::null());
+    cmd.env("FIXTURE_STATE", env.fixture_state()).stdin(std::process::Stdio::null());
     let out = cmd.output().await.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");

@@ -39,7 +39,7 @@ pub enum Status {
 #[derive(Debug, Serialize)]
 pub struct Finding {
     /// A stable name: config, root, state_dir, key_file, db_file, database,
-    /// audit_log, audit_chain, audit_sync, openat2, trash, trash_index.
+    /// audit_log, audit_chain, audit_sync, openat2, confine, trash, trash_index.
     check: &'static str,
     status: Status,
     message: String,
@@ -70,6 +70,7 @@ pub fn run(global: &Global, args: DoctorArgs) -> Result<()> {
         Err(e) => findings.push(fail("state_dir", format!("{e:#}"), "pass --state-dir DIR or set MCPSEC_STATE_DIR")),
     }
     findings.push(check_openat2());
+    findings.push(check_confine(config.as_ref()));
     let failed = findings.iter().any(|f| f.status == Status::Fail);
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -329,6 +330,75 @@ fn check_openat2() -> Finding {
             format!("openat2 is not available ({e}): cap-std resolves paths with its slower portable fallback"),
             Some("no action needed; the sandbox is as strict, only slower (Linux 5.6 or later has openat2)".into()),
         ),
+    }
+}
+
+/// What this kernel enforces of the confinement of the processes mcpsec
+/// starts: measured by starting one (`__confine-exec --report` applies the
+/// rules to itself and says what holds).
+fn check_confine(config: Option<&Config>) -> Finding {
+    use mcpsec_core::confine::ConfineMode;
+    let mode = config.map(|c| c.confine.mode).unwrap_or_default();
+    let policy = mcpsec_confine::Policy {
+        mode: mcpsec_confine::Mode::BestEffort,
+        read: mcpsec_confine::default_read(),
+        write: Vec::new(),
+        network: mcpsec_confine::Network::None,
+        limits: mcpsec_confine::Limits::default(),
+        test_only_pretend_no_landlock: cfg!(debug_assertions)
+            && std::env::var_os("MCPSEC_TEST_ONLY_PRETEND_NO_LANDLOCK").is_some_and(|v| v == "1"),
+    };
+    let report = std::env::current_exe().map_err(|e| e.to_string()).and_then(|exe| {
+        let json = serde_json::to_string(&policy).map_err(|e| e.to_string())?;
+        let out = std::process::Command::new(exe)
+            .args([mcpsec_confine::SUBCOMMAND, "--policy", &json, "--report"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| e.to_string())?;
+        serde_json::from_slice::<mcpsec_confine::Report>(&out.stdout)
+            .map_err(|_| String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    });
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            return fail("confine", format!("a confined process could not be started: {e}"), "report this as a bug");
+        }
+    };
+    let mut holds = vec!["no_new_privs"];
+    if report.landlock_abi >= 1 {
+        holds.push("file rules");
+    }
+    if report.landlock_abi >= 4 {
+        holds.push("TCP rules");
+    }
+    if report.landlock_abi >= 6 {
+        holds.push("signal and abstract-socket scoping");
+    }
+    if report.seccomp {
+        holds.push("the seccomp filter");
+    }
+    if report.limits {
+        holds.push("resource limits");
+    }
+    let what = format!("Landlock ABI {}; what holds: {}", report.landlock_abi, holds.join(", "));
+    if report.missing.is_empty() {
+        return match mode {
+            ConfineMode::Off => info(
+                "confine",
+                format!("{what}; but [confine] mode = \"off\": programs and upstreams run unconfined"),
+                Some("set [confine] mode = \"required\" (the default)".into()),
+            ),
+            _ => ok("confine", format!("{what}: every rule of [confine] is enforced")),
+        };
+    }
+    let missing = format!("{what}; not enforced: {}", report.missing.join("; "));
+    match mode {
+        ConfineMode::Required => fail(
+            "confine",
+            format!("{missing}: with [confine] mode = \"required\", execute_command refuses and gateways do not start"),
+            "run on Linux 6.12 or later with Landlock enabled (lsm=landlock), or set [confine] mode = \"best_effort\"",
+        ),
+        _ => info("confine", missing, None),
     }
 }
 

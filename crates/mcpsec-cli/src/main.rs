@@ -22,6 +22,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod audit;
 mod client_config;
 mod completions;
+mod confine;
+mod confine_exec;
 mod doctor;
 mod init;
 mod passwd;
@@ -159,6 +161,12 @@ fn shown(text: &str) -> String {
 }
 
 fn main() -> ExitCode {
+    // The re-executed self that confines a program, before anything else
+    // (no logging, no config, no threads: the rules apply to this thread).
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|a| a == mcpsec_confine::SUBCOMMAND) {
+        return confine_exec::run(args);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -500,26 +508,35 @@ fn serve(global: &Global, args: ServeArgs) -> Result<()> {
     // (BENCHMARKS.md). Over HTTP that use is at start: the user list, below.
     let tokens = tokens::open_tokens_lazily(&state)?;
     let users = Arc::new(tokens.users());
+    let shell = if config.shell.allow.is_empty() {
+        None
+    } else {
+        let defaults = mcpsec_server::shell::ShellConfig::default();
+        let sources = confine::Sources {
+            state: &state,
+            audit_log: &log_path,
+            config_file: config_file.as_deref(),
+            roots: sandbox.roots().collect(),
+        };
+        let launcher = confine::launcher(&config, &sources)?;
+        let shell = mcpsec_server::shell::Shell::new(mcpsec_server::shell::ShellConfig {
+            allow: config.shell.allow.clone(),
+            timeout: config.shell.timeout,
+            max_timeout: config.shell.max_timeout,
+            max_output: usize::try_from(config.shell.max_output).unwrap_or(usize::MAX),
+            confine: confine::shell(launcher.as_ref(), &config),
+            ..defaults
+        })
+        .map_err(|e| usage(format!("[shell]: {e}")))?;
+        Some(shell)
+    };
     let options = mcpsec_server::ServerOptions {
         sandbox,
         undo,
         authorizer: mcpsec_caps::Authorizer::new(config.policy.clone(), Some(Arc::new(tokens)))
             .with_failed_check_limit(config.rate_limit.failed_token_checks, config.rate_limit.window),
         injection: config.injection,
-        shell: if config.shell.allow.is_empty() {
-            None
-        } else {
-            let defaults = mcpsec_server::shell::ShellConfig::default();
-            let shell = mcpsec_server::shell::Shell::new(mcpsec_server::shell::ShellConfig {
-                allow: config.shell.allow.clone(),
-                timeout: config.shell.timeout,
-                max_timeout: config.shell.max_timeout,
-                max_output: usize::try_from(config.shell.max_output).unwrap_or(usize::MAX),
-                ..defaults
-            })
-            .map_err(|e| usage(format!("[shell]: {e}")))?;
-            Some(shell)
-        },
+        shell,
         limits: mcpsec_server::ratelimit::Limits {
             calls: config.rate_limit.calls,
             window: config.rate_limit.window,

@@ -39,6 +39,14 @@ pub fn run(global: &Global, args: ProxyArgs) -> Result<()> {
     let log_path = crate::audit_path(&state, &config);
     let audit = mcpsec_audit::AuditLog::open(&log_path, crate::audit_options(&config))?;
     let session = crate::session_id();
+    let sources = crate::confine::Sources {
+        state: &state,
+        audit_log: &log_path,
+        config_file: config_file.as_deref(),
+        roots: vec![],
+    };
+    let launcher = crate::confine::launcher(&config, &sources)?;
+    let confine = crate::confine::upstream(launcher.as_ref(), &config, &name, &args.command, &state)?;
     let pins = mcpsec_caps::pins::Pins::new(Arc::new(mcpsec_caps::store::SqliteStore::open(&state.join("mcpsec.db"))?));
     tracing::info!(
         user = principal.name(),
@@ -63,7 +71,7 @@ pub fn run(global: &Global, args: ProxyArgs) -> Result<()> {
         principal,
         audit: Arc::new(audit),
         session,
-        upstream: mcpsec_server::proxy::UpstreamOptions { name, command: args.command, settings, pins },
+        upstream: mcpsec_server::proxy::UpstreamOptions { name, command: args.command, settings, pins, confine },
     };
     let runtime = crate::runtime(http_front.is_some())?;
     match http_front {

@@ -40,6 +40,8 @@ pub struct Config {
     pub injection: InjectionMode,
     /// `execute_command`.
     pub shell: ShellSettings,
+    /// `[confine]`: what the processes mcpsec starts may touch.
+    pub confine: crate::confine::ConfineSettings,
     /// `[proxy.NAME]`: upstream servers behind `mcpsec proxy --name NAME`.
     pub proxy: std::collections::BTreeMap<String, crate::proxy::ProxySettings>,
     /// What destructive calls keep for `mcpsec undo`.
@@ -422,6 +424,7 @@ pub(crate) struct RawConfig {
     rate_limit: Option<RawRateLimit>,
     injection: Option<RawInjection>,
     shell: Option<RawShell>,
+    confine: Option<crate::confine::RawConfine>,
     proxy: Option<std::collections::BTreeMap<String, crate::proxy::RawProxy>>,
     undo: Option<RawUndo>,
     http: Option<RawHttp>,
@@ -618,6 +621,9 @@ impl Config {
                     return Err(value_error("shell.max_output", "must be larger than 0"));
                 }
             }
+        }
+        if let Some(confine) = raw.confine {
+            config.confine = crate::confine::parse(confine)?;
         }
         if let Some(proxy) = raw.proxy {
             config.proxy = crate::proxy::parse(proxy)?;

@@ -40,6 +40,7 @@
 
 mod capability;
 mod config;
+pub mod confine;
 pub mod display;
 pub mod failpoint;
 pub mod proxy;

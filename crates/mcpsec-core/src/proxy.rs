@@ -40,6 +40,8 @@ pub struct ProxySettings {
     pub tools: Vec<(String, Capability)>,
     /// What becomes of a tool that no glob of `tools` matches.
     pub unmapped: Unmapped,
+    /// `read`, `write`, `network`: what the upstream's process may touch.
+    pub confine: crate::confine::UpstreamConfine,
 }
 
 /// `[proxy.NAME] unmapped`: what becomes of a tool the config does not map.
@@ -59,6 +61,7 @@ impl Default for ProxySettings {
             hold_new_tools: true,
             tools: Vec::new(),
             unmapped: Unmapped::Annotations,
+            confine: crate::confine::UpstreamConfine::default(),
         }
     }
 }
@@ -222,6 +225,9 @@ pub(crate) struct RawProxy {
     hold_new_tools: Option<bool>,
     unmapped: Option<String>,
     tools: Option<BTreeMap<String, String>>,
+    read: Option<Vec<std::path::PathBuf>>,
+    write: Option<Vec<std::path::PathBuf>>,
+    network: Option<toml::Value>,
 }
 
 /// Validates every `[proxy.NAME]` section.
@@ -257,6 +263,7 @@ pub(crate) fn parse(raw: BTreeMap<String, RawProxy>) -> Result<BTreeMap<String, 
             let capability: Capability = capability.parse().map_err(|e| value_error(&key, format!("{e}")))?;
             settings.tools.push((pattern, capability));
         }
+        settings.confine = crate::confine::parse_upstream(&name, section.read, section.write, section.network)?;
         out.insert(name, settings);
     }
     Ok(out)

@@ -236,6 +236,42 @@ pub const SECTIONS: &[Section] = &[
                 "Tool-name globs mapped to capabilities; they beat the upstream's annotations (the most powerful \
                  match wins). Unset: readOnlyHint → read_files, destructiveHint → delete_files, else write_files.",
             ),
+            key("read", D("[]"), "Extra paths this upstream may read and execute, added to `[confine] read`."),
+            key(
+                "write",
+                D("[]"),
+                "Extra paths this upstream may write, added to `[confine] write` (e.g. the directory a filesystem \
+                 server serves).",
+            ),
+            key(
+                "network",
+                D("\"none\""),
+                "TCP connections this upstream may open: \"none\" | \"all\" | a list of ports ([\"443\"]).",
+            ),
+        ],
+    },
+    Section {
+        name: "confine",
+        doc: "What the processes mcpsec starts (execute_command programs, proxied upstreams) may touch, enforced by \
+              the kernel (Landlock, seccomp, resource limits).",
+        keys: &[
+            key(
+                "mode",
+                D("\"required\""),
+                "required (a process is not started unless every rule holds) | best_effort (what the kernel \
+                 supports; the rest is warned about) | off (no confinement; warned about).",
+            ),
+            key("read", D("[]"), "Extra absolute paths every confined process may read and execute."),
+            key("write", D("[]"), "Extra absolute paths every confined process may write."),
+            key(
+                "network",
+                D("\"none\""),
+                "TCP connections execute_command programs may open: \"none\" | \"all\" | a list of ports ([\"443\"]).",
+            ),
+            key("max_open_files", D("4096"), "RLIMIT_NOFILE of a confined process."),
+            key("max_processes", D("4096"), "RLIMIT_NPROC (processes and threads of the user; not binding for root)."),
+            key("max_file_size", D("\"1GiB\""), "RLIMIT_FSIZE: the largest file a confined process may write."),
+            key("max_address_space", D("\"16GiB\""), "RLIMIT_AS: the address space of a confined process."),
         ],
     },
     Section {

@@ -64,12 +64,14 @@
 //! roots in [`Sandbox::open`] and the trash in [`Trash::open`].
 
 mod error;
+mod protected;
 mod resolve;
 mod rules;
 mod sandbox;
 pub mod trash;
 
 pub use error::{GuardError, Rule};
+pub use protected::{ProtectedPaths, TooManyEntries};
 pub use rules::{Rules, Scope, compile_glob};
 pub use sandbox::{Entry, EntryKind, Info, MAX_DEPTH, MAX_ENTRIES, OpenError, Sandbox, SandboxOptions, WalkEntry};
 pub use trash::{Room, Slot, Trash};

@@ -29,6 +29,7 @@
 //! [`Sandbox`](mcpsec_pathguard::Sandbox)), never parses command lines and
 //! never decides exit codes.
 
+pub mod confine;
 mod error;
 pub mod gateway;
 mod handler;
@@ -59,6 +60,7 @@ pub async fn serve_stdio(options: ServerOptions) -> Result<(), ServeError> {
         "version": env!("CARGO_PKG_VERSION"),
         "transport": "stdio",
         "roots": options.sandbox.roots().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "confine": options.shell.as_ref().map(|s| s.confinement().details()),
     });
     let audit = options.audit.clone();
     let (user, session) = (options.principal.name().to_owned(), options.session.clone());
@@ -84,6 +86,7 @@ pub async fn serve_proxy_stdio(options: proxy::GatewayOptions) -> Result<(), Ser
         "transport": "stdio",
         "upstream": upstream.name(),
         "program": upstream.program(),
+        "confine": upstream.confinement().details(),
     });
     let up = upstream.clone();
     let served = transport::stdio::run(&audit, &user, &session, details, || async move {
@@ -106,6 +109,10 @@ pub async fn serve_proxy_http(options: proxy::GatewayOptions, http: HttpOptions)
     let Some(upstream) = server.upstream() else {
         return Err(ServeError("a gateway without an upstream".into()));
     };
-    let details = serde_json::json!({ "upstream": upstream.name(), "program": upstream.program() });
+    let details = serde_json::json!({
+        "upstream": upstream.name(),
+        "program": upstream.program(),
+        "confine": upstream.confinement().details(),
+    });
     http::serve(server, details, http).await
 }

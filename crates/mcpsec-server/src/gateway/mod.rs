@@ -75,6 +75,8 @@ pub struct UpstreamOptions {
     pub settings: ProxySettings,
     /// Where its tool definitions are pinned.
     pub pins: Pins,
+    /// How its process is confined.
+    pub confine: crate::confine::Confinement,
 }
 
 /// Everything a gateway needs, built by the caller (the CLI): what
@@ -269,6 +271,7 @@ pub(crate) struct Upstream {
     command: Vec<OsString>,
     settings: ProxySettings,
     pins: Pins,
+    confine: crate::confine::Confinement,
     conn: tokio::sync::Mutex<Conn>,
     catalog: Mutex<Catalog>,
     client: UpstreamClient,
@@ -367,6 +370,7 @@ impl Upstream {
             command: options.command,
             settings: options.settings,
             pins: options.pins,
+            confine: options.confine,
             conn: tokio::sync::Mutex::new(Conn { running: None, failures: 0, not_before: None }),
             catalog: Mutex::new(Catalog::default()),
             client: UpstreamClient { stale: Arc::new(AtomicBool::new(true)), downstream: Arc::default() },
@@ -374,6 +378,11 @@ impl Upstream {
             audit,
             reported: Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    /// How the upstream's process is confined.
+    pub(crate) fn confinement(&self) -> &crate::confine::Confinement {
+        &self.confine
     }
 
     /// The upstream's name.
@@ -444,11 +453,10 @@ impl Upstream {
     }
 
     async fn start(&self) -> Result<Session, String> {
-        let Some((program, args)) = self.command.split_first() else {
-            return Err(format!("no command for the upstream `{}`", self.name));
-        };
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(args);
+        let cmd = self
+            .confine
+            .upstream_command(&self.command)
+            .map_err(|e| format!("could not start the upstream `{}` (`{}`): {e}", self.name, self.program()))?;
         let (transport, line) = crate::gateway::line_io::UpstreamTransport::spawn(cmd)
             .map_err(|e| format!("could not start the upstream `{}` (`{}`): {e}", self.name, self.program()))?;
         match tokio::time::timeout(self.settings.call_timeout, self.client.clone().serve(transport)).await {

@@ -62,8 +62,12 @@
 //! # What is not caught
 //!
 //! The argument check is a guardrail against the obvious escapes (a model
-//! asked to `rm -rf /`), not a sandbox: the program runs with the full
-//! authority of the mcpsec user. Not caught:
+//! asked to `rm -rf /`), not a sandbox. The sandbox is the kernel's: the
+//! program is started confined ([`crate::confine`], `[confine]`), which
+//! holds whatever it does with its arguments (it reads the system paths and
+//! the roots, writes the roots and its `TMPDIR`, without the protected
+//! paths, has no network). With `[confine] mode = "off"` it runs with the
+//! full authority of the mcpsec user. Not caught by the argument check:
 //!
 //! - paths the program finds by itself: in its configuration, in files of
 //!   the working directory (a Makefile, `.git/config`, `build.rs`), in
@@ -88,7 +92,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -123,6 +127,9 @@ pub struct ShellConfig {
     /// The environment passed to programs (besides `HOME`, which is the
     /// working directory).
     pub env: Vec<(String, String)>,
+    /// How programs are confined (the CLI sets it from `[confine]`; the
+    /// default is none).
+    pub confine: crate::confine::Confinement,
 }
 
 impl Default for ShellConfig {
@@ -133,6 +140,7 @@ impl Default for ShellConfig {
             max_timeout: Duration::from_secs(300),
             max_output: 64 * 1024,
             env: vec![("PATH".into(), DEFAULT_PATH.into()), ("LANG".into(), "C.UTF-8".into())],
+            confine: crate::confine::Confinement::off(),
         }
     }
 }
@@ -250,6 +258,11 @@ impl Shell {
         Ok(Shell { programs, config })
     }
 
+    /// How programs are confined.
+    pub fn confinement(&self) -> &crate::confine::Confinement {
+        &self.config.confine
+    }
+
     /// The allowed program names, as configured.
     pub fn allowed(&self) -> impl Iterator<Item = &str> {
         self.programs.iter().map(|p| p.name.as_str())
@@ -270,7 +283,8 @@ impl Shell {
         for arg in &args.args {
             check_arg(sandbox, &cwd, arg)?;
         }
-        Ok(Prepared { program, args: args.args.clone(), dir: dir.into(), cwd, timeout })
+        let confined = self.config.confine.for_call(sandbox)?;
+        Ok(Prepared { program, args: args.args.clone(), dir: dir.into(), cwd, timeout, confined })
     }
 
     fn program(&self, command: &str) -> Result<&Program, ToolError> {
@@ -306,12 +320,12 @@ impl Shell {
 
     fn execute(&self, p: Prepared<'_>) -> Result<ExecOutput, ToolError> {
         let name = &p.program.name;
-        let mut cmd = Command::new(&p.program.exe);
-        cmd.arg0(&p.program.found)
-            .args(&p.args)
+        let mut cmd = crate::confine::program_command(&p.program.exe, &p.program.found, p.confined.as_ref())?;
+        cmd.args(&p.args)
             .env_clear()
             .envs(self.config.env.iter().map(|(k, v)| (k, v)))
             .env("HOME", &p.cwd)
+            .envs(crate::confine::tmpdir(p.confined.as_ref()).map(|t| ("TMPDIR", t)))
             // The child enters the directory we hold, not a path.
             .current_dir(format!("/proc/self/fd/{}", p.dir.as_raw_fd()))
             .stdin(Stdio::null())
@@ -416,6 +430,8 @@ struct Prepared<'s> {
     /// Its host path (for `HOME` and relative arguments).
     cwd: PathBuf,
     timeout: Duration,
+    /// What the confined program is granted; its `TMPDIR` lives as long.
+    confined: Option<crate::confine::ForCall>,
 }
 
 /// The process group of a running program; killed if dropped armed (a

@@ -98,7 +98,8 @@ pub const MCP_PATH: &str = "/mcp";
 /// is logged at `info` ("listening on http://ADDR/mcp").
 pub async fn serve_http(options: ServerOptions, http: HttpOptions) -> Result<(), ServeError> {
     let roots: Vec<String> = options.sandbox.roots().map(|p| p.display().to_string()).collect();
-    serve(McpsecServer::new(options), serde_json::json!({ "roots": roots }), http).await
+    let confine = options.shell.as_ref().map(|s| s.confinement().details());
+    serve(McpsecServer::new(options), serde_json::json!({ "roots": roots, "confine": confine }), http).await
 }
 
 /// Serves `server` (built-in tools, or a gateway's upstream) as
