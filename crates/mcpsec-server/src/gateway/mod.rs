@@ -24,7 +24,15 @@
 //! - a crash is a tool error and the next call restarts it (with backoff); a
 //!   call it does not answer in `call_timeout` is a tool error.
 
+mod check;
 mod line_io;
+mod pins;
+mod sanitize;
+
+pub(crate) use check::ArgumentCheck;
+use pins::{canonical, definition, sorted};
+pub(crate) use sanitize::scan_and_sanitize_result;
+use sanitize::{sanitize_value, sanitized, valid_tool_name};
 
 use line_io::upstream_text;
 
@@ -38,13 +46,11 @@ use mcpsec_caps::Authorizer;
 use mcpsec_caps::pins::{PinStatus, Pins};
 use mcpsec_core::Capability;
 use mcpsec_core::proxy::{ProxySettings, Unmapped, capability_from_hints};
-use mcpsec_core::scan::sanitize;
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation, JsonObject, Tool,
 };
 use rmcp::service::{NotificationContext, RunningService};
 use rmcp::{Peer, RoleClient, RoleServer, ServiceError, ServiceExt};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::ToolError;
@@ -141,77 +147,6 @@ struct Offered {
     arguments: Arc<ArgumentCheck>,
     /// The SHA-256 of its definition, as pinned.
     hash: String,
-}
-
-/// The check of a call's arguments against the input schema the upstream
-/// declared for the tool, exactly as pinned (not the sanitised copy
-/// `tools/list` shows).
-#[derive(Debug)]
-pub(crate) enum ArgumentCheck {
-    /// The compiled schema.
-    Schema(jsonschema::Validator),
-    /// The schema cannot be used (invalid, or it refers to a document
-    /// elsewhere, which mcpsec does not fetch): the tool is not called.
-    Unusable(String),
-}
-
-/// The most schema errors a refusal lists.
-const MAX_ARGUMENT_ERRORS: usize = 3;
-
-/// How far a `pattern` with lookaround or backreferences (a backtracking
-/// engine) may search before the value is refused; patterns without them
-/// run on a linear-time engine.
-const PATTERN_BACKTRACK_LIMIT: usize = 100_000;
-
-impl ArgumentCheck {
-    /// Compiles `schema`. No reference outside it is followed: no file is
-    /// read and no URL fetched on an upstream's say-so.
-    fn new(schema: &JsonObject) -> ArgumentCheck {
-        let schema = serde_json::Value::Object(schema.clone());
-        let options = jsonschema::options().with_pattern_options(
-            jsonschema::PatternOptions::fancy_regex().backtrack_limit(PATTERN_BACKTRACK_LIMIT).size_limit(1 << 20),
-        );
-        match options.build(&schema) {
-            Ok(v) => ArgumentCheck::Schema(v),
-            Err(e) => ArgumentCheck::Unusable(upstream_text(&e.to_string())),
-        }
-    }
-
-    /// Hands back `args` if they match the schema; else refuses them,
-    /// saying where and why. The arguments are checked in place, not copied.
-    pub(crate) fn check(&self, qualified: &str, args: JsonObject) -> Result<JsonObject, crate::error::ToolError> {
-        let schema = match self {
-            ArgumentCheck::Schema(v) => v,
-            ArgumentCheck::Unusable(why) => {
-                return Err(crate::error::ToolError::Refused(format!(
-                    "refused: calling `{qualified}`: mcpsec cannot check its arguments against the input schema the \
-                     upstream declared ({why}), so it does not call it. The upstream's author can fix the schema"
-                )));
-            }
-        };
-        let instance = serde_json::Value::Object(args);
-        let mut errors = schema.iter_errors(&instance).peekable();
-        if errors.peek().is_none() {
-            drop(errors);
-            let serde_json::Value::Object(args) = instance else { unreachable!("built as an object above") };
-            return Ok(args);
-        }
-        let found: Vec<String> = errors
-            .take(MAX_ARGUMENT_ERRORS)
-            .map(|e| {
-                let at = e.instance_path().to_string();
-                let at = if at.is_empty() { "the arguments".to_owned() } else { format!("`{at}`") };
-                format!("{at}: {}", upstream_text(&e.to_string()).chars().take(200).collect::<String>())
-            })
-            .collect();
-        Err(crate::error::ToolError::Mismatch {
-            tool: qualified.to_owned(),
-            message: format!(
-                "they do not match the input schema the upstream declared for it (and a human pinned): {}",
-                found.join("; ")
-            ),
-        })
-    }
 }
 
 /// Why a tool is withheld.
@@ -910,179 +845,11 @@ async fn list_bounded(peer: &Peer<RoleClient>) -> Result<Vec<Tool>, Listing> {
     Err(Listing::TooLong)
 }
 
-/// What is pinned of a tool: everything the client is shown of it, `_meta`
-/// included (an MCP Apps host renders a UI from `_meta.ui.resourceUri`).
-///
-/// `_meta` is part of the definition only when it holds something, so the
-/// definition of a tool without one (or with an empty one) is what it was
-/// before `_meta` was pinned: those pins keep their hash. A tool that has a
-/// `_meta` hashes differently than before, and is held once for a human's
-/// approval.
-fn definition(tool: &Tool) -> Value {
-    let mut v = serde_json::to_value(tool).unwrap_or(Value::Null);
-    if let Value::Object(map) = &mut v
-        && map.get("_meta").is_some_and(|m| m.as_object().is_some_and(serde_json::Map::is_empty))
-    {
-        map.remove("_meta");
-    }
-    v
-}
-
-/// `v` with every object's keys sorted (so the hash does not depend on the
-/// upstream's key order).
-fn sorted(v: &Value) -> Value {
-    match v {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&map[k]))).collect())
-        }
-        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
-        other => other.clone(),
-    }
-}
-
-/// Compact JSON with sorted keys.
-fn canonical(v: &Value) -> String {
-    serde_json::to_string(&sorted(v)).unwrap_or_default()
-}
-
-/// An upstream's tool result with every string scanned (`seen` is called
-/// with each, keys included) and then sanitised: text, an embedded
-/// resource's text, links, `structuredContent` and every `_meta`, at any
-/// depth and whatever the key is called.
-///
-/// Only binary payloads are left alone, known by their content block's type
-/// (an `image` or `audio` block's `data`, an embedded resource's `blob`),
-/// never by a key's name, and only while they are base64: what is not
-/// base64 is not a binary payload and is treated as text.
-///
-/// `None` if the result could not be checked (it must not be passed on).
-pub(crate) fn scan_and_sanitize_result(
-    mut result: CallToolResult,
-    seen: &mut dyn FnMut(&str),
-) -> Option<CallToolResult> {
-    let payloads = take_binary_payloads(&mut result);
-    let mut v = serde_json::to_value(&result).ok()?;
-    scan_and_sanitize(&mut v, seen);
-    let mut result: CallToolResult = serde_json::from_value(v).ok()?;
-    restore_binary_payloads(&mut result, payloads)?;
-    Some(result)
-}
-
-/// The base64 binary payload of a content block, by the block's type.
-fn binary_payload(block: &mut rmcp::model::ContentBlock) -> Option<&mut String> {
-    use rmcp::model::{ContentBlock, ResourceContents};
-    let payload = match block {
-        ContentBlock::Image(image) => &mut image.data,
-        ContentBlock::Audio(audio) => &mut audio.data,
-        ContentBlock::Resource(embedded) => match &mut embedded.resource {
-            ResourceContents::BlobResourceContents { blob, .. } => blob,
-            _ => return None,
-        },
-        _ => return None,
-    };
-    is_base64(payload).then_some(payload)
-}
-
-/// Whether `s` holds only the characters of base64 (RFC 4648, standard or
-/// URL-safe alphabet, with padding): no space, control or non-ASCII
-/// character, so nothing that could hide from a human or read as a phrase.
-fn is_base64(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=-_".contains(&b))
-}
-
-/// Takes every binary payload out of `result` (leaving it empty), with the
-/// index of its block.
-fn take_binary_payloads(result: &mut CallToolResult) -> Vec<(usize, String)> {
-    let blocks = result.content.iter_mut().enumerate();
-    blocks.filter_map(|(i, block)| binary_payload(block).map(|p| (i, std::mem::take(p)))).collect()
-}
-
-/// Puts back what [`take_binary_payloads`] took. `None` if a block is no
-/// longer where it was, or of another type (which sanitising never does).
-fn restore_binary_payloads(result: &mut CallToolResult, payloads: Vec<(usize, String)>) -> Option<()> {
-    for (i, payload) in payloads {
-        *binary_payload(result.content.get_mut(i)?)? = payload;
-    }
-    Some(())
-}
-
-/// Calls `seen` with every string of `v` (keys included), then sanitises
-/// them in place.
-fn scan_and_sanitize(v: &mut Value, seen: &mut dyn FnMut(&str)) {
-    match v {
-        Value::String(s) => {
-            seen(s);
-            if let std::borrow::Cow::Owned(clean) = sanitize(s) {
-                *s = clean;
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(|i| scan_and_sanitize(i, seen)),
-        Value::Object(map) => {
-            for k in map.keys() {
-                seen(k);
-            }
-            let dirty: Vec<String> = map.keys().filter(|k| sanitize(k).len() != k.len()).cloned().collect();
-            for k in dirty {
-                if let Some(value) = map.remove(&k) {
-                    map.insert(sanitize(&k).into_owned(), value);
-                }
-            }
-            map.values_mut().for_each(|item| scan_and_sanitize(item, seen));
-        }
-        _ => {}
-    }
-}
-
-/// Every string in `v` sanitised (schemas carry descriptions too).
-pub(crate) fn sanitize_value(v: &mut Value) {
-    match v {
-        Value::String(s) => {
-            if let std::borrow::Cow::Owned(clean) = sanitize(s) {
-                *s = clean;
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(sanitize_value),
-        Value::Object(map) => {
-            let dirty: Vec<String> = map.keys().filter(|k| sanitize(k).len() != k.len()).cloned().collect();
-            for k in dirty {
-                if let Some(value) = map.remove(&k) {
-                    map.insert(sanitize(&k).into_owned(), value);
-                }
-            }
-            map.values_mut().for_each(sanitize_value);
-        }
-        _ => {}
-    }
-}
-
-/// A tool as the model is shown it: every string the upstream wrote
-/// sanitised.
-fn sanitized(tool: &Tool) -> Tool {
-    let mut v = serde_json::to_value(tool).unwrap_or(Value::Null);
-    sanitize_value(&mut v);
-    // The name is the upstream's key for calls: kept as is (sanitising it
-    // would call a different tool); a name that needs sanitising is
-    // refused by MCP clients anyway.
-    match serde_json::from_value::<Tool>(v) {
-        Ok(mut clean) => {
-            clean.name = tool.name.clone();
-            clean
-        }
-        Err(_) => Tool::new(tool.name.clone(), "", Arc::new(JsonObject::new())),
-    }
-}
-
-/// Whether an upstream tool name may be offered: 1-128 of `[A-Za-z0-9_.-]`
-/// (the MCP specification's recommendation).
-pub(crate) fn valid_tool_name(name: &str) -> bool {
-    (1..=128).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-}
-
 #[cfg(test)]
 mod tests {
+    use super::check::MAX_ARGUMENT_ERRORS;
     use super::*;
+    use serde_json::Value;
 
     fn check(schema: Value, args: Value) -> Result<(), String> {
         let Value::Object(schema) = schema else { panic!("a schema object") };

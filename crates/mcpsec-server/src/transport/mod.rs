@@ -3,6 +3,7 @@
 //! [`tls`](crate::TlsFiles)).
 
 pub mod http;
+mod lifecycle;
 mod line;
 pub(crate) mod stdio;
 pub(crate) mod tls;

@@ -22,15 +22,7 @@ where
     // Installed first: from here on a signal stops the server in order
     // (its stop recorded) instead of killing it on the spot.
     let mut signalled = std::pin::pin!(stop_signal());
-    let lifecycle = |event| {
-        let mut r = mcpsec_audit::Record::new(event);
-        r.user = Some(user.to_owned());
-        r.session = Some(session.to_owned());
-        r.details = Some(details.clone());
-        r
-    };
-    let start = lifecycle(mcpsec_audit::EventKind::ServerStart);
-    let mut stop = lifecycle(mcpsec_audit::EventKind::ServerStop);
+    let (start, mut stop) = super::lifecycle::records(user, session, details);
     // The start record is written and made durable (per the sync mode) on
     // a thread of its own, while the handshake is answered: nothing needs
     // to be durable for it. The transport hands the server no other request
@@ -51,9 +43,7 @@ where
         Err(e) => {
             // The stop record follows the start record, whatever became of it.
             let _ = started.wait().await;
-            stop.reason = Some(format!("failed to start: {e}"));
-            let _ = audit.append(stop).await;
-            audit.close();
+            super::lifecycle::record_failed_start(audit, stop, &e.to_string()).await;
             return Err(e);
         }
     };
@@ -90,10 +80,8 @@ where
     // Nothing is recorded before the start record (a client may leave
     // before it is written); if it could not be written, say so.
     let start_recorded = started.wait().await.map_err(|e| ServeError(format!("cannot record the server start: {e}")));
-    flusher.flush_rate_limit_records().await;
-    let stopped = audit.append(stop).await.map_err(|e| ServeError(format!("cannot record the server stop: {e}")));
-    audit.close();
-    start_recorded.and(served).and(stopped.map(|_| ()))
+    let stopped = super::lifecycle::record_stop(audit, &flusher, stop).await;
+    start_recorded.and(served).and(stopped)
 }
 
 /// Resolves with the name of the first SIGTERM, SIGINT or SIGHUP received

@@ -48,7 +48,6 @@ use std::time::Duration;
 
 use axum::extract::Request;
 use axum::http::StatusCode;
-use mcpsec_audit::{EventKind, Record};
 use mcpsec_caps::Users;
 use mcpsec_core::HttpConfig;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -122,32 +121,22 @@ pub(crate) async fn serve(
     let scheme = if acceptor.is_some() { "https" } else { "http" };
     let audit = server.audit().clone();
     let session = server.session().to_owned();
-    let lifecycle = |event| {
-        let mut r = Record::new(event);
-        r.user = Some(server.own_principal().name().to_owned());
-        r.session = Some(session.clone());
-        let mut d = serde_json::json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "transport": "http",
-            "address": local.to_string(),
-            "tls": acceptor.is_some(),
-        });
-        if let (Some(d), serde_json::Value::Object(extra)) = (d.as_object_mut(), &details) {
-            d.extend(extra.clone());
-        }
-        r.details = Some(d);
-        r
-    };
-    let start = lifecycle(EventKind::ServerStart);
-    let mut stop = lifecycle(EventKind::ServerStop);
+    let mut d = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "transport": "http",
+        "address": local.to_string(),
+        "tls": acceptor.is_some(),
+    });
+    if let (Some(d), serde_json::Value::Object(extra)) = (d.as_object_mut(), &details) {
+        d.extend(extra.clone());
+    }
+    let (start, mut stop) = super::lifecycle::records(server.own_principal().name(), &session, d);
     audit.append(start).await.map_err(|e| ServeError(format!("cannot record the server start: {e}")))?;
     let upstream = server.upstream().cloned();
     if let Some(up) = &upstream
         && let Err(e) = up.connect(server.authorizer()).await
     {
-        stop.reason = Some(format!("failed to start: {e}"));
-        let _ = audit.append(stop).await;
-        audit.close();
+        super::lifecycle::record_failed_start(&audit, stop, &e).await;
         return Err(ServeError(e));
     }
 
@@ -249,14 +238,12 @@ pub(crate) async fn serve(
     if failed.is_none() && tokio::time::timeout(Duration::from_secs(5), &mut serving).await.is_err() {
         serving.abort();
     }
-    server.flush_rate_limit_records().await;
     if let Some(e) = &failed {
         stop.reason = Some(e.to_string());
     }
-    let stopped = audit.append(stop).await.map_err(|e| ServeError(format!("cannot record the server stop: {e}")));
-    audit.close();
+    let stopped = super::lifecycle::record_stop(&audit, &server, stop).await;
     match failed {
         Some(e) => Err(e),
-        None => stopped.map(|_| ()),
+        None => stopped,
     }
 }
