@@ -97,6 +97,13 @@ impl Server {
                 cmd.env("MCPSEC_CONFIG", config);
             } else if let Some(text) = self.config {
                 let file = state_dir.join(format!("{}.toml", self.name.replace('/', "-")));
+                // The gateway's upstream runs confined: it is granted the
+                // root it serves (read only: the bench only reads).
+                let text = if self.name == MCPSEC_PROXY {
+                    format!("{text}\n[proxy.fs]\nread = [{:?}]\n", root.display().to_string())
+                } else {
+                    text.to_owned()
+                };
                 #[allow(clippy::disallowed_methods)] // the bench's own scratch directory
                 let written = std::fs::write(&file, text);
                 if written.is_ok() {
