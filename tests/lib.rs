@@ -914,6 +914,20 @@ impl HttpServer {
 
 /// A raw HTTP request to an MCP endpoint, for what an MCP client would
 /// never send.
+/// An `initialize` POST with the bearer `key`: its status, or why no answer
+/// came (the connection closed, refused…).
+pub async fn try_initialize(url: &str, key: &str) -> Result<u16, String> {
+    let r = reqwest::Client::new()
+        .post(url)
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(initialize_body())
+        .send()
+        .await;
+    r.map(|r| r.status().as_u16()).map_err(|e| e.to_string())
+}
+
 pub async fn raw_post(url: &str, headers: &[(&str, &str)], body: String) -> (u16, Vec<(String, String)>, String) {
     let mut req = reqwest::Client::new()
         .post(url)

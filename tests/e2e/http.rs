@@ -484,19 +484,7 @@ async fn slow_clients_are_disconnected_after_the_header_timeout() {
     }
     // Their slots are free again: a real client is served (once the server
     // has let go of them, which it may do just after closing them).
-    let auth = format!("Bearer {alice}");
-    let post = || async {
-        let r = reqwest::Client::new()
-            .post(&server.url)
-            .header("authorization", &auth)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .body(initialize_body())
-            .send()
-            .await;
-        r.map(|r| r.status().as_u16()).map_err(|e| e.to_string())
-    };
-    let status = poll_async(post, |s| *s == Ok(200)).await;
+    let status = poll_async(|| mcpsec_e2e::try_initialize(&server.url, &alice), |s| *s == Ok(200)).await;
     assert_eq!(status, Ok(200));
     assert!(!server.stderr.lock().unwrap().contains(&alice[6..]), "no key in the server's log");
     assert_eq!(server.stop().await, 0);
