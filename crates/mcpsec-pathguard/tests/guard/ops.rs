@@ -259,6 +259,33 @@ fn a_tree_too_deep_is_refused_as_too_deep() {
     sb.walk(&below, |_| true).unwrap();
 }
 
+/// SECURITY.md: listings, trees, searches and the checks of a recursive
+/// delete or move stop at 100,000 entries, and the refusal says so (not
+/// "too deep"); nothing is deleted or moved.
+#[test]
+fn more_than_100000_entries_are_refused_as_too_many() {
+    let fx = Fx::bare();
+    let big = fx.root.join("big");
+    std::fs::create_dir(&big).unwrap();
+    for i in 0..=mcpsec_pathguard::MAX_ENTRIES {
+        std::fs::File::create(big.join(format!("f{i}"))).unwrap();
+    }
+    let sb = fx.sandbox();
+    let errors = [
+        sb.list("big").map(drop).unwrap_err(),
+        sb.walk("big", |_| true).unwrap_err(),
+        sb.remove("big", true).unwrap_err(),
+        sb.rename("big", "moved").unwrap_err(),
+    ];
+    for e in errors {
+        assert!(matches!(e, GuardError::TooManyEntries { limit: mcpsec_pathguard::MAX_ENTRIES, .. }), "{e:?}");
+        assert!(e.to_string().contains("more than 100000 entries"), "{e}");
+        assert!(e.changed_nothing(), "{e:?}");
+    }
+    assert_eq!(std::fs::read_dir(&big).unwrap().count(), mcpsec_pathguard::MAX_ENTRIES + 1, "nothing was deleted");
+    assert!(!fx.root.join("moved").exists());
+}
+
 /// Issue 26, point 13: `a.txt/` and `a.txt/.` read the file `a.txt`. A path
 /// ending in `/` or `/.` names a directory, as for the kernel.
 #[test]
