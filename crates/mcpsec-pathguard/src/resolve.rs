@@ -218,9 +218,17 @@ impl Sandbox {
                 }
                 Kind::Dir if !is_last => {
                     // Nothing inside a denied directory is looked at (a
-                    // symlink may have led here under another name).
+                    // symlink may have led here under another name). The
+                    // directories above were checked on the way down, so
+                    // only this one is matched; the first one below a root
+                    // with all above it (an outer root's paths included).
                     let here: PathBuf = names.iter().chain(std::iter::once(&name)).collect();
-                    self.rules_in(root).check_denied(&here, input)?;
+                    let rules = self.rules_in(root);
+                    if names.is_empty() {
+                        rules.check_denied(&here, input)
+                    } else {
+                        rules.check_denied_entry(&here, input)
+                    }?;
                     let next = dir.open_dir_nofollow(&name).map_err(|e| io_error("resolving", input, e))?;
                     stack.push(next);
                     names.push(name);

@@ -126,6 +126,15 @@ impl<'a> InRoot<'a> {
         }
     }
 
+    /// Like [`InRoot::check_denied`] for a directory the resolver enters
+    /// below one that passed: only `rel` itself is matched (its parents were).
+    pub(crate) fn check_denied_entry(&self, rel: &Path, shown: &str) -> Result<(), GuardError> {
+        match self.rules.deny.first_match_in(rel, self.outer) {
+            Some(glob) => Err(protected(shown, Rule::Deny, glob)),
+            None => Ok(()),
+        }
+    }
+
     /// Refuses reading `rel` (shown to the caller as `shown`): a deny rule
     /// matching it, or any directory above it, refuses.
     pub(crate) fn check_read(&self, rel: &Path, shown: &str) -> Result<(), GuardError> {
