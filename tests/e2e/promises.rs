@@ -220,6 +220,26 @@ async fn an_undo_no_record_vouches_for_needs_danger_unverified() {
     assert_eq!(env.read("ws/a.txt"), "precious\n");
 }
 
+/// A raw TCP connection to `server` that has sent a POST head with Alice's
+/// `key`, the framing header `framing` (`Content-Length: N`, `Transfer-Encoding:
+/// chunked`) and the first bytes of a body, `start`.
+async fn raw_post_started(
+    server: &mcpsec_e2e::HttpServer,
+    key: &str,
+    framing: &str,
+    start: &str,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let addr = server.url.trim_start_matches("http://").trim_end_matches("/mcp").to_owned();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\n{framing}\r\n\r\n{start}"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s
+}
+
 /// SECURITY.md: the body limit holds "whatever `Content-Length` says": a
 /// chunked body has none.
 #[tokio::test]
@@ -228,13 +248,7 @@ async fn the_body_limit_holds_for_a_chunked_body() {
     let env = Env::new();
     let alice = env.add_user("alice");
     let server = env.serve_http_with("[http]\nmax_body = \"4KiB\"\n").await;
-    let addr = server.url.trim_start_matches("http://").trim_end_matches("/mcp").to_owned();
-    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head = format!(
-        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {alice}\r\nContent-Type: application/json\r\n\
-         Accept: application/json, text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
+    let mut s = raw_post_started(&server, &alice, "Transfer-Encoding: chunked", "").await;
     let chunk = "x".repeat(2048);
     // Up to 64 KiB, in chunks; the server may answer (and close) early.
     for _ in 0..32 {
@@ -269,17 +283,11 @@ fn call_body(id: u64, tool: &str) -> String {
 /// request within `request_timeout` gets 408, and holds nothing after.
 #[tokio::test]
 async fn a_request_not_sent_within_request_timeout_gets_408() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let env = Env::new();
     let alice = env.add_user("alice");
     let server = env.serve_http_with("[http]\nrequest_timeout = \"2s\"\n").await;
-    let addr = server.url.trim_start_matches("http://").trim_end_matches("/mcp").to_owned();
-    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head = format!(
-        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {alice}\r\nContent-Type: application/json\r\n\
-         Accept: application/json, text/event-stream\r\nContent-Length: 1000\r\n\r\n{{\"jsonrpc\""
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
+    let mut s = raw_post_started(&server, &alice, "Content-Length: 1000", "{\"jsonrpc\"").await;
     // The rest of the body never comes: the server answers by itself.
     let mut answer = Vec::new();
     let read = tokio::time::timeout(std::time::Duration::from_secs(60), s.read_to_end(&mut answer)).await;
